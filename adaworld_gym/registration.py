@@ -1,0 +1,32 @@
+"""Gymnasium ids for everything the package provides, registered once on import."""
+
+from __future__ import annotations
+
+import gymnasium
+
+from adaworld_gym.sims.games import PROCGEN_GAMES
+
+PUSH_EPISODE_STEPS = 15
+
+
+def procgen_env_id(game: str) -> str:
+    return f"AdaWorld/Procgen-{game}-v0"
+
+
+def register_envs() -> None:
+    """Register the real-simulator envs; safe to call more than once."""
+    registry = gymnasium.envs.registration.registry
+    for game in PROCGEN_GAMES:
+        env_id = procgen_env_id(game)
+        if env_id not in registry:
+            gymnasium.register(
+                id=env_id,
+                entry_point="adaworld_gym.sims.procgen:ProcgenEnv",
+                kwargs={"game": game},
+            )
+    if "AdaWorld/RobosuitePush-v0" not in registry:
+        gymnasium.register(
+            id="AdaWorld/RobosuitePush-v0",
+            entry_point="adaworld_gym.sims.push:RobosuitePushEnv",
+            max_episode_steps=PUSH_EPISODE_STEPS,
+        )

@@ -1,0 +1,1 @@
+"""Real simulators wrapped as Gymnasium environments."""
