@@ -1,0 +1,130 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from adaworld_gym.data.clips import ClipDataset
+from adaworld_gym.data.collect import collect_procgen, collect_videos, square_resize
+from adaworld_gym.data.episodes import EpisodeError, EpisodeStore
+
+
+def test_procgen_collection_is_resumable_without_duplicates(tmp_path):
+    once = collect_procgen(["heist"], 6, 20, tmp_path / "once", seed=1, batch=4)
+    assert once.episodes_written == 6 and once.frames > 0 and once.bytes_per_frame < 12288
+    collect_procgen(["heist"], 3, 20, tmp_path / "twice", seed=1, batch=4)  # interrupted after 3
+    resumed = collect_procgen(["heist"], 6, 20, tmp_path / "twice", seed=1, batch=4)
+    assert resumed.episodes_written == 3 and resumed.episodes_skipped == 3
+    a, b = EpisodeStore(tmp_path / "once" / "procgen-heist"), EpisodeStore(tmp_path / "twice" / "procgen-heist")
+    assert a.names() == b.names()
+    for name in a.names():
+        ea, eb = a.read(name), b.read(name)
+        np.testing.assert_array_equal(ea.frames, eb.frames)
+        np.testing.assert_array_equal(ea.actions, eb.actions)
+        assert ea.env_id == "AdaWorld/Procgen-heist-v0" and ea.action_space == {"type": "discrete", "n": 15}
+
+
+def test_clip_dataset_windows_and_determinism(tmp_path):
+    collect_procgen(["heist", "maze"], 4, 30, tmp_path, seed=0, batch=4)
+    ds = ClipDataset(tmp_path, history=4, seed=3, with_actions=True)
+    assert ds.subset_names == ["procgen-heist", "procgen-maze"]
+    assert np.isclose(ds.subset_probs.sum(), 1.0)
+    a = [next(iter(ds)) for _ in range(1)][0]
+    b = next(iter(ClipDataset(tmp_path, history=4, seed=3, with_actions=True)))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["history"].shape == (4, 64, 64, 3) and a["history"].dtype == np.uint8
+    assert 1 <= a["history_len"] <= 4 and 0 <= a["action"] < 15
+    # windows match the episode: the target follows the last history frame under the stored action
+    store = EpisodeStore(tmp_path / "procgen-heist")
+    episode = store.read(store.names()[0])
+    w = ds.window(episode, 1)
+    assert w["history_len"] == 2 and not w["history"][:2].any()
+    np.testing.assert_array_equal(w["history"][2:], episode.frames[:2])
+    np.testing.assert_array_equal(w["next"], episode.frames[2])
+    assert w["action"] == episode.actions[1]
+
+
+def test_subset_weighting_follows_size_power():
+    from adaworld_gym.data.clips import SUBSET_WEIGHT_EXPONENT
+
+    sizes = np.array([100.0, 10000.0])
+    w = sizes**SUBSET_WEIGHT_EXPONENT
+    assert 0.1 < (w / w.sum())[0] < 0.2  # the small subset gets far more than its 1% share
+
+
+def test_terminal_reset_frames_are_never_targets(tmp_path):
+    collect_procgen(["coinrun"], 4, 400, tmp_path, seed=0, batch=4)
+    store = EpisodeStore(tmp_path / "procgen-coinrun")
+    ended = [store.read(n) for n in store.names() if store.read(n).terminations.any()]
+    assert ended, "expected at least one random-play CoinRun episode to end within 400 steps"
+    from adaworld_gym.data.clips import valid_targets
+
+    for episode in ended:
+        last = int(np.flatnonzero(episode.terminations)[0])
+        assert last not in valid_targets(episode)
+
+
+def _write_video(path, n=30, fps=30):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (96, 72))
+    for i in range(n):
+        frame = np.zeros((72, 96, 3), np.uint8)
+        frame[20:40, 2 * i : 2 * i + 20] = 255
+        writer.write(frame)
+    writer.release()
+
+
+def test_video_collection(tmp_path):
+    import imageio.v3 as iio
+
+    (tmp_path / "src" / "clips").mkdir(parents=True)
+    _write_video(tmp_path / "src" / "clips" / "a.avi", n=30, fps=30)
+    gif = np.zeros((8, 50, 80, 3), np.uint8)
+    for i in range(8):
+        gif[i, 10:20, 5 * i : 5 * i + 10] = 200  # moving, so the GIF writer keeps every frame
+    iio.imwrite(tmp_path / "src" / "b.gif", gif, duration=100, loop=0)
+    report = collect_videos(tmp_path / "src", tmp_path / "out")
+    assert report.episodes_written == 2
+    avi = EpisodeStore(tmp_path / "out" / "video-clips")
+    ep = avi.read(avi.names()[0])
+    assert ep.actions is None and ep.frame_skip == 3 and ep.frames.shape == (10, 64, 64, 3)
+    gif_store = EpisodeStore(tmp_path / "out" / "video-root")
+    assert gif_store.read(gif_store.names()[0]).frames.shape == (8, 64, 64, 3)
+    assert collect_videos(tmp_path / "src", tmp_path / "out").episodes_skipped == 2
+    ClipDataset(tmp_path / "out", history=2).sample(np.random.default_rng(0))
+
+
+def test_square_resize_crops_the_centre():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[:, 50:150] = 255  # exactly the centre square
+    assert square_resize(frame, 64).min() == 255
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="unknown Procgen game"):
+        collect_procgen(["pong"], 1, 1, tmp_path)
+    with pytest.raises(ValueError, match="not found"):
+        collect_videos(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no video files"):
+        collect_videos(tmp_path / "empty", tmp_path / "out")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="x.mp4"):
+        collect_videos(tmp_path / "broken", tmp_path / "out2")
+    with pytest.raises(EpisodeError, match="no episode data"):
+        ClipDataset(tmp_path / "empty")
+
+
+def test_cli_collect_procgen(tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "adaworld_gym.cli", "collect", "procgen", "--games", "maze,jumper",
+           "--episodes", "2", "--steps", "10", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "frames/s" in result.stdout and "bytes/frame" in result.stdout
+    assert len(EpisodeStore(out / "procgen-jumper")) == 2
+    bad = subprocess.run(cmd[:6] + ["pong"] + cmd[7:], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown Procgen game" in bad.stderr

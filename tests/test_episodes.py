@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+
+from adaworld_gym.data.episodes import Episode, EpisodeError, EpisodeStore, read_episode
+
+
+def _episode(n=10, seed=0, actions="discrete"):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (n + 1, 64, 64, 3), dtype=np.uint8)
+    acts = rng.integers(0, 15, n) if actions == "discrete" else rng.uniform(-1, 1, (n, 4)).astype(np.float32)
+    return Episode(frames=frames, actions=acts, env_id="test", seed=seed, meta={"level": 3})
+
+
+def test_round_trip_is_exact(tmp_path):
+    store = EpisodeStore(tmp_path / "d", create=True)
+    for kind in ("discrete", "continuous"):
+        ep = _episode(actions=kind)
+        store.write(kind, ep)
+        back = store.read(kind)
+        np.testing.assert_array_equal(back.frames, ep.frames)
+        np.testing.assert_array_equal(back.actions, ep.actions)
+        assert back.actions.dtype == ep.actions.dtype
+        assert back.meta == {"level": 3} and back.env_id == "test" and back.seed == 0
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert set(manifest["episodes"]) == {"discrete", "continuous"}
+    assert all(len(e["sha256"]) == 64 for e in manifest["episodes"].values())
+
+
+def test_action_free_episode(tmp_path):
+    store = EpisodeStore(tmp_path, create=True)
+    store.write("v", Episode(frames=np.zeros((5, 64, 64, 3), np.uint8)))
+    ep = store.read("v")
+    assert ep.actions is None and ep.rewards.shape == (4,) and not ep.terminations.any()
+
+
+def test_truncated_shard_names_the_file(tmp_path):
+    store = EpisodeStore(tmp_path, create=True)
+    store.write("a", _episode())
+    path = store.path("a")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(EpisodeError, match="a.awe"):
+        read_episode(path)
+    with pytest.raises(EpisodeError, match="checksum mismatch.*a.awe"):
+        store.read("a")
+
+
+def test_flipped_byte_is_caught_by_checksum(tmp_path):
+    store = EpisodeStore(tmp_path, create=True)
+    store.write("a", _episode())
+    data = bytearray(store.path("a").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    store.path("a").write_bytes(bytes(data))
+    with pytest.raises(EpisodeError, match="a.awe"):
+        store.read("a")
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(EpisodeError, match="not found"):
+        read_episode(tmp_path / "nope.awe")
+    with pytest.raises(EpisodeError, match="not found"):
+        EpisodeStore(tmp_path / "nowhere")
+
+
+def test_orphan_shard_is_adopted_and_broken_one_dropped(tmp_path):
+    store = EpisodeStore(tmp_path, create=True)
+    store.write("a", _episode())
+    (tmp_path / "manifest.json").unlink()  # as if killed between rename and manifest update
+    store.path("b").write_bytes(b"garbage")
+    again = EpisodeStore(tmp_path, create=True)
+    assert again.names() == ["a"] and not store.path("b").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"frames": np.zeros((3, 64, 64, 3), np.float32)}, "uint8"),
+        ({"frames": np.zeros((3, 64, 64), np.uint8)}, "uint8"),
+        ({"frames": np.zeros((3, 64, 64, 3), np.uint8), "actions": np.zeros(5)}, "actions"),
+        ({"frames": np.zeros((3, 64, 64, 3), np.uint8), "actions": np.array([0.0, np.nan])}, "NaN"),
+    ],
+)
+def test_bad_episodes_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Episode(**kwargs)
+
+
+def test_unwritable_output_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot write"):
+        EpisodeStore(blocker / "sub", create=True)

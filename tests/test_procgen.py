@@ -1,0 +1,100 @@
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import adaworld_gym  # noqa: F401  (registers the envs)
+from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES, PROCGEN_GAMES, TEST_LEVELS
+
+
+def test_all_sixteen_games_are_registered():
+    assert len(PROCGEN_GAMES) == 16
+    for game in PROCGEN_GAMES:
+        assert f"AdaWorld/Procgen-{game}-v0" in gymnasium.registry
+
+
+def test_split_keeps_planning_games_in_pretraining():
+    assert len(ADAPTATION_GAMES) >= 4
+    assert {"heist", "jumper", "maze", "caveflyer"} <= set(PRETRAIN_GAMES)
+    assert not set(ADAPTATION_GAMES) & set(PRETRAIN_GAMES)
+
+
+@pytest.mark.parametrize("game", ["heist", "coinrun"])
+def test_checkers_pass(game):
+    env = gymnasium.make(f"AdaWorld/Procgen-{game}-v0")
+    check_env(env.unwrapped, skip_render_check=False)
+    sb3_check_env(env.unwrapped)
+    assert env.observation_space == gymnasium.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert env.action_space == gymnasium.spaces.Discrete(15)
+
+
+def _rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    frames = [obs]
+    for a in actions:
+        frames.append(env.step(a)[0])
+    return np.stack(frames)
+
+
+def test_same_seed_same_frames():
+    actions = np.random.default_rng(0).integers(0, 15, 40)
+    a = _rollout(gymnasium.make("AdaWorld/Procgen-bigfish-v0"), 7, actions)
+    b = _rollout(gymnasium.make("AdaWorld/Procgen-bigfish-v0"), 7, actions)
+    c = _rollout(gymnasium.make("AdaWorld/Procgen-bigfish-v0"), 8, actions)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_state_round_trip_is_exact():
+    env = gymnasium.make("AdaWorld/Procgen-starpilot-v0").unwrapped
+    env.reset(seed=3)
+    for a in range(10):
+        env.step(a)
+    state, frame = env.get_state(), env.render().copy()
+    first = [env.step(a % 15)[0] for a in range(30)]
+    env.set_state(state)
+    np.testing.assert_array_equal(env.render(), frame)
+    second = [env.step(a % 15)[0] for a in range(30)]
+    np.testing.assert_array_equal(np.stack(first), np.stack(second))
+
+
+def test_level_ranges():
+    env = gymnasium.make("AdaWorld/Procgen-maze-v0", levels="test", distribution_mode="hard").unwrapped
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        assert TEST_LEVELS[0] <= info["level"] < TEST_LEVELS[1]
+    _, info = env.reset(options={"level": 42})
+    assert info["level"] == 42
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"game": "pong"}, "unknown Procgen game"), ({"game": "maze", "distribution_mode": "nightmare"}, "distribution_mode"),
+     ({"game": "maze", "levels": (5, 2)}, "levels")],
+)
+def test_bad_construction(kwargs, match):
+    from adaworld_gym.sims.procgen import ProcgenEnv
+
+    with pytest.raises(ValueError, match=match):
+        ProcgenEnv(**kwargs)
+
+
+def test_unknown_game_id_fails_clearly():
+    with pytest.raises(gymnasium.error.Error):
+        gymnasium.make("AdaWorld/Procgen-pong-v0")
+
+
+@pytest.mark.parametrize("action, match", [(15, "out of range"), (-1, "out of range"), (1.5, "integer"),
+                                           (np.array([1, 2]), "single"), (float("nan"), "integer")])
+def test_bad_actions(action, match):
+    env = gymnasium.make("AdaWorld/Procgen-heist-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        env.step(action)
+
+
+def test_step_before_reset():
+    env = gymnasium.make("AdaWorld/Procgen-heist-v0").unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
