@@ -1,0 +1,174 @@
+"""Training windows streamed from episode shards.
+
+A window is ``k`` history frames (zero-padded at the front near an episode's start), the next frame and,
+optionally, the action between them. Each episode directory is one *subset* (one game, one env, one video
+folder); subsets are drawn with probability proportional to ``size ** 0.43`` as in AdaWorld, so small
+subsets are not drowned by large ones, then an episode in proportion to its length, then a time step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaworld_gym.data.episodes import MANIFEST, Episode, EpisodeError, EpisodeStore
+
+SUBSET_WEIGHT_EXPONENT = 0.43
+
+
+def find_subsets(roots: Sequence[str | os.PathLike]) -> list[Path]:
+    """Episode directories under ``roots``: each root is one, or holds several one level down."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    found: list[Path] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise EpisodeError(f"data directory not found: {root}")
+        if (root / MANIFEST).exists():
+            found.append(root)
+            continue
+        children = sorted(p.parent for p in root.glob(f"*/{MANIFEST}"))
+        if not children:
+            raise EpisodeError(f"no episode data in {root}: expected {MANIFEST} there or in its subfolders")
+        found.extend(children)
+    return found
+
+
+def valid_targets(episode: Episode) -> np.ndarray:
+    """Time steps t whose transition frames[t] -> frames[t+1] is a real one.
+
+    Procgen resets itself at the end of an episode, so the frame after a terminal step is a new start,
+    not a successor; such transitions are kept in the data (for rewards) but never used as frame targets.
+    """
+    t = np.arange(episode.num_transitions)
+    if episode.meta.get("terminal_frame_is_reset"):
+        t = t[~episode.terminations]
+    return t
+
+
+@dataclass
+class _Subset:
+    name: str
+    store: EpisodeStore
+    names: list[str]
+    lengths: (
+        np.ndarray
+    )  # number of valid targets per episode, from the manifest's frame counts (an upper bound)
+
+
+class ClipDataset(torch.utils.data.IterableDataset):
+    """An endless, seeded stream of training windows.
+
+    Args:
+        roots: episode directories, or directories holding them.
+        history: number of history frames ``k``.
+        seed: makes the stream deterministic (combined with the DataLoader worker id).
+        with_actions: also yield the action of each transition (all subsets must share one action space).
+        verify: check shard checksums when first loading them.
+
+    Yields dicts with ``history`` uint8 ``[k,H,W,3]``, ``history_len`` (1..k), ``next`` uint8 ``[H,W,3]``,
+    ``subset`` (index into :attr:`subset_names`) and, with ``with_actions``, ``action``.
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[str | os.PathLike] | str | os.PathLike,
+        history: int = 1,
+        seed: int = 0,
+        with_actions: bool = False,
+        verify: bool = True,
+        weight_exponent: float = SUBSET_WEIGHT_EXPONENT,
+    ):
+        super().__init__()
+        if history < 1:
+            raise ValueError(f"history must be >= 1, got {history}")
+        self.history = history
+        self.seed = seed
+        self.with_actions = with_actions
+        self.verify = verify
+        self.subsets: list[_Subset] = []
+        for path in find_subsets(roots):
+            store = EpisodeStore(path)
+            names = [n for n in store.names() if store.manifest[n]["frames"] >= 2]
+            if not names:
+                continue
+            if with_actions and not all(store.manifest[n]["has_actions"] for n in names):
+                raise EpisodeError(f"with_actions=True but {path} holds episodes without actions")
+            lengths = np.array([store.manifest[n]["frames"] - 1 for n in names], np.float64)
+            self.subsets.append(_Subset(path.name, store, names, lengths))
+        if not self.subsets:
+            raise EpisodeError(f"no episodes with at least two frames in {roots}")
+        sizes = np.array([s.lengths.sum() for s in self.subsets])
+        weights = sizes**weight_exponent
+        self.subset_probs = weights / weights.sum()
+        self._cache: dict[tuple[int, str], tuple[Episode, np.ndarray]] = {}
+        self._action_space: dict[str, Any] | None = None
+
+    @property
+    def subset_names(self) -> list[str]:
+        return [s.name for s in self.subsets]
+
+    @property
+    def num_transitions(self) -> int:
+        return int(sum(s.lengths.sum() for s in self.subsets))
+
+    def _episode(self, subset: int, name: str) -> tuple[Episode, np.ndarray]:
+        key = (subset, name)
+        if key not in self._cache:
+            episode = self.subsets[subset].store.read(name, verify=self.verify)
+            if self.with_actions:
+                if self._action_space is None:
+                    self._action_space = episode.action_space
+                elif episode.action_space != self._action_space:
+                    raise EpisodeError(
+                        f"with_actions=True needs one action space, but {name} in {self.subsets[subset].name} "
+                        f"has {episode.action_space} and earlier episodes {self._action_space}"
+                    )
+            self._cache[key] = (episode, valid_targets(episode))
+        return self._cache[key]
+
+    def window(self, episode: Episode, t: int) -> dict[str, Any]:
+        """The window whose target is ``frames[t+1]``."""
+        k = self.history
+        frames = episode.frames
+        start = max(0, t - k + 1)
+        history = np.zeros((k, *frames.shape[1:]), np.uint8)
+        history[k - (t + 1 - start) :] = frames[start : t + 1]
+        item = {"history": history, "history_len": t + 1 - start, "next": frames[t + 1]}
+        if self.with_actions:
+            item["action"] = episode.actions[t]
+        return item
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One window drawn with the subset weighting."""
+        while True:
+            subset = int(rng.choice(len(self.subsets), p=self.subset_probs))
+            info = self.subsets[subset]
+            index = int(rng.choice(len(info.names), p=info.lengths / info.lengths.sum()))
+            episode, targets = self._episode(subset, info.names[index])
+            if len(targets):  # an episode of terminal steps only has nothing to offer
+                item = self.window(episode, int(rng.choice(targets)))
+                item["subset"] = subset
+                return item
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, worker.id if worker else 0])
+        while True:
+            yield self.sample(rng)
+
+    def iter_windows(self) -> Iterator[dict[str, Any]]:
+        """Every valid window once, in a fixed order (for evaluation)."""
+        for subset, info in enumerate(self.subsets):
+            for name in info.names:
+                episode, targets = self._episode(subset, name)
+                for t in targets:
+                    item = self.window(episode, int(t))
+                    item["subset"] = subset
+                    yield item

@@ -1,0 +1,352 @@
+"""Collectors: real simulators and action-free videos -> episode shards.
+
+Every episode gets a fixed name (``ep_<index>``) and a seed derived from ``(seed, subset, index)``, so a
+collection that is interrupted and started again skips what is already on disk and produces exactly
+the episodes it would have produced in one go.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from adaworld_gym.data.episodes import Episode, EpisodeStore
+from adaworld_gym.sims.games import check_game
+from adaworld_gym.sims.procgen import NUM_ACTIONS, _import_procgen, level_range
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+
+
+@dataclass
+class CollectionReport:
+    """What a collection wrote (new episodes only) and how fast."""
+
+    episodes_written: int
+    episodes_skipped: int
+    frames: int
+    bytes: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    @property
+    def bytes_per_frame(self) -> float:
+        return self.bytes / max(self.frames, 1)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.episodes_written} episodes written ({self.episodes_skipped} already present), "
+            f"{self.frames} frames in {self.seconds:.1f} s = {self.frames_per_second:.0f} frames/s, "
+            f"{self.bytes / 1e6:.2f} MB = {self.bytes_per_frame:.0f} bytes/frame"
+        )
+
+
+def episode_seed(seed: int, subset: str, index: int) -> int:
+    """A stable per-episode seed; independent of how episodes are batched or resumed."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(subset.encode()), index]).generate_state(1)[0])
+
+
+def _write_all(
+    store: EpisodeStore,
+    jobs: Iterable[tuple[str, Episode]],
+    total: int,
+    skipped: int,
+    desc: str,
+) -> CollectionReport:
+    start = time.perf_counter()
+    frames = nbytes = written = 0
+    with tqdm(total=total, desc=desc, unit="ep", dynamic_ncols=True) as bar:
+        for name, episode in jobs:
+            nbytes += store.write(name, episode)
+            frames += len(episode.frames)
+            written += 1
+            bar.update(1)
+            bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - start):.0f}")
+    return CollectionReport(written, skipped, frames, nbytes, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------- Procgen
+
+
+def _procgen_batch(
+    game: str, seeds: Sequence[int], steps: int, levels: tuple[int, int], distribution_mode: str
+) -> list[Episode]:
+    """Run len(seeds) random-action episodes of one game side by side in one vectorised gym3 env."""
+    import gym3
+
+    gym3_env = _import_procgen()
+    rngs = [np.random.default_rng(s) for s in seeds]
+    level_ids = [int(rng.integers(*levels)) for rng in rngs]
+    envs = [
+        gym3_env(
+            num=1,
+            env_name=game,
+            start_level=level,
+            num_levels=1,
+            distribution_mode=distribution_mode,
+            rand_seed=int(rng.integers(0, 2**31 - 1)),
+        )
+        for level, rng in zip(level_ids, rngs)
+    ]
+    env = gym3.ConcatEnv(envs)
+    n = len(seeds)
+    _, obs, _ = env.observe()
+    frames = [[obs["rgb"][i].copy()] for i in range(n)]
+    actions = [[] for _ in range(n)]
+    rewards = [[] for _ in range(n)]
+    terms = [[] for _ in range(n)]
+    alive = np.ones(n, bool)
+    for _ in range(steps):
+        act = np.array([rng.integers(0, NUM_ACTIONS) for rng in rngs], dtype=np.int32)
+        env.act(act)
+        reward, obs, first = env.observe()
+        for i in np.flatnonzero(alive):
+            actions[i].append(int(act[i]))
+            rewards[i].append(float(reward[i]))
+            terms[i].append(bool(first[i]))
+            # On termination procgen has already reset: this frame starts a new try, so the terminal
+            # transition is kept for rewards/terminations but marked, and datasets skip it as a frame target.
+            frames[i].append(obs["rgb"][i].copy())
+            if first[i]:
+                alive[i] = False
+        if not alive.any():
+            break
+    for sub_env in envs:
+        sub_env.close()
+    return [
+        Episode(
+            frames=np.stack(frames[i]),
+            actions=np.array(actions[i], np.int64),
+            rewards=np.array(rewards[i], np.float32),
+            terminations=np.array(terms[i], bool),
+            env_id=f"AdaWorld/Procgen-{game}-v0",
+            action_space={"type": "discrete", "n": NUM_ACTIONS},
+            frame_skip=1,
+            seed=int(seeds[i]),
+            meta={
+                "level": level_ids[i],
+                "distribution_mode": distribution_mode,
+                "policy": "uniform_random",
+                "terminal_frame_is_reset": True,
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def collect_procgen(
+    games: Sequence[str],
+    episodes: int,
+    steps: int,
+    out: str | Path,
+    levels: str | tuple[int, int] = "train",
+    distribution_mode: str = "easy",
+    seed: int = 0,
+    batch: int = 16,
+) -> CollectionReport:
+    """Uniform-random-action Procgen episodes, ``episodes`` per game, written to ``out/procgen-<game>/``.
+
+    Episodes stop at ``steps`` actions or when the game ends.
+    """
+    games = [check_game(g) for g in games]
+    levels_range = level_range(levels)
+    if episodes < 1 or steps < 1:
+        raise ValueError(f"episodes and steps must be positive, got {episodes} and {steps}")
+    reports = []
+    for game in games:
+        subset = f"procgen-{game}"
+        store = EpisodeStore(Path(out) / subset, create=True)
+        todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
+
+        def jobs(store=store, todo=todo, game=game, subset=subset):
+            for start in range(0, len(todo), batch):
+                chunk = todo[start : start + batch]
+                seeds = [episode_seed(seed, subset, i) for i in chunk]
+                for i, episode in zip(
+                    chunk, _procgen_batch(game, seeds, steps, levels_range, distribution_mode)
+                ):
+                    yield f"ep_{i:06d}", episode
+
+        reports.append(_write_all(store, jobs(), len(todo), episodes - len(todo), f"procgen {game}"))
+    return _sum_reports(reports)
+
+
+def _sum_reports(reports: list[CollectionReport]) -> CollectionReport:
+    return CollectionReport(
+        sum(r.episodes_written for r in reports),
+        sum(r.episodes_skipped for r in reports),
+        sum(r.frames for r in reports),
+        sum(r.bytes for r in reports),
+        sum(r.seconds for r in reports),
+    )
+
+
+# ------------------------------------------------------------------------------------------ robosuite push
+
+# Share of push episodes per behaviour: scripted pushes (VP2's demos), noisier pushes, random actions.
+PUSH_POLICY_MIX = (("scripted", 0.5), ("scripted_noisy", 0.25), ("random", 0.25))
+_PUSH_ENV = None  # one env per worker process, built on first use
+
+
+def _push_policy(index: int) -> str:
+    """Deterministic policy assignment by episode index, in the proportions of PUSH_POLICY_MIX."""
+    position = (index % 8) / 8
+    edge = 0.0
+    for name, share in PUSH_POLICY_MIX:
+        edge += share
+        if position < edge:
+            return name
+    return PUSH_POLICY_MIX[-1][0]
+
+
+def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:
+    from adaworld_gym.sims.push import RobosuitePushEnv, ScriptedPusher
+
+    global _PUSH_ENV
+    index, ep_seed, steps = args
+    if _PUSH_ENV is None:
+        _PUSH_ENV = RobosuitePushEnv()
+    env = _PUSH_ENV
+    policy = _push_policy(index)
+    rng = np.random.default_rng(ep_seed)
+    obs, _ = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
+    pusher = ScriptedPusher(
+        target_object=index % 4, np_random=rng, noise_std=0.3 if policy == "scripted_noisy" else 0.05
+    )
+    frames, actions = [obs], []
+    for _ in range(steps):
+        if policy == "random":
+            action = rng.uniform(-1, 1, 4).astype(np.float32)
+            action[3] = 0.0
+        else:
+            action = pusher.act(env)
+        obs, _, _, _, _ = env.step(action)
+        frames.append(obs)
+        actions.append(action)
+    episode = Episode(
+        frames=np.stack(frames),
+        actions=np.stack(actions).astype(np.float32),
+        env_id="AdaWorld/RobosuitePush-v0",
+        action_space={"type": "box", "shape": [4], "low": -1.0, "high": 1.0},
+        frame_skip=1,
+        seed=ep_seed,
+        meta={"policy": policy, "target_object": index % 4},
+    )
+    return index, episode
+
+
+def collect_push(
+    episodes: int, out: str | Path, steps: int = 30, seed: int = 0, workers: int = 2
+) -> CollectionReport:
+    """RobosuitePush episodes (scripted, noisy-scripted and random actions) written to ``out/push/``."""
+    if episodes < 1 or steps < 1:
+        raise ValueError(f"episodes and steps must be positive, got {episodes} and {steps}")
+    store = EpisodeStore(Path(out) / "push", create=True)
+    todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
+    args = [(i, episode_seed(seed, "push", i), steps) for i in todo]
+    if workers <= 1:
+        results: Iterable = map(_push_episode, args)
+        return _write_all(
+            store, ((f"ep_{i:06d}", ep) for i, ep in results), len(todo), episodes - len(todo), "push"
+        )
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        results = pool.map(_push_episode, args)
+        return _write_all(
+            store, ((f"ep_{i:06d}", ep) for i, ep in results), len(todo), episodes - len(todo), "push"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ videos
+
+
+def _read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """All RGB frames of a video and its frame rate."""
+    if path.suffix.lower() == ".gif":
+        import imageio.v3 as iio
+
+        try:
+            frames = [np.asarray(f)[..., :3] for f in iio.imiter(path)]
+            meta = iio.immeta(path)
+        except Exception as e:  # imageio raises several unrelated types for a bad file
+            raise ValueError(f"cannot read GIF {path}: {e}") from e
+        duration_ms = meta.get("duration") or 100
+        return frames, 1000.0 / float(duration_ms)
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ValueError(f"cannot open video {path} (missing, corrupt or an unsupported codec)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    if not frames:
+        raise ValueError(f"no frames could be decoded from {path}")
+    return frames, float(fps)
+
+
+def square_resize(frame: np.ndarray, size: int = 64) -> np.ndarray:
+    """Centre-crop to a square, then resize with area averaging (anti-aliased)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = np.ascontiguousarray(frame[top : top + side, left : left + side])
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def collect_videos(
+    src: str | Path, out: str | Path, size: int = 64, target_hz: float = 10.0, min_frames: int = 2
+) -> CollectionReport:
+    """Action-free videos under ``src`` -> one subset per folder (``out/video-<folder>/``)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise ValueError(f"video source directory not found: {src}")
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise ValueError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) under {src}")
+    by_folder: dict[Path, list[Path]] = {}
+    for f in files:
+        by_folder.setdefault(f.parent, []).append(f)
+    reports = []
+    for folder, folder_files in by_folder.items():
+        label = "root" if folder == src else "-".join(folder.relative_to(src).parts)
+        store = EpisodeStore(Path(out) / f"video-{label}", create=True)
+        names = {f: f"ep_{zlib.crc32(str(f.relative_to(src)).encode()):08x}" for f in folder_files}
+        todo = [f for f in folder_files if names[f] not in store]
+
+        def jobs(todo=todo, names=names) -> Iterable[tuple[str, Episode]]:
+            for f in todo:
+                frames, fps = _read_video(f)
+                skip = max(1, round(fps / target_hz))
+                kept = [square_resize(fr, size) for fr in frames[::skip]]
+                if len(kept) < min_frames:
+                    tqdm.write(f"skipping {f}: only {len(kept)} frames after frame skip {skip}")
+                    continue
+                yield (
+                    names[f],
+                    Episode(
+                        frames=np.stack(kept),
+                        env_id=f"video:{f.relative_to(src)}",
+                        frame_skip=skip,
+                        meta={"source": str(f.relative_to(src)), "source_fps": fps},
+                    ),
+                )
+
+        reports.append(_write_all(store, jobs(), len(todo), len(folder_files) - len(todo), f"videos {label}"))
+    return _sum_reports(reports)
