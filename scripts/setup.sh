@@ -30,7 +30,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and exactly: any looser spec would pull several GB of CUDA wheels.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.13.0
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.lock
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v -i "warning\|^ \|!!" || true
+  # The editable build prints setuptools' notices; keep them in a log, show it only on failure.
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e . >"$VENV/install.log" 2>&1; then
+    cat "$VENV/install.log"; exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $VENV/bin/adaworld"
