@@ -15,7 +15,10 @@ def test_procgen_collection_is_resumable_without_duplicates(tmp_path):
     collect_procgen(["heist"], 3, 20, tmp_path / "twice", seed=1, batch=4)  # interrupted after 3
     resumed = collect_procgen(["heist"], 6, 20, tmp_path / "twice", seed=1, batch=4)
     assert resumed.episodes_written == 3 and resumed.episodes_skipped == 3
-    a, b = EpisodeStore(tmp_path / "once" / "procgen-heist"), EpisodeStore(tmp_path / "twice" / "procgen-heist")
+    a, b = (
+        EpisodeStore(tmp_path / "once" / "procgen-heist"),
+        EpisodeStore(tmp_path / "twice" / "procgen-heist"),
+    )
     assert a.names() == b.names()
     for name in a.names():
         ea, eb = a.read(name), b.read(name)
@@ -120,8 +123,21 @@ def test_bad_inputs(tmp_path):
 
 def test_cli_collect_procgen(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "adaworld_gym.cli", "collect", "procgen", "--games", "maze,jumper",
-           "--episodes", "2", "--steps", "10", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adaworld_gym.cli",
+        "collect",
+        "procgen",
+        "--games",
+        "maze,jumper",
+        "--episodes",
+        "2",
+        "--steps",
+        "10",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "frames/s" in result.stdout and "bytes/frame" in result.stdout

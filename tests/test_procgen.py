@@ -70,8 +70,11 @@ def test_level_ranges():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"game": "pong"}, "unknown Procgen game"), ({"game": "maze", "distribution_mode": "nightmare"}, "distribution_mode"),
-     ({"game": "maze", "levels": (5, 2)}, "levels")],
+    [
+        ({"game": "pong"}, "unknown Procgen game"),
+        ({"game": "maze", "distribution_mode": "nightmare"}, "distribution_mode"),
+        ({"game": "maze", "levels": (5, 2)}, "levels"),
+    ],
 )
 def test_bad_construction(kwargs, match):
     from adaworld_gym.sims.procgen import ProcgenEnv
@@ -85,8 +88,16 @@ def test_unknown_game_id_fails_clearly():
         gymnasium.make("AdaWorld/Procgen-pong-v0")
 
 
-@pytest.mark.parametrize("action, match", [(15, "out of range"), (-1, "out of range"), (1.5, "integer"),
-                                           (np.array([1, 2]), "single"), (float("nan"), "integer")])
+@pytest.mark.parametrize(
+    "action, match",
+    [
+        (15, "out of range"),
+        (-1, "out of range"),
+        (1.5, "integer"),
+        (np.array([1, 2]), "single"),
+        (float("nan"), "integer"),
+    ],
+)
 def test_bad_actions(action, match):
     env = gymnasium.make("AdaWorld/Procgen-heist-v0").unwrapped
     env.reset(seed=0)

@@ -1,0 +1,64 @@
+"""Image-quality metrics on uint8 frames.
+
+PSNR is computed from the MSE pooled over the whole evaluation set (on [0, 255]): a next frame that
+equals the last one has infinite per-image PSNR and would inflate a per-image mean for copy-last-frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.dtype != torch.uint8:
+        raise ValueError(f"metrics take uint8 images, got {x.dtype}")
+    return x.float()
+
+
+def mse_pooled(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """Mean squared error on [0, 255] over every pixel of every image."""
+    p, t = _as_float(pred), _as_float(target)
+    if p.shape != t.shape:
+        raise ValueError(f"shape mismatch: prediction {tuple(p.shape)} vs target {tuple(t.shape)}")
+    return float(((p - t) ** 2).mean())
+
+
+def psnr_from_mse(mse: float) -> float:
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def psnr_pooled(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """PSNR in dB from the pooled MSE of uint8 images ``[..., H, W, 3]``."""
+    return psnr_from_mse(mse_pooled(pred, target))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+
+
+def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """Mean SSIM (Wang et al. 2004, 11x11 Gaussian window, per channel) of uint8 images ``[N, H, W, 3]``."""
+    p, t = _as_float(pred), _as_float(target)
+    if p.shape != t.shape:
+        raise ValueError(f"shape mismatch: prediction {tuple(p.shape)} vs target {tuple(t.shape)}")
+    p = p.reshape(-1, *p.shape[-3:]).permute(0, 3, 1, 2)
+    t = t.reshape(-1, *t.shape[-3:]).permute(0, 3, 1, 2)
+    window = _gaussian_window()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    values = []
+    for start in range(0, len(p), 256):  # chunks keep memory flat on large evaluation sets
+        x, y = p[start : start + 256], t[start : start + 256]
+        mu_x = F.conv2d(x, window, groups=3)
+        mu_y = F.conv2d(y, window, groups=3)
+        var_x = F.conv2d(x * x, window, groups=3) - mu_x**2
+        var_y = F.conv2d(y * y, window, groups=3) - mu_y**2
+        cov = F.conv2d(x * y, window, groups=3) - mu_x * mu_y
+        s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        values.append(s.mean(dim=(1, 2, 3)))
+    return float(torch.cat(values).mean())
