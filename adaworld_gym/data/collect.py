@@ -96,7 +96,7 @@ def _procgen_batch(
             distribution_mode=distribution_mode,
             rand_seed=int(rng.integers(0, 2**31 - 1)),
         )
-        for level, rng in zip(level_ids, rngs)
+        for level, rng in zip(level_ids, rngs, strict=True)
     ]
     env = gym3.ConcatEnv(envs)
     n = len(seeds)
@@ -173,7 +173,7 @@ def collect_procgen(
                 chunk = todo[start : start + batch]
                 seeds = [episode_seed(seed, subset, i) for i in chunk]
                 for i, episode in zip(
-                    chunk, _procgen_batch(game, seeds, steps, levels_range, distribution_mode)
+                    chunk, _procgen_batch(game, seeds, steps, levels_range, distribution_mode), strict=True
                 ):
                     yield f"ep_{i:06d}", episode
 
