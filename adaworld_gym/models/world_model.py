@@ -1,0 +1,454 @@
+"""Latent-action-conditioned diffusion world model (AdaWorld section 2, at laptop scale).
+
+A pixel-space diffusers ``UNet2DModel`` at 64x64 with EDM preconditioning, in the style of DIAMOND:
+
+* input channels: the noisy next frame (3) + ``num_history`` past frames (3 each), frames scaled to [-1, 1];
+  history slots older than the history length are zero-padded;
+* condition: latent action ``z`` + history noise-augmentation level + history length, mapped by a small MLP
+  (last layer zero-initialised) and added to the UNet's noise embedding (``class_embed_type="identity"``),
+  which drives adaptive group norm (``resnet_time_scale_shift="scale_shift"``);
+* sampling: diffusers ``EDMEulerScheduler`` (Karras sigmas), 1-5 Euler steps, optional classifier-free
+  guidance.
+
+Training loop contract (see :meth:`DiffusionWorldModel.training_loss`)::
+
+    model = DiffusionWorldModel(**world_model_preset("small"), action_dim=32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
+    ema = diffusers.training_utils.EMAModel(model.parameters(), decay=0.999)
+    for history, next_frame, z in loader:          # uint8 [B,k,64,64,3], uint8 [B,64,64,3], float [B,32]
+        loss = model.training_loss(history, next_frame, z, generator=g)   # bf16 autocast inside
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.step(model.parameters())
+    ema.copy_to(model.parameters())                 # sample and save with the EMA weights
+    model.save_pretrained(out_dir)
+
+``z`` is the frozen LAM's ``mu`` of (last history frame, next frame), computed under ``torch.no_grad()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import EDMEulerScheduler, UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+__all__ = ["DiffusionWorldModel", "world_model_preset", "WORLD_MODEL_PRESETS"]
+
+FrameArray = np.ndarray | torch.Tensor
+
+# Architecture presets; everything else keeps the constructor defaults.
+WORLD_MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # Unit tests only: ~47K parameters.
+    "tiny": {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 8},
+    # 2 CPU cores, ~90 minutes of training: ~2.6M parameters.
+    "small": {"block_out_channels": (32, 64, 128), "layers_per_block": 1, "norm_num_groups": 32},
+    # One GPU: ~25M parameters, DIAMOND-sized.
+    "base": {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
+}
+
+
+def world_model_preset(name: str) -> dict[str, Any]:
+    """Constructor kwargs of a named preset (``tiny``, ``small``, ``base``); a fresh copy each call."""
+    if name not in WORLD_MODEL_PRESETS:
+        raise ValueError(f"unknown world model preset {name!r}; choose one of {sorted(WORLD_MODEL_PRESETS)}")
+    return dict(WORLD_MODEL_PRESETS[name])
+
+
+class DiffusionWorldModel(ModelMixin, ConfigMixin):
+    """Predicts the next 64x64 RGB frame from up to ``num_history`` past frames and a latent action.
+
+    Args:
+        sample_size: frame height and width in pixels.
+        num_history: k, the most past frames the model sees.
+        action_dim: dimension of the latent action ``z`` (the LAM's, 32).
+        block_out_channels, layers_per_block, norm_num_groups, resnet_time_scale_shift: UNet2DModel layout
+            (no attention layers, like DIAMOND).
+        sigma_data: EDM data standard deviation (frames in [-1, 1]).
+        p_mean, p_std: training ``ln(sigma) ~ N(p_mean, p_std)``. Default (-0.4, 1.2) as DIAMOND at 64x64, not
+            AdaWorld's (1.2, 1.6), which suits SVD latents at 256 px sampled from sigma 700. Here sampling
+            starts at ``sigma_max`` = 5; N(1.2, 1.6) would put ~40% of training above 5 and starve the low
+            noise levels where the last of only 1-3 steps is taken.
+        sigma_min, sigma_max, rho: Karras sampling schedule (DIAMOND: 2e-3, 5, 7).
+        history_aug_max, history_aug_step: training history noise levels {0, step, ..., max}
+            (AdaWorld: 0.7, 0.1).
+        inference_aug_level: level passed as a condition at inference, with no noise added (AdaWorld: 0.1).
+        cond_drop_prob: probability of replacing ``z`` by a learned null action in training (for CFG).
+        action_agnostic: feed zeros where ``z`` goes, everywhere (same architecture: the baseline).
+        autocast_dtype: ``"bfloat16"`` (default; 2-3x faster on CPUs with AMX), ``"float16"`` or None (fp32)
+            for the UNet forward in training and sampling. Override when loading:
+            ``from_pretrained(path, autocast_dtype=None)``.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 64,
+        num_history: int = 4,
+        action_dim: int = 32,
+        block_out_channels: Sequence[int] = (32, 64, 128),
+        layers_per_block: int = 1,
+        norm_num_groups: int = 32,
+        resnet_time_scale_shift: str = "scale_shift",
+        sigma_data: float = 0.5,
+        p_mean: float = -0.4,
+        p_std: float = 1.2,
+        sigma_min: float = 0.002,
+        sigma_max: float = 5.0,
+        rho: float = 7.0,
+        history_aug_max: float = 0.7,
+        history_aug_step: float = 0.1,
+        inference_aug_level: float = 0.1,
+        cond_drop_prob: float = 0.1,
+        action_agnostic: bool = False,
+        autocast_dtype: str | None = "bfloat16",
+    ) -> None:
+        super().__init__()
+        if num_history < 1 or action_dim < 1:
+            raise ValueError(f"num_history and action_dim must be >= 1, got {num_history} and {action_dim}")
+        if autocast_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {autocast_dtype!r}")
+        channels = tuple(block_out_channels)
+        self.unet = UNet2DModel(
+            sample_size=sample_size,
+            in_channels=3 * (num_history + 1),
+            out_channels=3,
+            down_block_types=("DownBlock2D",) * len(channels),
+            up_block_types=("UpBlock2D",) * len(channels),
+            block_out_channels=channels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            resnet_time_scale_shift=resnet_time_scale_shift,
+            add_attention=False,
+            class_embed_type="identity",  # our condition vector is added to the noise embedding as is
+        )
+        temb_dim = channels[0] * 4  # UNet2DModel's time_embed_dim
+        # Condition features: z, one-hot history length, history augmentation level.
+        self.cond_mlp = nn.Sequential(
+            nn.Linear(action_dim + num_history + 1, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
+        )
+        # New weights start at zero: a fresh model ignores the condition (AdaWorld, adding z to SVD).
+        nn.init.zeros_(self.cond_mlp[-1].weight)
+        nn.init.zeros_(self.cond_mlp[-1].bias)
+        self.null_action = nn.Parameter(torch.zeros(action_dim))  # stands in for z when dropped (CFG)
+
+        # The scheduler holds the EDM preconditioning (c_in, c_skip, c_out, c_noise) for training and
+        # sampling, so the two cannot drift apart. Its "epsilon" type is EDM's F-prediction (c_out > 0);
+        # AdaWorld's "v-prediction" is the same parameterisation with the sign of c_out flipped.
+        self.scheduler = EDMEulerScheduler(
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+            sigma_data=sigma_data,
+            sigma_schedule="karras",
+            prediction_type="epsilon",
+            rho=rho,
+            final_sigmas_type="zero",
+        )
+
+    # ------------------------------------------------------------------ network
+    def forward(
+        self, noisy_next: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, cond: torch.Tensor
+    ) -> torch.Tensor:
+        """Denoised next frame D(x; sigma) in [-1, 1] scale, float32 [B,3,H,W].
+
+        Low level: ``history`` is the prepared [B,3k,H,W] float tensor, ``cond`` the [B,temb] condition
+        embedding from :meth:`condition_embedding`, ``sigma`` [B]. Use :meth:`predict_next` for frames.
+        """
+        sigma4 = sigma.float().view(-1, 1, 1, 1)
+        raw = self._network(self.scheduler.precondition_inputs(noisy_next, sigma4), sigma, history, cond)
+        return self.scheduler.precondition_outputs(noisy_next, raw, sigma4)
+
+    def _network(
+        self, scaled_noisy: torch.Tensor, sigma: torch.Tensor, history: torch.Tensor, cond: torch.Tensor
+    ) -> torch.Tensor:
+        """Raw UNet output F (float32) for an input already multiplied by c_in."""
+        c_noise = self.scheduler.precondition_noise(sigma.float()).to(scaled_noisy.device)
+        x = torch.cat([scaled_noisy, history], dim=1)
+        with self._autocast():
+            out = self.unet(x, c_noise, class_labels=cond).sample
+        return out.float()
+
+    def condition_embedding(
+        self, z: torch.Tensor, history_len: torch.Tensor, aug_level: torch.Tensor
+    ) -> torch.Tensor:
+        """Embedding [B,temb] of (z [B,d], history length [B] in 1..k, augmentation level [B])."""
+        if self.config.action_agnostic:
+            z = torch.zeros_like(z)
+        length = F.one_hot(history_len.long() - 1, self.config.num_history).to(z.dtype)
+        return self.cond_mlp(torch.cat([z, length, aug_level.to(z.dtype)[:, None]], dim=1))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        name = self.config.autocast_dtype
+        if name is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, name))
+
+    # ------------------------------------------------------------------ training
+    def training_loss(
+        self,
+        history: FrameArray,
+        next_frame: FrameArray,
+        z: FrameArray,
+        *,
+        history_len: FrameArray | Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """EDM denoising loss (scalar, mean over the batch) for one batch of transitions.
+
+        Args:
+            history: [B,h,H,W,3] past frames, oldest first, h <= k; uint8 in [0, 255] or float in [-1, 1].
+            next_frame: [B,H,W,3] target frame, same dtype convention.
+            z: [B,action_dim] latent actions (the frozen LAM's mu of (history[:, -1], next_frame)).
+            history_len: [B] number of most recent frames to keep (1..h); None draws it uniformly in 1..h
+                (AdaWorld), so pass the full k frames and let the model drop the rest.
+            generator: source of every random draw (history length, augmentation level, condition dropout,
+                sigma, noise); None uses torch's global RNG.
+
+        Per sample: history noise augmentation with level in {0, 0.1, ..., 0.7} given as a condition; z
+        replaced by the learned null action with probability ``cond_drop_prob``; ln(sigma) ~ N(p_mean, p_std);
+        loss weight (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (EDM), i.e. unit-weight MSE on F.
+        """
+        hist, _ = self._frames(history, "history", ndim=5, allow_float=True)
+        target, _ = self._frames(next_frame, "next_frame", ndim=4, allow_float=True)
+        batch, h = hist.shape[:2]
+        if target.shape[0] != batch:
+            raise ValueError(f"next_frame batch {target.shape[0]} does not match history batch {batch}")
+        z = self._check_z(z, batch, "z")
+        dev = self.device
+
+        if history_len is None:
+            lengths = _draw(torch.randint, (batch,), generator, dev, low=1, high=h + 1)
+        else:
+            lengths = self._check_history_len(history_len, batch, h)
+        n_levels = round(self.config.history_aug_max / self.config.history_aug_step) + 1
+        aug = (
+            _draw(torch.randint, (batch,), generator, dev, high=n_levels).float()
+            * self.config.history_aug_step
+        )
+        hist = hist + aug.view(-1, 1, 1, 1, 1) * _draw(torch.randn, hist.shape, generator, dev)
+        hist = self._pad_history(hist, lengths).flatten(1, 2)
+
+        drop = _draw(torch.rand, (batch,), generator, dev) < self.config.cond_drop_prob
+        z = torch.where(drop[:, None], self.null_action.expand_as(z), z)
+        cond = self.condition_embedding(z, lengths, aug)
+
+        sigma = (self.config.p_mean + self.config.p_std * _draw(torch.randn, (batch,), generator, dev)).exp()
+        noisy = target + sigma.view(-1, 1, 1, 1) * _draw(torch.randn, target.shape, generator, dev)
+        denoised = self(noisy, sigma, hist, cond)
+        sd2 = self.config.sigma_data**2
+        weight = (sigma**2 + sd2) / (sigma**2 * sd2)
+        return (weight.view(-1, 1, 1, 1) * (denoised - target) ** 2).mean()
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def predict_next(
+        self,
+        history: FrameArray,
+        z: FrameArray,
+        steps: int = 3,
+        generator: torch.Generator | None = None,
+        guidance_scale: float = 1.0,
+        history_len: FrameArray | Sequence[int] | None = None,
+    ) -> FrameArray:
+        """Sample the next frame.
+
+        Args:
+            history: uint8 [B,h,H,W,3], oldest first, 1 <= h <= k (numpy or torch).
+            z: float [B,action_dim] latent actions.
+            steps: Euler steps (1-5 is the useful range; every step is one UNet call, two with guidance).
+            generator: source of the initial noise; the same seed gives identical frames on CPU.
+            guidance_scale: classifier-free guidance on z; 1 = off (AdaWorld: ~1.05-1.1; none for planning).
+            history_len: optional [B] count of valid most-recent frames per sample (1..h), for batches whose
+                episodes have different ages; older slots are ignored. Default: all h.
+
+        Returns:
+            uint8 [B,H,W,3]; a numpy array if ``history`` is one, else a tensor on the model's device.
+        """
+        hist, is_numpy = self._frames(history, "history", ndim=5, allow_float=False)
+        batch, h = hist.shape[:2]
+        z = self._check_z(z, batch, "z")
+        lengths = self._check_history_len(history_len, batch, h)
+        frame = self._sample(self._pad_history(hist, lengths), lengths, z, steps, generator, guidance_scale)
+        out = _to_uint8(frame).permute(0, 2, 3, 1)
+        return out.cpu().numpy() if is_numpy else out
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        history: FrameArray,
+        z_seq: FrameArray,
+        steps: int = 3,
+        generator: torch.Generator | None = None,
+        guidance_scale: float = 1.0,
+        history_len: FrameArray | Sequence[int] | None = None,
+    ) -> FrameArray:
+        """Autoregressive rollout: predict, shift the window, append the (uint8-quantised) prediction, repeat.
+
+        Args:
+            history: uint8 [B,h,H,W,3] (see :meth:`predict_next`).
+            z_seq: float [B,T,action_dim], one latent action per predicted frame.
+            steps, generator, guidance_scale, history_len: as in :meth:`predict_next`.
+
+        Returns:
+            uint8 [B,T,H,W,3], the same kind (numpy / tensor) as ``history``. Equal to T chained
+            :meth:`predict_next` calls with the same generator.
+        """
+        hist, is_numpy = self._frames(history, "history", ndim=5, allow_float=False)
+        batch, h = hist.shape[:2]
+        z_seq = _as_tensor(z_seq, "z_seq", self.device)
+        if z_seq.ndim != 3 or z_seq.shape[0] != batch or z_seq.shape[1] < 1:
+            raise ValueError(
+                f"z_seq must have shape [B={batch}, T>=1, {self.config.action_dim}], got {tuple(z_seq.shape)}"
+            )
+        lengths = self._check_history_len(history_len, batch, h)
+        window = self._pad_history(hist, lengths)
+        frames = []
+        for t in range(z_seq.shape[1]):
+            z = self._check_z(z_seq[:, t], batch, f"z_seq[:, {t}]")
+            frame = _to_uint8(self._sample(window, lengths, z, steps, generator, guidance_scale))
+            frames.append(frame)
+            window = torch.cat([window[:, 1:], _to_unit(frame)[:, None]], dim=1)
+            lengths = (lengths + 1).clamp(max=self.config.num_history)
+        out = torch.stack(frames, dim=1).permute(0, 1, 3, 4, 2)
+        return out.cpu().numpy() if is_numpy else out
+
+    def _sample(
+        self,
+        window: torch.Tensor,
+        lengths: torch.Tensor,
+        z: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | None,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """Euler EDM sampling from a prepared [B,k,3,H,W] window; returns float [B,3,H,W] in [-1, 1]."""
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        batch = window.shape[0]
+        history = window.flatten(1, 2)
+        aug = torch.full((batch,), self.config.inference_aug_level, device=self.device)
+        cond = self.condition_embedding(z, lengths, aug)
+        guided = guidance_scale != 1.0 and not self.config.action_agnostic
+        if guided:  # conditional and unconditional halves in one batched UNet call
+            uncond = self.condition_embedding(self.null_action.expand_as(z), lengths, aug)
+            cond, history = torch.cat([cond, uncond]), torch.cat([history, history])
+
+        sched = self.scheduler
+        # Karras ramp over steps+1 points with the last (sigma_min) replaced by 0: every UNet call does real
+        # work, instead of a final near-identity call at sigma_min (3 steps: sigma 5, 0.84, 0.078 -> 0).
+        sched.set_timesteps(sigmas=torch.linspace(0, 1, steps + 1)[:-1])
+        shape = (batch, 3, *window.shape[-2:])
+        x = _draw(torch.randn, shape, generator, self.device) * sched.sigmas[0]
+        for t in sched.timesteps:
+            x_in = sched.scale_model_input(x, t)
+            if guided:
+                x_in = torch.cat([x_in, x_in])
+            sigma = sched.sigmas[sched.step_index].expand(x_in.shape[0])
+            raw = self._network(x_in, sigma, history, cond)
+            if guided:
+                raw_c, raw_u = raw.chunk(2)
+                raw = raw_u + guidance_scale * (raw_c - raw_u)
+            x = sched.step(raw, t, x).prev_sample  # s_churn = 0: deterministic Euler, no generator needed
+        return x.clamp(-1.0, 1.0)
+
+    # ------------------------------------------------------------------ input checks
+    def _frames(
+        self, frames: FrameArray, name: str, ndim: int, allow_float: bool
+    ) -> tuple[torch.Tensor, bool]:
+        """Validate [B,(h,)H,W,3] frames; return float [-1, 1] [B,(h,)3,H,W] on the model's device."""
+        is_numpy = isinstance(frames, np.ndarray)
+        x = _as_tensor(frames, name, self.device)
+        size, k = self.config.sample_size, self.config.num_history
+        layout = "[B, h, H, W, 3]" if ndim == 5 else "[B, H, W, 3]"
+        if x.ndim != ndim or x.shape[-1] != 3 or x.shape[0] < 1:
+            raise ValueError(f"{name} must have shape {layout} (channels last, B >= 1), got {tuple(x.shape)}")
+        if tuple(x.shape[-3:-1]) != (size, size):
+            raise ValueError(
+                f"{name} resolution {tuple(x.shape[-3:-1])} does not match the model's {size}x{size}"
+            )
+        if ndim == 5 and not 1 <= x.shape[1] <= k:
+            raise ValueError(f"{name} has {x.shape[1]} frames but the model takes 1..k={k} history frames")
+        if x.dtype == torch.uint8:
+            x = _to_unit(x)
+        elif allow_float and x.is_floating_point():
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            if x.abs().max() > 1.0 + 1e-3:
+                raise ValueError(
+                    f"float {name} must be scaled to [-1, 1]; got values up to {x.abs().max():.3g}"
+                )
+            x = x.float()
+        else:
+            allowed = "uint8 or float in [-1, 1]" if allow_float else "uint8"
+            raise ValueError(f"{name} must have dtype {allowed}, got {x.dtype}")
+        return x.movedim(-1, -3), is_numpy
+
+    def _check_z(self, z: FrameArray, batch: int, name: str) -> torch.Tensor:
+        z = _as_tensor(z, name, self.device)
+        d = self.config.action_dim
+        if not z.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor, got dtype {z.dtype}")
+        if z.ndim != 2 or z.shape[0] != batch:
+            raise ValueError(f"{name} must have shape [B={batch}, {d}], got {tuple(z.shape)}")
+        if z.shape[1] != d:
+            raise ValueError(f"{name} has dimension {z.shape[1]} but the model's action_dim is {d}")
+        if not torch.isfinite(z).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        return z.float()
+
+    def _check_history_len(
+        self, history_len: FrameArray | Sequence[int] | None, batch: int, h: int
+    ) -> torch.Tensor:
+        if history_len is None:
+            return torch.full((batch,), h, dtype=torch.long, device=self.device)
+        lengths = _as_tensor(history_len, "history_len", self.device)
+        if lengths.is_floating_point() or lengths.dtype == torch.bool or lengths.shape != (batch,):
+            raise ValueError(
+                f"history_len must be integers of shape [{batch}], got {lengths.dtype} {tuple(lengths.shape)}"
+            )
+        if (lengths < 1).any() or (lengths > h).any():
+            raise ValueError(f"history_len values must be in 1..{h} (frames given), got {lengths.tolist()}")
+        return lengths.long()
+
+    def _pad_history(self, hist: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Right-align [B,h,3,H,W] into k slots; zero the oldest slots beyond each sample's length."""
+        k = self.config.num_history
+        hist = F.pad(hist, (0, 0, 0, 0, 0, 0, k - hist.shape[1], 0))
+        keep = torch.arange(k, device=hist.device)[None, :] >= (k - lengths)[:, None]
+        return hist * keep.view(*keep.shape, 1, 1, 1)
+
+
+def _as_tensor(x: FrameArray | Sequence, name: str, device: torch.device) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, list | tuple):
+        return torch.as_tensor(x, device=device)
+    raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _to_unit(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 127.5 - 1.0
+
+
+def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    return ((frames + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def _draw(fn: Any, shape: Sequence[int], generator: torch.Generator | None, device: torch.device, **kw: Any):
+    """Draw with ``fn`` (randn / rand / randint) on the generator's device, then move (CPU seeds on GPU)."""
+    gen_device = generator.device if generator is not None else device
+    return fn(size=tuple(shape), generator=generator, device=gen_device, **kw).to(device)

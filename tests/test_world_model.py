@@ -1,0 +1,244 @@
+"""Tests for the latent-action diffusion world model (tiny 64x64 config, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+
+K, D, SIZE = 4, 32, 64
+OFFSETS = [(0, 6), (0, -6), (6, 0), (-6, 0)]  # square displacement per action
+
+
+def make_model(**overrides) -> DiffusionWorldModel:
+    torch.manual_seed(0)
+    kwargs = {**world_model_preset("tiny"), "autocast_dtype": None, **overrides}
+    return DiffusionWorldModel(**kwargs).eval()
+
+
+def randomise_condition(model: DiffusionWorldModel) -> None:
+    """Give the zero-initialised condition weights non-zero values, as training would."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.cond_mlp[-1].weight.normal_(0.0, 0.5)
+        model.null_action.normal_(0.0, 1.0)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def frames(batch: int, h: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (batch, h, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def actions(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, D)).astype(np.float32)
+
+
+def moving_square_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A white square that stands still in the history, then moves by the offset of a one-hot action z."""
+    hist = np.zeros((n, K, SIZE, SIZE, 3), np.uint8)
+    nxt = np.zeros((n, SIZE, SIZE, 3), np.uint8)
+    z = np.zeros((n, D), np.float32)
+    for i in range(n):
+        y, x = rng.integers(12, 44, 2)
+        a = rng.integers(len(OFFSETS))
+        dy, dx = OFFSETS[a]
+        hist[i, :, y : y + 8, x : x + 8] = 255
+        nxt[i, y + dy : y + dy + 8, x + dx : x + dx + 8] = 255
+        z[i, a] = 1.0
+    return torch.from_numpy(hist), torch.from_numpy(nxt), torch.from_numpy(z)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to 8x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> DiffusionWorldModel:
+    return make_model()
+
+
+def test_shapes_and_dtypes(model: DiffusionWorldModel) -> None:
+    out = model.predict_next(frames(2, 3), actions(2), steps=1, generator=gen(0))
+    assert isinstance(out, np.ndarray) and out.shape == (2, SIZE, SIZE, 3) and out.dtype == np.uint8
+
+    out_t = model.predict_next(torch.from_numpy(frames(2, K)), torch.from_numpy(actions(2)), steps=2)
+    assert (
+        isinstance(out_t, torch.Tensor) and out_t.shape == (2, SIZE, SIZE, 3) and out_t.dtype == torch.uint8
+    )
+
+    z_seq = np.random.default_rng(0).standard_normal((2, 5, D)).astype(np.float32)
+    roll = model.rollout(frames(2, 1), z_seq, steps=1, generator=gen(0))
+    assert isinstance(roll, np.ndarray) and roll.shape == (2, 5, SIZE, SIZE, 3) and roll.dtype == np.uint8
+
+
+@pytest.mark.parametrize("autocast_dtype", [None, "bfloat16"])
+def test_same_seed_same_frames(autocast_dtype: str | None) -> None:
+    model = make_model(autocast_dtype=autocast_dtype)
+    randomise_condition(model)
+    hist, z = frames(3, 2), actions(3)
+
+    def run(seed: int) -> np.ndarray:
+        return model.predict_next(hist, z, steps=3, generator=gen(seed))
+
+    assert np.array_equal(run(7), run(7))
+    assert not np.array_equal(run(7), run(8))
+    z_seq = np.stack([actions(3, 1), actions(3, 2)], axis=1)
+    a = model.rollout(hist, z_seq, steps=2, generator=gen(3))
+    b = model.rollout(hist, z_seq, steps=2, generator=gen(3))
+    assert np.array_equal(a, b)
+
+
+def test_rollout_equals_chained_predictions(model: DiffusionWorldModel) -> None:
+    hist, z1, z2 = frames(2, 3), actions(2, 1), actions(2, 2)
+    roll = model.rollout(hist, np.stack([z1, z2], axis=1), steps=2, generator=gen(0))
+
+    g = gen(0)
+    first = model.predict_next(hist, z1, steps=2, generator=g)
+    window = np.concatenate([hist, first[:, None]], axis=1)  # 4 frames = k: nothing dropped yet
+    second = model.predict_next(window, z2, steps=2, generator=g)
+    assert np.array_equal(roll[:, 0], first) and np.array_equal(roll[:, 1], second)
+
+
+def test_save_and_reload_same_output(tmp_path) -> None:
+    model = make_model()
+    randomise_condition(model)
+    model.save_pretrained(tmp_path)
+    loaded = DiffusionWorldModel.from_pretrained(tmp_path).eval()
+    assert tuple(loaded.config.block_out_channels) == tuple(model.config.block_out_channels)
+    assert loaded.config.autocast_dtype is None
+
+    torch.manual_seed(0)
+    noisy, hist = torch.randn(2, 3, SIZE, SIZE), torch.rand(2, 3 * K, SIZE, SIZE) * 2 - 1
+    sigma, z = torch.tensor([0.3, 2.0]), torch.from_numpy(actions(2))
+    length, aug = torch.tensor([1, K]), torch.tensor([0.0, 0.5])
+    with torch.no_grad():
+        ref = model(noisy, sigma, hist, model.condition_embedding(z, length, aug))
+        out = loaded(noisy, sigma, hist, loaded.condition_embedding(z, length, aug))
+    torch.testing.assert_close(out, ref, atol=5e-5, rtol=0)
+
+    ref_frames = model.predict_next(frames(2, 2), actions(2), generator=gen(0))
+    assert np.array_equal(loaded.predict_next(frames(2, 2), actions(2), generator=gen(0)), ref_frames)
+
+
+def test_fresh_model_ignores_condition(model: DiffusionWorldModel) -> None:
+    hist = frames(2, 2)
+    outs = [model.predict_next(hist, z, generator=gen(0)) for z in (actions(2, 1), actions(2, 2))]
+    assert np.array_equal(outs[0], outs[1])
+    # Guidance is a no-op too: the conditional and unconditional branches coincide.
+    guided = model.predict_next(hist, actions(2, 1), generator=gen(0), guidance_scale=2.0)
+    assert np.abs(guided.astype(int) - outs[0].astype(int)).max() <= 1
+
+
+def test_training_learns_the_action() -> None:
+    model = make_model().train()
+    rng = np.random.default_rng(0)
+    eval_batch = moving_square_batch(16, rng)
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            return model.training_loss(*eval_batch, generator=gen(1)).item()
+
+    before = eval_loss()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = gen(0)
+    for _ in range(30):
+        loss = model.training_loss(*moving_square_batch(4, rng), generator=g)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = eval_loss()
+    assert after < 0.5 * before, (before, after)
+
+    model.eval()
+    hist = eval_batch[0][:1].expand(len(OFFSETS), -1, -1, -1, -1)
+    preds = model.predict_next(hist, torch.eye(len(OFFSETS), D), steps=2, generator=gen(0))
+    diffs = [(preds[0].int() - preds[i].int()).abs().float().mean().item() for i in range(1, len(OFFSETS))]
+    assert min(diffs) > 1.0, diffs  # mean absolute difference in uint8 levels
+
+
+def test_action_agnostic_ignores_z() -> None:
+    agnostic, conditioned = make_model(action_agnostic=True), make_model()
+    for m in (agnostic, conditioned):
+        randomise_condition(m)
+    hist = frames(2, 3)
+
+    def pair(m: DiffusionWorldModel) -> list[np.ndarray]:
+        return [m.predict_next(hist, z, generator=gen(0)) for z in (actions(2, 1), actions(2, 2))]
+
+    a1, a2 = pair(agnostic)
+    c1, c2 = pair(conditioned)
+    assert np.array_equal(a1, a2)
+    assert not np.array_equal(c1, c2)
+    assert sum(p.numel() for p in agnostic.parameters()) == sum(p.numel() for p in conditioned.parameters())
+
+
+def test_training_loss_is_seeded_and_accepts_float_frames(model: DiffusionWorldModel) -> None:
+    hist, nxt, z = moving_square_batch(4, np.random.default_rng(0))
+    with torch.no_grad():
+        a = model.training_loss(hist, nxt, z, generator=gen(0))
+        b = model.training_loss(hist, nxt, z, generator=gen(0))
+        c = model.training_loss(hist.float() / 127.5 - 1, nxt.float() / 127.5 - 1, z, generator=gen(0))
+        d = model.training_loss(hist[:, 2:], nxt, z, history_len=[1, 2, 2, 1])
+    assert a.item() == b.item()
+    torch.testing.assert_close(a, c)
+    assert torch.isfinite(d)
+
+
+def test_presets() -> None:
+    tiny = DiffusionWorldModel(**world_model_preset("tiny"))
+    small = DiffusionWorldModel(**world_model_preset("small"))
+    assert sum(p.numel() for p in tiny.parameters()) < 100_000
+    assert 2_000_000 < sum(p.numel() for p in small.parameters()) < 3_500_000
+    with pytest.raises(ValueError, match="unknown world model preset"):
+        world_model_preset("huge")
+
+
+GOOD_H, GOOD_Z = frames(2, 2), actions(2)
+BAD_PREDICT_INPUTS = {
+    "history_ndim": (dict(history=GOOD_H[:, 0]), "shape"),
+    "history_too_long": (dict(history=frames(2, K + 1)), "5 frames"),
+    "history_resolution": (dict(history=GOOD_H[:, :, :32, :32]), "resolution"),
+    "history_channels": (dict(history=GOOD_H[..., :1]), "shape"),
+    "history_float": (dict(history=GOOD_H.astype(np.float32)), "dtype"),
+    "history_type": (dict(history="frames"), "numpy array or torch tensor"),
+    "z_nan": (dict(z=np.where(np.arange(D) == 3, np.nan, GOOD_Z).astype(np.float32)), "NaN"),
+    "z_inf": (dict(z=np.full((2, D), np.inf, np.float32)), "NaN or inf"),
+    "z_dim": (dict(z=actions(2)[:, :16]), "action_dim is 32"),
+    "z_batch": (dict(z=actions(3)), "shape"),
+    "z_int": (dict(z=np.zeros((2, D), np.int64)), "float"),
+    "steps": (dict(steps=0), "steps"),
+    "history_len": (dict(history_len=[1, 3]), "history_len"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PREDICT_INPUTS))
+def test_bad_inputs_raise(model: DiffusionWorldModel, case: str) -> None:
+    overrides, message = BAD_PREDICT_INPUTS[case]
+    kwargs = {"history": GOOD_H, "z": GOOD_Z, **overrides}
+    with pytest.raises(ValueError, match=message):
+        model.predict_next(**kwargs)
+
+
+def test_bad_rollout_and_training_inputs(model: DiffusionWorldModel) -> None:
+    with pytest.raises(ValueError, match="z_seq"):
+        model.rollout(GOOD_H, GOOD_Z)  # [B, d] instead of [B, T, d]
+    with pytest.raises(ValueError, match=r"z_seq\[:, 1\] contains NaN"):
+        model.rollout(GOOD_H, np.stack([GOOD_Z, np.full_like(GOOD_Z, np.nan)], axis=1))
+    hist, nxt, z = moving_square_batch(2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        model.training_loss(hist.float(), nxt, z)  # float frames left in [0, 255]
+    with pytest.raises(ValueError, match="batch"):
+        model.training_loss(hist, nxt[:1], z)
+    with pytest.raises(ValueError, match="history_len"):
+        model.training_loss(hist, nxt, z, history_len=[0, 1])
