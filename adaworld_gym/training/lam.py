@@ -1,0 +1,542 @@
+"""Train the latent action model (LAM) on frame pairs, under ``accelerate``.
+
+    from adaworld_gym.training import train_lam
+    model_dir = train_lam(["data/procgen"], "runs/lam-small", preset="small", max_minutes=60)
+    lam = LatentActionModel.from_pretrained(model_dir)
+
+Data is any iterable of clip dicts as yielded by ``adaworld_gym.data.clips.ClipDataset``
+(``{"history": uint8 [k, H, W, 3], "next": uint8 [H, W, 3], ...}``); the pair is (history[-1], next).
+Directories are wrapped in a ``ClipDataset`` automatically.
+
+The loop: AdamW, linear warmup then cosine decay (constant when only a wall-clock budget is given),
+gradient clipping, bf16 autocast (2-3x faster on CPUs with AMX), brightness jitter of +-10% applied
+identically to both frames, tensorboard logs in ``out_dir/logs`` (losses, PSNR of the reconstruction and of
+copying the last frame, both from the MSE pooled over the logging window, and a reconstruction grid),
+checkpoints in ``out_dir/checkpoints`` (resumed automatically), and the final model in ``out_dir/model``.
+
+Throughput of the ``small`` preset on the project's CPU (batch 32, AdamW step included): ~110 samples per
+CPU-second of one thread with bf16 autocast vs ~60 in fp32; see ``models/latent_action.py`` for the profile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaworld_gym.models.latent_action import PRESETS, REGULARIZERS, LatentActionModel, lam_preset
+from adaworld_gym.training.checkpoint import (
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+
+@dataclass
+class LamTrainConfig:
+    """Hyper-parameters of a LAM training run (model sizes come from the preset, see ``lam_preset``)."""
+
+    preset: str = "small"
+    regularizer: str = "kl"
+    beta: float | None = None  # None: the model default (2e-4)
+    batch_size: int = 32
+    lr: float = 6e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    kl_warmup_steps: int = 0  # KL weight ramps linearly from 0, so the decoder learns to use z first
+    lr_schedule: str = "cosine"  # "cosine" (needs max_steps) or "constant"
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    grad_clip: float = 1.0
+    brightness: float = 0.1
+    mixed_precision: str = "bf16"  # "bf16" or "no"
+    seed: int = 0
+    log_every: int = 50
+    image_every: int = 500
+    checkpoint_every: int = 1000
+    checkpoint_minutes: float = 10.0
+    eval_batches: int = 20
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> LamTrainConfig:
+        """Defaults for a preset, with ``None``-valued overrides ignored."""
+        if preset not in _TRAIN_PRESETS:
+            raise ValueError(f"unknown LAM preset {preset!r}; known presets: {', '.join(PRESETS)}")
+        cfg = replace(cls(preset=preset), **_TRAIN_PRESETS[preset])
+        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# Budgets: tiny runs in seconds; small fills about an hour of a 2-core CPU; base is for one GPU.
+_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=10,
+        max_steps=200,
+        log_every=10,
+        image_every=100,
+        checkpoint_every=100,
+    ),
+    "small": dict(batch_size=32, lr=6e-4, warmup_steps=200, kl_warmup_steps=1000, max_steps=8000),
+    "base": dict(
+        batch_size=128,
+        lr=3e-4,
+        warmup_steps=2000,
+        kl_warmup_steps=5000,
+        max_steps=100_000,
+        image_every=2000,
+        checkpoint_every=5000,
+    ),
+}
+
+
+def train_lam(
+    data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    preset: str = "small",
+    *,
+    regularizer: str = "kl",
+    beta: float | None = None,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    mixed_precision: str | None = None,
+    eval_data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    model_overrides: Mapping[str, Any] | None = None,
+    log_every: int | None = None,
+    image_every: int | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train a :class:`LatentActionModel` and return the directory of the saved model (``out_dir/model``).
+
+    Args:
+        data: clip dicts (any iterable; lists are reshuffled every epoch, iterators end training when
+            exhausted) or one or more dataset directories (read with ``ClipDataset``).
+        out_dir: run directory; a checkpoint found in it is resumed.
+        preset: ``tiny``, ``small`` or ``base`` (model sizes and training defaults).
+        regularizer: ``kl`` (AdaWorld), ``vq``, ``sparse`` or ``none``.
+        beta: KL weight; None keeps the model default (2e-4).
+        max_steps: total optimizer steps (across resumes); None keeps the preset default unless
+            ``max_minutes`` is given alone.
+        max_minutes: total training wall-clock budget (across resumes).
+        batch_size, lr: override the preset defaults.
+        seed: seeds Python, numpy and torch; the same seed gives the same run on CPU.
+        mixed_precision: ``bf16`` (default) or ``no``.
+        eval_data: held-out clips; evaluated at every checkpoint and at the end (``out_dir/summary.json``).
+        model_overrides: extra model config (e.g. ``{"image_size": 32}``).
+        log_every, image_every: tensorboard scalar / image intervals in steps.
+        checkpoint_every, checkpoint_minutes: checkpoint every N steps or M minutes, whichever comes first.
+        progress: show a tqdm progress bar.
+    """
+    if max_minutes is not None and max_steps is None:
+        # A wall-clock budget alone: no fixed horizon for a cosine decay.
+        cfg = LamTrainConfig.from_preset(preset, max_minutes=max_minutes, lr_schedule="constant")
+        cfg = replace(cfg, max_steps=None)
+    else:
+        cfg = LamTrainConfig.from_preset(preset, max_steps=max_steps, max_minutes=max_minutes)
+    cfg = replace(
+        cfg,
+        regularizer=regularizer,
+        beta=beta,
+        seed=seed,
+        model_overrides=dict(model_overrides or {}),
+        **{
+            k: v
+            for k, v in dict(
+                batch_size=batch_size,
+                lr=lr,
+                mixed_precision=mixed_precision,
+                log_every=log_every,
+                image_every=image_every,
+                checkpoint_every=checkpoint_every,
+                checkpoint_minutes=checkpoint_minutes,
+            ).items()
+            if v is not None
+        },
+    )
+    return run_lam_training(cfg, data, out_dir, eval_data=eval_data, progress=progress)
+
+
+def run_lam_training(
+    cfg: LamTrainConfig,
+    data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    eval_data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the training described by ``cfg`` (see :func:`train_lam` for the arguments)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    _validate(cfg)
+    out_dir = Path(out_dir)
+    ckpt_root = out_dir / "checkpoints"
+    # bf16 autocast is applied below rather than through Accelerator(mixed_precision=...): accelerate's state
+    # is a process-wide singleton that refuses a second run with another precision in the same process.
+    # bf16 needs no gradient scaler, so plain autocast is all accelerate would do (on CPU and GPU alike).
+    accelerator = Accelerator()
+    autocast_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
+    set_seed(cfg.seed)
+
+    model_kwargs = {**lam_preset(cfg.preset), **cfg.model_overrides, "regularizer": cfg.regularizer}
+    if cfg.beta is not None:
+        model_kwargs["beta"] = cfg.beta
+    model = LatentActionModel(**model_kwargs)
+    model_config = _plain_config(model)
+    beta = model.config.beta
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
+    scheduler = get_scheduler(
+        schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps or 0
+    )
+
+    step, samples, train_seconds = 0, 0, 0.0
+    resume_from = latest_checkpoint(ckpt_root)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        if state["model_config"] != model_config:
+            raise ValueError(
+                f"{resume_from} was written for a different model config; use a new out_dir or the same "
+                f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
+        restore_rng_state(state["rng"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model: LatentActionModel = accelerator.unwrap_model(model)
+
+    is_main = accelerator.is_main_process
+    writer = SummaryWriter(str(out_dir / "logs")) if is_main else None
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if is_main:
+            save_checkpoint(
+                ckpt_root,
+                step,
+                {
+                    "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "samples": samples,
+                    "train_seconds": train_seconds,
+                    "rng": capture_rng_state(),
+                    "model_config": model_config,
+                },
+            )
+
+    # Resumed runs (and each process) draw their own data order rather than replaying the same batches.
+    batches = _pair_batches(data, cfg.batch_size, seed=cfg.seed + step + 7919 * accelerator.process_index)
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc="train-lam", unit="step"
+    )
+    window = _Window()
+    session_start, last_ckpt, last_ckpt_step = time.monotonic(), time.monotonic(), step
+    base_seconds = train_seconds
+    model.train()
+    try:
+        while not _budget_spent(cfg, step, train_seconds):
+            try:
+                f_t, f_t1 = next(batches)
+            except StopIteration:
+                break
+            f_t, f_t1 = _brightness_jitter(
+                f_t.to(accelerator.device), f_t1.to(accelerator.device), cfg.brightness
+            )
+            with torch.autocast(
+                accelerator.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
+                out = model(f_t, f_t1, beta=beta * min(1.0, (step + 1) / max(cfg.kl_warmup_steps, 1)))
+            accelerator.backward(out.loss)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            step += 1
+            samples += f_t.shape[0] * accelerator.num_processes
+            train_seconds = base_seconds + time.monotonic() - session_start
+            window.add(out, f_t, f_t1, float(grad_norm))
+            bar.update(1)
+
+            if writer is not None and step % cfg.log_every == 0:
+                logs = window.flush()
+                logs["lr"] = scheduler.get_last_lr()[0]
+                logs["perf/samples_per_s"] = samples / max(train_seconds, 1e-9)
+                for key, value in logs.items():
+                    writer.add_scalar(key, value, step)
+                bar.set_postfix(mse=f"{logs['loss/mse']:.4f}", psnr_gain=f"{logs['psnr/gain']:.2f}")
+            if writer is not None and step % cfg.image_every == 0:
+                writer.add_image("recon/ft_ft1_recon_err", _recon_grid(f_t, f_t1, out.recon), step)
+            due_minutes = time.monotonic() - last_ckpt >= cfg.checkpoint_minutes * 60
+            if step % cfg.checkpoint_every == 0 or due_minutes:
+                checkpoint()
+                last_ckpt, last_ckpt_step = time.monotonic(), step
+                if eval_data is not None and writer is not None:
+                    _log_eval(
+                        writer, evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches), step
+                    )
+    except KeyboardInterrupt:
+        if step > last_ckpt_step:
+            checkpoint()  # keep the work done so far; the next call resumes from here
+        raise
+    finally:
+        bar.close()
+
+    if step > last_ckpt_step:
+        checkpoint()
+    model_dir = out_dir / "model"
+    if is_main:
+        summary: dict[str, Any] = {
+            "preset": cfg.preset,
+            "regularizer": cfg.regularizer,
+            "steps": step,
+            "samples": samples,
+            "train_minutes": train_seconds / 60,
+            "samples_per_s": samples / max(train_seconds, 1e-9),
+            "params": sum(p.numel() for p in raw_model.parameters()),
+        }
+        if eval_data is not None:
+            summary["eval"] = evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches)
+            if writer is not None:
+                _log_eval(writer, summary["eval"], step)
+        _save_model_atomic(raw_model, model_dir)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if writer is not None:
+        writer.close()
+    accelerator.wait_for_everyone()
+    return model_dir
+
+
+@torch.no_grad()
+def evaluate_lam(
+    model: LatentActionModel,
+    data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike],
+    batch_size: int = 64,
+    max_batches: int | None = 20,
+) -> dict[str, float]:
+    """Reconstruction PSNR (latent = mu) vs copying the last frame, from MSE pooled over the clips seen.
+
+    Pooled MSE, not a per-image PSNR mean: identical consecutive frames would make the latter infinite.
+    """
+    was_training = model.training
+    model.eval()
+    sq_model = sq_copy = 0.0
+    count = 0
+    try:
+        for i, (f_t, f_t1) in enumerate(_pair_batches(data, batch_size, seed=0, epochs=1)):
+            if max_batches is not None and i >= max_batches:
+                break
+            f_t, f_t1 = f_t.to(model.device), f_t1.to(model.device)
+            recon = model(f_t, f_t1).recon.float()
+            sq_model += float(((recon - f_t1) ** 2).sum())
+            sq_copy += float(((f_t - f_t1) ** 2).sum())
+            count += f_t1.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluation data yielded no clips")
+    psnr_model, psnr_copy = _psnr(sq_model / count), _psnr(sq_copy / count)
+    return {
+        "psnr_model": psnr_model,
+        "psnr_copy_last": psnr_copy,
+        "psnr_gain": psnr_model - psnr_copy,
+        "pairs": count // f_t1[0].numel(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- data
+def _is_path(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+def _open_data(data: Any, seed: int) -> Iterable[Mapping[str, Any]]:
+    if _is_path(data):
+        data = [data]
+    if isinstance(data, (list, tuple)) and data and all(_is_path(d) for d in data):
+        from adaworld_gym.data.clips import ClipDataset  # lazy: only needed for on-disk datasets
+
+        return ClipDataset([os.fspath(d) for d in data], history=1, seed=seed)
+    return data
+
+
+def _pair_batches(
+    data: Any, batch_size: int, seed: int, epochs: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of (f_t, f_t1) float [B, 3, H, W] in [0, 1]; lists are reshuffled each epoch."""
+    source = _open_data(data, seed)
+    rng = np.random.default_rng(seed)
+    buf_t: list[np.ndarray] = []
+    buf_t1: list[np.ndarray] = []
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        if isinstance(source, Sequence):
+            items: Iterable[Mapping[str, Any]] = (source[i] for i in rng.permutation(len(source)))
+        else:
+            items = source
+        seen = 0
+        for clip in items:
+            seen += 1
+            buf_t.append(np.asarray(clip["history"])[-1])
+            buf_t1.append(np.asarray(clip["next"]))
+            if len(buf_t) == batch_size:
+                yield _to_float(buf_t), _to_float(buf_t1)
+                buf_t, buf_t1 = [], []
+        epoch += 1
+        if seen == 0 or iter(source) is source:
+            break  # empty, or a one-shot iterator that is now exhausted
+    if buf_t and epochs is not None:
+        yield _to_float(buf_t), _to_float(buf_t1)  # evaluation keeps the last partial batch
+
+
+def _to_float(frames: list[np.ndarray]) -> torch.Tensor:
+    x = np.stack(frames)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"clips must hold uint8 frames [H, W, 3], got a batch {x.dtype} {x.shape}")
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _brightness_jitter(
+    f_t: torch.Tensor, f_t1: torch.Tensor, amount: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale both frames of a pair by the same factor in [1 - amount, 1 + amount] (torchvision convention)."""
+    if amount <= 0:
+        return f_t, f_t1
+    factor = 1.0 + (torch.rand(f_t.shape[0], 1, 1, 1, device=f_t.device) * 2 - 1) * amount
+    return (f_t * factor).clamp_(0, 1), (f_t1 * factor).clamp_(0, 1)
+
+
+# ------------------------------------------------------------------------------------------------- logging
+class _Window:
+    """Accumulates loss terms and squared errors between two tensorboard writes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.terms: dict[str, float] = {}
+        self.steps = 0
+        self.sq_model = self.sq_copy = 0.0
+        self.count = 0
+        self.grad_norm = 0.0
+        self.mu_std = 0.0
+
+    def add(self, out: Any, f_t: torch.Tensor, f_t1: torch.Tensor, grad_norm: float) -> None:
+        self.steps += 1
+        self.terms["total"] = self.terms.get("total", 0.0) + float(out.loss.detach())
+        for k, v in out.losses.items():
+            self.terms[k] = self.terms.get(k, 0.0) + float(v)
+        with torch.no_grad():
+            self.sq_model += float(((out.recon.float() - f_t1) ** 2).sum())
+            self.sq_copy += float(((f_t - f_t1) ** 2).sum())
+            self.mu_std += float(out.mu.float().std(dim=0).mean()) if out.mu.shape[0] > 1 else 0.0
+        self.count += f_t1.numel()
+        self.grad_norm += grad_norm
+
+    def flush(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        logs = {f"loss/{k}": v / n for k, v in self.terms.items()}
+        psnr_model, psnr_copy = (
+            _psnr(self.sq_model / max(self.count, 1)),
+            _psnr(self.sq_copy / max(self.count, 1)),
+        )
+        logs.update(
+            {
+                "psnr/recon": psnr_model,
+                "psnr/copy_last": psnr_copy,
+                "psnr/gain": psnr_model - psnr_copy,
+                "latent/mu_std": self.mu_std / n,
+                "grad_norm": self.grad_norm / n,
+            }
+        )
+        self.reset()
+        return logs
+
+
+def _log_eval(writer: Any, metrics: Mapping[str, float], step: int) -> None:
+    for key in ("psnr_model", "psnr_copy_last", "psnr_gain"):
+        writer.add_scalar(f"eval/{key}", metrics[key], step)
+
+
+def _psnr(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def _recon_grid(f_t: torch.Tensor, f_t1: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Columns of (f_t, f_t1, recon, 4x |error|), one row per sample, as a [3, H', W'] image in [0, 1]."""
+    n = min(n, f_t.shape[0])
+    err = ((recon.float() - f_t1).abs() * 4).clamp(0, 1)
+    cols = [x[:n].detach().float().cpu() for x in (f_t, f_t1, recon, err)]
+    rows = torch.cat(cols, dim=3)  # [n, 3, H, 4W]
+    return torch.cat(list(rows), dim=1)  # [3, nH, 4W]
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _validate(cfg: LamTrainConfig) -> None:
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown LAM preset {cfg.preset!r}; known presets: {', '.join(PRESETS)}")
+    if cfg.regularizer not in REGULARIZERS:
+        raise ValueError(
+            f"unknown regularizer {cfg.regularizer!r}; expected one of {', '.join(REGULARIZERS)}"
+        )
+    if cfg.max_steps is None and cfg.max_minutes is None:
+        raise ValueError("give a budget: max_steps and/or max_minutes")
+    if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
+        raise ValueError(
+            "a cosine schedule needs max_steps; use lr_schedule='constant' with max_minutes only"
+        )
+    if cfg.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'cosine' or 'constant'")
+    if cfg.mixed_precision not in ("bf16", "no"):
+        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+
+
+def _budget_spent(cfg: LamTrainConfig, step: int, train_seconds: float) -> bool:
+    if cfg.max_steps is not None and step >= cfg.max_steps:
+        return True
+    return cfg.max_minutes is not None and train_seconds >= cfg.max_minutes * 60
+
+
+def _plain_config(model: LatentActionModel) -> dict[str, Any]:
+    return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
+def _save_model_atomic(model: LatentActionModel, model_dir: Path) -> None:
+    # save_pretrained writes files one by one; build the directory aside, then swap it in.
+    tmp = model_dir.with_name(f".{model_dir.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if model_dir.exists():
+        old = model_dir.with_name(f".{model_dir.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(model_dir, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, model_dir)
