@@ -147,15 +147,19 @@ class ClipDataset(torch.utils.data.IterableDataset):
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One window drawn with the subset weighting."""
-        while True:
-            subset = int(rng.choice(len(self.subsets), p=self.subset_probs))
-            info = self.subsets[subset]
+        return self.sample_from(int(rng.choice(len(self.subsets), p=self.subset_probs)), rng)
+
+    def sample_from(self, subset: int, rng: np.random.Generator) -> dict[str, Any]:
+        """One window from one subset: an episode in proportion to its length, then a time step."""
+        info = self.subsets[subset]
+        for _ in range(1000):
             index = int(rng.choice(len(info.names), p=info.lengths / info.lengths.sum()))
             episode, targets = self._episode(subset, info.names[index])
             if len(targets):  # an episode of terminal steps only has nothing to offer
                 item = self.window(episode, int(rng.choice(targets)))
                 item["subset"] = subset
                 return item
+        raise EpisodeError(f"subset {info.name} has no usable transitions")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = torch.utils.data.get_worker_info()

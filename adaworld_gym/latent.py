@@ -1,0 +1,159 @@
+"""Tools on latent actions: encode episodes, compose, cluster into control options, plot.
+
+Control options are k-means centres of the latent actions over a dataset (AdaWorld section 3): a discrete
+action set found without any action labels. They are stored beside the model as
+``latent_options.safetensors`` with a small JSON description.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from adaworld_gym.data.episodes import Episode, atomic_write_bytes
+
+OPTIONS_FILE = "latent_options.safetensors"
+OPTIONS_META = "latent_options.json"
+
+
+def encode_frames(model, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Latent actions ``[T-1, d]`` of the consecutive pairs of uint8 frames ``[T, H, W, 3]``."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or len(frames) < 2:
+        raise ValueError(f"need at least two frames [T,H,W,3] to encode actions, got shape {frames.shape}")
+    return model.encode(frames[:-1], frames[1:], chunk_size=batch_size)
+
+
+def encode_episode(model, episode: Episode) -> np.ndarray:
+    return encode_frames(model, episode.frames)
+
+
+def compose(*latents: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
+    """Average latent actions (AdaWorld's composition: right + jump -> jump-right)."""
+    if not latents:
+        raise ValueError("compose needs at least one latent action")
+    stack = np.stack([np.asarray(z, np.float32) for z in latents])
+    if not np.isfinite(stack).all():
+        raise ValueError("latent actions contain NaN or inf")
+    w = np.ones(len(latents)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (len(latents),) or w.sum() <= 0:
+        raise ValueError(f"need {len(latents)} non-negative weights with a positive sum, got {weights}")
+    return (np.tensordot(w / w.sum(), stack, axes=1)).astype(np.float32)
+
+
+def kmeans(points: np.ndarray, k: int, seed: int = 0, iters: int = 100) -> np.ndarray:
+    """k-means++ initialisation then Lloyd iterations; returns ``[k, d]`` centres."""
+    from sklearn.cluster import KMeans
+
+    points = np.asarray(points, np.float32)
+    if points.ndim != 2 or len(points) < k:
+        raise ValueError(f"need at least k={k} latent vectors [N, d] to cluster, got shape {points.shape}")
+    return (
+        KMeans(k, n_init=4, max_iter=iters, random_state=seed).fit(points).cluster_centers_.astype(np.float32)
+    )
+
+
+def save_options(model_dir: str | os.PathLike, centres: np.ndarray, source: str = "") -> Path:
+    """Store k-means control options with the model (safetensors + JSON; written atomically)."""
+    model_dir = Path(model_dir)
+    path = model_dir / OPTIONS_FILE
+    tmp = model_dir / f".{OPTIONS_FILE}.tmp"
+    save_file({"centres": torch.from_numpy(np.ascontiguousarray(centres, np.float32))}, str(tmp))
+    os.replace(tmp, path)
+    meta = {"k": int(len(centres)), "dim": int(centres.shape[1]), "source": source}
+    atomic_write_bytes(model_dir / OPTIONS_META, json.dumps(meta, indent=1).encode())
+    return path
+
+
+def load_options(model_dir: str | os.PathLike) -> np.ndarray:
+    path = Path(model_dir) / OPTIONS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no control options in {model_dir}: run `adaworld cluster` first")
+    try:
+        return load_file(str(path))["centres"].numpy()
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"corrupt control options file {path}: {e}") from e
+
+
+def pca_2d(points: np.ndarray) -> np.ndarray:
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def plot_latents(
+    mu: np.ndarray,
+    actions: np.ndarray | None,
+    groups: np.ndarray | None,
+    path: str | os.PathLike,
+    action_names: Sequence[str] | None = None,
+    group_names: Sequence[str] | None = None,
+    title: str = "latent actions (PCA)",
+) -> Path:
+    """2-D PCA projection of latent actions, coloured by true action and by game/env, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xy = pca_2d(np.asarray(mu, np.float32))
+    panels = [(actions, action_names, "by true action"), (groups, group_names, "by game / env")]
+    panels = [p for p in panels if p[0] is not None]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 5), squeeze=False)
+    for ax, (labels, names, subtitle) in zip(axes[0], panels or [(None, None, "")], strict=True):
+        if labels is None:
+            ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.5)
+        else:
+            cmap = plt.get_cmap("tab20")
+            for j, value in enumerate(np.unique(labels)):
+                sel = labels == value
+                name = names[int(value)] if names is not None else str(value)
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=3, alpha=0.6, color=cmap(j % 20), label=name)
+            ax.legend(markerscale=4, fontsize=7, loc="best", ncol=2)
+        ax.set_title(f"{title} {subtitle}")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def sample_latents(
+    model, roots: Sequence[str | os.PathLike], n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Encode ``n`` transitions drawn evenly from every subset under ``roots``.
+
+    Returns ``(mu [N,d], discrete action or -1 [N], subset index [N], subset names)``.
+    """
+    from adaworld_gym.data.clips import ClipDataset, find_subsets
+
+    rng = np.random.default_rng(seed)
+    subsets = find_subsets(roots)
+    per_subset = max(1, n // len(subsets))
+    f_t, f_t1, actions, groups = [], [], [], []
+    for g, path in enumerate(subsets):
+        ds = ClipDataset(path)
+        info = ds.subsets[0]
+        if all(info.store.manifest[name]["has_actions"] for name in info.names):
+            ds = ClipDataset(path, with_actions=True)
+        for _ in range(per_subset):
+            item = ds.sample_from(0, rng)
+            f_t.append(item["history"][-1])
+            f_t1.append(item["next"])
+            groups.append(g)
+            # Labels only where actions are discrete; continuous or missing actions get -1.
+            action = item.get("action")
+            actions.append(int(action) if action is not None and np.ndim(action) == 0 else -1)
+    mu = model.encode(np.stack(f_t), np.stack(f_t1))
+    return mu, np.array(actions), np.array(groups), [p.name for p in subsets]

@@ -1,0 +1,65 @@
+"""GIFs and image grids from uint8 frames."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from adaworld_gym.data.episodes import atomic_write_bytes
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of ``[..., H, W, C]`` so 64x64 frames are visible."""
+    if factor == 1:
+        return frames
+    return frames.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Join equally long videos ``[T, H, W, 3]`` horizontally with a white gap."""
+    lengths = {len(v) for v in videos}
+    if len(lengths) != 1:
+        raise ValueError(f"videos must have the same length, got {sorted(lengths)}")
+    t, h = videos[0].shape[:2]
+    spacer = np.full((t, h, gap, 3), 255, np.uint8)
+    parts: list[np.ndarray] = []
+    for i, video in enumerate(videos):
+        if i:
+            parts.append(spacer)
+        parts.append(video)
+    return np.concatenate(parts, axis=2)
+
+
+def save_gif(
+    frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 5, scale: int = 3
+) -> Path:
+    """Write an endlessly looping GIF atomically."""
+    import io
+
+    import imageio.v3 as iio
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    iio.imwrite(buf, upscale(frames, scale), extension=".gif", duration=1000 / fps, loop=0)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Path:
+    import io
+
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    iio.imwrite(buf, upscale(np.asarray(image), scale), extension=".png")
+    atomic_write_bytes(path, buf.getvalue())
+    return path

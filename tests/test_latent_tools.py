@@ -1,0 +1,106 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from adaworld_gym.data.collect import collect_procgen
+from adaworld_gym.latent import compose, kmeans, load_options, plot_latents, sample_latents, save_options
+from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
+
+
+@pytest.fixture(scope="module")
+def lam_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lam")
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    collect_procgen(["heist", "maze"], 2, 20, path, seed=0, batch=2)
+    return path
+
+
+def test_compose_averages_and_checks():
+    a, b = np.zeros(4, np.float32), np.full(4, 2.0, np.float32)
+    np.testing.assert_allclose(compose(a, b), np.ones(4))
+    np.testing.assert_allclose(compose(a, b, weights=[3, 1]), np.full(4, 0.5))
+    with pytest.raises(ValueError, match="NaN"):
+        compose(a, np.full(4, np.nan))
+    with pytest.raises(ValueError, match="at least one"):
+        compose()
+
+
+def test_kmeans_finds_separated_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[5.0, 0], [-5, 0], [0, 5]])
+    points = np.concatenate([c + rng.normal(0, 0.1, (50, 2)) for c in centres])
+    found = kmeans(points, 3, seed=0)
+    for c in centres:
+        assert np.min(np.linalg.norm(found - c, axis=1)) < 0.2
+
+
+def test_options_round_trip_and_corruption(tmp_path):
+    centres = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_options(tmp_path, centres)
+    np.testing.assert_array_equal(load_options(tmp_path), centres)
+    (tmp_path / "latent_options.safetensors").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_options(tmp_path)
+    with pytest.raises(FileNotFoundError, match="cluster"):
+        load_options(tmp_path / "none")
+
+
+def test_sample_latents_labels_match_windows(lam_dir, data_dir):
+    model = LatentActionModel.from_pretrained(lam_dir)
+    mu, actions, groups, names = sample_latents(model, [data_dir], 20, seed=0)
+    assert mu.shape == (20, 32) and names == ["procgen-heist", "procgen-maze"]
+    assert set(groups) == {0, 1} and ((actions >= 0) & (actions < 15)).all()
+    again = sample_latents(model, [data_dir], 20, seed=0)
+    np.testing.assert_array_equal(mu, again[0])
+    np.testing.assert_array_equal(actions, again[1])
+
+
+def test_plot_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    path = plot_latents(
+        rng.normal(size=(60, 8)), rng.integers(0, 3, 60), rng.integers(0, 2, 60), tmp_path / "p.png"
+    )
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "adaworld_gym.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_cli_encode_compose_cluster_plot(lam_dir, data_dir, tmp_path):
+    episode = data_dir / "procgen-heist" / "ep_000000.awe"
+    r = _cli("encode", episode, "--lam", lam_dir, "--out", tmp_path / "mu.npy")
+    assert r.returncode == 0, r.stderr
+    mu = np.load(tmp_path / "mu.npy")
+    assert mu.shape[1] == 32 and len(mu) >= 1
+    np.save(tmp_path / "b.npy", np.ones(32, np.float32))
+    r = _cli("compose", tmp_path / "mu.npy", tmp_path / "b.npy", "--out", tmp_path / "c.npy")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), (mu.mean(0) + 1) / 2, rtol=1e-5)
+    r = _cli("cluster", "--lam", lam_dir, "--data", data_dir, "--k", "3", "--samples", "40")
+    assert r.returncode == 0, r.stderr
+    assert load_options(lam_dir).shape == (3, 32)
+    r = _cli("plot", "--lam", lam_dir, "--data", data_dir, "--samples", "40", "--out", tmp_path / "p.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.png").exists()
+
+
+def test_cli_errors_are_clear(tmp_path):
+    r = _cli("encode", tmp_path / "nope.awe", "--lam", tmp_path, "--out", tmp_path / "x.npy")
+    assert r.returncode == 2 and "error" in r.stderr
+    (tmp_path / "z.npy").write_bytes(b"junk")
+    r = _cli("compose", tmp_path / "z.npy", "--out", tmp_path / "o.npy")
+    assert r.returncode == 2 and "z.npy" in r.stderr
