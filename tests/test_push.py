@@ -1,0 +1,208 @@
+"""Tests for the robosuite push env (adaworld_gym.sims.push). One env is shared: building it takes seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gymnasium
+import numpy as np
+import pytest
+
+import adaworld_gym  # noqa: F401  (registers AdaWorld/RobosuitePush-v0)
+from adaworld_gym.sims.push import (
+    NUM_OBJECTS,
+    STATE_SIZE,
+    RobosuitePushEnv,
+    ScriptedPusher,
+    make_push_tasks,
+    max_object_distance,
+    object_positions_from_state,
+    push_success,
+)
+
+ACTIONS = np.array(
+    [[1.0, 0.0, -0.5, 0.0], [0.3, -1.0, -1.0, 1.0], [-0.2, 0.7, 0.0, -1.0]],
+    dtype=np.float32,
+)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[RobosuitePushEnv]:
+    env = RobosuitePushEnv()
+    yield env
+    env.close()
+
+
+def rollout(env: RobosuitePushEnv, actions: np.ndarray) -> list[np.ndarray]:
+    return [env.step(a)[0] for a in actions]
+
+
+def test_spaces_and_reset(env: RobosuitePushEnv) -> None:
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert env.observation_space.contains(obs)
+    assert info["object_positions"].shape == (NUM_OBJECTS, 3)
+    assert info["eef_position"].shape == (3,)
+    # Objects start on the table top inside VP2's placement box, pairwise apart.
+    pos = env.object_positions()
+    assert np.all((pos[:, 0] >= -0.1) & (pos[:, 0] <= 0.3) & (np.abs(pos[:, 1]) <= 0.15))
+    assert np.all(pos[:, 2] > 0.8)
+    dists = np.linalg.norm(pos[:, None, :2] - pos[None, :, :2], axis=-1)
+    assert dists[np.triu_indices(NUM_OBJECTS, 1)].min() > 0.08
+    # A real image: not blank, and the render matches the observation.
+    assert obs.std() > 10
+    np.testing.assert_array_equal(env.render(), obs)
+
+
+def test_gymnasium_check_env_and_time_limit() -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    env = gymnasium.make("AdaWorld/RobosuitePush-v0")
+    try:
+        check_env(env.unwrapped, skip_render_check=False)
+        env.reset(seed=0)
+        # The registered TimeLimit truncates after VP2's 15 steps; the env itself never terminates.
+        flags = [env.step(env.action_space.sample())[2:4] for _ in range(15)]
+        assert flags == [(False, False)] * 14 + [(False, True)]
+    finally:
+        env.close()
+
+
+def test_sb3_check_env(env: RobosuitePushEnv) -> None:
+    from stable_baselines3.common.env_checker import check_env
+
+    check_env(env, warn=False)
+
+
+def test_same_seed_same_frames(env: RobosuitePushEnv) -> None:
+    first = [env.reset(seed=123)[0], *rollout(env, ACTIONS)]
+    env.reset(seed=7)  # something else in between
+    rollout(env, ACTIONS[:1])
+    second = [env.reset(seed=123)[0], *rollout(env, ACTIONS)]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(env.reset(seed=124)[0], first[0])
+
+
+def test_state_round_trip(env: RobosuitePushEnv) -> None:
+    env.reset(seed=5)
+    rollout(env, ACTIONS[:2])
+    state = env.get_state()
+    assert state.shape == (STATE_SIZE,) and state.dtype == np.float64
+    frame = env.render()
+    expected = rollout(env, ACTIONS)
+    expected_state = env.get_state()
+
+    env.reset(seed=99)
+    env.set_state(state)
+    np.testing.assert_array_equal(env.render(), frame)
+    for a, b in zip(rollout(env, ACTIONS), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(env.get_state(), expected_state)
+
+    # Restoring through reset(options) works the same way.
+    obs, _ = env.reset(options={"state": state})
+    np.testing.assert_array_equal(obs, frame)
+    np.testing.assert_array_equal(object_positions_from_state(state), env.object_positions())
+
+
+def test_actions_move_the_end_effector(env: RobosuitePushEnv) -> None:
+    env.reset(seed=0)
+    start = env.eef_position()
+    env.step(np.array([0.0, 1.0, 0.0, 0.0], np.float32))
+    moved = env.eef_position() - start
+    assert 0.035 < moved[1] < 0.06  # one unit action moves the goal 0.05 m
+    assert np.abs(moved[[0, 2]]).max() < 0.01
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (np.zeros(3, np.float32), "shape"),
+        (np.zeros((1, 4), np.float32), "shape"),
+        (np.array([0.0, np.nan, 0.0, 0.0]), "finite"),
+        (np.array([0.0, 0.0, np.inf, 0.0]), "finite"),
+        (np.array([0.0, 1.5, 0.0, 0.0]), r"\[-1, 1\]"),
+        (np.array(["a", "b", "c", "d"]), "numeric"),
+        (np.array([1j, 0, 0, 0]), "real"),
+    ],
+)
+def test_bad_actions_raise(env: RobosuitePushEnv, action: np.ndarray, message: str) -> None:
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+
+
+def test_bad_state_raises(env: RobosuitePushEnv) -> None:
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=str(STATE_SIZE)):
+        env.set_state(np.zeros(STATE_SIZE - 1))
+    with pytest.raises(ValueError, match="non-finite"):
+        env.set_state(np.full(STATE_SIZE, np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        object_positions_from_state(np.zeros((2, STATE_SIZE)))
+
+
+def test_goal_reward(env: RobosuitePushEnv) -> None:
+    env.reset(seed=1)
+    goal = env.get_state()
+    _, reward, *_ = env.step(np.zeros(4, np.float32))
+    assert reward == 0.0  # no goal given
+    env.reset(options={"state": goal, "goal_state": goal})
+    _, reward, *_ = env.step(np.zeros(4, np.float32))
+    assert -0.01 < reward <= 0.0  # objects settle by at most millimetres
+    env.reset(seed=2, options={"goal_state": goal})
+    _, reward, *_ = env.step(np.zeros(4, np.float32))
+    assert reward == pytest.approx(-max_object_distance(env.get_state(), goal))
+    assert reward < -0.05
+
+
+def test_osc_matches_robosuite_controller(env: RobosuitePushEnv) -> None:
+    """The compiled OSC law gives robosuite 1.5's own OSC_POSITION torques (with the orientation goal fixed)."""
+    import mujoco  # only after the push module has chosen the GL backend
+
+    model, data = env._model, env._data
+    robot = env._scene.robots[0]
+    env.reset(seed=3)
+    for action in ACTIONS:
+        env.step(action)
+        saved = env.get_state()
+        mujoco.mj_step1(model, data)
+        ours = env._osc_torques(
+            data.site_xpos[env._site_id] + action[:3].astype(np.float64) * env.action_scale
+        )
+        robot.control(np.array([*action[:3], 1.0]), policy_step=True)  # sets robosuite's goal
+        env._osc.goal_ori = env._goal_ori.copy()
+        robot.control(np.array([*action[:3], 1.0]), policy_step=False)
+        np.testing.assert_allclose(ours, data.ctrl[env._arm_act], rtol=0, atol=1e-9)
+        assert np.abs(ours).max() > 1.0  # real torques, not a trivial zero comparison
+        env.set_state(saved)
+
+
+def test_scripted_pusher_actions(env: RobosuitePushEnv) -> None:
+    env.reset(seed=0)
+    pusher = ScriptedPusher(0, np.random.default_rng(0))
+    action = pusher.act(env)
+    assert action.shape == (4,) and action.dtype == np.float32
+    assert np.all(np.abs(action) <= 1.0)
+    assert pusher.target_xy is not None and np.all(np.abs(pusher.target_xy) <= 0.35)
+    with pytest.raises(ValueError, match="target_object"):
+        ScriptedPusher(NUM_OBJECTS, np.random.default_rng(0))
+
+
+def test_make_push_tasks_deterministic(env: RobosuitePushEnv) -> None:
+    tasks = make_push_tasks(2, seed=11, env=env)
+    again = make_push_tasks(2, seed=11, env=env)
+    assert [t.target_object for t in tasks] == [0, 1]
+    for a, b in zip(tasks, again, strict=True):
+        np.testing.assert_array_equal(a.init_state, b.init_state)
+        np.testing.assert_array_equal(a.goal_state, b.goal_state)
+        np.testing.assert_array_equal(a.goal_image, b.goal_image)
+    for task in tasks:
+        assert task.goal_image.shape == (64, 64, 3) and task.goal_image.dtype == np.uint8
+        assert push_success(task.goal_state, task.goal_state)
+        assert not push_success(task.init_state, task.goal_state)
+        assert max_object_distance(task.init_state, task.goal_state) > 0.08
+        # The goal image is what the env shows in the goal state.
+        env.set_state(task.goal_state)
+        np.testing.assert_array_equal(env.render(), task.goal_image)
