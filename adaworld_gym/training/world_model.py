@@ -1,0 +1,645 @@
+"""Train the latent-action-conditioned diffusion world model (AdaWorld section 2), under ``accelerate``.
+
+    from adaworld_gym.training.world_model import train_world_model
+    model_dir = train_world_model(["data/procgen-train", "data/push"], "runs/wm", "runs/lam/model")
+    twin_dir = train_world_model(["data/procgen-train", "data/push"], "runs/wm-agnostic", None,
+                                 action_agnostic=True)
+    model = DiffusionWorldModel.from_pretrained(model_dir)
+
+Every transition (last history frame, next frame) is labelled on the fly with ``mu`` of the **frozen** LAM
+(batched, under ``no_grad``, LAM in eval mode, bf16 autocast); the action-agnostic twin has the same
+architecture and budget, with zeros where ``z`` goes, and needs no LAM.
+
+The loop follows ``training/lam.py``: AdamW, warmup then cosine decay (constant when only a wall-clock budget
+is given), gradient clipping, an EMA of the weights (diffusers ``EMAModel``) that is what gets evaluated and
+saved, tensorboard logs in ``out_dir/logs`` (loss, 1-step PSNR of the EMA model vs copying the last frame on
+the evaluation windows, an image grid of predictions), atomic checkpoints in ``out_dir/checkpoints`` (resumed
+automatically: step count, wall-clock budget, optimizer, EMA and RNG states continue), the EMA model in
+``out_dir/model`` and ``out_dir/summary.json``.
+
+Bf16 autocast is the model's own (``autocast_dtype``): the loop adds no autocast around the world model.
+One process (CPU or one GPU): ``training_loss`` is called on the unwrapped model, which DDP would not see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaworld_gym.metrics import psnr_pooled, ssim
+from adaworld_gym.models.latent_action import LatentActionModel
+from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
+from adaworld_gym.training.checkpoint import (
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from adaworld_gym.training.lam import _budget_spent, _is_path, _plain_config, _recon_grid, _save_model_atomic
+
+__all__ = [
+    "WorldModelTrainConfig",
+    "check_lam_compatible",
+    "label_actions",
+    "load_lam",
+    "load_world_model",
+    "train_world_model",
+]
+
+# Training data: clip dicts, one or more episode directories, or {directory: share of the batches}.
+DataSpec = Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, float]
+
+
+@dataclass
+class WorldModelTrainConfig:
+    """Hyper-parameters of a world-model training run (model sizes come from ``world_model_preset``)."""
+
+    preset: str = "small"
+    action_agnostic: bool = False
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"  # "cosine" (needs max_steps) or "constant"
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "bf16"  # "bf16" or "no": the world model's autocast and the LAM labelling
+    seed: int = 0
+    log_every: int = 25
+    image_every: int = 250
+    checkpoint_every: int = 250
+    checkpoint_minutes: float = 10.0
+    eval_batches: int = 4  # fixed evaluation windows: eval_batches x batch_size
+    eval_denoise_steps: int = 3
+    lam_dir: str | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> WorldModelTrainConfig:
+        """Defaults for a preset, with ``None``-valued overrides ignored."""
+        if preset not in _TRAIN_PRESETS:
+            raise ValueError(
+                f"unknown world model preset {preset!r}; known presets: {', '.join(_TRAIN_PRESETS)}"
+            )
+        cfg = replace(cls(preset=preset), **_TRAIN_PRESETS[preset])
+        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# Budgets: tiny runs in seconds (tests); small is the 2-core CPU model (~15 samples/s at one thread, so
+# 2,500 steps of 32 are ~90 minutes); base is for one GPU.
+_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=0,
+        max_steps=50,
+        log_every=5,
+        image_every=25,
+        checkpoint_every=25,
+        eval_batches=1,
+        eval_denoise_steps=1,
+        ema_decay=0.99,
+    ),
+    "small": dict(batch_size=32, lr=3e-4, warmup_steps=100, max_steps=2500, ema_decay=0.998),
+    "base": dict(
+        batch_size=64,
+        lr=3e-4,
+        warmup_steps=1000,
+        max_steps=100_000,
+        image_every=2000,
+        checkpoint_every=5000,
+        eval_batches=16,
+    ),
+}
+assert set(_TRAIN_PRESETS) == set(WORLD_MODEL_PRESETS)
+
+
+def train_world_model(
+    data: DataSpec,
+    out_dir: str | os.PathLike,
+    lam_dir: str | os.PathLike | None,
+    preset: str = "small",
+    *,
+    action_agnostic: bool = False,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    eval_data: DataSpec | None = None,
+    progress: bool = True,
+    mixed_precision: str | None = None,
+    ema_decay: float | None = None,
+    model_overrides: Mapping[str, Any] | None = None,
+    log_every: int | None = None,
+    image_every: int | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
+) -> Path:
+    """Train a :class:`DiffusionWorldModel` and return the directory of the saved EMA model (``out_dir/model``).
+
+    Args:
+        data: clip dicts as yielded by ``ClipDataset`` (``history`` uint8 [k,H,W,3], ``history_len``,
+            ``next`` uint8 [H,W,3]; lists are reshuffled every epoch, iterators end training when exhausted),
+            one or more episode directories (one ``ClipDataset``, AdaWorld's size^0.43 subset weighting), or a
+            mapping ``{directory: share}`` that fixes each directory's share of the training windows.
+        out_dir: run directory; a checkpoint found in it is resumed.
+        lam_dir: the trained LAM (its ``model`` directory or the run directory holding it); frozen, it labels
+            every transition with ``mu``. May be None only with ``action_agnostic=True``.
+        preset: ``tiny``, ``small`` or ``base`` (model sizes and training defaults).
+        action_agnostic: train the baseline twin: same architecture and budget, zeros for ``z``.
+        max_steps: total optimizer steps (across resumes); None keeps the preset default unless
+            ``max_minutes`` is given alone.
+        max_minutes: total training wall-clock budget (across resumes).
+        batch_size, lr, ema_decay: override the preset defaults.
+        seed: seeds Python, numpy, torch and the diffusion noise; the same seed gives the same run on CPU.
+        eval_data: held-out windows (same forms as ``data``); a fixed sample of them is evaluated at every
+            checkpoint and at the end (``out_dir/summary.json``).
+        progress: show a tqdm progress bar.
+        mixed_precision: ``bf16`` (default) or ``no``.
+        model_overrides: extra model config (e.g. ``{"num_history": 2}``).
+        log_every, image_every: tensorboard scalar / image intervals in steps.
+        checkpoint_every, checkpoint_minutes: checkpoint every N steps or M minutes, whichever comes first.
+
+    Raises:
+        ValueError: no LAM for an action-conditioned model, or a LAM whose image size or latent dimension does
+            not match the world model's; a run directory written for another model config.
+    """
+    if max_minutes is not None and max_steps is None:
+        # A wall-clock budget alone: no fixed horizon for a cosine decay.
+        cfg = WorldModelTrainConfig.from_preset(preset, max_minutes=max_minutes, lr_schedule="constant")
+        cfg = replace(cfg, max_steps=None)
+    else:
+        cfg = WorldModelTrainConfig.from_preset(preset, max_steps=max_steps, max_minutes=max_minutes)
+    cfg = replace(
+        cfg,
+        action_agnostic=action_agnostic,
+        seed=seed,
+        lam_dir=None if lam_dir is None else os.fspath(lam_dir),
+        model_overrides=dict(model_overrides or {}),
+        **{
+            k: v
+            for k, v in dict(
+                batch_size=batch_size,
+                lr=lr,
+                ema_decay=ema_decay,
+                mixed_precision=mixed_precision,
+                log_every=log_every,
+                image_every=image_every,
+                checkpoint_every=checkpoint_every,
+                checkpoint_minutes=checkpoint_minutes,
+            ).items()
+            if v is not None
+        },
+    )
+    return run_world_model_training(cfg, data, out_dir, eval_data=eval_data, progress=progress)
+
+
+def run_world_model_training(
+    cfg: WorldModelTrainConfig,
+    data: DataSpec,
+    out_dir: str | os.PathLike,
+    *,
+    eval_data: DataSpec | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run the training described by ``cfg`` (see :func:`train_world_model` for the arguments)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    _validate(cfg)
+    out_dir = Path(out_dir)
+    ckpt_root = out_dir / "checkpoints"
+    # No Accelerator(mixed_precision=...): the model autocasts itself (see lam.py for why not accelerate's).
+    accelerator = Accelerator()
+    set_seed(cfg.seed)
+    bf16 = cfg.mixed_precision == "bf16"
+
+    model = DiffusionWorldModel(
+        **{
+            **world_model_preset(cfg.preset),
+            **cfg.model_overrides,
+            "action_agnostic": cfg.action_agnostic,
+            "autocast_dtype": "bfloat16" if bf16 else None,
+        }
+    )
+    lam = None if cfg.action_agnostic else load_lam(cfg.lam_dir)
+    if lam is not None:
+        check_lam_compatible(lam, model)
+        lam.to(accelerator.device)
+    model_config = _plain_config(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
+    scheduler = get_scheduler(
+        schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps or 0
+    )
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+    # One generator for every draw inside training_loss (history length, augmentation, sigma, noise).
+    noise_gen = torch.Generator().manual_seed(cfg.seed)
+
+    step, samples, train_seconds = 0, 0, 0.0
+    resume_from = latest_checkpoint(ckpt_root)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        if state["model_config"] != model_config:
+            raise ValueError(
+                f"{resume_from} was written for a different model config; use a new out_dir or the same "
+                f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        noise_gen.set_state(state["noise_generator"])
+        step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
+        restore_rng_state(state["rng"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model: DiffusionWorldModel = accelerator.unwrap_model(model)
+    ema.to(accelerator.device)
+    k = raw_model.config.num_history
+
+    is_main = accelerator.is_main_process
+    writer = SummaryWriter(str(out_dir / "logs")) if is_main else None
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+
+    eval_set = None
+    if eval_data is not None:
+        eval_set = _fixed_windows(eval_data, k, cfg.batch_size, cfg.eval_batches, accelerator.device)
+        for batch in eval_set:
+            batch["z"] = _actions(lam, batch, raw_model.config.action_dim, bf16)
+
+    def evaluate() -> dict[str, float]:
+        with _ema_weights(ema, raw_model):
+            return _evaluate(raw_model, eval_set, cfg.eval_denoise_steps, cfg.seed)
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if is_main:
+            save_checkpoint(
+                ckpt_root,
+                step,
+                {
+                    "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict(),
+                    "noise_generator": noise_gen.get_state(),
+                    "step": step,
+                    "samples": samples,
+                    "train_seconds": train_seconds,
+                    "rng": capture_rng_state(),
+                    "model_config": model_config,
+                },
+            )
+
+    # Resumed runs (and each process) draw their own data order rather than replaying the same batches.
+    batches = _window_batches(
+        data, k, cfg.batch_size, seed=cfg.seed + step + 7919 * accelerator.process_index
+    )
+    desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
+    loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
+    session_start, last_ckpt, last_ckpt_step = time.monotonic(), time.monotonic(), step
+    base_seconds = train_seconds
+    model.train()
+    try:
+        while not _budget_spent(cfg, step, train_seconds):
+            try:
+                batch = _to_device(next(batches), accelerator.device)
+            except StopIteration:
+                break
+            z = _actions(lam, batch, raw_model.config.action_dim, bf16)
+            # Train on 1..history_len real frames per window (AdaWorld draws the memory length uniformly);
+            # drawing up to the clip's own length never feeds the zero padding at an episode start as frames.
+            u = torch.rand(batch["history_len"].shape, generator=noise_gen).to(accelerator.device)
+            lengths = 1 + (u * batch["history_len"]).long()
+            loss = raw_model.training_loss(
+                batch["history"], batch["next"], z, history_len=lengths, generator=noise_gen
+            )
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(raw_model.parameters())
+
+            step += 1
+            samples += batch["next"].shape[0] * accelerator.num_processes
+            train_seconds = base_seconds + time.monotonic() - session_start
+            loss_sum, grad_sum, window_steps = (
+                loss_sum + float(loss.detach()),
+                grad_sum + float(grad_norm),
+                window_steps + 1,
+            )
+            bar.update(1)
+
+            if writer is not None and step % cfg.log_every == 0:
+                logs = {
+                    "loss/denoise": loss_sum / window_steps,
+                    "grad_norm": grad_sum / window_steps,
+                    "lr": scheduler.get_last_lr()[0],
+                    "perf/samples_per_s": samples / max(train_seconds, 1e-9),
+                }
+                for key, value in logs.items():
+                    writer.add_scalar(key, value, step)
+                bar.set_postfix(loss=f"{logs['loss/denoise']:.4f}")
+                loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
+            due_minutes = time.monotonic() - last_ckpt >= cfg.checkpoint_minutes * 60
+            if step % cfg.checkpoint_every == 0 or due_minutes:
+                checkpoint()
+                last_ckpt, last_ckpt_step = time.monotonic(), step
+                if eval_set is not None and writer is not None:
+                    _log_eval(writer, evaluate(), step)
+            if writer is not None and step % cfg.image_every == 0:
+                shown = eval_set[0] if eval_set is not None else {**batch, "z": z}
+                with _ema_weights(ema, raw_model):
+                    grid = _prediction_grid(raw_model, shown, cfg.eval_denoise_steps)
+                writer.add_image("predictions/last_next_pred_err", grid, step)
+    except KeyboardInterrupt:
+        if step > last_ckpt_step:
+            checkpoint()  # keep the work done so far; the next call resumes from here
+        raise
+    finally:
+        bar.close()
+
+    if step > last_ckpt_step:
+        checkpoint()
+    model_dir = out_dir / "model"
+    if is_main:
+        summary: dict[str, Any] = {
+            "preset": cfg.preset,
+            "action_agnostic": cfg.action_agnostic,
+            "lam_dir": cfg.lam_dir,
+            "steps": step,
+            "samples": samples,
+            "train_minutes": train_seconds / 60,
+            "samples_per_s": samples / max(train_seconds, 1e-9),
+            "params": sum(p.numel() for p in raw_model.parameters()),
+        }
+        if eval_set is not None:
+            summary["eval"] = evaluate()
+            if writer is not None:
+                _log_eval(writer, summary["eval"], step)
+        with _ema_weights(ema, raw_model):  # the saved model holds the EMA weights
+            _save_model_atomic(raw_model, model_dir)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if writer is not None:
+        writer.close()
+    accelerator.wait_for_everyone()
+    return model_dir
+
+
+# ---------------------------------------------------------------------------------------------- the LAM
+def load_lam(path: str | os.PathLike | None) -> LatentActionModel:
+    """The frozen LAM of ``path`` (its ``model`` directory or the run directory holding it), in eval mode."""
+    if path is None:
+        raise ValueError(
+            "an action-conditioned world model needs a LAM: pass lam_dir (or action_agnostic=True)"
+        )
+    lam = LatentActionModel.from_pretrained(_model_dir(path, "LAM", "train_lam")).eval()
+    lam.requires_grad_(False)
+    return lam
+
+
+def load_world_model(path: str | os.PathLike) -> DiffusionWorldModel:
+    """A saved world model (its ``model`` directory or the run directory holding it), in eval mode."""
+    return DiffusionWorldModel.from_pretrained(_model_dir(path, "world model", "train_world_model")).eval()
+
+
+def _model_dir(path: str | os.PathLike, what: str, writer: str) -> Path:
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"  # a run directory
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no {what} found at {path}: expected a directory written by {writer}")
+    return path
+
+
+def check_lam_compatible(lam: LatentActionModel, model: DiffusionWorldModel) -> None:
+    """Raise a ValueError if ``lam`` cannot label transitions for ``model`` (frame size, latent size)."""
+    if lam.config.image_size != model.config.sample_size:
+        raise ValueError(
+            f"LAM image_size {lam.config.image_size} does not match the world model's sample_size "
+            f"{model.config.sample_size}: train both on the same frame size"
+        )
+    if lam.config.latent_dim != model.config.action_dim:
+        raise ValueError(
+            f"LAM latent_dim {lam.config.latent_dim} does not match the world model's action_dim "
+            f"{model.config.action_dim}: set model_overrides={{'action_dim': {lam.config.latent_dim}}}"
+        )
+
+
+@torch.no_grad()
+def label_actions(
+    lam: LatentActionModel, f_t: torch.Tensor | np.ndarray, f_t1: torch.Tensor | np.ndarray, bf16: bool = True
+) -> torch.Tensor | np.ndarray:
+    """The frozen LAM's ``mu`` of uint8 frame pairs [B,H,W,3], float32 (bf16 autocast inside when asked)."""
+    device = lam.device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        mu = lam.encode(f_t, f_t1)
+    return mu.astype(np.float32) if isinstance(mu, np.ndarray) else mu.float()
+
+
+def _actions(
+    lam: LatentActionModel | None, batch: Mapping[str, torch.Tensor], dim: int, bf16: bool
+) -> torch.Tensor:
+    """z for a batch of windows: the LAM's mu of (last history frame, next frame), or zeros for the twin."""
+    if lam is None:
+        return torch.zeros(batch["next"].shape[0], dim, device=batch["next"].device)
+    return label_actions(lam, batch["history"][:, -1], batch["next"], bf16)
+
+
+# ------------------------------------------------------------------------------------------------- data
+class _Mixture(torch.utils.data.IterableDataset):
+    """Endless windows drawn from several directories with fixed shares (one ``ClipDataset`` each)."""
+
+    def __init__(self, shares: Mapping[str | os.PathLike, float], history: int, seed: int) -> None:
+        from adaworld_gym.data.clips import ClipDataset
+
+        probs = np.array([float(s) for s in shares.values()])
+        if (probs < 0).any() or probs.sum() <= 0:
+            raise ValueError(f"data shares must be >= 0 with a positive sum, got {dict(shares)}")
+        self.datasets = [ClipDataset(os.fspath(root), history=history) for root in shares]
+        self.probs = probs / probs.sum()
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            yield self.datasets[int(rng.choice(len(self.datasets), p=self.probs))].sample(rng)
+
+
+def _open_windows(data: DataSpec, history: int, seed: int) -> Iterable[Mapping[str, Any]]:
+    if isinstance(data, Mapping) and not {"history", "next"} <= set(data):
+        return _Mixture(data, history, seed)
+    if _is_path(data):
+        data = [data]
+    if isinstance(data, (list, tuple)) and data and all(_is_path(d) for d in data):
+        from adaworld_gym.data.clips import ClipDataset  # lazy: only needed for on-disk datasets
+
+        return ClipDataset([os.fspath(d) for d in data], history=history, seed=seed)
+    return data
+
+
+def _window_batches(
+    data: DataSpec, history: int, batch_size: int, seed: int, epochs: int | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of windows (``history`` uint8 [B,h,H,W,3], ``next`` uint8 [B,H,W,3], ``history_len`` [B])."""
+    source = _open_windows(data, history, seed)
+    rng = np.random.default_rng(seed)
+    buf: list[Mapping[str, Any]] = []
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        items = (source[i] for i in rng.permutation(len(source))) if isinstance(source, Sequence) else source
+        seen = 0
+        for clip in items:
+            seen += 1
+            buf.append(clip)
+            if len(buf) == batch_size:
+                yield _collate(buf, history)
+                buf = []
+        epoch += 1
+        if seen == 0 or iter(source) is source:
+            break  # empty, or a one-shot iterator that is now exhausted
+    if buf and epochs is not None:
+        yield _collate(buf, history)  # evaluation keeps the last partial batch
+
+
+def _collate(clips: list[Mapping[str, Any]], k: int) -> dict[str, torch.Tensor]:
+    history = np.stack([np.asarray(c["history"]) for c in clips])
+    nxt = np.stack([np.asarray(c["next"]) for c in clips])
+    if history.dtype != np.uint8 or history.ndim != 5 or not 1 <= history.shape[1] <= k:
+        raise ValueError(
+            f"clips must hold uint8 history [h<={k}, H, W, 3], got a batch {history.dtype} {history.shape}"
+        )
+    lengths = np.array([int(c.get("history_len", history.shape[1])) for c in clips])
+    return {
+        "history": torch.from_numpy(history),
+        "next": torch.from_numpy(nxt),
+        "history_len": torch.from_numpy(lengths.clip(1, history.shape[1])),
+    }
+
+
+def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _fixed_windows(
+    data: DataSpec, history: int, batch_size: int, max_batches: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """The same evaluation windows every time (seed 0, first ``max_batches`` batches)."""
+    batches = []
+    for batch in _window_batches(data, history, batch_size, seed=0, epochs=1):
+        batches.append(_to_device(batch, device))
+        if len(batches) == max_batches:
+            break
+    if not batches:
+        raise ValueError("evaluation data yielded no windows")
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def _evaluate(
+    model: DiffusionWorldModel, eval_set: list[dict[str, torch.Tensor]], denoise_steps: int, seed: int
+) -> dict[str, float]:
+    """1-step prediction vs copying the last frame, PSNR from the MSE pooled over all evaluation windows."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        preds = [_predict(model, batch, denoise_steps, gen) for batch in eval_set]
+    finally:
+        model.train(was_training)
+    pred = torch.cat(preds).cpu()
+    target = torch.cat([b["next"] for b in eval_set]).cpu()
+    last = torch.cat([b["history"][:, -1] for b in eval_set]).cpu()
+    psnr_model, psnr_copy = psnr_pooled(pred, target), psnr_pooled(last, target)
+    return {
+        "psnr_1step": psnr_model,
+        "psnr_copy_last": psnr_copy,
+        "psnr_gain": psnr_model - psnr_copy,
+        "ssim_1step": ssim(pred, target),
+        "windows": len(target),
+    }
+
+
+def _predict(
+    model: DiffusionWorldModel, batch: Mapping[str, torch.Tensor], steps: int, gen: torch.Generator
+) -> torch.Tensor:
+    return model.predict_next(
+        batch["history"], batch["z"], steps=steps, generator=gen, history_len=batch["history_len"]
+    )
+
+
+def _prediction_grid(
+    model: DiffusionWorldModel, batch: Mapping[str, torch.Tensor], steps: int
+) -> torch.Tensor:
+    """Rows of (last frame, true next, prediction, 4x |error|) as a [3, H', W'] image in [0, 1]."""
+    was_training = model.training
+    model.eval()
+    try:
+        pred = _predict(model, batch, steps, torch.Generator().manual_seed(0))
+    finally:
+        model.train(was_training)
+
+    def unit(frames: torch.Tensor) -> torch.Tensor:
+        return frames.permute(0, 3, 1, 2).float().cpu() / 255.0
+
+    return _recon_grid(unit(batch["history"][:, -1]), unit(batch["next"]), unit(pred))
+
+
+@contextlib.contextmanager
+def _ema_weights(ema: Any, model: DiffusionWorldModel) -> Iterator[None]:
+    """Swap the EMA weights (the model that is evaluated and saved) in, then the training weights back."""
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(model.parameters())
+
+
+def _log_eval(writer: Any, metrics: Mapping[str, float], step: int) -> None:
+    for key in ("psnr_1step", "psnr_copy_last", "psnr_gain", "ssim_1step"):
+        writer.add_scalar(f"eval/{key}", metrics[key], step)
+
+
+def _validate(cfg: WorldModelTrainConfig) -> None:
+    if cfg.preset not in _TRAIN_PRESETS:
+        raise ValueError(
+            f"unknown world model preset {cfg.preset!r}; known presets: {', '.join(_TRAIN_PRESETS)}"
+        )
+    if cfg.max_steps is None and cfg.max_minutes is None:
+        raise ValueError("give a budget: max_steps and/or max_minutes")
+    if cfg.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'cosine' or 'constant'")
+    if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
+        raise ValueError(
+            "a cosine schedule needs max_steps; use lr_schedule='constant' with max_minutes only"
+        )
+    if cfg.mixed_precision not in ("bf16", "no"):
+        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not cfg.action_agnostic and cfg.lam_dir is None:
+        raise ValueError(
+            "an action-conditioned world model needs a LAM: pass lam_dir (or action_agnostic=True)"
+        )

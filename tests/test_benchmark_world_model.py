@@ -1,0 +1,69 @@
+"""benchmarks.world_model: a subprocess smoke run writes results of the exact shape, plus the window sampler."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.world_model import sample_windows, synthetic_push_like
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_smoke_run_writes_results(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmarks.world_model", "--preset", "smoke", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [*cmd, "--data", str(tmp_path / "data")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"push", "procgen", "speed", "meta"}
+    for env_name in ("push", "procgen"):
+        assert set(results[env_name]) == {"adaworld", "action_agnostic", "copy_last"}
+        for metrics in results[env_name].values():
+            assert set(metrics) == {"psnr_1step", "ssim_1step", "psnr_rollout"}
+            assert len(metrics["psnr_rollout"]) == 20
+            assert all(np.isfinite(metrics["psnr_rollout"])) and 0 <= metrics["ssim_1step"] <= 1
+    for batch in ("batch_1", "batch_64"):
+        assert set(results["speed"][batch]) == {"1", "2", "3", "5"}
+        assert all(v > 0 for v in results["speed"][batch].values())
+    assert results["meta"]["preset"] == "smoke"
+    assert "PSNR@10" in (out / "results.md").read_text()
+    assert (out / "rollout_psnr.png").stat().st_size > 0
+
+    # Trained models are reused instead of retrained.
+    runs = out / "runs"
+    reuse = [*cmd, "--data", str(tmp_path / "data"), "--lam", str(runs / "lam" / "model")]
+    reuse += ["--adaworld-model", str(runs / "adaworld_seed0" / "model")]
+    reuse += [
+        "--agnostic-model",
+        str(runs / "action_agnostic_seed0" / "model"),
+        "--out",
+        str(tmp_path / "again"),
+    ]
+    run = subprocess.run(reuse, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (tmp_path / "again" / "runs").exists()
+
+
+def test_sample_windows_follow_the_episode(tmp_path):
+    subset = synthetic_push_like(tmp_path, episodes=2, steps=24, seed=0)
+    w = sample_windows([subset], n=6, horizon=20, history=4, rng=np.random.default_rng(0))
+    assert w["history"].shape == (6, 4, 64, 64, 3) and w["frames"].shape == (6, 21, 64, 64, 3)
+    # The last history frame is the first of the true sequence; slots before the episode start are zeros.
+    np.testing.assert_array_equal(w["history"][:, -1], w["frames"][:, 0])
+    for hist, length in zip(w["history"], w["history_len"], strict=True):
+        assert 1 <= length <= 4 and not hist[: 4 - length].any()

@@ -1,0 +1,97 @@
+"""train_world_model on tiny synthetic episodes: logs, saved EMA model, summary, resume, twin, LAM checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adaworld_gym.models import LatentActionModel, lam_preset
+from adaworld_gym.models.world_model import DiffusionWorldModel
+from adaworld_gym.training import latest_checkpoint, load_checkpoint
+from adaworld_gym.training.world_model import train_world_model
+from benchmarks.world_model import synthetic_push_like
+
+torch.set_num_threads(1)  # the machine is shared: one thread is the fastest per core
+FAST = dict(batch_size=4, log_every=1, image_every=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return str(synthetic_push_like(root, episodes=3, steps=10, seed=0))
+
+
+def save_lam(path, **overrides) -> str:
+    torch.manual_seed(0)
+    LatentActionModel(**{**lam_preset("tiny"), **overrides}).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lam_dir(tmp_path_factory):
+    return save_lam(tmp_path_factory.mktemp("lam"))
+
+
+def test_train_logs_saves_and_resumes(tmp_path, data, lam_dir):
+    out = tmp_path / "run"
+    model_dir = train_world_model(data, out, lam_dir, "tiny", max_steps=3, eval_data=data, **FAST)
+
+    assert model_dir == out / "model"
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    model = DiffusionWorldModel.from_pretrained(model_dir)
+    assert not model.config.action_agnostic and model.config.block_out_channels == [8, 16]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["samples"] == 12 and summary["lam_dir"] == lam_dir
+    assert {"psnr_1step", "psnr_copy_last", "ssim_1step"} <= set(summary["eval"])
+
+    # The saved model holds the EMA weights, not the last training weights.
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
+    assert state["step"] == 3
+    for saved, shadow in zip(model.parameters(), state["ema"]["shadow_params"], strict=True):
+        assert torch.equal(saved, shadow)
+    assert any(not torch.equal(p, state["model"][n]) for n, p in model.named_parameters())
+
+    # A second call with a larger budget resumes at step 3: the step and the wall-clock time continue.
+    train_world_model(data, out, lam_dir, "tiny", max_steps=5, **FAST)
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["steps"] == 5 and resumed["samples"] == 20
+    assert resumed["train_minutes"] > summary["train_minutes"]
+    assert load_checkpoint(latest_checkpoint(out / "checkpoints"))["step"] == 5
+
+    with pytest.raises(ValueError, match="different model config"):
+        train_world_model(data, out, lam_dir, "tiny", max_steps=6, model_overrides={"num_history": 2}, **FAST)
+
+
+def test_twin_trains_without_lam(tmp_path, data):
+    # {directory: share} goes through the mixture sampler.
+    other = str(synthetic_push_like(tmp_path / "other", episodes=2, steps=8, seed=1))
+    model_dir = train_world_model(
+        {data: 0.7, other: 0.3}, tmp_path / "run", None, "tiny", action_agnostic=True, max_steps=2, **FAST
+    )
+    assert DiffusionWorldModel.from_pretrained(model_dir).config.action_agnostic
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["lam_dir"] is None
+
+
+def test_same_seed_same_weights(tmp_path, data, lam_dir):
+    kw = dict(max_steps=2, seed=3, **FAST)
+    a = DiffusionWorldModel.from_pretrained(train_world_model(data, tmp_path / "a", lam_dir, "tiny", **kw))
+    b = DiffusionWorldModel.from_pretrained(train_world_model(data, tmp_path / "b", lam_dir, "tiny", **kw))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_lam_mismatch_and_missing_lam_raise(tmp_path, data):
+    small_frames = save_lam(tmp_path / "lam32", image_size=32, patch_size=8)
+    with pytest.raises(ValueError, match="image_size 32 does not match the world model's sample_size 64"):
+        train_world_model(data, tmp_path / "a", small_frames, "tiny", max_steps=1, **FAST)
+    narrow = save_lam(tmp_path / "lam16", latent_dim=16)
+    with pytest.raises(ValueError, match="latent_dim 16 does not match the world model's action_dim 32"):
+        train_world_model(data, tmp_path / "b", narrow, "tiny", max_steps=1, **FAST)
+    with pytest.raises(ValueError, match="needs a LAM"):
+        train_world_model(data, tmp_path / "c", None, "tiny", max_steps=1, **FAST)
+    with pytest.raises(FileNotFoundError, match="no LAM found"):
+        train_world_model(data, tmp_path / "d", tmp_path / "nothing", "tiny", max_steps=1, **FAST)
+    with pytest.raises(ValueError, match="unknown world model preset"):
+        train_world_model(data, tmp_path / "e", None, "huge", action_agnostic=True, max_steps=1)

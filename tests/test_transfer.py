@@ -1,0 +1,104 @@
+"""Action transfer: rollout shape, determinism, frame loading from shards / GIFs / images, clear errors."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from adaworld_gym.data.episodes import Episode, EpisodeStore
+from adaworld_gym.models import LatentActionModel, lam_preset
+from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+from adaworld_gym.transfer import load_frames, transfer, transfer_gif
+from adaworld_gym.viz import save_gif, save_png
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lam():
+    torch.manual_seed(0)
+    return LatentActionModel(**lam_preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def wm():
+    torch.manual_seed(0)
+    model = DiffusionWorldModel(**world_model_preset("tiny")).eval()
+    with torch.no_grad():  # as if trained: the zero-initialised condition weights become non-zero
+        model.cond_mlp[-1].weight.normal_(0.0, 0.5)
+    return model
+
+
+def frames(n: int, seed: int = 0, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_transfer_shape_and_determinism(lam, wm):
+    source, target = frames(6), frames(2, seed=1)
+    out = transfer(lam, wm, source, target, steps=5, denoise_steps=1, seed=0)
+    assert out.shape == (5, 64, 64, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, transfer(lam, wm, source, target, steps=5, denoise_steps=1, seed=0))
+    assert not np.array_equal(out, transfer(lam, wm, source, target, steps=5, denoise_steps=1, seed=1))
+    # The source's actions matter: another source video gives another rollout from the same target.
+    other = transfer(lam, wm, frames(6, seed=2), target, steps=5, denoise_steps=1, seed=0)
+    assert not np.array_equal(out, other)
+
+
+def test_transfer_rejects_bad_inputs(lam, wm):
+    with pytest.raises(ValueError, match="5 actions, fewer than steps=20"):
+        transfer(lam, wm, frames(6), frames(1), steps=20)
+    with pytest.raises(ValueError, match=r"target_history must be uint8 \[T, 64, 64, 3\]"):
+        transfer(lam, wm, frames(6), frames(1)[0], steps=2)
+    with pytest.raises(ValueError, match="source_frames must be uint8"):
+        transfer(lam, wm, frames(6).astype(np.float32), frames(1), steps=2)
+    with pytest.raises(ValueError, match="source_frames must be uint8"):
+        transfer(lam, wm, frames(6, size=32), frames(1), steps=2)
+    narrow = LatentActionModel(**lam_preset("tiny"), latent_dim=16)
+    with pytest.raises(ValueError, match="latent_dim 16 does not match"):
+        transfer(narrow, wm, frames(6), frames(1), steps=2)
+
+
+def test_load_frames_from_shard_gif_and_image(tmp_path):
+    video = frames(5)
+    store = EpisodeStore(tmp_path / "eps", create=True)
+    store.write("ep_000000", Episode(frames=video))
+    np.testing.assert_array_equal(load_frames(store.path("ep_000000")), video)
+
+    gif = load_frames(save_gif(video, tmp_path / "clip.gif", scale=2))  # 128 px, resized back to 64
+    assert gif.shape == (5, 64, 64, 3) and gif.dtype == np.uint8
+
+    wide = np.zeros((60, 100, 3), np.uint8)
+    wide[:, 20:80] = 200  # the centre crop keeps only this square
+    image = load_frames(save_png(wide, tmp_path / "scene.png"))
+    assert image.shape == (1, 64, 64, 3) and image.min() == 200
+
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        load_frames(missing)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="unsupported file type '.txt'"):
+        load_frames(tmp_path / "notes.txt")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        load_frames(tmp_path / "broken.png")
+
+
+def test_transfer_gif_from_files_and_model_dirs(tmp_path, lam, wm):
+    lam.save_pretrained(tmp_path / "lam")
+    wm.save_pretrained(tmp_path / "wm" / "model")  # a run directory is accepted too
+    source = save_gif(frames(4), tmp_path / "source.gif", scale=1)
+    target = save_png(frames(1, seed=3)[0], tmp_path / "target.png")
+    out = transfer_gif(
+        source,
+        target,
+        tmp_path / "t.gif",
+        lam=tmp_path / "lam",
+        model=tmp_path / "wm",
+        steps=3,
+        denoise_steps=1,
+        scale=1,
+    )
+    gif = iio.imread(out, index=None)
+    assert gif.shape[:3] == (4, 64, 64 * 2 + 2)  # start frame + 3 steps; source | gap | transferred
