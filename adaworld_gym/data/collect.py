@@ -7,6 +7,8 @@ the episodes it would have produced in one go.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -209,6 +211,17 @@ def _push_policy(index: int) -> str:
     return PUSH_POLICY_MIX[-1][0]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Make a worker exit when the collector dies (a killed collector must not leave simulators running)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:
     from adaworld_gym.sims.push import RobosuitePushEnv, ScriptedPusher
 
@@ -259,7 +272,12 @@ def collect_push(
         return _write_all(
             store, ((f"ep_{i:06d}", ep) for i, ep in results), len(todo), episodes - len(todo), "push"
         )
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         results = pool.map(_push_episode, args)
         return _write_all(
             store, ((f"ep_{i:06d}", ep) for i, ep in results), len(todo), episodes - len(todo), "push"
