@@ -77,13 +77,13 @@ def _read_frames(path: Path):
     """Frames of an episode shard (.awe) or a video file, as uint8 [T,64,64,3]."""
     import numpy as np
 
-    from adaworld_gym.data.collect import VIDEO_SUFFIXES, _read_video, square_resize
+    from adaworld_gym.data.collect import VIDEO_SUFFIXES, read_video, square_resize
     from adaworld_gym.data.episodes import read_episode
 
     if path.suffix == ".awe":
         return read_episode(path).frames
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames, _ = _read_video(path)
+        frames, _ = read_video(path)
         return np.stack([square_resize(f, 64) for f in frames])
     raise ValueError(
         f"cannot read frames from {path}: expected an .awe episode or a video ({', '.join(VIDEO_SUFFIXES)})"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaworld_gym.data.collect import VIDEO_SUFFIXES, _read_video, square_resize
+from adaworld_gym.data.collect import VIDEO_SUFFIXES, read_video, square_resize
 from adaworld_gym.data.episodes import SHARD_SUFFIX, read_episode
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import DiffusionWorldModel
@@ -84,7 +84,7 @@ def load_frames(path: str | os.PathLike, size: int = 64, target_hz: float | None
     if suffix == SHARD_SUFFIX:
         frames = list(read_episode(path).frames)
     elif suffix in VIDEO_SUFFIXES:
-        frames, fps = _read_video(path)
+        frames, fps = read_video(path)
         if target_hz is not None:
             frames = frames[:: max(1, round(fps / target_hz))]
     elif suffix in IMAGE_SUFFIXES:

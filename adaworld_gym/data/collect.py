@@ -287,7 +287,7 @@ def collect_push(
 # ------------------------------------------------------------------------------------------------ videos
 
 
-def _read_video(path: Path) -> tuple[list[np.ndarray], float]:
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
     """All RGB frames of a video and its frame rate."""
     if path.suffix.lower() == ".gif":
         import imageio.v3 as iio
@@ -350,7 +350,7 @@ def collect_videos(
 
         def jobs(todo=todo, names=names) -> Iterable[tuple[str, Episode]]:
             for f in todo:
-                frames, fps = _read_video(f)
+                frames, fps = read_video(f)
                 skip = max(1, round(fps / target_hz))
                 kept = [square_resize(fr, size) for fr in frames[::skip]]
                 if len(kept) < min_frames:

@@ -176,10 +176,20 @@ def read_episode(path: str | os.PathLike) -> Episode:
                 for name in zf.namelist()
                 if name.endswith(".npy")
             }
-            arrays["frames"] = np.load(io.BytesIO(lzma.decompress(zf.read(FRAMES_MEMBER))), allow_pickle=False)
+            arrays["frames"] = np.load(
+                io.BytesIO(lzma.decompress(zf.read(FRAMES_MEMBER))), allow_pickle=False
+            )
     except EpisodeError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, lzma.LZMAError, KeyError, EOFError, OSError, ValueError) as e:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        lzma.LZMAError,
+        KeyError,
+        EOFError,
+        OSError,
+        ValueError,
+    ) as e:
         raise EpisodeError(f"corrupt or truncated episode file {path}: {e}") from e
     try:
         frames = arrays["frames"]

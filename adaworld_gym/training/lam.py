@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -41,6 +40,7 @@ from adaworld_gym.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from adaworld_gym.training.common import budget_spent, image_grid, is_path, plain_config, save_model_atomic
 
 
 @dataclass
@@ -202,7 +202,7 @@ def run_lam_training(
     if cfg.beta is not None:
         model_kwargs["beta"] = cfg.beta
     model = LatentActionModel(**model_kwargs)
-    model_config = _plain_config(model)
+    model_config = plain_config(model)
     beta = model.config.beta
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
@@ -261,7 +261,7 @@ def run_lam_training(
     base_seconds = train_seconds
     model.train()
     try:
-        while not _budget_spent(cfg, step, train_seconds):
+        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             try:
                 f_t, f_t1 = next(batches)
             except StopIteration:
@@ -293,7 +293,7 @@ def run_lam_training(
                     writer.add_scalar(key, value, step)
                 bar.set_postfix(mse=f"{logs['loss/mse']:.4f}", psnr_gain=f"{logs['psnr/gain']:.2f}")
             if writer is not None and step % cfg.image_every == 0:
-                writer.add_image("recon/ft_ft1_recon_err", _recon_grid(f_t, f_t1, out.recon), step)
+                writer.add_image("recon/ft_ft1_recon_err", image_grid(f_t, f_t1, out.recon), step)
             due_minutes = time.monotonic() - last_ckpt >= cfg.checkpoint_minutes * 60
             if step % cfg.checkpoint_every == 0 or due_minutes:
                 checkpoint()
@@ -326,7 +326,7 @@ def run_lam_training(
             summary["eval"] = evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches)
             if writer is not None:
                 _log_eval(writer, summary["eval"], step)
-        _save_model_atomic(raw_model, model_dir)
+        save_model_atomic(raw_model, model_dir)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     if writer is not None:
         writer.close()
@@ -372,14 +372,10 @@ def evaluate_lam(
 
 
 # ----------------------------------------------------------------------------------------------------- data
-def _is_path(x: Any) -> bool:
-    return isinstance(x, (str, os.PathLike))
-
-
 def _open_data(data: Any, seed: int) -> Iterable[Mapping[str, Any]]:
-    if _is_path(data):
+    if is_path(data):
         data = [data]
-    if isinstance(data, (list, tuple)) and data and all(_is_path(d) for d in data):
+    if isinstance(data, (list, tuple)) and data and all(is_path(d) for d in data):
         from adaworld_gym.data.clips import ClipDataset  # lazy: only needed for on-disk datasets
 
         return ClipDataset([os.fspath(d) for d in data], history=1, seed=seed)
@@ -488,15 +484,6 @@ def _psnr(mse: float) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def _recon_grid(f_t: torch.Tensor, f_t1: torch.Tensor, recon: torch.Tensor, n: int = 8) -> torch.Tensor:
-    """Columns of (f_t, f_t1, recon, 4x |error|), one row per sample, as a [3, H', W'] image in [0, 1]."""
-    n = min(n, f_t.shape[0])
-    err = ((recon.float() - f_t1).abs() * 4).clamp(0, 1)
-    cols = [x[:n].detach().float().cpu() for x in (f_t, f_t1, recon, err)]
-    rows = torch.cat(cols, dim=3)  # [n, 3, H, 4W]
-    return torch.cat(list(rows), dim=1)  # [3, nH, 4W]
-
-
 # ------------------------------------------------------------------------------------------------- helpers
 def _validate(cfg: LamTrainConfig) -> None:
     if cfg.preset not in PRESETS:
@@ -517,26 +504,3 @@ def _validate(cfg: LamTrainConfig) -> None:
         raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
-
-
-def _budget_spent(cfg: LamTrainConfig, step: int, train_seconds: float) -> bool:
-    if cfg.max_steps is not None and step >= cfg.max_steps:
-        return True
-    return cfg.max_minutes is not None and train_seconds >= cfg.max_minutes * 60
-
-
-def _plain_config(model: LatentActionModel) -> dict[str, Any]:
-    return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
-
-
-def _save_model_atomic(model: LatentActionModel, model_dir: Path) -> None:
-    # save_pretrained writes files one by one; build the directory aside, then swap it in.
-    tmp = model_dir.with_name(f".{model_dir.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if model_dir.exists():
-        old = model_dir.with_name(f".{model_dir.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(model_dir, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, model_dir)

@@ -45,7 +45,7 @@ from adaworld_gym.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from adaworld_gym.training.lam import _budget_spent, _is_path, _plain_config, _recon_grid, _save_model_atomic
+from adaworld_gym.training.common import budget_spent, image_grid, is_path, plain_config, save_model_atomic
 
 __all__ = [
     "WorldModelTrainConfig",
@@ -243,7 +243,7 @@ def run_world_model_training(
     if lam is not None:
         check_lam_compatible(lam, model)
         lam.to(accelerator.device)
-    model_config = _plain_config(model)
+    model_config = plain_config(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
     scheduler = get_scheduler(
@@ -321,7 +321,7 @@ def run_world_model_training(
     base_seconds = train_seconds
     model.train()
     try:
-        while not _budget_spent(cfg, step, train_seconds):
+        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             try:
                 batch = _to_device(next(batches), accelerator.device)
             except StopIteration:
@@ -399,7 +399,7 @@ def run_world_model_training(
             if writer is not None:
                 _log_eval(writer, summary["eval"], step)
         with _ema_weights(ema, raw_model):  # the saved model holds the EMA weights
-            _save_model_atomic(raw_model, model_dir)
+            save_model_atomic(raw_model, model_dir)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     if writer is not None:
         writer.close()
@@ -490,9 +490,9 @@ class _Mixture(torch.utils.data.IterableDataset):
 def _open_windows(data: DataSpec, history: int, seed: int) -> Iterable[Mapping[str, Any]]:
     if isinstance(data, Mapping) and not {"history", "next"} <= set(data):
         return _Mixture(data, history, seed)
-    if _is_path(data):
+    if is_path(data):
         data = [data]
-    if isinstance(data, (list, tuple)) and data and all(_is_path(d) for d in data):
+    if isinstance(data, (list, tuple)) and data and all(is_path(d) for d in data):
         from adaworld_gym.data.clips import ClipDataset  # lazy: only needed for on-disk datasets
 
         return ClipDataset([os.fspath(d) for d in data], history=history, seed=seed)
@@ -603,7 +603,7 @@ def _prediction_grid(
     def unit(frames: torch.Tensor) -> torch.Tensor:
         return frames.permute(0, 3, 1, 2).float().cpu() / 255.0
 
-    return _recon_grid(unit(batch["history"][:, -1]), unit(batch["next"]), unit(pred))
+    return image_grid(unit(batch["history"][:, -1]), unit(batch["next"]), unit(pred))
 
 
 @contextlib.contextmanager
