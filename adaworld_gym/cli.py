@@ -47,8 +47,11 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_lam(args: argparse.Namespace) -> None:
+    import torch
+
     from adaworld_gym.training.lam import train_lam
 
+    torch.set_num_threads(args.threads)
     path = train_lam(
         args.data,
         args.out,
@@ -71,23 +74,6 @@ def _load_lam(path: Path | None):
     if not Path(path).is_dir():
         raise ValueError(f"latent action model directory not found: {path}")
     return LatentActionModel.from_pretrained(path).eval()
-
-
-def _read_frames(path: Path):
-    """Frames of an episode shard (.awe) or a video file, as uint8 [T,64,64,3]."""
-    import numpy as np
-
-    from adaworld_gym.data.collect import VIDEO_SUFFIXES, read_video, square_resize
-    from adaworld_gym.data.episodes import read_episode
-
-    if path.suffix == ".awe":
-        return read_episode(path).frames
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames, _ = read_video(path)
-        return np.stack([square_resize(f, 64) for f in frames])
-    raise ValueError(
-        f"cannot read frames from {path}: expected an .awe episode or a video ({', '.join(VIDEO_SUFFIXES)})"
-    )
 
 
 def _save_npy(array, path: Path) -> None:
@@ -114,8 +100,9 @@ def _load_npy(path: Path):
 
 def _cmd_encode(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import encode_frames
+    from adaworld_gym.transfer import load_frames
 
-    mu = encode_frames(_load_lam(args.lam), _read_frames(args.input))
+    mu = encode_frames(_load_lam(args.lam), load_frames(args.input))
     _save_npy(mu, args.out)
     print(f"{len(mu)} latent actions of dimension {mu.shape[1]} written to {args.out}")
 
@@ -149,6 +136,37 @@ def _cmd_plot(args: argparse.Namespace) -> None:
     mu, actions, groups, names = sample_latents(_load_lam(args.lam), args.data, args.samples, seed=args.seed)
     plot_latents(mu, actions if (actions >= 0).any() else None, groups, args.out, group_names=names)
     print(f"plot of {len(mu)} latent actions written to {args.out}")
+
+
+def _cmd_train_wm(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaworld_gym.training.world_model import train_world_model
+
+    torch.set_num_threads(args.threads)
+    if args.lam is None and not args.action_agnostic:
+        raise ValueError("--lam is required unless --action-agnostic")
+    path = train_world_model(
+        args.data,
+        args.out,
+        args.lam,
+        preset=args.preset,
+        action_agnostic=args.action_agnostic,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+    )
+    print(f"world model saved to {path}")
+
+
+def _cmd_transfer(args: argparse.Namespace) -> None:
+    from adaworld_gym.defaults import DEFAULT_LAM, DEFAULT_WORLD_MODEL, shipped
+    from adaworld_gym.transfer import transfer_gif
+
+    lam = args.lam or shipped(DEFAULT_LAM, "latent action model")
+    model = args.model or shipped(DEFAULT_WORLD_MODEL, "world model")
+    out = transfer_gif(args.source, args.target, args.out, lam, model, steps=args.steps, seed=args.seed)
+    print(f"wrote {out} (source | transferred)")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -197,8 +215,37 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--max-steps", type=int, default=None)
     lam.add_argument("--max-minutes", type=float, default=None)
     lam.add_argument("--seed", type=int, default=0)
+    lam.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     lam.add_argument("--out", type=Path, required=True)
     lam.set_defaults(func=_cmd_train_lam)
+
+    wm = sub.add_parser("train-wm", help="train the diffusion world model on LAM-labelled transitions")
+    wm.add_argument("--lam", type=Path, default=None, help="trained LAM directory (not needed for the twin)")
+    wm.add_argument("--data", type=Path, nargs="+", required=True)
+    wm.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
+    wm.add_argument(
+        "--action-agnostic", action="store_true", help="the twin: same model, z replaced by zeros"
+    )
+    wm.add_argument("--max-steps", type=int, default=None)
+    wm.add_argument("--max-minutes", type=float, default=None)
+    wm.add_argument("--seed", type=int, default=0)
+    wm.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    wm.add_argument("--out", type=Path, required=True)
+    wm.set_defaults(func=_cmd_train_wm)
+
+    tr = sub.add_parser(
+        "transfer", help="drive a rollout of another scene with a video's latent actions (GIF)"
+    )
+    tr.add_argument(
+        "--source", type=Path, required=True, help="episode (.awe) or video whose actions to copy"
+    )
+    tr.add_argument("--target", type=Path, required=True, help="image, video or episode to start from")
+    tr.add_argument("--steps", type=int, default=20)
+    tr.add_argument("--lam", type=Path, default=None, help="default: the shipped LAM")
+    tr.add_argument("--model", type=Path, default=None, help="default: the shipped world model")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", type=Path, default=Path("transfer.gif"))
+    tr.set_defaults(func=_cmd_transfer)
 
     enc = sub.add_parser("encode", help="latent actions of an episode (.awe) or a video")
     enc.add_argument("input", type=Path)

@@ -107,7 +107,7 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
         wm = DiffusionWorldModel.from_pretrained(DEFAULT_WORLD_MODEL).eval()
         source = episodes["maze"][0].frames[:21]
         target = episodes["maze"][1].frames[:1]
-        transfer_gif(lam, wm, source, target, out / "transfer.gif", steps=20, seed=seed)
+        transfer_gif(source, target, out / "transfer.gif", lam, wm, steps=20, seed=seed)
         summary["world_model"] = "shipped"
     else:
         summary["world_model"] = "none shipped yet: transfer and imagined rollouts skipped"

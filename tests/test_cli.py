@@ -1,0 +1,98 @@
+"""Subprocess smoke runs of the training and transfer commands, chained as a user would."""
+
+import subprocess
+import sys
+
+import pytest
+
+from adaworld_gym.data.collect import collect_procgen
+
+
+def _cli(*args, timeout=300):
+    cmd = [sys.executable, "-m", "adaworld_gym.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    collect_procgen(["maze"], 2, 30, path, seed=0, batch=2)
+    return path
+
+
+def test_train_lam_then_world_model_then_transfer(data_dir, tmp_path):
+    r = _cli(
+        "train-lam", "--data", data_dir, "--preset", "tiny", "--max-steps", "3", "--out", tmp_path / "lam"
+    )
+    assert r.returncode == 0, r.stderr
+    lam = tmp_path / "lam" / "model"
+    assert (lam / "config.json").exists()
+    r = _cli(
+        "train-wm",
+        "--lam",
+        lam,
+        "--data",
+        data_dir,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "2",
+        "--out",
+        tmp_path / "wm",
+    )
+    assert r.returncode == 0, r.stderr
+    wm = tmp_path / "wm" / "model"
+    assert (wm / "config.json").exists()
+    episode = data_dir / "procgen-maze" / "ep_000000.awe"
+    target = data_dir / "procgen-maze" / "ep_000001.awe"
+    gif = tmp_path / "t.gif"
+    r = _cli(
+        "transfer",
+        "--source",
+        episode,
+        "--target",
+        target,
+        "--steps",
+        "5",
+        "--lam",
+        lam,
+        "--model",
+        wm,
+        "--out",
+        gif,
+    )
+    assert r.returncode == 0, r.stderr
+    assert gif.read_bytes()[:6] == b"GIF89a"
+
+
+def test_train_wm_needs_a_lam_unless_agnostic(data_dir, tmp_path):
+    r = _cli("train-wm", "--data", data_dir, "--preset", "tiny", "--max-steps", "1", "--out", tmp_path / "wm")
+    assert r.returncode == 2 and "--lam is required" in r.stderr
+    r = _cli(
+        "train-wm",
+        "--action-agnostic",
+        "--data",
+        data_dir,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "1",
+        "--out",
+        tmp_path / "twin",
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_missing_data_is_reported(tmp_path):
+    r = _cli(
+        "train-lam",
+        "--data",
+        tmp_path / "nothing",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "1",
+        "--out",
+        tmp_path / "o",
+    )
+    assert r.returncode == 2 and "nothing" in r.stderr
