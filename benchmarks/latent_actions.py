@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ import torch
 from adaworld_gym.data.clips import ClipDataset
 from adaworld_gym.data.collect import collect_procgen, collect_push
 from adaworld_gym.data.episodes import atomic_write_bytes
+from adaworld_gym.latent import plot_latents
 from adaworld_gym.metrics import psnr_pooled
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.sims.games import PRETRAIN_GAMES
@@ -41,10 +44,10 @@ MOVE_ACTIONS = 9  # Procgen actions 0-8 are the 8 directions and no-op; 9-14 are
 MOVE_NAMES = ("down-left", "left", "up-left", "down", "none", "up", "down-right", "right", "up-right")
 
 PRESETS = {
-    # 2 CPU cores: the `small` LAM, a few minutes each; 4 regularisers x 2 seeds ~ 1 hour in all.
+    # 2 CPU cores: the `small` LAM, 1000 steps of batch 32 each (~7 min at one thread); two runs at a time.
     "cpu": dict(
         model="small",
-        minutes=6.0,
+        train_steps=1000,
         procgen_train_episodes=150,
         procgen_test_episodes=30,
         push_train_episodes=700,
@@ -53,10 +56,23 @@ PRESETS = {
         push_steps=30,
         eval_per_subset=200,
     ),
-    # One GPU: the `base` LAM, an hour each.
+    # Seconds: a check that the whole pipeline runs (tests), not a measurement.
+    "smoke": dict(
+        model="tiny",
+        train_steps=3,
+        procgen_train_episodes=2,
+        procgen_test_episodes=2,
+        push_train_episodes=2,
+        push_test_episodes=2,
+        steps=12,
+        push_steps=3,
+        eval_per_subset=6,
+        push_workers=1,
+    ),
+    # One GPU: the `base` LAM.
     "full": dict(
         model="base",
-        minutes=60.0,
+        train_steps=20000,
         procgen_train_episodes=1000,
         procgen_test_episodes=100,
         push_train_episodes=5000,
@@ -76,6 +92,7 @@ class Args:
     out: Path = Path("out/latent_actions")
     data: Path = Path("data")
     regularizers: str = ",".join(REGULARIZERS)
+    jobs: int = 2  # training runs in parallel, one torch thread each
 
 
 def ensure_data(args: Args, p: dict) -> tuple[list[Path], Path, Path]:
@@ -85,8 +102,9 @@ def ensure_data(args: Args, p: dict) -> tuple[list[Path], Path, Path]:
     collect_procgen(
         PRETRAIN_GAMES, p["procgen_test_episodes"], p["steps"], d / "procgen-test", levels="test", seed=1
     )
-    collect_push(p["push_train_episodes"], d, steps=p["push_steps"], seed=0)
-    collect_push(p["push_test_episodes"], d / "push-test", steps=p["push_steps"], seed=1)
+    workers = p.get("push_workers", 2)
+    collect_push(p["push_train_episodes"], d, steps=p["push_steps"], seed=0, workers=workers)
+    collect_push(p["push_test_episodes"], d / "push-test", steps=p["push_steps"], seed=1, workers=workers)
     return [d / "procgen-train", d / "push"], d / "procgen-test", d / "push-test" / "push"
 
 
@@ -148,6 +166,15 @@ def evaluate(model: LatentActionModel, procgen: dict, push: dict, seed: int) -> 
     return out
 
 
+def _train_one(job: tuple) -> Path:
+    """One training run in its own process (one torch thread, so parallel runs do not fight)."""
+    train_dirs, run_dir, model, reg, steps, seed = job
+    torch.set_num_threads(1)
+    return train_lam(
+        train_dirs, run_dir, preset=model, regularizer=reg, max_steps=steps, seed=seed, progress=False
+    )
+
+
 def markdown_table(results: dict, meta: dict) -> str:
     rows = [
         "| regulariser | recon PSNR | copy-last PSNR | recon - copy | shuffled-z PSNR | probe acc (same games) "
@@ -166,7 +193,7 @@ def markdown_table(results: dict, meta: dict) -> str:
     rows.append("")
     rows.append(
         f"Mean ± std over {meta['seeds']} seeds; `{meta['preset']}` preset ({meta['model']} LAM, "
-        f"{meta['minutes']} min of training each); PSNR from pooled MSE on held-out data; probe chance = 1/9."
+        f"{meta['train_steps']} training steps of batch 32 each); PSNR from pooled MSE on held-out data; probe chance = 1/9."
     )
     return "\n".join(rows) + "\n"
 
@@ -188,39 +215,31 @@ def main(args: Args) -> dict:
     push = eval_windows(ClipDataset(push_test, with_actions=True), p["eval_per_subset"] * 4, rng)
     game_names = ClipDataset(procgen_test).subset_names
 
-    per_seed: dict[str, list[dict]] = {r: [] for r in regs}
-    for s in range(args.seed, args.seed + args.seeds):
-        for reg in regs:
-            run = args.out / "runs" / f"{reg}_seed{s}"
-            model_dir = train_lam(
-                train_dirs, run, preset=p["model"], regularizer=reg, max_minutes=p["minutes"], seed=s
-            )
-            model = LatentActionModel.from_pretrained(model_dir).eval()
-            torch.manual_seed(s)
-            metrics = evaluate(model, procgen, push, seed=s)
-            metrics["train_steps"] = (
-                json.loads((run / "summary.json").read_text()).get("step")
-                if (run / "summary.json").exists()
-                else None
-            )
-            per_seed[reg].append(metrics)
-            print(
-                f"[{reg} seed {s}] "
-                + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-            )
-            if s == args.seed:
-                from adaworld_gym.latent import plot_latents
+    runs = [(reg, s) for s in range(args.seed, args.seed + args.seeds) for reg in regs]
+    jobs = [
+        (train_dirs, args.out / "runs" / f"{reg}_seed{s}", p["model"], reg, p["train_steps"], s)
+        for reg, s in runs
+    ]
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        model_dirs = list(pool.map(_train_one, jobs))
 
-                move = procgen["action"] < MOVE_ACTIONS
-                plot_latents(
-                    model.encode(procgen["f_t"][move], procgen["f_t1"][move]),
-                    procgen["action"][move],
-                    procgen["subset"][move],
-                    args.out / f"latents_{reg}.png",
-                    action_names=MOVE_NAMES,
-                    group_names=game_names,
-                    title=f"{reg}:",
-                )
+    per_seed: dict[str, list[dict]] = {r: [] for r in regs}
+    for (reg, s), model_dir in zip(runs, model_dirs, strict=True):
+        model = LatentActionModel.from_pretrained(model_dir).eval()
+        metrics = evaluate(model, procgen, push, seed=s)
+        per_seed[reg].append(metrics)
+        print(f"[{reg} seed {s}] " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        if s == args.seed:
+            move = procgen["action"] < MOVE_ACTIONS
+            plot_latents(
+                model.encode(procgen["f_t"][move], procgen["f_t1"][move]),
+                procgen["action"][move],
+                procgen["subset"][move],
+                args.out / f"latents_{reg}.png",
+                action_names=MOVE_NAMES,
+                group_names=game_names,
+                title=f"{reg}:",
+            )
 
     keys = [
         "recon_psnr",
