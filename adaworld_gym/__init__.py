@@ -1,7 +1,8 @@
 """adaworld-gym: latent-action diffusion world models from video, served as Gymnasium environments.
 
-Importing the package registers the real simulators (``AdaWorld/Procgen-<game>-v0``,
-``AdaWorld/RobosuitePush-v0``) with Gymnasium.
+Importing the package registers with Gymnasium the real simulators (``AdaWorld/Procgen-<game>-v0``,
+``AdaWorld/RobosuitePush-v0``) and the imagined environments over an adapted bundle
+(``AdaWorld/WorldModel-v0``, ``AdaWorld/GoalWorldModel-v0``; pass ``bundle=PATH``).
 """
 
 from adaworld_gym._version import __version__

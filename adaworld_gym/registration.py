@@ -30,3 +30,15 @@ def register_envs() -> None:
             entry_point="adaworld_gym.sims.push:RobosuitePushEnv",
             max_episode_steps=PUSH_EPISODE_STEPS,
         )
+    # Imagined environments over any adapted bundle: gymnasium.make("AdaWorld/WorldModel-v0", bundle=PATH).
+    # They truncate themselves (max_episode_steps is their own keyword), so no TimeLimit wrapper here.
+    if "AdaWorld/WorldModel-v0" not in registry:
+        gymnasium.register(
+            id="AdaWorld/WorldModel-v0",
+            entry_point="adaworld_gym.envs.world_model_env:WorldModelEnv",
+            vector_entry_point="adaworld_gym.envs.world_model_env:WorldModelVectorEnv",
+        )
+    if "AdaWorld/GoalWorldModel-v0" not in registry:
+        gymnasium.register(
+            id="AdaWorld/GoalWorldModel-v0", entry_point="adaworld_gym.envs.world_model_env:GoalWorldModelEnv"
+        )

@@ -256,7 +256,7 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         history: FrameArray,
         z: FrameArray,
         steps: int = 3,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         guidance_scale: float = 1.0,
         history_len: FrameArray | Sequence[int] | None = None,
     ) -> FrameArray:
@@ -266,7 +266,8 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
             history: uint8 [B,h,H,W,3], oldest first, 1 <= h <= k (numpy or torch).
             z: float [B,action_dim] latent actions.
             steps: Euler steps (1-5 is the useful range; every step is one UNet call, two with guidance).
-            generator: source of the initial noise; the same seed gives identical frames on CPU.
+            generator: source of the initial noise (or one generator per sample); the same seed gives
+                identical frames on CPU.
             guidance_scale: classifier-free guidance on z; 1 = off (AdaWorld: ~1.05-1.1; none for planning).
             history_len: optional [B] count of valid most-recent frames per sample (1..h), for batches whose
                 episodes have different ages; older slots are ignored. Default: all h.
@@ -288,7 +289,7 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         history: FrameArray,
         z_seq: FrameArray,
         steps: int = 3,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         guidance_scale: float = 1.0,
         history_len: FrameArray | Sequence[int] | None = None,
     ) -> FrameArray:
@@ -328,7 +329,7 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         lengths: torch.Tensor,
         z: torch.Tensor,
         steps: int,
-        generator: torch.Generator | None,
+        generator: torch.Generator | Sequence[torch.Generator] | None,
         guidance_scale: float,
     ) -> torch.Tensor:
         """Euler EDM sampling from a prepared [B,k,3,H,W] window; returns float [B,3,H,W] in [-1, 1]."""
@@ -350,7 +351,13 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         # work, instead of a final near-identity call at sigma_min (3 steps: sigma 5, 0.84, 0.078 -> 0).
         sched.set_timesteps(sigmas=torch.linspace(0, 1, steps + 1)[:-1])
         shape = (batch, 3, *window.shape[-2:])
-        x = _draw(torch.randn, shape, generator, self.device) * sched.sigmas[0]
+        if isinstance(generator, (list, tuple)):  # one generator per sample, as diffusers' randn_tensor
+            if len(generator) != batch:
+                raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
+            x = torch.cat([_draw(torch.randn, (1, *shape[1:]), g, self.device) for g in generator])
+        else:
+            x = _draw(torch.randn, shape, generator, self.device)
+        x = x * sched.sigmas[0]
         for t in sched.timesteps:
             x_in = sched.scale_model_input(x, t)
             if guided:

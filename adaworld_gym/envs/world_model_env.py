@@ -1,0 +1,451 @@
+"""A diffusion world model served as Gymnasium environments: single, batched, goal-conditioned, and for SB3.
+
+Every env imagines: ``reset`` puts a start context (k frames) in the history window, ``step`` maps the action
+through the bundle's adapter to a latent action ``z`` and samples the next frame with
+:meth:`DiffusionWorldModel.predict_next`. All randomness flows from the env's ``np_random``: the start context
+is drawn from it, and so is the seed of the ``torch.Generator`` behind every frame's diffusion noise, so the
+same seed gives the same frames.
+
+* Reward: 0, unless ``reset(options={"goal": image})`` gives a uint8 ``[64, 64, 3]`` goal image; then the reward
+  is the negative mean squared pixel error between the new frame and the goal, pixels scaled to [0, 1]
+  (so in [-1, 0], 0 at the goal): :func:`goal_reward`.
+* ``terminated`` is always False: the bundle has no termination head yet. Episodes are truncated after
+  ``max_episode_steps`` steps (default 50).
+* The single env is the batched core with one row, so :class:`WorldModelVectorEnv` row i equals a
+  :class:`WorldModelEnv` reset with the same seed, frame for frame.
+
+Example::
+
+    >>> from adaworld_gym.models.bundle import tiny_random_bundle
+    >>> env = WorldModelEnv(tiny_random_bundle("discrete"), max_episode_steps=5)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(1)
+    >>> obs.shape, reward, terminated, truncated
+    ((64, 64, 3), 0.0, False, False)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector.utils import batch_space
+from stable_baselines3.common.vec_env import VecEnv
+
+from adaworld_gym.models.bundle import AdaWorldBundle
+
+__all__ = ["GoalWorldModelEnv", "SB3VecEnvAdapter", "WorldModelEnv", "WorldModelVectorEnv", "goal_reward"]
+
+FRAME_SHAPE = (64, 64, 3)
+RENDER_FPS = 15
+
+
+def goal_reward(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+    """Negative mean squared error over the last three (H, W, C) axes, pixels in [0, 1]; vectorised."""
+    diff = (np.asarray(achieved, np.float32) - np.asarray(desired, np.float32)) / 255.0
+    return -np.mean(diff**2, axis=(-3, -2, -1), dtype=np.float32)
+
+
+def _load_bundle(
+    bundle: AdaWorldBundle | str | os.PathLike, expected_action_space: spaces.Space | None
+) -> AdaWorldBundle:
+    if isinstance(bundle, AdaWorldBundle):
+        if expected_action_space is not None and bundle.action_space != expected_action_space:
+            raise ValueError(f"bundle action space {bundle.action_space} != expected {expected_action_space}")
+        return bundle
+    return AdaWorldBundle.from_pretrained(bundle, expected_action_space=expected_action_space)
+
+
+def _check_image(image: Any, name: str, ndim: int) -> np.ndarray:
+    image = np.asarray(image)
+    layout = "[h, 64, 64, 3]" if ndim == 4 else "[64, 64, 3]"
+    if image.dtype != np.uint8 or image.ndim != ndim or image.shape[-3:] != FRAME_SHAPE:
+        raise ValueError(f"{name} must be uint8 {layout}, got {image.dtype} {image.shape}")
+    return image
+
+
+def _predict_next(
+    model: Any,
+    history: np.ndarray,
+    z: np.ndarray,
+    lengths: np.ndarray,
+    steps: int,
+    gens: list[torch.Generator],
+) -> np.ndarray:
+    """One batched ``predict_next`` call whose initial noise for row i comes from ``gens[i]`` alone."""
+    generator = gens[0] if len(gens) == 1 else gens
+    return model.predict_next(history, z, steps=steps, history_len=lengths, generator=generator)
+
+
+class _Imagination:
+    """N imagined episodes stepped together: history windows, step counts, goals and noise generators.
+
+    All envs in this module are views of it, so the single env and row i of the vector env cannot drift apart.
+    """
+
+    def __init__(self, bundle: AdaWorldBundle, num_envs: int, denoise_steps: int, max_episode_steps: int):
+        if not isinstance(denoise_steps, int) or denoise_steps < 1:
+            raise ValueError(f"denoise_steps must be an int >= 1, got {denoise_steps!r}")
+        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
+        self.bundle = bundle
+        self.denoise_steps, self.max_episode_steps = denoise_steps, max_episode_steps
+        self.k = bundle.world_model.config.num_history
+        self.windows = np.zeros((num_envs, self.k, *FRAME_SHAPE), np.uint8)  # right-aligned, newest last
+        self.lengths = np.zeros(num_envs, np.int64)  # valid frames per window; 0 = never reset
+        self.elapsed = np.zeros(num_envs, np.int64)
+        self.goals: list[np.ndarray | None] = [None] * num_envs
+        self.gens: list[torch.Generator | None] = [None] * num_envs
+
+    def reset(self, i: int, rng: np.random.Generator, options: dict[str, Any] | None) -> np.ndarray:
+        """Start row i from ``options["frames"]`` or a context drawn with ``rng``; returns its first frame."""
+        options = options or {}
+        unknown = set(options) - {"frames", "goal"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'frames' and/or 'goal'")
+        if options.get("frames") is not None:
+            context = _check_image(options["frames"], 'options["frames"]', ndim=4)
+            if not 1 <= len(context) <= self.k:
+                raise ValueError(f'options["frames"] has {len(context)} frames; the model takes 1..{self.k}')
+        else:
+            contexts = self.bundle.initial_frames
+            context = contexts[rng.integers(len(contexts))]
+        goal = options.get("goal")
+        self.goals[i] = None if goal is None else _check_image(goal, 'options["goal"]', ndim=3).copy()
+        self.gens[i] = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        h = len(context)
+        self.windows[i, : self.k - h] = 0
+        self.windows[i, self.k - h :] = context
+        self.lengths[i], self.elapsed[i] = h, 0
+        return self.windows[i, -1].copy()
+
+    def check_running(self, rows: np.ndarray) -> None:
+        for i in rows:
+            if self.lengths[i] == 0:
+                raise RuntimeError("call reset() before step()")
+            if self.elapsed[i] >= self.max_episode_steps:
+                raise RuntimeError(
+                    f"episode truncated after max_episode_steps={self.max_episode_steps} steps; call reset()"
+                )
+
+    def step(self, rows: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step the given rows with a batch of actions; returns (frames, rewards float32, truncated)."""
+        self.check_running(rows)
+        z = self.bundle.adapter.to_latent(actions)
+        frames = _predict_next(
+            self.bundle.world_model,
+            self.windows[rows],
+            z,
+            self.lengths[rows],
+            self.denoise_steps,
+            [self.gens[i] for i in rows],
+        )
+        self.windows[rows] = np.concatenate([self.windows[rows, 1:], frames[:, None]], axis=1)
+        self.lengths[rows] = np.minimum(self.lengths[rows] + 1, self.k)
+        self.elapsed[rows] += 1
+        rewards = np.array(
+            [
+                0.0 if self.goals[i] is None else goal_reward(f, self.goals[i])
+                for i, f in zip(rows, frames, strict=True)
+            ],
+            np.float32,
+        )
+        return frames, rewards, self.elapsed[rows] >= self.max_episode_steps
+
+
+def _as_single_batch(action: Any, space: spaces.Space) -> np.ndarray:
+    """One action of ``space`` as a batch of one, for the adapter's checked ``to_latent``."""
+    array = np.asarray(action)
+    if isinstance(space, spaces.Discrete):
+        if array.size != 1:
+            raise ValueError(f"expected a single discrete action, got shape {array.shape}")
+        return array.reshape(1)
+    if array.shape != space.shape:
+        raise ValueError(f"action must have shape {space.shape}, got {array.shape}")
+    return array[None]
+
+
+class _PygameWindow:
+    """A lazily opened pygame window for ``render_mode="human"`` (pygame is the optional ``play`` extra)."""
+
+    def __init__(self) -> None:
+        try:
+            import pygame
+        except ImportError as e:
+            raise ImportError('render_mode="human" needs pygame: pip install "adaworld-gym[play]"') from e
+        self.pygame = pygame
+        pygame.init()
+        self.screen = pygame.display.set_mode((256, 256))
+        self.clock = pygame.time.Clock()
+
+    def show(self, frame: np.ndarray) -> None:
+        surface = self.pygame.surfarray.make_surface(frame.swapaxes(0, 1))
+        self.screen.blit(self.pygame.transform.scale(surface, self.screen.get_size()), (0, 0))
+        self.pygame.event.pump()
+        self.pygame.display.flip()
+        self.clock.tick(RENDER_FPS)
+
+    def close(self) -> None:
+        self.pygame.display.quit()
+
+
+class WorldModelEnv(gymnasium.Env):
+    """One imagined episode of a bundle's world model, driven by the adapter's (real or latent) actions.
+
+    Args:
+        bundle: an :class:`AdaWorldBundle` or the path of a saved one.
+        denoise_steps: Euler steps per frame (each one UNet call).
+        max_episode_steps: steps before ``truncated``.
+        render_mode: ``"rgb_array"``, ``"human"`` (pygame) or None.
+        expected_action_space: when given, loading a bundle with another action space raises ``ValueError``.
+
+    ``reset`` options: ``"frames"``: uint8 ``[h, 64, 64, 3]`` start context (1 <= h <= k) instead of a
+    bundle context; ``"goal"``: uint8 ``[64, 64, 3]`` goal image for the reward (see the module docstring).
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": RENDER_FPS}
+
+    def __init__(
+        self,
+        bundle: AdaWorldBundle | str | os.PathLike,
+        denoise_steps: int = 3,
+        max_episode_steps: int = 50,
+        render_mode: str | None = None,
+        expected_action_space: spaces.Space | None = None,
+    ) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
+        self.bundle = _load_bundle(bundle, expected_action_space)
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+        self.action_space = self.bundle.action_space
+        self._core = _Imagination(self.bundle, 1, denoise_steps, max_episode_steps)
+        self._frame: np.ndarray | None = None
+        self._window: _PygameWindow | None = None
+
+    def _fill_options(self, options: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Hook for subclasses to complete the reset options (draws must use ``self.np_random``)."""
+        return options
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._frame = self._core.reset(0, self.np_random, self._fill_options(options))
+        self._show()
+        return self._frame.copy(), {}
+
+    def step(self, action: Any):
+        frames, rewards, truncated = self._core.step(
+            np.zeros(1, np.int64), _as_single_batch(action, self.action_space)
+        )
+        self._frame = frames[0]
+        self._show()
+        return self._frame.copy(), float(rewards[0]), False, bool(truncated[0]), {}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        if self._frame is None:
+            raise RuntimeError("call reset() before render()")
+        return self._frame.copy()
+
+    def _show(self) -> None:
+        if self.render_mode == "human":
+            self._window = self._window or _PygameWindow()
+            self._window.show(self._frame)
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+
+class GoalWorldModelEnv(WorldModelEnv):
+    """Goal-conditioned variant: Dict observations ``observation`` / ``achieved_goal`` / ``desired_goal``.
+
+    The goals are 64x64x3 uint8 images; ``achieved_goal`` is the current frame. Without ``options["goal"]``,
+    ``reset`` draws the goal as the last frame of a bundle start context (with ``self.np_random``). The reward
+    is :meth:`compute_reward` (= :func:`goal_reward`), usable for hindsight relabelling (SB3 ``HerReplayBuffer``).
+    """
+
+    def __init__(self, bundle: AdaWorldBundle | str | os.PathLike, **kwargs: Any) -> None:
+        super().__init__(bundle, **kwargs)
+        image = self.observation_space
+        self.observation_space = spaces.Dict(
+            {"observation": image, "achieved_goal": image, "desired_goal": image}
+        )
+
+    def _fill_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        options = dict(options or {})
+        if options.get("goal") is None:
+            contexts = self.bundle.initial_frames
+            options["goal"] = contexts[self.np_random.integers(len(contexts)), -1]
+        return options
+
+    def _observe(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        goal = self._core.goals[0]
+        return {"observation": frame, "achieved_goal": frame.copy(), "desired_goal": goal.copy()}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        frame, info = super().reset(seed=seed, options=options)
+        return self._observe(frame), info
+
+    def step(self, action: Any):
+        frame, reward, terminated, truncated, info = super().step(action)
+        return self._observe(frame), reward, terminated, truncated, info
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        """Vectorised reward over leading batch axes: :func:`goal_reward`."""
+        return goal_reward(achieved_goal, desired_goal)
+
+
+class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
+    """N imagined episodes stepped with ONE batched ``predict_next`` call per step.
+
+    Row i reset with seed s_i equals ``WorldModelEnv`` reset with seed s_i, frame for frame (each row has its own
+    ``np_random`` and noise generator). ``reset(seed=s)`` seeds row i with ``s + i``, as Gymnasium's vector envs
+    do; a list gives one seed per row. Truncated rows reset on the next ``step`` (``AutoresetMode.NEXT_STEP``):
+    that step ignores their action and returns the first frame of the new episode with reward 0.
+
+    Args:
+        bundle, denoise_steps, max_episode_steps, expected_action_space: as for :class:`WorldModelEnv`.
+        num_envs: N.
+        render_mode: ``"rgb_array"`` or None.
+
+    ``reset`` options: ``"frames"`` uint8 ``[N, h, 64, 64, 3]`` and/or ``"goal"`` uint8 ``[N, 64, 64, 3]``.
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": RENDER_FPS,
+        "autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        bundle: AdaWorldBundle | str | os.PathLike,
+        num_envs: int = 8,
+        denoise_steps: int = 3,
+        max_episode_steps: int = 50,
+        render_mode: str | None = None,
+        expected_action_space: spaces.Space | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        self.bundle = _load_bundle(bundle, expected_action_space)
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.single_observation_space = spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+        self.single_action_space = self.bundle.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._core = _Imagination(self.bundle, num_envs, denoise_steps, max_episode_steps)
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._frames = np.zeros((num_envs, *FRAME_SHAPE), np.uint8)
+        self._autoreset = np.zeros(num_envs, bool)
+
+    def _reset_row(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
+        if (
+            seed is not None or self._rngs[i] is None
+        ):  # as gymnasium.Env.reset: no seed keeps the stream going
+            self._rngs[i], _ = seeding.np_random(seed)
+        self._frames[i] = self._core.reset(i, self._rngs[i], options)
+        self._autoreset[i] = False
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
+        if seed is None or isinstance(seed, int | np.integer):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        options = options or {}
+        for key, value in options.items():
+            if value is not None and len(value) != self.num_envs:
+                raise ValueError(
+                    f'options["{key}"] must have one entry per env ({self.num_envs}), got {len(value)}'
+                )
+        for i, s in enumerate(seeds):
+            self._reset_row(i, s, {key: value[i] for key, value in options.items() if value is not None})
+        return self._frames.copy(), {}
+
+    def step(self, actions: Any):
+        actions = np.asarray(actions)
+        if actions.shape[:1] != (self.num_envs,):
+            raise ValueError(f"expected a batch of {self.num_envs} actions, got shape {actions.shape}")
+        rewards = np.zeros(self.num_envs, np.float64)
+        truncated = np.zeros(self.num_envs, bool)
+        restarting = np.flatnonzero(self._autoreset)
+        for i in restarting:
+            self._reset_row(i, None, None)
+        active = np.flatnonzero(~np.isin(np.arange(self.num_envs), restarting))
+        if len(active):
+            frames, rewards[active], truncated[active] = self._core.step(active, actions[active])
+            self._frames[active] = frames
+        self._autoreset = truncated.copy()
+        return self._frames.copy(), rewards, np.zeros(self.num_envs, bool), truncated, {}
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return tuple(self._frames.copy())
+
+
+class SB3VecEnvAdapter(VecEnv):
+    """A :class:`WorldModelVectorEnv` as a stable-baselines3 ``VecEnv``.
+
+    SB3 resets finished rows within the same step: the returned observation is the new episode's first frame,
+    ``infos[i]["terminal_observation"]`` the last frame, and ``infos[i]["TimeLimit.truncated"]`` is True (every
+    episode end is a truncation, so SB3 bootstraps from it).
+    """
+
+    def __init__(self, venv: WorldModelVectorEnv) -> None:
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        for i in range(self.num_envs):
+            self.venv._reset_row(i, self._seeds[i], self._options[i] or None)
+        self._reset_seeds()
+        self._reset_options()
+        return self.venv._frames.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self):
+        if self._actions is None:
+            raise RuntimeError("call step_async() before step_wait()")
+        rows = np.arange(self.num_envs)
+        frames, rewards, dones = self.venv._core.step(rows, self._actions)
+        self._actions = None
+        infos: list[dict[str, Any]] = [{} for _ in rows]
+        for i in np.flatnonzero(dones):
+            infos[i] = {"terminal_observation": frames[i].copy(), "TimeLimit.truncated": True}
+            self.venv._reset_row(i, None, None)
+            frames[i] = self.venv._frames[i]
+        self.venv._frames[:] = frames
+        return frames, rewards, dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+        return [getattr(self.venv, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]

@@ -1,0 +1,357 @@
+"""Action adapters: map an environment's real actions to the world model's latent action ``z`` (AdaWorld 3).
+
+Each adapter is a small ``nn.Module`` with a Gymnasium ``action_space``:
+
+* :class:`ActionCodebook`: ``Discrete(n)`` real actions -> rows of an ``nn.Embedding``, initialised with the mean
+  latent action of each action's labelled transitions (:meth:`ActionCodebook.init_from_labelled`); left random,
+  it is the action-agnostic baseline's table.
+* :class:`ActionMLP`: ``Box`` real actions -> ``Linear-SiLU-Linear``, pre-fit on (action, mu) pairs
+  (:meth:`ActionMLP.fit`).
+* :class:`LatentOptions`: ``Discrete(K)`` over K k-means centres of mu (control without labels).
+* :class:`LatentPassthrough`: the latent action itself, as a ``Box(-bound, bound, (d,))``.
+
+``forward(tensor)`` is the differentiable path (finetuning, planning); ``to_latent(numpy batch)`` is the checked
+path used by the environments: it raises ``ValueError`` naming the problem for a wrong shape or dtype, NaN or an
+out-of-range action. Adapters are saved as ``config.json`` + ``adapter.safetensors`` (no pickle) with
+:meth:`LatentAdapter.save_pretrained` and rebuilt with :func:`load_adapter`.
+
+Example::
+
+    >>> import numpy as np
+    >>> codebook = ActionCodebook(num_actions=3, latent_dim=4)
+    >>> codebook.to_latent(np.array([0, 2])).shape
+    (2, 4)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adaworld_gym.sims.procgen import check_discrete_action
+
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "ActionCodebook",
+    "ActionMLP",
+    "LatentAdapter",
+    "LatentOptions",
+    "LatentPassthrough",
+    "load_adapter",
+]
+
+ADAPTER_CONFIG = "config.json"
+ADAPTER_WEIGHTS = "adapter.safetensors"
+
+
+class LatentAdapter(nn.Module):
+    """Base class: a real action space, a map to ``z [B, latent_dim]``, and config + safetensors persistence."""
+
+    registry: ClassVar[dict[str, type[LatentAdapter]]] = {}
+    latent_dim: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        LatentAdapter.registry[cls.__name__] = cls
+
+    @property
+    def action_space(self) -> spaces.Space:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; the weights come from the safetensors file."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LatentAdapter:
+        return cls(**config)
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        """Validate a batch of actions of ``action_space``; return them as a numpy array."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def to_latent(self, actions: Any) -> np.ndarray:
+        """Checked map of a batch of actions (leading batch axis) to float32 ``[B, latent_dim]`` numpy."""
+        checked = self._check_actions(actions)
+        tensors = [*self.parameters(), *self.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        return self(torch.from_numpy(checked).to(device)).float().cpu().numpy()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"adapter": type(self).__name__, "config": self.config()}
+        (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=1))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / ADAPTER_WEIGHTS))
+
+
+def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
+    """Rebuild an adapter saved with :meth:`LatentAdapter.save_pretrained`; errors name the bad file."""
+    directory = Path(directory)
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"adapter file missing: {path}")
+    try:
+        config = json.loads(config_path.read_text())
+        cls = LatentAdapter.registry[config["adapter"]]
+        adapter = cls.from_config(config["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"corrupt adapter config {config_path}: {e!r}") from e
+    try:
+        adapter.load_state_dict(load_file(str(weights_path)))
+    except Exception as e:  # safetensors and load_state_dict raise their own error types
+        raise ValueError(f"corrupt adapter weights {weights_path}: {e}") from e
+    return adapter.eval()
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _check_discrete_batch(actions: Any, n: int) -> np.ndarray:
+    array = np.asarray(actions)
+    if array.ndim != 1:
+        raise ValueError(f"expected a batch of discrete actions with shape [B], got shape {array.shape}")
+    return np.array([check_discrete_action(a, n) for a in array], dtype=np.int64)
+
+
+def _check_box_batch(actions: Any, space: spaces.Box) -> np.ndarray:
+    array = np.asarray(actions)
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"continuous actions must be numbers, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1:] != space.shape:
+        raise ValueError(f"expected a batch of actions with shape [B, {space.shape[0]}], got {array.shape}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("actions contain NaN or inf")
+    outside = (array < space.low) | (array > space.high)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        raise ValueError(
+            f"action {array[row].tolist()} out of range: dimension {col} must lie in "
+            f"[{space.low[col]}, {space.high[col]}]"
+        )
+    return array
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+class ActionCodebook(LatentAdapter):
+    """``Discrete(num_actions)`` -> ``nn.Embedding(num_actions, latent_dim)`` (AdaWorld's discrete adapter).
+
+    Args:
+        num_actions: size of the real discrete action set.
+        latent_dim: the world model's ``action_dim``.
+        generator: source of the random initial table (the action-agnostic baseline keeps it).
+    """
+
+    def __init__(self, num_actions: int, latent_dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if num_actions < 1 or latent_dim < 1:
+            raise ValueError(f"num_actions and latent_dim must be >= 1, got {num_actions}, {latent_dim}")
+        self.num_actions, self.latent_dim = num_actions, latent_dim
+        self.embedding = nn.Embedding(num_actions, latent_dim)
+        nn.init.normal_(self.embedding.weight, generator=generator)
+
+    @property
+    def action_space(self) -> spaces.Discrete:
+        return spaces.Discrete(self.num_actions)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_actions": self.num_actions, "latent_dim": self.latent_dim}
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.embedding(actions.long())
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        return _check_discrete_batch(actions, self.num_actions)
+
+    @torch.no_grad()
+    def init_from_labelled(
+        self, actions: np.ndarray, mu: np.ndarray, max_per_action: int = 100, seed: int = 0
+    ) -> list[int]:
+        """Set each row to the mean ``mu`` of (at most ``max_per_action``) transitions labelled with it.
+
+        Args:
+            actions: int ``[N]`` real actions of labelled transitions.
+            mu: float ``[N, latent_dim]`` the frozen LAM's latent actions of the same transitions.
+            max_per_action: cap per action (AdaWorld: 100 samples per action), drawn without replacement.
+            seed: seed of that draw.
+
+        Returns:
+            The actions that had no samples; their rows keep the random initialisation.
+        """
+        actions = _check_discrete_batch(actions, self.num_actions)
+        mu = np.asarray(mu, dtype=np.float32)
+        if mu.shape != (len(actions), self.latent_dim):
+            raise ValueError(f"mu must have shape [{len(actions)}, {self.latent_dim}], got {mu.shape}")
+        rng = np.random.default_rng(seed)
+        missing = []
+        for a in range(self.num_actions):
+            rows = np.flatnonzero(actions == a)
+            if len(rows) == 0:
+                missing.append(a)
+                continue
+            if len(rows) > max_per_action:
+                rows = rng.choice(rows, max_per_action, replace=False)
+            self.embedding.weight[a] = torch.from_numpy(mu[rows].mean(axis=0))
+        return missing
+
+
+class ActionMLP(LatentAdapter):
+    """``Box`` real actions -> ``Linear(n, hidden)-SiLU-Linear(hidden, latent_dim)`` (AdaWorld's continuous adapter).
+
+    Actions are rescaled to [-1, 1] from the real env's bounds before the first layer (when the bounds are
+    finite), so the same learning rate suits any action units.
+
+    Args:
+        action_dim: n, the real action dimension.
+        latent_dim: the world model's ``action_dim``.
+        low, high: the real env's action bounds (scalars or length-n sequences).
+        hidden: width of the hidden layer (default ``latent_dim``, as in AdaWorld).
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        latent_dim: int,
+        low: float | list[float] = -1.0,
+        high: float | list[float] = 1.0,
+        hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.action_dim, self.latent_dim = action_dim, latent_dim
+        self.hidden = hidden or latent_dim
+        self._space = spaces.Box(
+            np.broadcast_to(np.float32(low), (action_dim,)).copy(),
+            np.broadcast_to(np.float32(high), (action_dim,)).copy(),
+            dtype=np.float32,
+        )
+        bounded = self._space.is_bounded("both")
+        mid = (self._space.high + self._space.low) / 2 if bounded else np.zeros(action_dim, np.float32)
+        half = (self._space.high - self._space.low) / 2 if bounded else np.ones(action_dim, np.float32)
+        self.register_buffer("offset", torch.from_numpy(mid))
+        self.register_buffer("scale", torch.from_numpy(np.maximum(half, 1e-6)))
+        self.net = nn.Sequential(
+            nn.Linear(action_dim, self.hidden), nn.SiLU(), nn.Linear(self.hidden, latent_dim)
+        )
+
+    @property
+    def action_space(self) -> spaces.Box:
+        return self._space
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "action_dim": self.action_dim,
+            "latent_dim": self.latent_dim,
+            "low": self._space.low.tolist(),
+            "high": self._space.high.tolist(),
+            "hidden": self.hidden,
+        }
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.net((actions.float() - self.offset) / self.scale)
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        return _check_box_batch(actions, self._space)
+
+    def fit(
+        self,
+        actions: np.ndarray,
+        mu: np.ndarray,
+        steps: int = 3000,
+        lr: float = 1e-3,
+        batch_size: int = 256,
+        seed: int = 0,
+    ) -> float:
+        """Pre-fit on (action, mu) pairs with Adam and an MSE loss; returns the final full-data MSE.
+
+        Args:
+            actions: float ``[N, action_dim]`` real actions within the bounds.
+            mu: float ``[N, latent_dim]`` the frozen LAM's latent actions of the same transitions.
+            steps, lr, batch_size: optimisation budget (AdaWorld: 3K steps).
+            seed: seed of the minibatch draws.
+        """
+        x = torch.from_numpy(self._check_actions(actions))
+        y = torch.from_numpy(np.asarray(mu, dtype=np.float32))
+        if y.shape != (len(x), self.latent_dim):
+            raise ValueError(f"mu must have shape [{len(x)}, {self.latent_dim}], got {tuple(y.shape)}")
+        device = self.offset.device
+        x, y = x.to(device), y.to(device)
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        self.train()
+        for _ in range(steps):
+            idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator).to(device)
+            loss = torch.nn.functional.mse_loss(self(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        self.eval()
+        with torch.no_grad():
+            return float(torch.nn.functional.mse_loss(self(x), y))
+
+
+class LatentOptions(LatentAdapter):
+    """``Discrete(K)`` over K latent actions, e.g. k-means centres of mu (:func:`adaworld_gym.latent.kmeans`)."""
+
+    def __init__(self, centres: np.ndarray | torch.Tensor) -> None:
+        super().__init__()
+        centres = torch.as_tensor(np.asarray(centres, dtype=np.float32))
+        if centres.ndim != 2 or len(centres) < 1 or not torch.isfinite(centres).all():
+            raise ValueError(f"centres must be finite floats of shape [K, d], got {tuple(centres.shape)}")
+        self.num_options, self.latent_dim = centres.shape
+        self.register_buffer("centres", centres)  # frozen: not a parameter
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LatentOptions:
+        return cls(np.zeros((config["num_options"], config["latent_dim"]), np.float32))  # weights load next
+
+    @property
+    def action_space(self) -> spaces.Discrete:
+        return spaces.Discrete(self.num_options)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_options": self.num_options, "latent_dim": self.latent_dim}
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.centres[actions.long()]
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        return _check_discrete_batch(actions, self.num_options)
+
+
+class LatentPassthrough(LatentAdapter):
+    """The latent action itself as a ``Box(-bound, bound, (latent_dim,))`` action.
+
+    :meth:`to_latent` rejects out-of-range actions like every adapter; ``forward`` (the differentiable path for
+    planners) clips them to the bound instead.
+    """
+
+    def __init__(self, latent_dim: int, bound: float = 3.0) -> None:
+        super().__init__()
+        if latent_dim < 1 or not bound > 0:
+            raise ValueError(f"latent_dim must be >= 1 and bound > 0, got {latent_dim}, {bound}")
+        self.latent_dim, self.bound = latent_dim, float(bound)
+        self._space = spaces.Box(-self.bound, self.bound, (latent_dim,), np.float32)
+
+    @property
+    def action_space(self) -> spaces.Box:
+        return self._space
+
+    def config(self) -> dict[str, Any]:
+        return {"latent_dim": self.latent_dim, "bound": self.bound}
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions.float().clamp(-self.bound, self.bound)
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        return _check_box_batch(actions, self._space)

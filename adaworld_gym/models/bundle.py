@@ -1,0 +1,224 @@
+"""Everything a world-model environment needs, saved and loaded as one directory.
+
+Layout of a bundle directory (written to a side directory, then renamed into place, so a kill never leaves
+half a bundle)::
+
+    bundle.json             format, package version, adapter class, action space, meta
+    world_model/            DiffusionWorldModel (config.json + safetensors)
+    adapter/                the action adapter (config.json + adapter.safetensors)
+    lam/                    the LatentActionModel, when the bundle has one (config.json + safetensors)
+    initial_frames.npy      uint8 [N, k, 64, 64, 3] start contexts for reset (loaded with allow_pickle=False)
+
+Example::
+
+    >>> bundle = tiny_random_bundle("discrete")
+    >>> bundle.action_space
+    Discrete(4)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from adaworld_gym._version import __version__
+from adaworld_gym.models.adapters import (
+    ActionCodebook,
+    ActionMLP,
+    LatentAdapter,
+    LatentOptions,
+    LatentPassthrough,
+    load_adapter,
+)
+from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
+from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+from adaworld_gym.training.common import save_model_atomic
+
+__all__ = ["BUNDLE_FORMAT", "AdaWorldBundle", "describe_space", "tiny_random_bundle"]
+
+BUNDLE_FORMAT = "adaworld-bundle/1"
+BUNDLE_JSON = "bundle.json"
+INITIAL_FRAMES = "initial_frames.npy"
+
+
+def describe_space(space: spaces.Space) -> dict[str, Any]:
+    """A JSON description of a Discrete or Box action space (for bundle.json and error messages)."""
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+        }
+    raise ValueError(f"unsupported action space {space}")
+
+
+@dataclass
+class AdaWorldBundle:
+    """A world model, its action adapter, start contexts and (optionally) the LAM that labelled its data.
+
+    Args:
+        lam: the frozen latent action model (None when not shipped; the env does not need it).
+        world_model: the diffusion world model.
+        adapter: maps the env's actions to ``z``; its ``action_space`` is the env's.
+        initial_frames: uint8 ``[N, k, 64, 64, 3]`` start contexts, 1 <= k <= the model's ``num_history``.
+        meta: free-form JSON-able provenance (data set, training steps, ...).
+    """
+
+    lam: LatentActionModel | None
+    world_model: DiffusionWorldModel
+    adapter: LatentAdapter
+    initial_frames: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        frames = self.initial_frames
+        size = self.world_model.config.sample_size
+        k = self.world_model.config.num_history
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+            raise ValueError(
+                f"initial_frames must be a uint8 numpy array, got {getattr(frames, 'dtype', frames)}"
+            )
+        if frames.ndim != 5 or frames.shape[2:] != (size, size, 3) or len(frames) < 1:
+            raise ValueError(
+                f"initial_frames must have shape [N>=1, k, {size}, {size}, 3], got {frames.shape}"
+            )
+        if not 1 <= frames.shape[1] <= k:
+            raise ValueError(
+                f"initial_frames hold {frames.shape[1]} frames per context; the model takes 1..{k}"
+            )
+        if self.adapter.latent_dim != self.world_model.config.action_dim:
+            raise ValueError(
+                f"adapter latent_dim {self.adapter.latent_dim} does not match the world model's "
+                f"action_dim {self.world_model.config.action_dim}"
+            )
+
+    @property
+    def action_space(self) -> spaces.Space:
+        return self.adapter.action_space
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the bundle directory atomically (see the module docstring for the layout)."""
+        # save_model_atomic writes into a side directory through `save_pretrained` and swaps it in.
+        save_model_atomic(types.SimpleNamespace(save_pretrained=self._write), Path(directory))
+
+    def _write(self, directory: Path, safe_serialization: bool = True) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True)
+        self.world_model.save_pretrained(directory / "world_model", safe_serialization=safe_serialization)
+        self.adapter.save_pretrained(directory / "adapter")
+        if self.lam is not None:
+            self.lam.save_pretrained(directory / "lam", safe_serialization=safe_serialization)
+        np.save(directory / INITIAL_FRAMES, self.initial_frames, allow_pickle=False)
+        header = {
+            "format": BUNDLE_FORMAT,
+            "version": __version__,
+            "adapter": type(self.adapter).__name__,
+            "action_space": describe_space(self.action_space),
+            "has_lam": self.lam is not None,
+            "meta": self.meta,
+        }
+        (directory / BUNDLE_JSON).write_text(json.dumps(header, indent=1))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        expected_action_space: spaces.Space | None = None,
+        device: str | torch.device = "cpu",
+    ) -> AdaWorldBundle:
+        """Load a bundle directory.
+
+        Args:
+            directory: written by :meth:`save_pretrained`.
+            expected_action_space: if given, the bundle's action space must equal it (``ValueError`` if not):
+                guards against driving, say, a Procgen bundle with a robot's actions.
+            device: where the models go.
+
+        Raises:
+            FileNotFoundError: the directory or one of its files is missing (the message names it).
+            ValueError: a file is corrupt (named), or the action space does not match.
+        """
+        directory = Path(directory)
+        header_path = directory / BUNDLE_JSON
+        if not header_path.is_file():
+            raise FileNotFoundError(f"not an AdaWorld bundle: {header_path} is missing")
+        try:
+            header = json.loads(header_path.read_text())
+            if header.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"format {header.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"corrupt bundle header {header_path}: {e}") from e
+        if expected_action_space is not None:
+            expected, found = describe_space(expected_action_space), header["action_space"]
+            if expected != found:
+                raise ValueError(f"bundle {directory} has action space {found}, expected {expected}")
+
+        world_model = _load_model(DiffusionWorldModel, directory / "world_model", device)
+        lam = _load_model(LatentActionModel, directory / "lam", device) if header.get("has_lam") else None
+        adapter = load_adapter(directory / "adapter").to(device)
+        frames_path = directory / INITIAL_FRAMES
+        if not frames_path.is_file():
+            raise FileNotFoundError(f"bundle file missing: {frames_path}")
+        try:
+            frames = np.load(frames_path, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"corrupt initial frames {frames_path}: {e}") from e
+        try:
+            return cls(lam, world_model, adapter, frames, meta=header.get("meta", {}))
+        except ValueError as e:
+            raise ValueError(f"inconsistent bundle {directory}: {e}") from e
+
+
+def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"bundle file missing: {config}")
+    try:
+        return model_cls.from_pretrained(path).to(device).eval()
+    except (OSError, ValueError, RuntimeError) as e:  # diffusers reports missing/damaged weights as these
+        raise ValueError(f"cannot load {model_cls.__name__} from {path}: {e}") from e
+
+
+def tiny_random_bundle(action: str = "discrete", seed: int = 0, preset: str = "tiny") -> AdaWorldBundle:
+    """A random-weight bundle on the ``tiny`` presets, for tests and docs (frames are noise, but seeded).
+
+    Args:
+        action: ``"discrete"`` (codebook, 4 actions), ``"continuous"`` (MLP over Box(-1, 1, (2,))),
+            ``"options"`` (4 random latent options) or ``"latent"`` (passthrough, bound 3).
+        seed: seeds every weight and frame.
+        preset: world-model preset (``"small"`` for speed measurements).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # module constructors draw from the global RNG; keep the caller's intact
+        torch.manual_seed(seed)
+        lam = LatentActionModel(**lam_preset("tiny")).eval()
+        latent_dim = lam.config.latent_dim
+        world_model = DiffusionWorldModel(
+            **world_model_preset(preset), num_history=2, action_dim=latent_dim, autocast_dtype=None
+        ).eval()
+        # A fresh model ignores z (zero-initialised last layer); make actions matter so tests can see them.
+        torch.nn.init.normal_(world_model.cond_mlp[-1].weight, std=0.05, generator=generator)
+        adapters = {
+            "discrete": lambda: ActionCodebook(4, latent_dim, generator=generator),
+            "continuous": lambda: ActionMLP(2, latent_dim, low=-1.0, high=1.0),
+            "options": lambda: LatentOptions(torch.randn(4, latent_dim, generator=generator)),
+            "latent": lambda: LatentPassthrough(latent_dim, bound=3.0),
+        }
+        if action not in adapters:
+            raise ValueError(f"unknown action kind {action!r}; choose one of {sorted(adapters)}")
+        adapter = adapters[action]().eval()
+    frames = np.random.default_rng(seed).integers(0, 256, (3, 2, 64, 64, 3), dtype=np.uint8)
+    return AdaWorldBundle(
+        lam, world_model, adapter, frames, meta={"source": f"tiny_random_bundle({action!r})"}
+    )

@@ -1,0 +1,130 @@
+"""Tests for the action adapters (real action -> latent action z) and their save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adaworld_gym.models.adapters import (
+    ActionCodebook,
+    ActionMLP,
+    LatentOptions,
+    LatentPassthrough,
+    load_adapter,
+)
+
+D = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def adapters() -> list:
+    gen = torch.Generator().manual_seed(0)
+    return [
+        ActionCodebook(5, D, generator=gen),
+        ActionMLP(2, D, low=[-1.0, 0.0], high=[1.0, 2.0]),
+        LatentOptions(torch.randn(3, D, generator=gen)),
+        LatentPassthrough(D, bound=2.0),
+    ]
+
+
+@pytest.mark.parametrize("adapter", adapters(), ids=lambda a: type(a).__name__)
+def test_to_latent_matches_forward_and_round_trips(adapter, tmp_path):
+    actions = adapter.action_space.sample()
+    batch = np.stack([actions, adapter.action_space.sample()])
+    z = adapter.to_latent(batch)
+    assert z.dtype == np.float32 and z.shape == (2, D)
+    assert np.allclose(z, adapter(torch.as_tensor(batch)).detach().numpy())
+    adapter.save_pretrained(tmp_path)
+    loaded = load_adapter(tmp_path)
+    assert type(loaded) is type(adapter) and loaded.action_space == adapter.action_space
+    assert np.array_equal(loaded.to_latent(batch), z)
+
+
+@pytest.mark.parametrize(
+    ("actions", "match"),
+    [
+        (np.array([[0, 1]]), "shape \\[B\\]"),
+        (np.array([5]), "out of range"),
+        (np.array([1.5]), "must be an integer"),
+        (np.array(["a"]), "must be an integer"),
+    ],
+)
+def test_codebook_rejects_bad_actions(actions, match):
+    with pytest.raises(ValueError, match=match):
+        ActionCodebook(5, D).to_latent(actions)
+
+
+@pytest.mark.parametrize(
+    ("actions", "match"),
+    [
+        (np.zeros((1, 3), np.float32), "shape \\[B, 2\\]"),
+        (np.zeros(2, np.float32), "shape \\[B, 2\\]"),
+        (np.array([[np.nan, 0.0]]), "NaN"),
+        (np.array([[0.0, 2.5]]), "out of range: dimension 1"),
+        (np.array([["a", "b"]]), "must be numbers"),
+    ],
+)
+def test_mlp_rejects_bad_actions(actions, match):
+    with pytest.raises(ValueError, match=match):
+        ActionMLP(2, D, low=[-1.0, 0.0], high=[1.0, 2.0]).to_latent(actions)
+
+
+def test_passthrough_rejects_out_of_range_but_forward_clips():
+    adapter = LatentPassthrough(D, bound=2.0)
+    with pytest.raises(ValueError, match="out of range"):
+        adapter.to_latent(np.full((1, D), 3.0, np.float32))
+    assert adapter(torch.full((1, D), 3.0)).max() == 2.0
+
+
+def test_codebook_init_is_per_action_mean_and_reports_missing():
+    rng = np.random.default_rng(0)
+    actions = np.array([0, 0, 0, 2, 2, 3])
+    mu = rng.standard_normal((6, D)).astype(np.float32)
+    codebook = ActionCodebook(4, D, generator=torch.Generator().manual_seed(0))
+    random_row = codebook.embedding.weight[1].detach().clone()
+    missing = codebook.init_from_labelled(actions, mu)
+    table = codebook.embedding.weight.detach().numpy()
+    assert missing == [1]
+    assert np.allclose(table[0], mu[:3].mean(0)) and np.allclose(table[2], mu[3:5].mean(0))
+    assert np.allclose(table[3], mu[5])
+    assert torch.equal(codebook.embedding.weight[1], random_row)
+
+
+def test_codebook_init_caps_samples_per_action():
+    mu = np.arange(10, dtype=np.float32)[:, None].repeat(D, axis=1)
+    codebook = ActionCodebook(1, D)
+    codebook.init_from_labelled(np.zeros(10, np.int64), mu, max_per_action=3, seed=0)
+    row = codebook.embedding.weight[0].detach().numpy()
+    assert any(np.allclose(row, mu[list(c)].mean(0)) for c in _triples(10))
+
+
+def _triples(n: int):
+    return ((a, b, c) for a in range(n) for b in range(a + 1, n) for c in range(b + 1, n))
+
+
+def test_mlp_fit_reduces_error_on_linear_map():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (512, 2)).astype(np.float32)
+    mu = actions @ rng.standard_normal((2, D)).astype(np.float32)
+    mlp = ActionMLP(2, D)
+    before = float(((mlp.to_latent(actions) - mu) ** 2).mean())
+    after = mlp.fit(actions, mu, steps=300, lr=1e-2, seed=0)
+    assert after < 0.1 * before
+    assert np.isclose(after, ((mlp.to_latent(actions) - mu) ** 2).mean(), rtol=1e-4)
+
+
+def test_load_names_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_adapter(tmp_path)
+    ActionCodebook(3, D).save_pretrained(tmp_path)
+    (tmp_path / "adapter.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="adapter.safetensors"):
+        load_adapter(tmp_path)

@@ -1,0 +1,208 @@
+"""Tests for bundles and the world-model environments (tiny random-weight bundles, CPU, one thread)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from adaworld_gym.envs import GoalWorldModelEnv, SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def bundles() -> dict[str, AdaWorldBundle]:
+    return {kind: tiny_random_bundle(kind) for kind in ("discrete", "continuous", "options", "latent")}
+
+
+def rollout(env: gymnasium.Env, seed: int, actions: list) -> np.ndarray:
+    frames = [env.reset(seed=seed)[0]]
+    frames += [env.step(a)[0] for a in actions]
+    return np.stack(frames)
+
+
+def checked_quietly(check, env) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "clean" means no checker warnings either
+        check(env)
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_env_passes_gymnasium_and_sb3_checkers(bundles, kind):
+    checked_quietly(lambda e: check_env(e, skip_render_check=True), WorldModelEnv(bundles[kind]))
+    checked_quietly(sb3_check_env, WorldModelEnv(bundles[kind], max_episode_steps=5))
+
+
+def test_goal_env_passes_checkers_and_rewards_reaching_the_goal(bundles):
+    env = GoalWorldModelEnv(bundles["discrete"], max_episode_steps=5)
+    checked_quietly(lambda e: check_env(e, skip_render_check=True), env)
+    checked_quietly(sb3_check_env, env)
+    obs, _ = env.reset(seed=0)
+    obs, reward, *_ = env.step(0)
+    assert reward == pytest.approx(env.compute_reward(obs["achieved_goal"], obs["desired_goal"], {}))
+    batch = np.stack([obs["desired_goal"], np.zeros_like(obs["desired_goal"])])
+    rewards = env.compute_reward(batch, np.stack([obs["desired_goal"]] * 2), [{}, {}])
+    assert rewards.shape == (2,) and rewards[0] == 0.0 and -1.0 <= rewards[1] < 0.0
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "options", "latent"])
+def test_same_seed_gives_same_frames(bundles, kind):
+    bundle = bundles[kind]
+    actions = [bundle.action_space.sample() for _ in range(3)]
+    first = rollout(WorldModelEnv(bundle), seed=3, actions=actions)
+    assert np.array_equal(first, rollout(WorldModelEnv(bundle), seed=3, actions=actions))
+    assert not np.array_equal(first, rollout(WorldModelEnv(bundle), seed=4, actions=actions))
+
+
+def test_reset_options_frames_and_goal(bundles):
+    env = WorldModelEnv(bundles["discrete"])
+    start = np.full((1, 64, 64, 3), 7, np.uint8)
+    obs, _ = env.reset(seed=0, options={"frames": start, "goal": start[0]})
+    assert np.array_equal(obs, start[0])
+    obs, reward, *_ = env.step(0)
+    assert reward == pytest.approx(-np.mean(((obs.astype(np.float32) - 7) / 255) ** 2))
+    with pytest.raises(ValueError, match="uint8"):
+        env.reset(options={"frames": start.astype(np.float32)})
+    with pytest.raises(ValueError, match="1..2"):
+        env.reset(options={"frames": np.zeros((3, 64, 64, 3), np.uint8)})
+
+
+def test_vector_env_rows_are_seeded_like_single_envs(bundles):
+    """Row i gets exactly the start context and noise stream of a single env with seed 10 + i.
+
+    Its frames match up to float rounding only: BLAS sums a batch of 3 in another order than a batch of 1 (about
+    1e-6), which can flip a pixel by one level after quantisation; ``num_envs=1`` is exactly the single env.
+    """
+    bundle, n = bundles["discrete"], 3
+    venv = WorldModelVectorEnv(bundle, num_envs=n)
+    frames, _ = venv.reset(seed=10)
+    actions = np.array([0, 1, 3])
+    stepped = venv.step(actions)[0]
+    for i in range(n):
+        single = WorldModelEnv(bundle)
+        assert np.array_equal(frames[i], single.reset(seed=10 + i)[0])
+        assert venv._core.gens[i].initial_seed() == single._core.gens[0].initial_seed()
+        diff = np.abs(stepped[i].astype(int) - single.step(actions[i])[0])
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_one_row_vector_env_equals_single_env_exactly_with_autoreset(bundles):
+    bundle, horizon = bundles["continuous"], 2
+    venv = WorldModelVectorEnv(bundle, num_envs=1, max_episode_steps=horizon)
+    assert venv.metadata["autoreset_mode"] == gymnasium.vector.AutoresetMode.NEXT_STEP
+    actions = np.random.default_rng(0).uniform(-1, 1, (2 * horizon + 1, 1, 2)).astype(np.float32)
+    vector = [venv.reset(seed=4)[0][0]]
+    for t in range(len(actions)):
+        frames, rewards, terminated, truncated, _ = venv.step(actions[t])
+        vector.append(frames[0])
+        assert truncated[0] == (t in (horizon - 1, 2 * horizon)) and not terminated[0]
+    # NEXT_STEP autoreset: the step after truncation ignores its action and starts a new episode (reward 0).
+    env = WorldModelEnv(bundle, max_episode_steps=horizon)
+    single = rollout(env, 4, list(actions[:horizon, 0]))
+    single = [*single, env.reset()[0], *(env.step(a)[0] for a in actions[horizon + 1 :, 0])]
+    assert np.array_equal(np.stack(vector), np.stack(single))
+
+
+def test_sb3_vec_env_adapter_resets_finished_rows(bundles):
+    venv = SB3VecEnvAdapter(WorldModelVectorEnv(bundles["continuous"], num_envs=2, max_episode_steps=2))
+    venv.seed(0)
+    obs = venv.reset()
+    assert obs.shape == (2, 64, 64, 3) and obs.dtype == np.uint8
+    actions = np.zeros((2, 2), np.float32)
+    _, _, dones, infos = venv.step(actions)
+    assert not dones.any()
+    obs, _, dones, infos = venv.step(actions)
+    assert dones.all() and all(info["TimeLimit.truncated"] for info in infos)
+    assert infos[0]["terminal_observation"].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "error", "match"),
+    [
+        ("discrete", 4, ValueError, "out of range"),
+        ("discrete", np.array([0, 1]), ValueError, "single discrete action"),
+        ("discrete", 0.5, ValueError, "must be an integer"),
+        ("continuous", np.zeros(3, np.float32), ValueError, "shape \\(2,\\)"),
+        ("continuous", np.array([np.nan, 0.0]), ValueError, "NaN"),
+        ("continuous", np.array([0.0, 1.5]), ValueError, "out of range"),
+    ],
+)
+def test_bad_actions_raise_clear_errors(bundles, kind, action, error, match):
+    env = WorldModelEnv(bundles[kind])
+    env.reset(seed=0)
+    with pytest.raises(error, match=match):
+        env.step(action)
+
+
+def test_stepping_before_reset_or_after_truncation_raises(bundles):
+    env = WorldModelEnv(bundles["discrete"], max_episode_steps=1)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    assert env.step(0)[3]
+    with pytest.raises(RuntimeError, match="max_episode_steps=1"):
+        env.step(0)
+
+
+@pytest.mark.parametrize("kind", ["discrete", "options"])
+def test_bundle_round_trip_gives_identical_frames(bundles, kind, tmp_path):
+    bundle = bundles[kind]
+    bundle.save_pretrained(tmp_path / "bundle")
+    loaded = AdaWorldBundle.from_pretrained(tmp_path / "bundle", expected_action_space=bundle.action_space)
+    assert loaded.meta == bundle.meta and loaded.lam is not None
+    actions = [bundle.action_space.sample() for _ in range(2)]
+    assert np.array_equal(
+        rollout(WorldModelEnv(bundle), 1, actions), rollout(WorldModelEnv(tmp_path / "bundle"), 1, actions)
+    )
+
+
+def test_bundle_load_rejects_mismatched_action_space(bundles, tmp_path):
+    bundles["discrete"].save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="action space"):
+        AdaWorldBundle.from_pretrained(tmp_path, expected_action_space=spaces.Discrete(15))
+    with pytest.raises(ValueError, match="action space"):
+        WorldModelEnv(tmp_path, expected_action_space=spaces.Box(-1, 1, (2,), np.float32))
+
+
+def test_bundle_load_names_missing_or_corrupt_files(bundles, tmp_path):
+    bundles["continuous"].save_pretrained(tmp_path)
+    (tmp_path / "initial_frames.npy").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="initial_frames.npy"):
+        AdaWorldBundle.from_pretrained(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="bundle.json"):
+        AdaWorldBundle.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="bundle.json"):
+        AdaWorldBundle.from_pretrained(tmp_path / "nowhere")
+
+
+def test_registered_ids_build_from_a_bundle_path(tmp_path):
+    import gymnasium
+
+    import adaworld_gym  # noqa: F401
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    tiny_random_bundle("discrete", seed=0).save_pretrained(tmp_path / "b")
+    env = gymnasium.make("AdaWorld/WorldModel-v0", bundle=tmp_path / "b")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    venv = gymnasium.make_vec(
+        "AdaWorld/WorldModel-v0", num_envs=3, vectorization_mode="vector_entry_point", bundle=tmp_path / "b"
+    )
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (3, 64, 64, 3)
