@@ -53,13 +53,7 @@ def moving_square_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor,
     return torch.from_numpy(hist), torch.from_numpy(nxt), torch.from_numpy(z)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to 8x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
-import torch
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -16,13 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from adaworld_gym.envs import GoalWorldModelEnv, SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,7 @@ class Episode:
         return len(self.frames) - 1
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -270,7 +270,7 @@ class EpisodeStore:
 
     def _entry(self, path: Path, episode: Episode) -> dict[str, Any]:
         return {
-            "sha256": _sha256(path),
+            "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
             "frames": len(episode.frames),
             "env_id": episode.env_id,
@@ -307,7 +307,7 @@ class EpisodeStore:
         path = self.path(name)
         if not path.exists():
             raise EpisodeError(f"episode file listed in the manifest is missing: {path}")
-        if verify and _sha256(path) != self.manifest[name]["sha256"]:
+        if verify and sha256_file(path) != self.manifest[name]["sha256"]:
             raise EpisodeError(f"checksum mismatch (corrupt or modified file): {path}")
         return read_episode(path)
 

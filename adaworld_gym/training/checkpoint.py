@@ -17,7 +17,6 @@ Saving writes into a hidden temporary directory next to the final one and rename
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from adaworld_gym.data.episodes import sha256_file
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "tensors.safetensors"
@@ -150,7 +151,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
         manifest = {
             "format_version": FORMAT_VERSION,
             "step": step,
-            "sha256": {TENSORS_FILE: _sha256(tensor_path)},
+            "sha256": {TENSORS_FILE: sha256_file(tensor_path)},
             "state": structure,
         }
         state_path = tmp / STATE_FILE
@@ -190,7 +191,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"unsupported checkpoint format {manifest.get('format_version')!r} in {state_path}"
         )
-    if _sha256(tensor_path) != expected:
+    if sha256_file(tensor_path) != expected:
         raise CheckpointError(f"corrupt or truncated checkpoint file {tensor_path}: checksum mismatch")
     try:
         tensors = load_file(str(tensor_path))
@@ -220,14 +221,6 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     # Directories need an fsync too, so the rename itself survives a power cut.
     fd = os.open(path, os.O_RDONLY)
