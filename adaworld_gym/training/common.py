@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,62 @@ def image_grid(f_t: torch.Tensor, f_t1: torch.Tensor, pred: torch.Tensor, n: int
     cols = [x[:n].detach().float().cpu() for x in (f_t, f_t1, pred, err)]
     rows = torch.cat(cols, dim=3)  # [n, 3, H, 4W]
     return torch.cat(list(rows), dim=1)  # [3, nH, 4W]
+
+
+def config_from_preset(
+    cls: type, presets: dict[str, dict[str, Any]], preset: str, what: str, **overrides: Any
+):
+    """A training config with a preset's defaults; ``None``-valued overrides are ignored."""
+    if preset not in presets:
+        raise ValueError(f"unknown {what} preset {preset!r}; known presets: {', '.join(presets)}")
+    cfg = replace(cls(preset=preset), **presets[preset])
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def validate_run(cfg: Any) -> None:
+    """Checks every training config shares: budget, schedule, precision, batch size."""
+    if cfg.max_steps is None and cfg.max_minutes is None:
+        raise ValueError("give a budget: max_steps and/or max_minutes")
+    if cfg.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'cosine' or 'constant'")
+    if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
+        raise ValueError(
+            "a cosine schedule needs max_steps; use lr_schedule='constant' with max_minutes only"
+        )
+    if cfg.mixed_precision not in ("bf16", "no"):
+        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
+    """Warm-up then cosine decay over ``max_steps``, or warm-up then constant for wall-clock budgets."""
+    from diffusers.optimization import get_scheduler
+
+    schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
+    return get_scheduler(
+        schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps or 0
+    )
+
+
+def resume_state(ckpt_root: Path, model_config: dict[str, Any], model, optimizer, scheduler) -> dict | None:
+    """Load the latest checkpoint into model, optimizer and scheduler (and the RNGs); None if there is none.
+
+    The returned state also holds ``step``, ``samples``, ``train_seconds`` and any loop-specific extras.
+    """
+    from adaworld_gym.training.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state
+
+    resume_from = latest_checkpoint(ckpt_root)
+    if resume_from is None:
+        return None
+    state = load_checkpoint(resume_from)
+    if state["model_config"] != model_config:
+        raise ValueError(
+            f"{resume_from} was written for a different model config; use a new out_dir or the same "
+            f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng_state(state["rng"])
+    return state

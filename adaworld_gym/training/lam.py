@@ -35,12 +35,19 @@ import torch
 from adaworld_gym.models.latent_action import PRESETS, REGULARIZERS, LatentActionModel, lam_preset
 from adaworld_gym.training.checkpoint import (
     capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
-from adaworld_gym.training.common import budget_spent, image_grid, is_path, plain_config, save_model_atomic
+from adaworld_gym.training.common import (
+    budget_spent,
+    config_from_preset,
+    image_grid,
+    is_path,
+    make_lr_scheduler,
+    plain_config,
+    resume_state,
+    save_model_atomic,
+    validate_run,
+)
 
 
 @dataclass
@@ -72,10 +79,7 @@ class LamTrainConfig:
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> LamTrainConfig:
         """Defaults for a preset, with ``None``-valued overrides ignored."""
-        if preset not in _TRAIN_PRESETS:
-            raise ValueError(f"unknown LAM preset {preset!r}; known presets: {', '.join(PRESETS)}")
-        cfg = replace(cls(preset=preset), **_TRAIN_PRESETS[preset])
-        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        return config_from_preset(cls, _TRAIN_PRESETS, preset, "LAM", **overrides)
 
 
 # Budgets: tiny runs in seconds; small fills about an hour of a 2-core CPU; base is for one GPU.
@@ -184,7 +188,6 @@ def run_lam_training(
     """Run the training described by ``cfg`` (see :func:`train_lam` for the arguments)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -205,25 +208,12 @@ def run_lam_training(
     model_config = plain_config(model)
     beta = model.config.beta
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
-    scheduler = get_scheduler(
-        schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps or 0
-    )
+    scheduler = make_lr_scheduler(optimizer, cfg)
 
     step, samples, train_seconds = 0, 0, 0.0
-    resume_from = latest_checkpoint(ckpt_root)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        if state["model_config"] != model_config:
-            raise ValueError(
-                f"{resume_from} was written for a different model config; use a new out_dir or the same "
-                f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler)
+    if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
-        restore_rng_state(state["rng"])
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: LatentActionModel = accelerator.unwrap_model(model)
 
@@ -492,15 +482,4 @@ def _validate(cfg: LamTrainConfig) -> None:
         raise ValueError(
             f"unknown regularizer {cfg.regularizer!r}; expected one of {', '.join(REGULARIZERS)}"
         )
-    if cfg.max_steps is None and cfg.max_minutes is None:
-        raise ValueError("give a budget: max_steps and/or max_minutes")
-    if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
-        raise ValueError(
-            "a cosine schedule needs max_steps; use lr_schedule='constant' with max_minutes only"
-        )
-    if cfg.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'cosine' or 'constant'")
-    if cfg.mixed_precision not in ("bf16", "no"):
-        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    validate_run(cfg)

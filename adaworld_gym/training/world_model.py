@@ -40,12 +40,19 @@ from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
 from adaworld_gym.training.checkpoint import (
     capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
-from adaworld_gym.training.common import budget_spent, image_grid, is_path, plain_config, save_model_atomic
+from adaworld_gym.training.common import (
+    budget_spent,
+    config_from_preset,
+    image_grid,
+    is_path,
+    make_lr_scheduler,
+    plain_config,
+    resume_state,
+    save_model_atomic,
+    validate_run,
+)
 
 __all__ = [
     "WorldModelTrainConfig",
@@ -89,12 +96,7 @@ class WorldModelTrainConfig:
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> WorldModelTrainConfig:
         """Defaults for a preset, with ``None``-valued overrides ignored."""
-        if preset not in _TRAIN_PRESETS:
-            raise ValueError(
-                f"unknown world model preset {preset!r}; known presets: {', '.join(_TRAIN_PRESETS)}"
-            )
-        cfg = replace(cls(preset=preset), **_TRAIN_PRESETS[preset])
-        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        return config_from_preset(cls, _TRAIN_PRESETS, preset, "world model", **overrides)
 
 
 # Budgets: tiny runs in seconds (tests); small is the 2-core CPU model (~15 samples/s at one thread, so
@@ -218,7 +220,6 @@ def run_world_model_training(
     """Run the training described by ``cfg`` (see :func:`train_world_model` for the arguments)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -245,30 +246,17 @@ def run_world_model_training(
         lam.to(accelerator.device)
     model_config = plain_config(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
-    scheduler = get_scheduler(
-        schedule, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps or 0
-    )
+    scheduler = make_lr_scheduler(optimizer, cfg)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
     # One generator for every draw inside training_loss (history length, augmentation, sigma, noise).
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
     step, samples, train_seconds = 0, 0, 0.0
-    resume_from = latest_checkpoint(ckpt_root)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        if state["model_config"] != model_config:
-            raise ValueError(
-                f"{resume_from} was written for a different model config; use a new out_dir or the same "
-                f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler)
+    if state is not None:
         ema.load_state_dict(state["ema"])
         noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
-        restore_rng_state(state["rng"])
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: DiffusionWorldModel = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
@@ -627,18 +615,7 @@ def _validate(cfg: WorldModelTrainConfig) -> None:
         raise ValueError(
             f"unknown world model preset {cfg.preset!r}; known presets: {', '.join(_TRAIN_PRESETS)}"
         )
-    if cfg.max_steps is None and cfg.max_minutes is None:
-        raise ValueError("give a budget: max_steps and/or max_minutes")
-    if cfg.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'cosine' or 'constant'")
-    if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
-        raise ValueError(
-            "a cosine schedule needs max_steps; use lr_schedule='constant' with max_minutes only"
-        )
-    if cfg.mixed_precision not in ("bf16", "no"):
-        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    validate_run(cfg)
     if not cfg.action_agnostic and cfg.lam_dir is None:
         raise ValueError(
             "an action-conditioned world model needs a LAM: pass lam_dir (or action_agnostic=True)"
