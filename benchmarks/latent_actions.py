@@ -44,7 +44,7 @@ MOVE_ACTIONS = 9  # Procgen actions 0-8 are the 8 directions and no-op; 9-14 are
 MOVE_NAMES = ("down-left", "left", "up-left", "down", "none", "up", "down-right", "right", "up-right")
 
 PRESETS = {
-    # 2 CPU cores: the `small` LAM, 1000 steps of batch 32 each (~7 min at one thread); two runs at a time.
+    # 2 CPU cores: the `small` LAM, 1000 steps of batch 32 each (~12 min at one thread); two runs at a time.
     "cpu": dict(
         model="small",
         train_steps=1000,

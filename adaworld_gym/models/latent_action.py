@@ -43,7 +43,8 @@ REGULARIZERS: tuple[str, ...] = ("kl", "vq", "sparse", "none")
 # Patch 8 (64 tokens per frame) is kept for small: patch 16 at 64 px leaves only 16 tokens per frame.
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        image_size=64, patch_size=16, width=32, encoder_depth=1, decoder_depth=1, num_heads=2, mlp_ratio=2.0
+        image_size=64, patch_size=16, width=32, encoder_depth=1, decoder_depth=1, num_heads=2, mlp_ratio=2.0,
+        pixel_channels=8, pixel_layers=2,
     ),
     "small": dict(
         image_size=64, patch_size=8, width=128, encoder_depth=3, decoder_depth=3, num_heads=4, mlp_ratio=4.0
@@ -165,6 +166,15 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         residual: add f_t's logits to the decoder head before the sigmoid, so copying f_t is free and the
             decoder (and the latent) only has to model what changes. A small model cannot reproduce
             textured frames through a ``width``-wide token otherwise; AdaWorld's 500M-param decoder can.
+        difference_input: also embed f_{t+1} - f_t into the tokens of f_{t+1}. At init the action token barely
+            depends on the input; with the difference in hand the encoder finds the motion in ~200 steps
+            instead of never (synthetic moving-square check, tiny preset).
+        pixel_channels, pixel_layers: a small convolutional head at full resolution that refines the
+            transformer's output from f_t's pixels, FiLM-conditioned on z. Tokens of ``width`` floats cannot
+            carry an 8x8x3 patch's texture, so shifts (camera scrolls, the arm moving) need pixel-level
+            convolutions; 0 channels disables it.
+        film: condition every decoder block on z (scale and shift of the tokens), not only its input, so
+            the decoder learns to use z before the optimiser learns to ignore it.
         preset: name of the preset this config came from (recorded for provenance; not used otherwise).
     """
 
@@ -183,7 +193,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
         regularizer: str = "kl",
-        beta: float = 2e-4,
+        beta: float = 2e-5,
         num_codes: int = 8,
         commitment: float = 0.25,
         dead_code_steps: int = 50,
@@ -191,6 +201,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         sparse_var: float = 1e-2,
         sparse_cov: float = 1e-2,
         residual: bool = True,
+        difference_input: bool = True,
+        film: bool = True,
+        pixel_channels: int = 32,
+        pixel_layers: int = 3,
         preset: str | None = None,
     ) -> None:
         super().__init__()
@@ -205,6 +219,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
 
         # Encoder: both frames, one action token in front of each frame's patches.
         self.enc_patch = nn.Linear(patch_dim, width)
+        if difference_input:
+            self.enc_diff = nn.Linear(patch_dim, width)
         self.action_token = nn.Parameter(torch.zeros(1, 1, 1, width))
         self.enc_pos = nn.Parameter(torch.zeros(1, 1, num_patches + 1, width))
         self.enc_time = nn.Parameter(torch.zeros(1, 2, 1, width))
@@ -231,6 +247,17 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         self.dec_head = nn.Linear(width, patch_dim)
 
         self.apply(self._init_weights)
+        if pixel_channels:
+            self.pix_in = nn.Conv2d(2 * in_channels, pixel_channels, 3, padding=1)
+            self.pix_convs = nn.ModuleList(
+                [nn.Conv2d(pixel_channels, pixel_channels, 3, padding=1) for _ in range(pixel_layers)]
+            )
+            self.pix_film = nn.ModuleList([nn.Linear(latent_dim, 2 * pixel_channels) for _ in range(pixel_layers)])
+            self.pix_out = nn.Conv2d(pixel_channels, in_channels, 3, padding=1)
+            nn.init.zeros_(self.pix_out.weight)
+            nn.init.zeros_(self.pix_out.bias)
+        if film:  # per-block scale and shift from z; PyTorch's default init so z matters from step 0
+            self.dec_film = nn.ModuleList([nn.Linear(latent_dim, 2 * width) for _ in range(decoder_depth)])
         for p in (self.action_token, self.enc_pos, self.enc_time, self.dec_pos):
             nn.init.trunc_normal_(p, std=0.02)
         if residual:  # start as an exact copy of f_t
@@ -259,6 +286,9 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         """Output of the latent head for each pair: ``[B, 2D]`` for kl, ``[B, D]`` otherwise."""
         frames = torch.stack([self._patchify(f_t), self._patchify(f_t1)], dim=1)  # [B, 2, N, P]
         x = self.enc_patch(frames)
+        if self.config.difference_input:
+            diff = self.enc_diff(frames[:, 1] - frames[:, 0])
+            x = x + torch.stack([torch.zeros_like(diff), diff], dim=1)
         x = torch.cat([self.action_token.expand(x.shape[0], 2, 1, -1), x], dim=2)
         x = x + self.enc_pos + self.enc_time
         for block in self.enc_blocks:
@@ -267,11 +297,20 @@ class LatentActionModel(ModelMixin, ConfigMixin):
 
     def _decode(self, f_t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         x = self.dec_patch(self._patchify(f_t)) + self.dec_pos + self.dec_action(z).unsqueeze(1)
-        for block in self.dec_blocks:
+        for i, block in enumerate(self.dec_blocks):
+            if self.config.film:
+                scale, shift = self.dec_film[i](z).unsqueeze(1).chunk(2, dim=-1)
+                x = x * (1 + scale) + shift
             x = block(x)
         logits = self._unpatchify(self.dec_head(self.dec_norm(x)).float())
         if self.config.residual:
             logits = logits + torch.logit(f_t.float(), eps=1e-3)
+        if self.config.pixel_channels:
+            h = self.pix_in(torch.cat([torch.sigmoid(logits).to(f_t.dtype), f_t], dim=1))
+            for conv, film in zip(self.pix_convs, self.pix_film):
+                scale, shift = film(z).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+                h = h + conv(F.silu(h * (1 + scale) + shift))
+            logits = logits + self.pix_out(F.silu(h)).float()
         return torch.sigmoid(logits).to(f_t.dtype)
 
     def _quantize(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -311,6 +350,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         f_t1: torch.Tensor,
         generator: torch.Generator | None = None,
         beta: float | None = None,
+        noise_scale: float = 1.0,
     ) -> LatentActionOutput:
         """Encode the pair, decode f_{t+1} from f_t and the latent action, and compute the loss.
 
@@ -328,7 +368,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             logvar = logvar.clamp(-30.0, 20.0)
             if self.training:
                 noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-                z = mu + torch.exp(0.5 * logvar) * noise
+                z = mu + noise_scale * torch.exp(0.5 * logvar) * noise
             else:
                 z = mu
             kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1).mean()

@@ -61,7 +61,9 @@ class LamTrainConfig:
     lr: float = 6e-4
     weight_decay: float = 0.01
     warmup_steps: int = 200
-    kl_warmup_steps: int = 0  # KL weight ramps linearly from 0, so the decoder learns to use z first
+    # KL weight and posterior noise ramp linearly from 0: with full noise from step 0 the decoder learns to
+    # ignore z before the encoder makes it informative (posterior collapse, measured on synthetic motion).
+    kl_warmup_steps: int = 0
     lr_schedule: str = "cosine"  # "cosine" (needs max_steps) or "constant"
     max_steps: int | None = None
     max_minutes: float | None = None
@@ -262,7 +264,8 @@ def run_lam_training(
             with torch.autocast(
                 accelerator.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
-                out = model(f_t, f_t1, beta=beta * min(1.0, (step + 1) / max(cfg.kl_warmup_steps, 1)))
+                ramp = min(1.0, (step + 1) / max(cfg.kl_warmup_steps, 1))
+                out = model(f_t, f_t1, beta=beta * ramp, noise_scale=ramp)
             accelerator.backward(out.loss)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
