@@ -43,8 +43,15 @@ REGULARIZERS: tuple[str, ...] = ("kl", "vq", "sparse", "none")
 # Patch 8 (64 tokens per frame) is kept for small: patch 16 at 64 px leaves only 16 tokens per frame.
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        image_size=64, patch_size=16, width=32, encoder_depth=1, decoder_depth=1, num_heads=2, mlp_ratio=2.0,
-        pixel_channels=8, pixel_layers=2,
+        image_size=64,
+        patch_size=16,
+        width=32,
+        encoder_depth=1,
+        decoder_depth=1,
+        num_heads=2,
+        mlp_ratio=2.0,
+        pixel_channels=8,
+        pixel_layers=2,
     ),
     "small": dict(
         image_size=64, patch_size=8, width=128, encoder_depth=3, decoder_depth=3, num_heads=4, mlp_ratio=4.0
@@ -252,7 +259,9 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             self.pix_convs = nn.ModuleList(
                 [nn.Conv2d(pixel_channels, pixel_channels, 3, padding=1) for _ in range(pixel_layers)]
             )
-            self.pix_film = nn.ModuleList([nn.Linear(latent_dim, 2 * pixel_channels) for _ in range(pixel_layers)])
+            self.pix_film = nn.ModuleList(
+                [nn.Linear(latent_dim, 2 * pixel_channels) for _ in range(pixel_layers)]
+            )
             self.pix_out = nn.Conv2d(pixel_channels, in_channels, 3, padding=1)
             nn.init.zeros_(self.pix_out.weight)
             nn.init.zeros_(self.pix_out.bias)
@@ -307,7 +316,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             logits = logits + torch.logit(f_t.float(), eps=1e-3)
         if self.config.pixel_channels:
             h = self.pix_in(torch.cat([torch.sigmoid(logits).to(f_t.dtype), f_t], dim=1))
-            for conv, film in zip(self.pix_convs, self.pix_film):
+            for conv, film in zip(self.pix_convs, self.pix_film, strict=True):
                 scale, shift = film(z).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
                 h = h + conv(F.silu(h * (1 + scale) + shift))
             logits = logits + self.pix_out(F.silu(h)).float()
