@@ -175,6 +175,51 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, seed=args.seed)
 
 
+def _cmd_train_reward(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaworld_gym.training.reward import attach_reward_head, train_reward
+
+    torch.set_num_threads(args.threads)
+    path = train_reward(
+        args.data,
+        args.out,
+        lam_dir=args.lam,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_episodes=args.max_episodes,
+    )
+    print(f"reward head saved to {path} (held-out metrics in {args.out / 'summary.json'})")
+    if args.bundle is not None:
+        attach_reward_head(args.bundle, path)
+        print(f"reward head attached to the bundle {args.bundle}")
+
+
+def _cmd_play(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaworld_gym.play import play
+
+    # One thread by default: on a busy 2-core machine two threads step the world model ~50x slower.
+    torch.set_num_threads(args.threads)
+
+    result = play(
+        args.env,
+        args.bundle,
+        record=args.record,
+        headless=args.headless,
+        steps=args.steps,
+        seed=args.seed,
+        policy=args.policy,
+    )
+    finished = f", {len(result.episode_returns)} episodes ended" if result.episode_returns else ""
+    print(f"played {result.steps} steps, total reward {result.rewards.sum():.3f}{finished}")
+    if result.record is not None:
+        print(f"recording written to {result.record}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaworld", description="Latent-action diffusion world models as Gymnasium environments."
@@ -274,6 +319,32 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--seed", type=int, default=0)
     plot.add_argument("--out", type=Path, required=True)
     plot.set_defaults(func=_cmd_plot)
+
+    rw = sub.add_parser(
+        "train-reward", help="train the reward / termination head on collected episodes' real rewards"
+    )
+    rw.add_argument("--data", type=Path, nargs="+", required=True)
+    rw.add_argument("--out", type=Path, required=True)
+    rw.add_argument("--max-steps", type=int, default=None, help="default 2000")
+    rw.add_argument("--max-minutes", type=float, default=None)
+    rw.add_argument("--batch-size", type=int, default=None, help="default 64")
+    rw.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
+    rw.add_argument("--lam", type=Path, default=None, help="also condition on this LAM's latent actions")
+    rw.add_argument("--bundle", type=Path, default=None, help="attach the trained head to this bundle")
+    rw.add_argument("--seed", type=int, default=0)
+    rw.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    rw.set_defaults(func=_cmd_train_reward)
+
+    pl = sub.add_parser("play", help="play an environment with the keyboard (pygame), or headless")
+    pl.add_argument("--env", required=True, help="e.g. AdaWorld/WorldModel-v0 or AdaWorld/Procgen-heist-v0")
+    pl.add_argument("--bundle", type=Path, default=None, help="bundle directory for world-model envs")
+    pl.add_argument("--record", type=Path, default=None, help="write the frames to this GIF")
+    pl.add_argument("--headless", action="store_true", help="no window: a policy plays (for CI)")
+    pl.add_argument("--policy", choices=["random", "keys"], default="random", help="headless policy")
+    pl.add_argument("--steps", type=int, default=None, help="stop after N steps (headless default 100)")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    pl.set_defaults(func=_cmd_play)
 
     demo = sub.add_parser("demo", help="the end-to-end job on the shipped defaults")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))

@@ -42,3 +42,22 @@ def register_envs() -> None:
         gymnasium.register(
             id="AdaWorld/GoalWorldModel-v0", entry_point="adaworld_gym.envs.world_model_env:GoalWorldModelEnv"
         )
+    # World models of the real simulators over the bundles shipped in adaworld_gym/assets/bundles/ (see
+    # adaworld_gym/envs/shipped.py); making one before its bundle is there raises an error naming the path.
+    for name in shipped_world_model_names():
+        env_id = f"AdaWorld/WorldModel-{name}-v0"
+        if env_id not in registry:
+            gymnasium.register(
+                id=env_id,
+                entry_point="adaworld_gym.envs.shipped:make_shipped_env",
+                vector_entry_point="adaworld_gym.envs.shipped:make_shipped_vector_env",
+                kwargs={"name": name},
+            )
+
+
+def shipped_world_model_names() -> list[str]:
+    """``RobosuitePush`` and ``Procgen-<game>``: the world models registered as ``AdaWorld/WorldModel-<name>-v0``.
+
+    Kept free of torch imports so ``import adaworld_gym`` stays light; ``envs/shipped.py`` holds the loaders.
+    """
+    return ["RobosuitePush", *(f"Procgen-{game}" for game in PROCGEN_GAMES)]

@@ -199,3 +199,74 @@ def test_registered_ids_build_from_a_bundle_path(tmp_path):
     )
     obs, _ = venv.reset(seed=0)
     assert obs.shape == (3, 64, 64, 3)
+
+
+# ---------------------------------------------------------------------------------------------- shipped ids
+def shipped_bundle(kind: str) -> AdaWorldBundle:
+    """A tiny random bundle with the real env's action space: Procgen's Discrete(15) or RobosuitePush's Box."""
+    from dataclasses import replace
+
+    from adaworld_gym.models.adapters import ActionCodebook, ActionMLP
+
+    bundle = tiny_random_bundle("discrete")
+    d = bundle.adapter.latent_dim
+    adapter = ActionCodebook(15, d) if kind == "procgen" else ActionMLP(4, d, low=-1.0, high=1.0)
+    return replace(bundle, adapter=adapter.eval())
+
+
+@pytest.fixture
+def assets(tmp_path, monkeypatch):
+    """An empty asset directory in place of the package's."""
+    import adaworld_gym.defaults
+
+    monkeypatch.setattr(adaworld_gym.defaults, "ASSETS", tmp_path / "assets")
+    return tmp_path / "assets"
+
+
+def test_shipped_world_model_ids_are_registered_and_say_how_to_get_a_bundle(assets):
+    import adaworld_gym  # noqa: F401
+    from adaworld_gym.sims.games import PROCGEN_GAMES
+
+    ids = ["AdaWorld/WorldModel-RobosuitePush-v0"] + [
+        f"AdaWorld/WorldModel-Procgen-{g}-v0" for g in PROCGEN_GAMES
+    ]
+    assert all(env_id in gymnasium.envs.registration.registry for env_id in ids)
+    expected = assets / "bundles" / "procgen-heist"
+    with pytest.raises(FileNotFoundError, match="adaworld adapt") as info:
+        gymnasium.make("AdaWorld/WorldModel-Procgen-heist-v0")
+    assert str(expected) in str(info.value) and "bundle=" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="robosuite-push"):
+        gymnasium.make_vec(
+            "AdaWorld/WorldModel-RobosuitePush-v0", num_envs=2, vectorization_mode="vector_entry_point"
+        )
+
+
+def test_a_bundle_dropped_at_the_documented_path_makes_the_shipped_id_work(assets, tmp_path):
+    from adaworld_gym.envs import shipped_bundle_dir
+
+    shipped_bundle("procgen").save_pretrained(shipped_bundle_dir("Procgen-heist"))
+    assert shipped_bundle_dir("Procgen-heist") == assets / "bundles" / "procgen-heist"
+    env = gymnasium.make("AdaWorld/WorldModel-Procgen-heist-v0")
+    assert env.action_space == spaces.Discrete(15)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert env.step(14)[0].shape == (64, 64, 3)
+    venv = gymnasium.make_vec(
+        "AdaWorld/WorldModel-Procgen-heist-v0", num_envs=2, vectorization_mode="vector_entry_point"
+    )
+    assert venv.reset(seed=0)[0].shape == (2, 64, 64, 3)
+
+    shipped_bundle("push").save_pretrained(shipped_bundle_dir("RobosuitePush"))
+    push = gymnasium.make("AdaWorld/WorldModel-RobosuitePush-v0", denoise_steps=1)
+    assert push.action_space == spaces.Box(-1, 1, (4,), np.float32)
+    push.reset(seed=0)
+    truncated = [push.step(np.zeros(4, np.float32))[3] for _ in range(15)]
+    assert truncated == [False] * 14 + [True]  # 15-step episodes, like the real RobosuitePush
+
+    # A bundle of the wrong action space at that path, or passed explicitly, is refused by name.
+    tiny_random_bundle("discrete").save_pretrained(shipped_bundle_dir("Procgen-maze"))
+    with pytest.raises(ValueError, match="action space"):
+        gymnasium.make("AdaWorld/WorldModel-Procgen-maze-v0")
+    tiny_random_bundle("continuous").save_pretrained(tmp_path / "mine")
+    with pytest.raises(ValueError, match="action space"):
+        gymnasium.make("AdaWorld/WorldModel-RobosuitePush-v0", bundle=tmp_path / "mine")

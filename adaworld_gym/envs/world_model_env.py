@@ -6,11 +6,14 @@ through the bundle's adapter to a latent action ``z`` and samples the next frame
 is drawn from it, and so is the seed of the ``torch.Generator`` behind every frame's diffusion noise, so the
 same seed gives the same frames.
 
-* Reward: 0, unless ``reset(options={"goal": image})`` gives a uint8 ``[64, 64, 3]`` goal image; then the reward
-  is the negative mean squared pixel error between the new frame and the goal, pixels scaled to [0, 1]
-  (so in [-1, 0], 0 at the goal): :func:`goal_reward`.
-* ``terminated`` is always False: the bundle has no termination head yet. Episodes are truncated after
-  ``max_episode_steps`` steps (default 50).
+* Reward: with ``reset(options={"goal": image})`` (a uint8 ``[64, 64, 3]`` goal image), the negative mean squared
+  pixel error between the new frame and the goal, pixels scaled to [0, 1] (so in [-1, 0], 0 at the goal):
+  :func:`goal_reward`. Otherwise, when the bundle has a reward head (``bundle.reward_head``, a
+  :class:`~adaworld_gym.models.reward.RewardHead`), its prediction for (previous frame, new frame[, z]);
+  otherwise 0.
+* ``terminated``: the reward head's termination prediction when the bundle has one (whether or not a goal is
+  given), else always False. Episodes are truncated after ``max_episode_steps`` steps (default 50); stepping a
+  terminated or truncated episode raises until ``reset``.
 * The single env is the batched core with one row, so :class:`WorldModelVectorEnv` row i equals a
   :class:`WorldModelEnv` reset with the same seed, frame for frame.
 
@@ -22,6 +25,8 @@ Example::
     >>> obs, reward, terminated, truncated, info = env.step(1)
     >>> obs.shape, reward, terminated, truncated
     ((64, 64, 3), 0.0, False, False)
+
+``render_mode="human"`` shows the frames in a pygame window (:class:`~adaworld_gym.envs.viewer.PygameViewer`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env import VecEnv
 
+from adaworld_gym.envs.viewer import PygameViewer
 from adaworld_gym.models.bundle import AdaWorldBundle
 
 __all__ = ["GoalWorldModelEnv", "SB3VecEnvAdapter", "WorldModelEnv", "WorldModelVectorEnv", "goal_reward"]
@@ -100,6 +106,7 @@ class _Imagination:
         self.windows = np.zeros((num_envs, self.k, *FRAME_SHAPE), np.uint8)  # right-aligned, newest last
         self.lengths = np.zeros(num_envs, np.int64)  # valid frames per window; 0 = never reset
         self.elapsed = np.zeros(num_envs, np.int64)
+        self.terminated = np.zeros(num_envs, bool)
         self.goals: list[np.ndarray | None] = [None] * num_envs
         self.gens: list[torch.Generator | None] = [None] * num_envs
 
@@ -122,22 +129,29 @@ class _Imagination:
         h = len(context)
         self.windows[i, : self.k - h] = 0
         self.windows[i, self.k - h :] = context
-        self.lengths[i], self.elapsed[i] = h, 0
+        self.lengths[i], self.elapsed[i], self.terminated[i] = h, 0, False
         return self.windows[i, -1].copy()
 
     def check_running(self, rows: np.ndarray) -> None:
         for i in rows:
             if self.lengths[i] == 0:
                 raise RuntimeError("call reset() before step()")
+            if self.terminated[i]:
+                raise RuntimeError(
+                    "episode terminated (the bundle's reward head predicted its end); call reset()"
+                )
             if self.elapsed[i] >= self.max_episode_steps:
                 raise RuntimeError(
                     f"episode truncated after max_episode_steps={self.max_episode_steps} steps; call reset()"
                 )
 
-    def step(self, rows: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step the given rows with a batch of actions; returns (frames, rewards float32, truncated)."""
+    def step(
+        self, rows: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step the given rows with a batch of actions; returns (frames, rewards float32, terminated, truncated)."""
         self.check_running(rows)
         z = self.bundle.adapter.to_latent(actions)
+        previous = self.windows[rows, -1].copy()
         frames = _predict_next(
             self.bundle.world_model,
             self.windows[rows],
@@ -149,14 +163,22 @@ class _Imagination:
         self.windows[rows] = np.concatenate([self.windows[rows, 1:], frames[:, None]], axis=1)
         self.lengths[rows] = np.minimum(self.lengths[rows] + 1, self.k)
         self.elapsed[rows] += 1
+        head = self.bundle.reward_head
+        if head is None:
+            head_rewards, terminated = np.zeros(len(rows), np.float32), np.zeros(len(rows), bool)
+        else:
+            head_rewards, terminated, _ = head.predict(
+                previous, frames, z if head.config.latent_dim else None
+            )
         rewards = np.array(
             [
-                0.0 if self.goals[i] is None else goal_reward(f, self.goals[i])
-                for i, f in zip(rows, frames, strict=True)
+                r if self.goals[i] is None else goal_reward(f, self.goals[i])
+                for i, f, r in zip(rows, frames, head_rewards, strict=True)
             ],
             np.float32,
         )
-        return frames, rewards, self.elapsed[rows] >= self.max_episode_steps
+        self.terminated[rows] = terminated
+        return frames, rewards, terminated, self.elapsed[rows] >= self.max_episode_steps
 
 
 def _as_single_batch(action: Any, space: spaces.Space) -> np.ndarray:
@@ -169,30 +191,6 @@ def _as_single_batch(action: Any, space: spaces.Space) -> np.ndarray:
     if array.shape != space.shape:
         raise ValueError(f"action must have shape {space.shape}, got {array.shape}")
     return array[None]
-
-
-class _PygameWindow:
-    """A lazily opened pygame window for ``render_mode="human"`` (pygame is the optional ``play`` extra)."""
-
-    def __init__(self) -> None:
-        try:
-            import pygame
-        except ImportError as e:
-            raise ImportError('render_mode="human" needs pygame: pip install "adaworld-gym[play]"') from e
-        self.pygame = pygame
-        pygame.init()
-        self.screen = pygame.display.set_mode((256, 256))
-        self.clock = pygame.time.Clock()
-
-    def show(self, frame: np.ndarray) -> None:
-        surface = self.pygame.surfarray.make_surface(frame.swapaxes(0, 1))
-        self.screen.blit(self.pygame.transform.scale(surface, self.screen.get_size()), (0, 0))
-        self.pygame.event.pump()
-        self.pygame.display.flip()
-        self.clock.tick(RENDER_FPS)
-
-    def close(self) -> None:
-        self.pygame.display.quit()
 
 
 class WorldModelEnv(gymnasium.Env):
@@ -227,7 +225,7 @@ class WorldModelEnv(gymnasium.Env):
         self.action_space = self.bundle.action_space
         self._core = _Imagination(self.bundle, 1, denoise_steps, max_episode_steps)
         self._frame: np.ndarray | None = None
-        self._window: _PygameWindow | None = None
+        self._window: PygameViewer | None = None
 
     def _fill_options(self, options: dict[str, Any] | None) -> dict[str, Any] | None:
         """Hook for subclasses to complete the reset options (draws must use ``self.np_random``)."""
@@ -240,12 +238,12 @@ class WorldModelEnv(gymnasium.Env):
         return self._frame.copy(), {}
 
     def step(self, action: Any):
-        frames, rewards, truncated = self._core.step(
+        frames, rewards, terminated, truncated = self._core.step(
             np.zeros(1, np.int64), _as_single_batch(action, self.action_space)
         )
         self._frame = frames[0]
         self._show()
-        return self._frame.copy(), float(rewards[0]), False, bool(truncated[0]), {}
+        return self._frame.copy(), float(rewards[0]), bool(terminated[0]), bool(truncated[0]), {}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -256,8 +254,11 @@ class WorldModelEnv(gymnasium.Env):
 
     def _show(self) -> None:
         if self.render_mode == "human":
-            self._window = self._window or _PygameWindow()
+            if self._window is None:
+                self._window = PygameViewer(caption="AdaWorld world model", scale=4, fps=RENDER_FPS)
             self._window.show(self._frame)
+            if any(e.type == self._window.pygame.QUIT for e in self._window.events()):
+                self._window.close()  # closed by the user: stop drawing until close() / a new env
 
     def close(self) -> None:
         if self._window is not None:
@@ -309,8 +310,9 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
 
     Row i reset with seed s_i equals ``WorldModelEnv`` reset with seed s_i, frame for frame (each row has its own
     ``np_random`` and noise generator). ``reset(seed=s)`` seeds row i with ``s + i``, as Gymnasium's vector envs
-    do; a list gives one seed per row. Truncated rows reset on the next ``step`` (``AutoresetMode.NEXT_STEP``):
-    that step ignores their action and returns the first frame of the new episode with reward 0.
+    do; a list gives one seed per row. Terminated or truncated rows reset on the next ``step``
+    (``AutoresetMode.NEXT_STEP``): that step ignores their action and returns the first frame of the new episode
+    with reward 0. Rewards and terminations of all rows come from one batched reward-head call.
 
     Args:
         bundle, denoise_steps, max_episode_steps, expected_action_space: as for :class:`WorldModelEnv`.
@@ -381,16 +383,19 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         if actions.shape[:1] != (self.num_envs,):
             raise ValueError(f"expected a batch of {self.num_envs} actions, got shape {actions.shape}")
         rewards = np.zeros(self.num_envs, np.float64)
+        terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         restarting = np.flatnonzero(self._autoreset)
         for i in restarting:
             self._reset_row(i, None, None)
         active = np.flatnonzero(~np.isin(np.arange(self.num_envs), restarting))
         if len(active):
-            frames, rewards[active], truncated[active] = self._core.step(active, actions[active])
+            frames, rewards[active], terminated[active], truncated[active] = self._core.step(
+                active, actions[active]
+            )
             self._frames[active] = frames
-        self._autoreset = truncated.copy()
-        return self._frames.copy(), rewards, np.zeros(self.num_envs, bool), truncated, {}
+        self._autoreset = terminated | truncated
+        return self._frames.copy(), rewards, terminated, truncated, {}
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode != "rgb_array":
@@ -402,8 +407,8 @@ class SB3VecEnvAdapter(VecEnv):
     """A :class:`WorldModelVectorEnv` as a stable-baselines3 ``VecEnv``.
 
     SB3 resets finished rows within the same step: the returned observation is the new episode's first frame,
-    ``infos[i]["terminal_observation"]`` the last frame, and ``infos[i]["TimeLimit.truncated"]`` is True (every
-    episode end is a truncation, so SB3 bootstraps from it).
+    ``infos[i]["terminal_observation"]`` the last frame, and ``infos[i]["TimeLimit.truncated"]`` is True when the
+    episode was cut by the time limit rather than terminated by the reward head (SB3 bootstraps from those).
     """
 
     def __init__(self, venv: WorldModelVectorEnv) -> None:
@@ -425,11 +430,15 @@ class SB3VecEnvAdapter(VecEnv):
         if self._actions is None:
             raise RuntimeError("call step_async() before step_wait()")
         rows = np.arange(self.num_envs)
-        frames, rewards, dones = self.venv._core.step(rows, self._actions)
+        frames, rewards, terminated, truncated = self.venv._core.step(rows, self._actions)
         self._actions = None
+        dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in rows]
         for i in np.flatnonzero(dones):
-            infos[i] = {"terminal_observation": frames[i].copy(), "TimeLimit.truncated": True}
+            infos[i] = {
+                "terminal_observation": frames[i].copy(),
+                "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
+            }
             self.venv._reset_row(i, None, None)
             frames[i] = self.venv._frames[i]
         self.venv._frames[:] = frames

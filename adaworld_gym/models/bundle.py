@@ -7,6 +7,7 @@ half a bundle)::
     world_model/            DiffusionWorldModel (config.json + safetensors)
     adapter/                the action adapter (config.json + adapter.safetensors)
     lam/                    the LatentActionModel, when the bundle has one (config.json + safetensors)
+    reward/                 the RewardHead, when the bundle has one (config.json + safetensors)
     initial_frames.npy      uint8 [N, k, 64, 64, 3] start contexts for reset (loaded with allow_pickle=False)
 
 Example::
@@ -39,6 +40,7 @@ from adaworld_gym.models.adapters import (
     load_adapter,
 )
 from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
+from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
 from adaworld_gym.training.common import save_model_atomic
 
@@ -73,6 +75,8 @@ class AdaWorldBundle:
         adapter: maps the env's actions to ``z``; its ``action_space`` is the env's.
         initial_frames: uint8 ``[N, k, 64, 64, 3]`` start contexts, 1 <= k <= the model's ``num_history``.
         meta: free-form JSON-able provenance (data set, training steps, ...).
+        reward_head: predicts reward and termination from (frame, next frame[, z]); None when not trained.
+            Bundles saved before reward heads existed load with None.
     """
 
     lam: LatentActionModel | None
@@ -80,6 +84,7 @@ class AdaWorldBundle:
     adapter: LatentAdapter
     initial_frames: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    reward_head: RewardHead | None = None
 
     def __post_init__(self) -> None:
         frames = self.initial_frames
@@ -102,6 +107,18 @@ class AdaWorldBundle:
                 f"adapter latent_dim {self.adapter.latent_dim} does not match the world model's "
                 f"action_dim {self.world_model.config.action_dim}"
             )
+        head = self.reward_head
+        if head is not None:
+            if head.config.image_size != size:
+                raise ValueError(
+                    f"reward head image_size {head.config.image_size} does not match the world model's {size}"
+                )
+            if head.config.latent_dim not in (0, self.adapter.latent_dim):
+                raise ValueError(
+                    f"reward head latent_dim {head.config.latent_dim} does not match the adapter's "
+                    f"latent_dim {self.adapter.latent_dim} (train it with the LAM of this world model, or "
+                    "without latent actions)"
+                )
 
     @property
     def action_space(self) -> spaces.Space:
@@ -119,6 +136,8 @@ class AdaWorldBundle:
         self.adapter.save_pretrained(directory / "adapter")
         if self.lam is not None:
             self.lam.save_pretrained(directory / "lam", safe_serialization=safe_serialization)
+        if self.reward_head is not None:
+            self.reward_head.save_pretrained(directory / "reward", safe_serialization=safe_serialization)
         np.save(directory / INITIAL_FRAMES, self.initial_frames, allow_pickle=False)
         header = {
             "format": BUNDLE_FORMAT,
@@ -126,6 +145,7 @@ class AdaWorldBundle:
             "adapter": type(self.adapter).__name__,
             "action_space": describe_space(self.action_space),
             "has_lam": self.lam is not None,
+            "has_reward_head": self.reward_head is not None,
             "meta": self.meta,
         }
         (directory / BUNDLE_JSON).write_text(json.dumps(header, indent=1))
@@ -166,6 +186,9 @@ class AdaWorldBundle:
 
         world_model = _load_model(DiffusionWorldModel, directory / "world_model", device)
         lam = _load_model(LatentActionModel, directory / "lam", device) if header.get("has_lam") else None
+        reward_head = (
+            _load_model(RewardHead, directory / "reward", device) if header.get("has_reward_head") else None
+        )
         adapter = load_adapter(directory / "adapter").to(device)
         frames_path = directory / INITIAL_FRAMES
         if not frames_path.is_file():
@@ -175,7 +198,9 @@ class AdaWorldBundle:
         except ValueError as e:
             raise ValueError(f"corrupt initial frames {frames_path}: {e}") from e
         try:
-            return cls(lam, world_model, adapter, frames, meta=header.get("meta", {}))
+            return cls(
+                lam, world_model, adapter, frames, meta=header.get("meta", {}), reward_head=reward_head
+            )
         except ValueError as e:
             raise ValueError(f"inconsistent bundle {directory}: {e}") from e
 
@@ -190,7 +215,9 @@ def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:
         raise ValueError(f"cannot load {model_cls.__name__} from {path}: {e}") from e
 
 
-def tiny_random_bundle(action: str = "discrete", seed: int = 0, preset: str = "tiny") -> AdaWorldBundle:
+def tiny_random_bundle(
+    action: str = "discrete", seed: int = 0, preset: str = "tiny", reward_head: bool = False
+) -> AdaWorldBundle:
     """A random-weight bundle on the ``tiny`` presets, for tests and docs (frames are noise, but seeded).
 
     Args:
@@ -198,6 +225,8 @@ def tiny_random_bundle(action: str = "discrete", seed: int = 0, preset: str = "t
             ``"options"`` (4 random latent options) or ``"latent"`` (passthrough, bound 3).
         seed: seeds every weight and frame.
         preset: world-model preset (``"small"`` for speed measurements).
+        reward_head: also give it a tiny random :class:`RewardHead` over frames and ``z`` (the rest of the
+            bundle is the same as without it).
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # module constructors draw from the global RNG; keep the caller's intact
@@ -218,7 +247,15 @@ def tiny_random_bundle(action: str = "discrete", seed: int = 0, preset: str = "t
         if action not in adapters:
             raise ValueError(f"unknown action kind {action!r}; choose one of {sorted(adapters)}")
         adapter = adapters[action]().eval()
+        head = (
+            RewardHead(latent_dim=latent_dim, channels=(4, 4, 4, 4), hidden=8).eval() if reward_head else None
+        )
     frames = np.random.default_rng(seed).integers(0, 256, (3, 2, 64, 64, 3), dtype=np.uint8)
     return AdaWorldBundle(
-        lam, world_model, adapter, frames, meta={"source": f"tiny_random_bundle({action!r})"}
+        lam,
+        world_model,
+        adapter,
+        frames,
+        meta={"source": f"tiny_random_bundle({action!r})"},
+        reward_head=head,
     )

@@ -1,0 +1,116 @@
+"""Registered world-model environments over the bundles shipped inside the package.
+
+``gymnasium.make("AdaWorld/WorldModel-Procgen-heist-v0")`` (one id per Procgen game) and
+``gymnasium.make("AdaWorld/WorldModel-RobosuitePush-v0")`` load the adapted bundle at
+
+    adaworld_gym/assets/bundles/procgen-<game>/
+    adaworld_gym/assets/bundles/robosuite-push/
+
+(:func:`shipped_bundle_dir`), checking that its action space is the real environment's (``Discrete(15)`` for
+Procgen, ``Box(-1, 1, (4,), float32)`` for RobosuitePush). No adapted bundle is shipped yet: until one is put
+at that path, making the env raises ``FileNotFoundError`` naming the path and how to create a bundle. Any
+bundle directory works in its place: ``gymnasium.make(id, bundle=PATH)``; every other keyword goes to
+:class:`WorldModelEnv` (or, with ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``,
+to :class:`WorldModelVectorEnv`).
+
+Imagined RobosuitePush episodes are truncated after 15 steps, like the real ones; Procgen ones after
+``WorldModelEnv``'s default of 50 (pass ``max_episode_steps`` to change either).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.sims.games import PROCGEN_GAMES
+
+__all__ = [
+    "SHIPPED_WORLD_MODELS",
+    "make_shipped_env",
+    "make_shipped_vector_env",
+    "shipped_bundle_dir",
+    "shipped_env_id",
+]
+
+PROCGEN_ACTIONS = 15
+PUSH_EPISODE_STEPS = 15
+
+
+def _procgen_space() -> spaces.Space:
+    return spaces.Discrete(PROCGEN_ACTIONS)
+
+
+def _push_space() -> spaces.Space:
+    return spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+
+# name -> (bundle folder under assets/bundles, real env id, action space factory, default env kwargs)
+SHIPPED_WORLD_MODELS: dict[str, tuple[str, str, Any, dict[str, Any]]] = {
+    "RobosuitePush": (
+        "robosuite-push",
+        "AdaWorld/RobosuitePush-v0",
+        _push_space,
+        {"max_episode_steps": PUSH_EPISODE_STEPS},
+    ),
+    **{
+        f"Procgen-{game}": (f"procgen-{game}", f"AdaWorld/Procgen-{game}-v0", _procgen_space, {})
+        for game in PROCGEN_GAMES
+    },
+}
+
+
+def shipped_env_id(name: str) -> str:
+    """The Gymnasium id of a shipped world model, e.g. ``AdaWorld/WorldModel-Procgen-heist-v0``."""
+    return f"AdaWorld/WorldModel-{name}-v0"
+
+
+def shipped_bundle_dir(name: str) -> Path:
+    """Where the bundle of ``name`` (a key of :data:`SHIPPED_WORLD_MODELS`) is looked for.
+
+    Read from ``adaworld_gym.defaults.ASSETS`` at call time, so a relocated asset directory is followed.
+    """
+    from adaworld_gym import defaults
+
+    return Path(defaults.ASSETS) / "bundles" / _entry(name)[0]
+
+
+def _entry(name: str) -> tuple[str, str, Any, dict[str, Any]]:
+    if name not in SHIPPED_WORLD_MODELS:
+        raise ValueError(f"unknown shipped world model {name!r}; known: {', '.join(SHIPPED_WORLD_MODELS)}")
+    return SHIPPED_WORLD_MODELS[name]
+
+
+def _bundle_path(name: str, bundle: Any) -> Any:
+    if bundle is not None:
+        return bundle
+    path = shipped_bundle_dir(name)
+    if not (path / "bundle.json").is_file():
+        real_id = _entry(name)[1]
+        raise FileNotFoundError(
+            f"{shipped_env_id(name)}: no adapted world-model bundle is shipped in this installation "
+            f"({path} is missing). Create one by adapting a pretrained world model to {real_id} with "
+            f"`adaworld adapt` and save the bundle directory (AdaWorldBundle.save_pretrained) at {path}, "
+            f'or pass your own: gymnasium.make("{shipped_env_id(name)}", bundle="path/to/bundle")'
+        )
+    return path
+
+
+def make_shipped_env(name: str, bundle: str | os.PathLike | None = None, **kwargs: Any) -> WorldModelEnv:
+    """:class:`WorldModelEnv` over the shipped bundle of ``name`` (or ``bundle``), action space checked."""
+    _, _, space, defaults = _entry(name)
+    path = _bundle_path(name, bundle)
+    return WorldModelEnv(path, expected_action_space=space(), **{**defaults, **kwargs})
+
+
+def make_shipped_vector_env(
+    name: str, bundle: str | os.PathLike | None = None, **kwargs: Any
+) -> WorldModelVectorEnv:
+    """:class:`WorldModelVectorEnv` over the shipped bundle of ``name`` (or ``bundle``), action space checked."""
+    _, _, space, defaults = _entry(name)
+    path = _bundle_path(name, bundle)
+    return WorldModelVectorEnv(path, expected_action_space=space(), **{**defaults, **kwargs})

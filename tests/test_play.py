@@ -1,0 +1,149 @@
+"""Tests for `adaworld play`: key mapping, headless play and recording, the pygame loop on SDL's dummy driver."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from adaworld_gym.cli import main
+from adaworld_gym.envs import WorldModelEnv
+from adaworld_gym.models.bundle import tiny_random_bundle
+from adaworld_gym.play import KeyMapper, play
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ENV = "AdaWorld/WorldModel-v0"
+
+
+@pytest.fixture(scope="module")
+def bundle_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    tiny_random_bundle("discrete").save_pretrained(root / "discrete")
+    tiny_random_bundle("continuous", reward_head=True).save_pretrained(root / "continuous")
+    return root
+
+
+@pytest.fixture
+def dummy_display(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+    return pytest.importorskip("pygame")
+
+
+# ---------------------------------------------------------------------------------------------- key maps
+def test_procgen_keys_follow_procgens_action_combos():
+    keys = KeyMapper(spaces.Discrete(15))
+    assert keys.procgen and keys.idle == 4  # Procgen's no-op
+    assert [keys.action({k}) for k in ("left", "down", "up", "right")] == [1, 3, 5, 7]
+    assert keys.action({"left", "down"}) == 0 and keys.action({"right", "up"}) == 8
+    assert keys.action({"left", "right"}) == 4  # opposite keys cancel
+    assert keys.action({"space"}) == 9 and keys.action({"q"}) == 13 and keys.action({"e"}) == 14
+    assert keys.action({"7", "up"}) == 7  # a digit picks the action by index
+
+
+def test_other_discrete_spaces_map_directions_in_order_and_wait_without_a_key():
+    keys = KeyMapper(spaces.Discrete(4))
+    assert [keys.action({k}) for k in ("up", "down", "left", "right")] == [0, 1, 2, 3]
+    assert keys.idle is None and keys.action({"space"}) is None
+    assert KeyMapper(spaces.Discrete(3, start=10)).action({"2"}) == 12
+    assert KeyMapper(spaces.Discrete(2)).action({"right"}) is None  # no such action
+    with pytest.raises(ValueError, match="Discrete\\(15\\)"):
+        KeyMapper(spaces.Discrete(4), procgen=True)
+
+
+def test_box_keys_give_unit_directions_within_the_bounds():
+    keys = KeyMapper(spaces.Box(-1, 1, (4,), np.float32))
+    assert keys.idle.tolist() == [0, 0, 0, 0] and keys.idle.dtype == np.float32
+    assert keys.action({"right"}).tolist() == [1, 0, 0, 0]
+    assert keys.action({"down"}).tolist() == [0, -1, 0, 0]
+    assert keys.action({"e"}).tolist() == [0, 0, 1, 0]
+    np.testing.assert_allclose(keys.action({"left", "up"}), [-(0.5**0.5), 0.5**0.5, 0, 0], rtol=1e-6)
+    half = KeyMapper(spaces.Box(np.float32([0.2, -0.5]), np.float32([1.0, 0.5])))
+    assert half.idle.tolist() == pytest.approx([0.2, 0.0]) and half.action({"up"}).tolist() == pytest.approx(
+        [0.2, 0.5]
+    )
+    with pytest.raises(ValueError, match="Discrete or Box"):
+        KeyMapper(spaces.MultiDiscrete([2, 2]))
+
+
+# ---------------------------------------------------------------------------------------------- headless
+def test_headless_play_records_a_gif_and_is_deterministic(bundle_dirs, tmp_path):
+    out = tmp_path / "run.gif"
+    result = play(ENV, bundle_dirs / "discrete", headless=True, steps=6, seed=3, record=out, fps=10)
+    assert result.steps == 6 and result.frames.shape == (7, 64, 64, 3) and result.frames.dtype == np.uint8
+    assert all(0 <= a < 4 for a in result.actions) and result.rewards.tolist() == [0.0] * 6
+    gif = iio.imread(out)
+    assert gif.shape[0] == 7 and gif.shape[1:3] == (192, 192)  # every frame, upscaled 3x
+    again = play(ENV, bundle_dirs / "discrete", headless=True, steps=6, seed=3)
+    assert np.array_equal(again.frames, result.frames) and again.actions == result.actions
+    other = play(ENV, bundle_dirs / "discrete", headless=True, steps=6, seed=4)
+    assert not np.array_equal(other.frames, result.frames)
+
+
+def test_headless_scripted_keys_drive_box_actions_and_restart_finished_episodes(bundle_dirs):
+    result = play(
+        ENV,
+        bundle_dirs / "continuous",
+        headless=True,
+        steps=5,
+        policy="keys",
+        env_kwargs={"max_episode_steps": 3, "denoise_steps": 1},
+    )
+    assert [a.tolist() for a in result.actions] == [[1.0, 0.0]] * 4 + [[0.0, 1.0]]
+    assert result.frames.shape[0] == 5 + 1 + 1  # steps, first frame, the new episode's first frame
+    assert len(result.episode_returns) == 1 and result.episode_returns[0] == pytest.approx(
+        float(result.rewards[:3].sum())
+    )
+    assert result.rewards.dtype == np.float32 and (result.rewards != 0).all()  # the bundle's reward head
+
+
+def test_play_errors_are_clear(bundle_dirs, tmp_path, capsys, monkeypatch):
+    import adaworld_gym.defaults
+
+    with pytest.raises(ValueError, match="AdaWorld/Nope-v0"):
+        play("AdaWorld/Nope-v0", headless=True, steps=1)
+    with pytest.raises(ValueError, match="policy"):
+        play(ENV, bundle_dirs / "discrete", headless=True, steps=1, policy="smart")
+    monkeypatch.setattr(adaworld_gym.defaults, "ASSETS", tmp_path / "assets")
+    code = main(["play", "--env", "AdaWorld/WorldModel-Procgen-coinrun-v0", "--headless", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "procgen-coinrun" in err and "adaworld adapt" in err
+
+
+def test_play_cli_headless(bundle_dirs, tmp_path, capsys):
+    out = tmp_path / "cli.gif"
+    args = ["play", "--env", ENV, "--bundle", str(bundle_dirs / "discrete"), "--headless"]
+    assert main([*args, "--steps", "4", "--seed", "1", "--record", str(out), "--policy", "keys"]) == 0
+    printed = capsys.readouterr().out
+    assert "played 4 steps" in printed and str(out) in printed and iio.imread(out).shape[0] == 5
+
+
+# ---------------------------------------------------------------------------------------------- window
+def test_keyboard_loop_on_the_dummy_display(bundle_dirs, dummy_display):
+    from adaworld_gym.envs.viewer import PygameViewer
+
+    pygame = dummy_display
+    viewer = PygameViewer(scale=2)
+    post = pygame.event.post
+    post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RIGHT))
+    result = play(ENV, bundle_dirs / "discrete", steps=2, viewer=viewer, fps=1000)
+    assert result.actions == [3, 3] and viewer.closed  # right held: action 3, twice; window closed after
+
+    viewer = PygameViewer(scale=2)
+    post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_w))  # WASD: w is up (action 0)
+    post(pygame.event.Event(pygame.KEYUP, key=pygame.K_w))
+    post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE))
+    result = play(ENV, bundle_dirs / "discrete", viewer=viewer, fps=1000)  # no step limit: Esc ends it
+    assert result.actions == [] and result.frames.shape == (1, 64, 64, 3)  # up was released before a step
+
+
+def test_human_render_mode_shows_frames_in_a_pygame_window(dummy_display):
+    env = WorldModelEnv(tiny_random_bundle("discrete"), render_mode="human")
+    env.reset(seed=0)
+    env.step(0)
+    shown = dummy_display.surfarray.array3d(dummy_display.display.get_surface())  # [W, H, 3]
+    assert shown.shape == (256, 256, 3)
+    assert np.array_equal(shown.swapaxes(0, 1)[::4, ::4], env._frame)  # the frame, upscaled 4x
+    assert env.render() is None
+    env.close()
