@@ -211,7 +211,7 @@ def _push_policy(index: int) -> str:
     return PUSH_POLICY_MIX[-1][0]
 
 
-def _exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
     """Make a worker exit when the collector dies (a killed collector must not leave simulators running)."""
 
     def watch() -> None:
@@ -275,7 +275,7 @@ def collect_push(
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
+        initializer=exit_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
         results = pool.map(_push_episode, args)
