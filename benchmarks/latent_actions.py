@@ -93,6 +93,7 @@ class Args:
     data: Path = Path("data")
     regularizers: str = ",".join(REGULARIZERS)
     jobs: int = 2  # training runs in parallel, one torch thread each
+    also: str = ""  # a trained LAM directory (e.g. the shipped default) evaluated on the same held-out sample
 
 
 def ensure_data(args: Args, p: dict) -> tuple[list[Path], Path, Path]:
@@ -169,13 +170,16 @@ def evaluate(model: LatentActionModel, procgen: dict, push: dict, seed: int) -> 
 def _train_one(job: tuple) -> Path:
     """One training run in its own process (one torch thread, so parallel runs do not fight)."""
     train_dirs, run_dir, model, reg, steps, seed = job
+    summary = run_dir / "summary.json"
+    if summary.exists() and json.loads(summary.read_text()).get("steps") == steps:
+        return run_dir / "model"  # finished earlier: a rerun only evaluates
     torch.set_num_threads(1)
     return train_lam(
         train_dirs, run_dir, preset=model, regularizer=reg, max_steps=steps, seed=seed, progress=False
     )
 
 
-def markdown_table(results: dict, meta: dict) -> str:
+def markdown_table(results: dict, meta: dict, also: dict | None = None) -> str:
     rows = [
         "| regulariser | recon PSNR | copy-last PSNR | recon - copy | shuffled-z PSNR | probe acc (same games) "
         "| probe acc (other games) | push recon PSNR | push copy PSNR |",
@@ -189,6 +193,13 @@ def markdown_table(results: dict, meta: dict) -> str:
             f"| {r['probe_acc_same']:.3f} ± {sd['probe_acc_same']:.3f} "
             f"| {r['probe_acc_cross']:.3f} ± {sd['probe_acc_cross']:.3f} "
             f"| {r['push_recon_psnr']:.2f} | {r['push_copy_psnr']:.2f} |"
+        )
+    if also:
+        a = also
+        rows.append(
+            f"| `{a['path']}` | {a['recon_psnr']:.2f} | {a['copy_psnr']:.2f} "
+            f"| {a['recon_psnr'] - a['copy_psnr']:+.2f} | {a['shuffled_z_psnr']:.2f} | {a['probe_acc_same']:.3f} "
+            f"| {a['probe_acc_cross']:.3f} | {a['push_recon_psnr']:.2f} | {a['push_copy_psnr']:.2f} |"
         )
     rows.append("")
     rows.append(
@@ -251,6 +262,9 @@ def main(args: Args) -> dict:
         "push_copy_psnr",
     ]
     results = {}
+    if args.also:
+        extra = evaluate(LatentActionModel.from_pretrained(args.also).eval(), procgen, push, seed=args.seed)
+        print(f"[{args.also}] " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()))
     for reg, runs in per_seed.items():
         results[reg] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         results[reg]["std"] = {k: float(np.std([r[k] for r in runs])) for k in keys}
@@ -263,8 +277,10 @@ def main(args: Args) -> dict:
         "wall_minutes": (time.time() - start) / 60,
     }
     payload = {**results, "meta": meta}
+    if args.also:
+        payload["also"] = {"path": args.also, **extra}
     atomic_write_bytes(args.out / "results.json", json.dumps(payload, indent=1).encode())
-    table = markdown_table(results, meta)
+    table = markdown_table(results, meta, payload.get("also"))
     atomic_write_bytes(args.out / "results.md", table.encode())
     print(table)
     return payload
