@@ -220,6 +220,34 @@ def _cmd_play(args: argparse.Namespace) -> None:
         print(f"recording written to {result.record}")
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaworld_gym.plan import plan_push
+
+    torch.set_num_threads(args.threads)
+    result = plan_push(
+        args.out,
+        model=args.model,
+        task=args.task,
+        env_id=args.env,
+        planner=args.planner,
+        samples=args.samples,
+        horizon=args.horizon,
+        seed=args.seed,
+        workers=args.workers,
+        steps=args.steps,
+        denoise_steps=args.denoise_steps,
+    )
+    print(
+        f"task {result.task} with {result.model} ({result.dynamics}): "
+        f"{'success' if result.success else 'failure'}, best max object distance {result.best_distance:.3f} m "
+        f"(start {result.result.distances[0]:.3f} m, success below 0.05 m), "
+        f"{result.seconds_per_replan:.2f} s per replan"
+    )
+    print(f"wrote {result.out} (goal | real{' | imagined' if result.result.imagined is not None else ''})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaworld", description="Latent-action diffusion world models as Gymnasium environments."
@@ -345,6 +373,35 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     pl.set_defaults(func=_cmd_play)
+
+    plan = sub.add_parser(
+        "plan", help="goal-image MPC on a VP2 push task with the simulator oracle or a world model (GIF)"
+    )
+    plan.add_argument(
+        "--env", default="AdaWorld/RobosuitePush-v0", help="only AdaWorld/RobosuitePush-v0 so far"
+    )
+    plan.add_argument(
+        "--model",
+        default="oracle",
+        help="'oracle' (the simulator), 'default' (the shipped push bundle) or a bundle",
+    )
+    plan.add_argument("--task", type=int, default=0, help="task index in make_push_tasks(n, seed)")
+    plan.add_argument("--planner", choices=["mppi", "cem"], default="mppi")
+    plan.add_argument(
+        "--samples", type=int, default=200, help="candidates per replan (VP2: 200; ~32 is practical on a CPU)"
+    )
+    plan.add_argument("--horizon", type=int, default=10, help="actions per candidate (VP2: 10)")
+    plan.add_argument("--steps", type=int, default=15, help="executed steps (VP2: 15)")
+    plan.add_argument(
+        "--workers", type=int, default=2, help="simulator processes for the oracle (0: in-process)"
+    )
+    plan.add_argument("--denoise-steps", type=int, default=1, help="Euler steps per predicted frame (models)")
+    plan.add_argument(
+        "--seed", type=int, default=0, help="seeds the tasks, the planner and the model's noise"
+    )
+    plan.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    plan.add_argument("--out", type=Path, default=Path("plan.gif"))
+    plan.set_defaults(func=_cmd_plan)
 
     demo = sub.add_parser("demo", help="the end-to-end job on the shipped defaults")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))

@@ -1,0 +1,331 @@
+"""VP2-style push benchmark: goal-image MPC on RobosuitePush with the simulator oracle, AdaWorld, its action-agnostic
+twin and random actions, under one planner and one cost.
+
+    python -m benchmarks.vp2_push --preset cpu --seed 0 --out out/vp2_push --adaworld BUNDLE --action-agnostic BUNDLE
+
+Tasks are ``make_push_tasks(n, seed)`` (VP2's scripted pushes, goal = the demo's final state and frame). Every
+model runs the same closed loop on every task (``adaworld_gym.plan.run_push_episode``): reset to the task's
+start state, one zero action, then MPPI replans every step under VP2's summed pixel-MSE cost, 15 steps in all.
+Success = at some visited state every object is within 0.05 m of its goal position (``push_success``);
+``mean_best_distance`` averages the best (lowest) ``max_object_distance`` of each episode.
+
+Models:
+
+- ``oracle``: the real simulator restored to the current state (``SimulatorDynamics``), the upper bound;
+- ``adaworld``: an adapted AdaWorld bundle over the push action space (``--adaworld``; default: the shipped
+  push bundle, when there is one);
+- ``action_agnostic``: the adapted action-agnostic twin (``--action-agnostic``); it cannot tell actions apart,
+  so MPPI's weights are uniform and its plan is a random walk around the previous one;
+- ``random``: uniform random actions (gripper 0), no model.
+
+A model without a bundle is skipped: its numbers are ``null`` and ``skipped`` says why (no number is made up).
+Each candidate draws its planner noise from the same per-task seed for every model.
+
+Presets:
+
+- ``full``: VP2's settings: 100 tasks, MPPI 200 samples x horizon 10, 16 simulator workers, 3 denoising steps.
+- ``cpu``: sized for <= 60 minutes on 2 loaded cores with both bundles given: 10 tasks, MPPI 32 samples x horizon 5
+  (everything else as VP2: gamma 0.05, beta 0.5, init std (0.5, 0.5, 0.5, 0), one update, replan every step),
+  2 simulator workers, 1 denoising step. One oracle replan (160 simulated steps with rendering) took 11.5 s on
+  the loaded machine (~72 ms per simulated step over 2 workers; ~4.6 s expected on 2 idle cores); a `small`
+  world model predicts the 160 frames in ~3.6 s at one thread.
+- ``smoke``: 1 task, 2 samples x horizon 2, the simulator in-process, tiny random-weight bundles (saved to a
+  temporary directory and loaded back) for the learned models: for tests, not a measurement.
+
+Writes ``results.json`` (after every model, so an interrupted run keeps what it finished), ``results.md`` and
+GIFs of the first few episodes of each model (goal | real | the learned model's one-step prediction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from adaworld_gym.data.episodes import atomic_write_bytes
+from adaworld_gym.plan import (
+    PUSH_ENV_ID,
+    VP2_STEPS,
+    RandomPlanner,
+    episode_video,
+    imagine_one_step,
+    load_push_bundle,
+    make_env,
+    make_planner,
+    run_push_episode,
+    tiny_push_bundle,
+)
+from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
+from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks
+from adaworld_gym.viz import save_gif
+
+MODELS = ("oracle", "adaworld", "action_agnostic", "random")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # VP2's protocol: 100 tasks, MPPI 200 x 10 (a GPU for the world models, many cores for the simulator).
+    "full": dict(tasks=100, samples=200, horizon=10, workers=16, denoise_steps=3, gifs=5),
+    # 2 cores, <= 60 min with both bundles: oracle ~11.5 s/replan loaded (4.6 s idle) x 14 replans x 10 tasks,
+    # each learned model ~3.6 s/replan at one thread x 140 replans, random and task generation ~1 min.
+    "cpu": dict(tasks=10, samples=32, horizon=5, workers=2, denoise_steps=1, gifs=3),
+    # Tests: one task, 2 x 2 candidates, simulator in-process, tiny random-weight bundles.
+    "smoke": dict(tasks=1, samples=2, horizon=2, workers=0, denoise_steps=1, gifs=1),
+}
+
+
+@dataclass
+class Args:
+    preset: str = "cpu"
+    seed: int = 0
+    out: Path = Path("out/vp2_push")
+    adaworld: str = ""  # adapted AdaWorld push bundle (default: the shipped one, if any; smoke: tiny random)
+    action_agnostic: str = ""  # adapted action-agnostic twin bundle (smoke: tiny random)
+    tasks: int = 0  # 0: the preset's
+    workers: int = -1  # simulator processes for the oracle; -1: the preset's
+    threads: int = 1  # torch threads (1 is the fastest per core on a shared 2-core machine)
+    models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
+
+
+def task_seed(seed: int, index: int) -> int:
+    """The planner's (and world model's) seed for task ``index``: the same for every model."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def learned_bundles(args: Args, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Bundle directory per learned model, and a reason per learned model that has none."""
+    paths: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    if args.preset == "smoke":
+        for name, agnostic in (("adaworld", False), ("action_agnostic", True)):
+            given = args.adaworld if name == "adaworld" else args.action_agnostic
+            if given:
+                paths[name] = given
+            else:
+                tiny_push_bundle(seed=args.seed, action_agnostic=agnostic).save_pretrained(tmp / name)
+                paths[name] = str(tmp / name)
+        return paths, skipped
+    from adaworld_gym.envs.shipped import shipped_bundle_dir
+
+    shipped = shipped_bundle_dir("RobosuitePush")
+    if args.adaworld:
+        paths["adaworld"] = args.adaworld
+    elif (shipped / "bundle.json").is_file():
+        paths["adaworld"] = str(shipped)
+    else:
+        skipped["adaworld"] = f"no bundle: --adaworld not given and none shipped at {shipped}"
+    if args.action_agnostic:
+        paths["action_agnostic"] = args.action_agnostic
+    else:
+        skipped["action_agnostic"] = "no bundle: --action-agnostic not given (none is shipped)"
+    return paths, skipped
+
+
+def load_learned(name: str, path: str) -> Any:
+    bundle = load_push_bundle(path)
+    agnostic = bool(bundle.world_model.config.action_agnostic)
+    if agnostic != (name == "action_agnostic"):
+        raise SystemExit(
+            f"--{name.replace('_', '-')} {path}: expected "
+            f"{'an action-agnostic' if name == 'action_agnostic' else 'a latent-action-conditioned'} world model"
+        )
+    return bundle
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def evaluate_model(
+    name: str, env: Any, tasks: list, p: dict[str, Any], args: Args, bundle: Any = None
+) -> list[dict[str, Any]]:
+    """Run ``name`` on every task; write GIFs of the first ``p['gifs']`` episodes; per-task summaries."""
+    dynamics: Any = None
+    if name == "oracle":
+        dynamics = SimulatorDynamics(oracle_env_factory(), workers=p["workers"])
+    elif bundle is not None:
+        dynamics = WorldModelDynamics(bundle, steps=p["denoise_steps"])
+    per_task = []
+    try:
+        with tqdm(total=len(tasks), desc=name, unit="task") as bar:
+            for i, task in enumerate(tasks):
+                seed = task_seed(args.seed, i)
+                if dynamics is None:
+                    planner = RandomPlanner(horizon=1, seed=seed)
+                else:
+                    if isinstance(dynamics, WorldModelDynamics):
+                        dynamics.reseed(seed)
+                    planner = make_planner("mppi", dynamics, p["samples"], p["horizon"], seed)
+                result = run_push_episode(env, task, planner)
+                if i < p["gifs"]:
+                    if isinstance(dynamics, WorldModelDynamics):
+                        imaginer = WorldModelDynamics(
+                            bundle, steps=p["denoise_steps"], generator_seed=seed + 1
+                        )
+                        frames, actions = result.episode.frames, result.episode.actions
+                        result.imagined = imagine_one_step(imaginer, frames, actions)
+                    video = episode_video(task.goal_image, result.episode.frames, result.imagined)
+                    save_gif(video, args.out / f"{name}_task{i:03d}.gif", fps=2)
+                per_task.append({"task": i, "target_object": task.target_object, **result.summary()})
+                bar.set_postfix(success=sum(r["success"] for r in per_task), refresh=False)
+                bar.update(1)
+    finally:
+        if isinstance(dynamics, SimulatorDynamics):
+            dynamics.close()
+    return per_task
+
+
+def oracle_env_factory() -> Any:
+    """The oracle's env factory (picklable, for spawned workers)."""
+    import functools
+
+    return functools.partial(make_env, PUSH_ENV_ID)
+
+
+def aggregate(per_task: dict[str, list[dict[str, Any]] | None]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"success": {}, "mean_best_distance": {}, "seconds_per_replan": {}}
+    for name in MODELS:
+        rows = per_task.get(name)
+        if not rows:
+            for key in out:
+                out[key][name] = None
+            continue
+        out["success"][name] = float(np.mean([r["success"] for r in rows]))
+        out["mean_best_distance"][name] = float(np.mean([r["best_distance"] for r in rows]))
+        # Mean over all replans (every episode has the same number).
+        out["seconds_per_replan"][name] = float(np.mean([r["seconds_per_replan"] for r in rows]))
+    return out
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return (math.nan, math.nan)
+    phat = successes / n
+    denom = 1 + z**2 / n
+    centre = (phat + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    meta, n = results["meta"], results["n_tasks"]
+    rows = [
+        "| model | success | 95% CI | mean best distance (m) | s / replan |",
+        "|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        rate = results["success"][name]
+        if rate is None:
+            rows.append(f"| {name} | — | — | — | — (skipped: {results['skipped'][name]}) |")
+            continue
+        k = int(round(rate * n))
+        low, high = wilson(k, n)
+        rows.append(
+            f"| {name} | {rate:.3f} ({k}/{n}) | {low:.2f}-{high:.2f} | "
+            f"{results['mean_best_distance'][name]:.3f} | {results['seconds_per_replan'][name]:.2f} |"
+        )
+    rows += [
+        "",
+        f"`{meta['preset']}` preset, seed {meta['seed']}: {n} tasks from make_push_tasks({n}, {meta['seed']}), "
+        f"{VP2_STEPS}-step episodes (one zero action, then MPPI every step: {meta['samples']} samples x horizon "
+        f"{meta['horizon']}, VP2 cost), success = best-step max object distance < {SUCCESS_THRESHOLD} m; oracle "
+        f"with {meta['workers']} simulator worker(s), learned models with {meta['denoise_steps']} denoising "
+        f"step(s) at {meta['threads']} thread(s); {meta['wall_minutes']:.1f} min in all.",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
+    atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def main(args: Args) -> dict[str, Any]:
+    if args.preset not in PRESETS:
+        raise SystemExit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    p = dict(PRESETS[args.preset])
+    if args.tasks:
+        p["tasks"] = args.tasks
+    if args.workers >= 0:
+        p["workers"] = args.workers
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    args.out = Path(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="vp2_push_") as tmp:
+        paths, skipped = learned_bundles(args, Path(tmp))
+        for name in MODELS:
+            if name not in chosen:
+                skipped.setdefault(name, "not selected (--models)")
+        bundles = {name: load_learned(name, path) for name, path in paths.items() if name not in skipped}
+        given = {"adaworld": args.adaworld, "action_agnostic": args.action_agnostic}
+        bundle_meta = {
+            name: path if given[name] else f"{path} ({bundles[name].meta.get('source', 'shipped')})"
+            for name, path in paths.items()
+            if name in bundles
+        }
+
+        env = make_env(PUSH_ENV_ID)
+        try:
+            tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped)
+            per_task: dict[str, list[dict[str, Any]] | None] = {}
+            results: dict[str, Any] = {}
+
+            def snapshot(complete: bool) -> dict[str, Any]:
+                return {
+                    **aggregate(per_task),
+                    "n_tasks": len(tasks),
+                    "skipped": {name: skipped.get(name) for name in MODELS},
+                    "per_task": {name: per_task.get(name) for name in MODELS},
+                    "meta": {
+                        **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+                        **p,
+                        "env": PUSH_ENV_ID,
+                        "episode_steps": VP2_STEPS,
+                        "planner": "mppi (VP2: gamma 0.05, beta 0.5, init std (0.5, 0.5, 0.5, 0), 1 update)",
+                        "cost": "VP2 mse_rgb: squared error summed over predicted frames, pixels in [0, 1]",
+                        "success_threshold_m": SUCCESS_THRESHOLD,
+                        "bundles": bundle_meta,
+                        "cpu_count": os.cpu_count(),
+                        "complete": complete,
+                        "wall_minutes": (time.time() - start) / 60,
+                    },
+                }
+
+            for name in MODELS:
+                if name in skipped:
+                    print(f"[{name}] skipped: {skipped[name]}")
+                    continue
+                per_task[name] = evaluate_model(name, env, tasks, p, args, bundles.get(name))
+                results = snapshot(complete=False)
+                write_results(args.out, results)
+            results = snapshot(complete=True)
+            write_results(args.out, results)
+        finally:
+            env.close()
+    print(markdown_table(results))
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name, value in asdict(Args()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,91 @@
+"""benchmarks.vp2_push: the smoke preset writes results of the promised shape; missing bundles are skipped, not
+invented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from adaworld_gym import defaults
+from adaworld_gym.plan import tiny_push_bundle
+from benchmarks.vp2_push import MODELS, Args, main, wilson
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+KEYS = ("success", "mean_best_distance", "seconds_per_replan")
+
+
+@pytest.fixture
+def no_shipped_bundle(tmp_path, monkeypatch):
+    path = tmp_path / "assets"
+    path.mkdir()
+    monkeypatch.setattr(defaults, "ASSETS", path)
+    return path
+
+
+def test_smoke_run_writes_results_and_gifs(tmp_path):
+    out = tmp_path / "out"
+    returned = main(Args(preset="smoke", seed=0, out=out))
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert {*KEYS, "n_tasks", "meta", "skipped", "per_task"} == set(results)
+    assert results["n_tasks"] == 1 and results["meta"]["preset"] == "smoke" and results["meta"]["complete"]
+    for key in KEYS:
+        assert set(results[key]) == set(MODELS)
+    for name in MODELS:
+        assert 0.0 <= results["success"][name] <= 1.0
+        (episode,) = results["per_task"][name]
+        # Best over the visited states, the start included: never worse than where the task starts.
+        assert 0.0 <= episode["best_distance"] <= episode["initial_distance"]
+        assert results["mean_best_distance"][name] == episode["best_distance"]
+        assert episode["success"] == (episode["best_distance"] < 0.05)
+        assert episode["replans"] == 14  # 15 steps: one zero action, then a plan before every step
+        assert results["skipped"][name] is None
+    # Every model starts from the same task.
+    assert len({results["per_task"][name][0]["initial_distance"] for name in MODELS}) == 1
+    for name in ("oracle", "adaworld", "action_agnostic"):
+        assert results["seconds_per_replan"][name] > 0
+    assert "random weights" in results["meta"]["bundles"]["adaworld"]
+
+    table = (out / "results.md").read_text()
+    assert "| model | success |" in table and all(f"| {name} |" in table for name in MODELS)
+    # goal | real for the oracle and random actions; goal | real | imagined for the learned models.
+    for name, panels in (("oracle", 2), ("random", 2), ("adaworld", 3), ("action_agnostic", 3)):
+        gif = iio.imread(out / f"{name}_task000.gif")
+        assert gif.shape[1:3] == (192, (64 * panels + 2 * (panels - 1)) * 3), name
+
+
+def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_bundle):
+    out = tmp_path / "out"
+    results = main(Args(preset="cpu", tasks=1, models="random", out=out))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["n_tasks"] == 1
+    for name in ("oracle", "adaworld", "action_agnostic"):
+        assert all(saved[key][name] is None for key in KEYS)
+        assert saved["per_task"][name] is None
+    assert "not selected" in saved["skipped"]["oracle"]
+    assert (
+        "--adaworld" in saved["skipped"]["adaworld"]
+        and str(no_shipped_bundle) in saved["skipped"]["adaworld"]
+    )
+    assert "--action-agnostic" in saved["skipped"]["action_agnostic"]
+    assert 0.0 <= saved["success"]["random"] <= 1.0 and saved["skipped"]["random"] is None
+    assert "skipped" in (out / "results.md").read_text()
+    assert results["meta"]["complete"]
+
+
+def test_bundles_of_the_wrong_kind_are_refused(tmp_path: Path):
+    tiny_push_bundle(seed=0, action_agnostic=True).save_pretrained(tmp_path / "twin")
+    with pytest.raises(SystemExit, match="latent-action-conditioned"):
+        main(Args(preset="cpu", adaworld=str(tmp_path / "twin"), out=tmp_path / "out"))
+    with pytest.raises(SystemExit, match="unknown model"):
+        main(Args(preset="smoke", models="oracle,mystery", out=tmp_path / "out"))
+
+
+def test_wilson_interval():
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    low, high = wilson(5, 10)
+    assert low < 0.5 < high and high - low == pytest.approx(2 * (0.5 - low))
