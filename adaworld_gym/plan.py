@@ -68,7 +68,6 @@ __all__ = [
     "push_action_space",
     "resolve_model",
     "run_push_episode",
-    "tiny_push_bundle",
 ]
 
 PUSH_ENV_ID = "AdaWorld/RobosuitePush-v0"
@@ -135,42 +134,6 @@ def load_push_bundle(path: str | os.PathLike) -> AdaWorldBundle:
     from adaworld_gym.models.bundle import AdaWorldBundle
 
     return AdaWorldBundle.from_pretrained(Path(path), expected_action_space=push_action_space())
-
-
-def tiny_push_bundle(seed: int = 0, action_agnostic: bool = False) -> AdaWorldBundle:
-    """A random-weight ``tiny`` bundle over the push action space (for tests and the benchmark's smoke preset).
-
-    :func:`~adaworld_gym.models.bundle.tiny_random_bundle` with its adapter replaced by an ``ActionMLP`` over
-    ``Box(-1, 1, (4,))``; ``action_agnostic`` swaps in a tiny twin world model (z replaced by zeros).
-    """
-    import torch
-
-    from adaworld_gym.models.adapters import ActionMLP
-    from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
-    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
-
-    base = tiny_random_bundle("continuous", seed=seed)
-    latent_dim = base.world_model.config.action_dim
-    with torch.random.fork_rng():
-        torch.manual_seed(seed + 1)
-        adapter = ActionMLP(4, latent_dim, low=-1.0, high=1.0).eval()
-        world_model = base.world_model
-        if action_agnostic:
-            world_model = DiffusionWorldModel(
-                **world_model_preset("tiny"),
-                num_history=base.world_model.config.num_history,
-                action_dim=latent_dim,
-                action_agnostic=True,
-                autocast_dtype=None,
-            ).eval()
-    kind = "action_agnostic" if action_agnostic else "adaworld"
-    return AdaWorldBundle(
-        base.lam,
-        world_model,
-        adapter,
-        base.initial_frames,
-        meta={"source": f"tiny_push_bundle(seed={seed}, {kind}): random weights"},
-    )
 
 
 def make_planner(

@@ -53,6 +53,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adaworld_gym.data.episodes import atomic_write_bytes
+from adaworld_gym.models.bundle import tiny_random_bundle
 from adaworld_gym.plan import (
     PUSH_ENV_ID,
     VP2_STEPS,
@@ -63,7 +64,6 @@ from adaworld_gym.plan import (
     make_env,
     make_planner,
     run_push_episode,
-    tiny_push_bundle,
 )
 from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
 from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks
@@ -111,7 +111,9 @@ def learned_bundles(args: Args, tmp: Path) -> tuple[dict[str, str], dict[str, st
             if given:
                 paths[name] = given
             else:
-                tiny_push_bundle(seed=args.seed, action_agnostic=agnostic).save_pretrained(tmp / name)
+                tiny_random_bundle(
+                    "continuous", seed=args.seed, action_size=4, action_agnostic=agnostic
+                ).save_pretrained(tmp / name)
                 paths[name] = str(tmp / name)
         return paths, skipped
     from adaworld_gym.envs.shipped import shipped_bundle_dir

@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import pytest
 
 from adaworld_gym import defaults
-from adaworld_gym.plan import tiny_push_bundle
+from adaworld_gym.models.bundle import tiny_random_bundle
 from benchmarks.vp2_push import MODELS, Args, main, wilson
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,7 +78,9 @@ def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_
 
 
 def test_bundles_of_the_wrong_kind_are_refused(tmp_path: Path):
-    tiny_push_bundle(seed=0, action_agnostic=True).save_pretrained(tmp_path / "twin")
+    tiny_random_bundle("continuous", seed=0, action_size=4, action_agnostic=True).save_pretrained(
+        tmp_path / "twin"
+    )
     with pytest.raises(SystemExit, match="latent-action-conditioned"):
         main(Args(preset="cpu", adaworld=str(tmp_path / "twin"), out=tmp_path / "out"))
     with pytest.raises(SystemExit, match="unknown model"):

@@ -8,6 +8,7 @@ import pytest
 
 import adaworld_gym.plan as plan_module
 from adaworld_gym import cli, defaults
+from adaworld_gym.models.bundle import tiny_random_bundle
 from adaworld_gym.planning import SimulatorDynamics
 from adaworld_gym.sims.push import STATE_SIZE, SUCCESS_THRESHOLD
 
@@ -85,7 +86,9 @@ def test_oracle_plans_from_the_real_state_with_the_simulator(tmp_path, monkeypat
 
 
 def test_default_bundle_plans_through_the_world_model(tmp_path, assets, capsys):
-    plan_module.tiny_push_bundle(seed=0).save_pretrained(assets / "bundles" / "robosuite-push")
+    tiny_random_bundle("continuous", seed=0, action_size=4).save_pretrained(
+        assets / "bundles" / "robosuite-push"
+    )
     out = tmp_path / "model.gif"
     argv = ["plan", "--model", "default", "--planner", "cem", "--samples", "3", "--horizon", "2"]
     assert cli.main([*argv, "--out", str(out)]) == 0

@@ -216,17 +216,24 @@ def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:
 
 
 def tiny_random_bundle(
-    action: str = "discrete", seed: int = 0, preset: str = "tiny", reward_head: bool = False
+    action: str = "discrete",
+    seed: int = 0,
+    preset: str = "tiny",
+    reward_head: bool = False,
+    action_size: int = 2,
+    action_agnostic: bool = False,
 ) -> AdaWorldBundle:
     """A random-weight bundle on the ``tiny`` presets, for tests and docs (frames are noise, but seeded).
 
     Args:
-        action: ``"discrete"`` (codebook, 4 actions), ``"continuous"`` (MLP over Box(-1, 1, (2,))),
+        action: ``"discrete"`` (codebook, 4 actions), ``"continuous"`` (MLP over Box(-1, 1, (action_size,))),
             ``"options"`` (4 random latent options) or ``"latent"`` (passthrough, bound 3).
         seed: seeds every weight and frame.
         preset: world-model preset (``"small"`` for speed measurements).
         reward_head: also give it a tiny random :class:`RewardHead` over frames and ``z`` (the rest of the
             bundle is the same as without it).
+        action_size: dimensions of the ``"continuous"`` action (4 for RobosuitePush).
+        action_agnostic: the world model is the twin that ignores z.
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # module constructors draw from the global RNG; keep the caller's intact
@@ -234,13 +241,17 @@ def tiny_random_bundle(
         lam = LatentActionModel(**lam_preset("tiny")).eval()
         latent_dim = lam.config.latent_dim
         world_model = DiffusionWorldModel(
-            **world_model_preset(preset), num_history=2, action_dim=latent_dim, autocast_dtype=None
+            **world_model_preset(preset),
+            num_history=2,
+            action_dim=latent_dim,
+            action_agnostic=action_agnostic,
+            autocast_dtype=None,
         ).eval()
         # A fresh model ignores z (zero-initialised last layer); make actions matter so tests can see them.
         torch.nn.init.normal_(world_model.cond_mlp[-1].weight, std=0.05, generator=generator)
         adapters = {
             "discrete": lambda: ActionCodebook(4, latent_dim, generator=generator),
-            "continuous": lambda: ActionMLP(2, latent_dim, low=-1.0, high=1.0),
+            "continuous": lambda: ActionMLP(action_size, latent_dim, low=-1.0, high=1.0),
             "options": lambda: LatentOptions(torch.randn(4, latent_dim, generator=generator)),
             "latent": lambda: LatentPassthrough(latent_dim, bound=3.0),
         }
@@ -256,6 +267,6 @@ def tiny_random_bundle(
         world_model,
         adapter,
         frames,
-        meta={"source": f"tiny_random_bundle({action!r})"},
+        meta={"source": f"tiny_random_bundle({action!r}, action_agnostic={action_agnostic}): random weights"},
         reward_head=head,
     )
