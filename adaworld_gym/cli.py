@@ -146,8 +146,13 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.lam is None and not args.action_agnostic:
         raise ValueError("--lam is required unless --action-agnostic")
+    data = args.data
+    if args.shares is not None:
+        if len(args.shares) != len(args.data):
+            raise ValueError(f"--shares has {len(args.shares)} values for {len(args.data)} --data directories")
+        data = {str(d): s for d, s in zip(args.data, args.shares)}
     path = train_world_model(
-        args.data,
+        data,
         args.out,
         args.lam,
         preset=args.preset,
@@ -295,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     wm = sub.add_parser("train-wm", help="train the diffusion world model on LAM-labelled transitions")
     wm.add_argument("--lam", type=Path, default=None, help="trained LAM directory (not needed for the twin)")
     wm.add_argument("--data", type=Path, nargs="+", required=True)
+    wm.add_argument(
+        "--shares", type=float, nargs="+", default=None, help="share of the batches from each --data directory"
+    )
     wm.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
     wm.add_argument(
         "--action-agnostic", action="store_true", help="the twin: same model, z replaced by zeros"
