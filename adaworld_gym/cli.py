@@ -149,8 +149,10 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
     data = args.data
     if args.shares is not None:
         if len(args.shares) != len(args.data):
-            raise ValueError(f"--shares has {len(args.shares)} values for {len(args.data)} --data directories")
-        data = {str(d): s for d, s in zip(args.data, args.shares)}
+            raise ValueError(
+                f"--shares has {len(args.shares)} values for {len(args.data)} --data directories"
+            )
+        data = {str(d): s for d, s in zip(args.data, args.shares, strict=True)}
     path = train_world_model(
         data,
         args.out,
@@ -301,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     wm.add_argument("--lam", type=Path, default=None, help="trained LAM directory (not needed for the twin)")
     wm.add_argument("--data", type=Path, nargs="+", required=True)
     wm.add_argument(
-        "--shares", type=float, nargs="+", default=None, help="share of the batches from each --data directory"
+        "--shares",
+        type=float,
+        nargs="+",
+        default=None,
+        help="share of the batches from each --data directory",
     )
     wm.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
     wm.add_argument(
