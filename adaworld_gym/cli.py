@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from adaworld_gym.sims.games import PRETRAIN_GAMES, PROCGEN_GAMES
@@ -255,6 +257,71 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(f"wrote {result.out} (goal | real{' | imagined' if result.result.imagined is not None else ''})")
 
 
+def _adapt_env_space(env_id: str):
+    """The action space of a real env that can be adapted to (Procgen games, RobosuitePush)."""
+    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS
+
+    for _, real_id, space, _ in SHIPPED_WORLD_MODELS.values():
+        if real_id == env_id:
+            return space()
+    known = sorted(entry[1] for entry in SHIPPED_WORLD_MODELS.values())
+    raise ValueError(f"unsupported env {env_id!r} for adaptation; choose one of {', '.join(known)}")
+
+
+def _collect_adapt_data(args: argparse.Namespace, space) -> list[Path]:
+    """Collect the labelled episodes from the real env into ``out/data`` (resumable)."""
+    import math
+
+    import numpy as np
+    from gymnasium import spaces
+
+    from adaworld_gym.data import collect
+    from adaworld_gym.training.adapt import labelled_windows, read_episodes
+
+    root = args.out / "data"
+    if not isinstance(space, spaces.Discrete):
+        collect.collect_push(args.trajectories, root, steps=args.episode_steps or 30, seed=args.seed)
+        return [root / "push"]
+    game = args.env.split("Procgen-", 1)[1].rsplit("-v", 1)[0]
+    steps = args.episode_steps or 100
+    # Uniform random actions: about steps / n transitions per action and episode; collect until each has N.
+    episodes = math.ceil(1.3 * args.samples_per_action * space.n / steps)
+    for _ in range(20):
+        collect.collect_procgen([game], episodes, steps, root, seed=args.seed)
+        windows = labelled_windows(read_episodes(root / f"procgen-{game}"), samples=10**9)
+        counts = np.bincount(windows.actions, minlength=space.n)
+        if counts.min() >= args.samples_per_action:
+            return [root / f"procgen-{game}"]
+        episodes = math.ceil(episodes * 1.5)
+    raise ValueError(f"could not collect {args.samples_per_action} samples of every action of {args.env}")
+
+
+def _cmd_adapt(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaworld_gym.training.adapt import adapt
+
+    torch.set_num_threads(args.threads)
+    space = _adapt_env_space(args.env)
+    data = args.data or _collect_adapt_data(args, space)
+    path = adapt(
+        args.model,
+        args.lam,
+        data,
+        args.out,
+        samples_per_action=args.samples_per_action,
+        trajectories=args.trajectories,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        init=args.init,
+        seed=args.seed,
+        expected_action_space=space,
+        meta={"env_id": args.env},
+    )
+    print(f"adapted bundle saved to {path} (action space {space}; summary in {args.out / 'summary.json'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaworld", description="Latent-action diffusion world models as Gymnasium environments."
@@ -417,6 +484,31 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--out", type=Path, default=Path("plan.gif"))
     plan.set_defaults(func=_cmd_plan)
 
+    ad = sub.add_parser(
+        "adapt", help="finetune a pretrained world model to a real env's actions (codebook / MLP adapter)"
+    )
+    ad.add_argument("--model", type=Path, required=True, help="pretrained world model directory")
+    ad.add_argument(
+        "--lam", type=Path, default=None, help="its LAM (not needed for the action-agnostic twin)"
+    )
+    ad.add_argument("--env", required=True, help="AdaWorld/Procgen-<game>-v0 or AdaWorld/RobosuitePush-v0")
+    ad.add_argument(
+        "--data", type=Path, nargs="+", default=None, help="collected episodes (default: collect)"
+    )
+    ad.add_argument(
+        "--samples-per-action", type=int, default=100, help="discrete actions: labelled samples each"
+    )
+    ad.add_argument("--trajectories", type=int, default=100, help="continuous actions: labelled episodes")
+    ad.add_argument("--episode-steps", type=int, default=None, help="collection: actions per episode")
+    ad.add_argument("--steps", type=int, default=800, help="finetuning steps")
+    ad.add_argument("--batch-size", type=int, default=32)
+    ad.add_argument("--lr", type=float, default=5e-4, help="adapter rate; pretrained weights get a tenth")
+    ad.add_argument("--init", choices=["auto", "mean_mu", "random"], default="auto")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")
+    ad.set_defaults(func=_cmd_adapt)
+
     demo = sub.add_parser("demo", help="the end-to-end job on the shipped defaults")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--seed", type=int, default=0)
@@ -424,13 +516,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_gracefully_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so trainers checkpoint before exiting.
+
+    SIGINT needs this too: shells start background jobs (``nohup ... &``) with SIGINT ignored.
+    """
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _stop_gracefully_on_signals()
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # user-facing problems: say what is wrong, no traceback
         print(f"adaworld {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"adaworld {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "make_shipped_env",
     "make_shipped_vector_env",
     "shipped_bundle_dir",
+    "shipped_bundles_root",
     "shipped_env_id",
 ]
 
@@ -69,14 +70,19 @@ def shipped_env_id(name: str) -> str:
     return f"AdaWorld/WorldModel-{name}-v0"
 
 
+def shipped_bundles_root() -> Path:
+    """The folder holding the shipped bundles (``adaworld_gym.defaults.ASSETS``/bundles, read at call time)."""
+    from adaworld_gym import defaults
+
+    return Path(defaults.ASSETS) / "bundles"
+
+
 def shipped_bundle_dir(name: str) -> Path:
     """Where the bundle of ``name`` (a key of :data:`SHIPPED_WORLD_MODELS`) is looked for.
 
     Read from ``adaworld_gym.defaults.ASSETS`` at call time, so a relocated asset directory is followed.
     """
-    from adaworld_gym import defaults
-
-    return Path(defaults.ASSETS) / "bundles" / _entry(name)[0]
+    return shipped_bundles_root() / _entry(name)[0]
 
 
 def _entry(name: str) -> tuple[str, str, Any, dict[str, Any]]:

@@ -1,0 +1,220 @@
+"""PPO trained only inside the world model, evaluated in the real Procgen simulator.
+
+For each game and seed, three policies are scored by their mean return on held-out real levels:
+
+- ``imagination``: stable-baselines3 PPO trained in :class:`WorldModelVectorEnv` over the game's adapted bundle
+  (reward and termination from the bundle's reward head); the real simulator is never stepped in training;
+- ``real``: the same PPO trained on the real simulator for as many frames as the bundle was built from
+  (``meta["real_frames"]``: the labelled transitions of the adaptation set), the fair equal-data comparison;
+- ``random``: uniform random actions.
+
+The run also measures ``vector_speedup_n16``: frames/s of one 16-row vector env over 16 single envs stepped in
+turn, same bundle and denoising steps.
+
+    python -m agents.ppo_imagination --preset cpu --seeds 0 1 --out out/imagination
+
+writes ``DIR/results.json`` (the shape of ``benchmarks/results/imagination.json``), ``DIR/results.md`` and
+tensorboard logs under ``DIR/tb``. Bundles come from ``--bundles DIR`` (``DIR/procgen-<game>``; default: the
+shipped ones); a game without a bundle or reward head is skipped and listed under ``"skipped"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaworld_gym.data.episodes import atomic_write_bytes
+from adaworld_gym.envs.shipped import shipped_bundles_root
+from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.models.bundle import AdaWorldBundle
+from adaworld_gym.sims.games import ADAPTATION_GAMES, check_game
+from adaworld_gym.sims.procgen import ProcgenEnv
+
+
+@dataclass(frozen=True)
+class Preset:
+    imagination_steps: int  # PPO timesteps inside the world model, per seed
+    num_envs: int  # imagined rows per batched step
+    denoise_steps: int
+    horizon: int  # imagined episode length before truncation
+    eval_episodes: int  # real-env episodes per policy and seed
+    eval_max_steps: int  # real episodes are cut here (Procgen's own limit is 1000)
+    n_steps: int  # PPO rollout length per env
+    speed_steps: int  # vector steps timed for the speedup figure
+
+
+PRESETS: dict[str, Preset] = {
+    # 2-core CPU: the small world model steps at a few frames/s, so imagination gets ~10k frames per seed.
+    "cpu": Preset(10_000, 16, 1, 50, 20, 200, 64, 4),
+    "full": Preset(1_000_000, 64, 3, 200, 100, 1000, 256, 16),
+    "smoke": Preset(64, 4, 1, 8, 2, 10, 8, 2),
+}
+
+
+def ppo(env: Any, seed: int, n_steps: int, num_envs: int, tb_dir: Path | None) -> Any:
+    from stable_baselines3 import PPO
+
+    return PPO(
+        "CnnPolicy",
+        env,
+        n_steps=n_steps,
+        batch_size=min(256, n_steps * num_envs),
+        n_epochs=3,
+        learning_rate=5e-4,
+        ent_coef=0.01,
+        gamma=0.99,
+        gae_lambda=0.95,
+        seed=seed,
+        device="cpu",
+        tensorboard_log=None if tb_dir is None else str(tb_dir),
+        verbose=0,
+    )
+
+
+def evaluate(
+    game: str, policy: Any | None, episodes: int, max_steps: int, seed: int
+) -> tuple[float, list[float]]:
+    """Mean return over ``episodes`` held-out real levels; ``policy=None`` acts uniformly at random."""
+    env = ProcgenEnv(game, levels="test")
+    rng = np.random.default_rng(seed)
+    returns = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed * 10_000 + episode)
+            total = 0.0
+            for _ in range(max_steps):
+                if policy is None:
+                    action = int(rng.integers(env.action_space.n))
+                else:
+                    action = int(policy.predict(obs, deterministic=False)[0])
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += reward
+                if terminated or truncated:
+                    break
+            returns.append(total)
+    finally:
+        env.close()
+    return float(np.mean(returns)), returns
+
+
+def vector_speedup(
+    bundle: AdaWorldBundle, n: int, steps: int, denoise_steps: int, seed: int
+) -> dict[str, float]:
+    """Frames/s of one ``n``-row vector env over ``n`` single envs stepped one after the other."""
+    singles = [WorldModelEnv(bundle, denoise_steps=denoise_steps) for _ in range(n)]
+    vec = WorldModelVectorEnv(bundle, num_envs=n, denoise_steps=denoise_steps)
+    actions = [vec.action_space.sample() for _ in range(steps)]
+    for i, env in enumerate(singles):
+        env.reset(seed=seed + i)
+    vec.reset(seed=seed)
+    start = time.perf_counter()
+    for batch in actions:
+        for i, env in enumerate(singles):
+            if any(env.step(batch[i])[2:4]):
+                env.reset()  # as the vector env's autoreset
+    single_fps = n * steps / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for batch in actions:
+        vec.step(batch)
+    vector_fps = n * steps / (time.perf_counter() - start)
+    return {"single_fps": single_fps, "vector_fps": vector_fps, "speedup": vector_fps / single_fps}
+
+
+def run_game(game: str, bundle_dir: Path, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    bundle = AdaWorldBundle.from_pretrained(bundle_dir, expected_action_space=ProcgenEnv(game).action_space)
+    real_frames = int(bundle.meta.get("real_frames", 0))
+    if real_frames <= 0:
+        raise ValueError(f"{bundle_dir}: meta['real_frames'] is missing; the real-env baseline needs it")
+    rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
+    for seed in seeds:
+        venv = WorldModelVectorEnv(
+            bundle, num_envs=p.num_envs, denoise_steps=p.denoise_steps, max_episode_steps=p.horizon
+        )
+        venv.reset(seed=seed)
+        agent = ppo(SB3VecEnvAdapter(venv), seed, p.n_steps, p.num_envs, out / "tb" / game)
+        agent.learn(p.imagination_steps, tb_log_name=f"imagination_seed{seed}")
+        rows["imagination"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
+
+        real_env = make_vec_env(lambda: ProcgenEnv(game), n_envs=p.num_envs, seed=seed)
+        agent = ppo(real_env, seed, p.n_steps, p.num_envs, out / "tb" / game)
+        agent.learn(real_frames, tb_log_name=f"real_seed{seed}")
+        rows["real"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
+        rows["random"].append(evaluate(game, None, p.eval_episodes, p.eval_max_steps, seed)[0])
+    result: dict[str, Any] = {name: float(np.mean(v)) for name, v in rows.items()}
+    result.update({f"{name}_std": float(np.std(v)) for name, v in rows.items()})
+    result.update(
+        seeds=len(seeds), per_seed=rows, real_frames=real_frames, imagination_frames=p.imagination_steps
+    )
+    return result
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    lines = [
+        f"vector env speedup at N=16: **{results['vector_speedup_n16']:.2f}x**",
+        "",
+        "| game | imagination PPO | real PPO (equal real frames) | random | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for game, r in results["ppo"].items():
+        cells = [f"{r[k]:.2f} ± {r[k + '_std']:.2f}" for k in ("imagination", "real", "random")]
+        lines.append(f"| {game} | {' | '.join(cells)} | {r['seeds']} |")
+    if results.get("skipped"):
+        lines += ["", "skipped: " + "; ".join(f"{g} ({why})" for g, why in results["skipped"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--games", nargs="+", default=list(ADAPTATION_GAMES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--bundles", type=Path, default=None, help="holds procgen-<game>/ (default: the shipped bundles)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.bundles = args.bundles or shipped_bundles_root()
+    torch.set_num_threads(args.threads)
+    p = PRESETS[args.preset]
+    games = [check_game(g) for g in args.games]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    results: dict[str, Any] = {"preset": args.preset, "seeds": args.seeds, "ppo": {}, "skipped": {}}
+    speed = None
+    for game in games:
+        bundle_dir = args.bundles / f"procgen-{game}"
+        if not (bundle_dir / "bundle.json").is_file():
+            results["skipped"][game] = f"no bundle at {bundle_dir}"
+            continue
+        bundle = AdaWorldBundle.from_pretrained(bundle_dir)
+        if bundle.reward_head is None:
+            results["skipped"][game] = "bundle has no reward head (adaworld train-reward)"
+            continue
+        if speed is None:
+            speed = vector_speedup(bundle, 16, p.speed_steps, p.denoise_steps, args.seeds[0])
+        results["ppo"][game] = run_game(game, bundle_dir, p, args.seeds, args.out)
+    if speed is None:
+        raise SystemExit(f"no usable bundle under {args.bundles}: {results['skipped']}")
+    results["vector_speedup_n16"] = speed["speedup"]
+    results["vector_speed"] = speed
+    results["wall_seconds"] = time.perf_counter() - start
+    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+    (args.out / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""agents/ppo_imagination.py on a tiny random bundle: the results file has the documented shape."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from adaworld_gym.models.adapters import ActionCodebook
+from adaworld_gym.models.bundle import tiny_random_bundle
+from adaworld_gym.sims.procgen import NUM_ACTIONS
+from agents import ppo_imagination
+
+
+def _procgen_bundle(tmp_path, game, meta):
+    bundle = tiny_random_bundle("discrete", reward_head=True)
+    bundle = replace(bundle, adapter=ActionCodebook(NUM_ACTIONS, bundle.adapter.latent_dim), meta=meta)
+    bundle.save_pretrained(tmp_path / "bundles" / f"procgen-{game}")
+    return tmp_path / "bundles"
+
+
+def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
+    bundles = _procgen_bundle(tmp_path, "coinrun", {"real_frames": 32})
+    out = tmp_path / "out"
+    argv = ["--preset", "smoke", "--games", "coinrun", "chaser", "--seeds", "0", "--bundles", str(bundles)]
+    results = ppo_imagination.main([*argv, "--out", str(out)])
+
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["ppo"].keys() == {"coinrun"}
+    assert "chaser" in on_disk["skipped"]
+    row = on_disk["ppo"]["coinrun"]
+    for key in ("imagination", "real", "random"):
+        assert np.isfinite(row[key])
+    assert row["seeds"] == 1 and row["real_frames"] == 32
+    assert on_disk["vector_speedup_n16"] == pytest.approx(results["vector_speedup_n16"])
+    assert on_disk["vector_speedup_n16"] > 0
+    assert "coinrun" in (out / "results.md").read_text()
+    assert any((out / "tb" / "coinrun").iterdir())  # tensorboard logs of both PPO runs
+
+
+def test_bundle_without_real_frame_count_is_rejected(tmp_path):
+    bundles = _procgen_bundle(tmp_path, "coinrun", {})
+    argv = ["--preset", "smoke", "--games", "coinrun", "--seeds", "0", "--bundles", str(bundles)]
+    with pytest.raises(ValueError, match="real_frames"):
+        ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
