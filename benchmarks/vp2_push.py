@@ -134,7 +134,8 @@ def learned_bundles(args: Args, tmp: Path) -> tuple[dict[str, str], dict[str, st
 
 def load_learned(name: str, path: str) -> Any:
     bundle = load_push_bundle(path)
-    agnostic = bool(bundle.world_model.config.action_agnostic)
+    # An adapted twin takes actions (adaworld adapt turns conditioning on) but records what it was pretrained as.
+    agnostic = bool(bundle.meta.get("pretrained_action_agnostic", bundle.world_model.config.action_agnostic))
     if agnostic != (name == "action_agnostic"):
         raise SystemExit(
             f"--{name.replace('_', '-')} {path}: expected "

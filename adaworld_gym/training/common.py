@@ -106,3 +106,48 @@ def resume_state(ckpt_root: Path, model_config: dict[str, Any], model, optimizer
     scheduler.load_state_dict(state["scheduler"])
     restore_rng_state(state["rng"])
     return state
+
+
+def optimizer_step(
+    accelerator: Any, loss: torch.Tensor, parameters: Any, optimizer, scheduler, ema: Any, grad_clip: float
+) -> float:
+    """Backward, clip, step optimizer and schedule, zero the gradients, update the EMA; returns the grad norm."""
+    parameters = list(parameters)
+    accelerator.backward(loss)
+    grad_norm = accelerator.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema.step(parameters)
+    return float(grad_norm)
+
+
+def checkpoint_due(step: int, every: int, minutes: float, last_time: float) -> bool:
+    """Every ``every`` steps, or once ``minutes`` have passed since ``last_time`` (``time.monotonic``)."""
+    import time
+
+    return step % every == 0 or time.monotonic() - last_time >= minutes * 60
+
+
+def training_state(
+    model,
+    optimizer,
+    scheduler,
+    ema: Any,
+    noise_gen: torch.Generator,
+    model_config: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a world-model checkpoint holds: weights, optimizer, schedule, EMA, RNGs, config, and ``extra``."""
+    from adaworld_gym.training.checkpoint import capture_rng_state
+
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.state_dict(),
+        "noise_generator": noise_gen.get_state(),
+        **extra,
+        "rng": capture_rng_state(),
+        "model_config": model_config,
+    }

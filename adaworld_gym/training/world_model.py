@@ -38,29 +38,36 @@ import torch
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
-from adaworld_gym.training.checkpoint import (
-    capture_rng_state,
-    save_checkpoint,
-)
+from adaworld_gym.training.checkpoint import save_checkpoint
 from adaworld_gym.training.common import (
     budget_spent,
+    checkpoint_due,
     config_from_preset,
     image_grid,
     is_path,
     make_lr_scheduler,
+    optimizer_step,
     plain_config,
     resume_state,
     save_model_atomic,
+    training_state,
     validate_run,
 )
 
 __all__ = [
     "WorldModelTrainConfig",
     "check_lam_compatible",
+    "ema_weights",
+    "evaluate_windows",
+    "fixed_windows",
     "label_actions",
     "load_lam",
     "load_world_model",
+    "log_eval",
+    "to_device",
     "train_world_model",
+    "window_batches",
+    "window_loss",
 ]
 
 # Training data: clip dicts, one or more episode directories, or {directory: share of the batches}.
@@ -270,38 +277,25 @@ def run_world_model_training(
 
     eval_set = None
     if eval_data is not None:
-        eval_set = _fixed_windows(eval_data, k, cfg.batch_size, cfg.eval_batches, accelerator.device)
+        eval_set = fixed_windows(eval_data, k, cfg.batch_size, cfg.eval_batches, accelerator.device)
         for batch in eval_set:
             batch["z"] = _actions(lam, batch, raw_model.config.action_dim, bf16)
 
     def evaluate() -> dict[str, float]:
-        with _ema_weights(ema, raw_model):
-            return _evaluate(raw_model, eval_set, cfg.eval_denoise_steps, cfg.seed)
+        with ema_weights(ema, raw_model):
+            return evaluate_windows(raw_model, eval_set, cfg.eval_denoise_steps, cfg.seed)
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
         if is_main:
-            save_checkpoint(
-                ckpt_root,
-                step,
-                {
-                    "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict(),
-                    "noise_generator": noise_gen.get_state(),
-                    "step": step,
-                    "samples": samples,
-                    "train_seconds": train_seconds,
-                    "rng": capture_rng_state(),
-                    "model_config": model_config,
-                },
-            )
+            state = training_state(
+                raw_model, optimizer, scheduler, ema, noise_gen, model_config,
+                step=step, samples=samples, train_seconds=train_seconds,
+            )  # fmt: skip
+            save_checkpoint(ckpt_root, step, state)
 
     # Resumed runs (and each process) draw their own data order rather than replaying the same batches.
-    batches = _window_batches(
-        data, k, cfg.batch_size, seed=cfg.seed + step + 7919 * accelerator.process_index
-    )
+    batches = window_batches(data, k, cfg.batch_size, seed=cfg.seed + step + 7919 * accelerator.process_index)
     desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
     loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
@@ -311,23 +305,14 @@ def run_world_model_training(
     try:
         while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             try:
-                batch = _to_device(next(batches), accelerator.device)
+                batch = to_device(next(batches), accelerator.device)
             except StopIteration:
                 break
             z = _actions(lam, batch, raw_model.config.action_dim, bf16)
-            # Train on 1..history_len real frames per window (AdaWorld draws the memory length uniformly);
-            # drawing up to the clip's own length never feeds the zero padding at an episode start as frames.
-            u = torch.rand(batch["history_len"].shape, generator=noise_gen).to(accelerator.device)
-            lengths = 1 + (u * batch["history_len"]).long()
-            loss = raw_model.training_loss(
-                batch["history"], batch["next"], z, history_len=lengths, generator=noise_gen
+            loss = window_loss(raw_model, batch, z, noise_gen)
+            grad_norm = optimizer_step(
+                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip
             )
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.step(raw_model.parameters())
 
             step += 1
             samples += batch["next"].shape[0] * accelerator.num_processes
@@ -350,15 +335,14 @@ def run_world_model_training(
                     writer.add_scalar(key, value, step)
                 bar.set_postfix(loss=f"{logs['loss/denoise']:.4f}")
                 loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
-            due_minutes = time.monotonic() - last_ckpt >= cfg.checkpoint_minutes * 60
-            if step % cfg.checkpoint_every == 0 or due_minutes:
+            if checkpoint_due(step, cfg.checkpoint_every, cfg.checkpoint_minutes, last_ckpt):
                 checkpoint()
                 last_ckpt, last_ckpt_step = time.monotonic(), step
                 if eval_set is not None and writer is not None:
-                    _log_eval(writer, evaluate(), step)
+                    log_eval(writer, evaluate(), step)
             if writer is not None and step % cfg.image_every == 0:
                 shown = eval_set[0] if eval_set is not None else {**batch, "z": z}
-                with _ema_weights(ema, raw_model):
+                with ema_weights(ema, raw_model):
                     grid = _prediction_grid(raw_model, shown, cfg.eval_denoise_steps)
                 writer.add_image("predictions/last_next_pred_err", grid, step)
     except KeyboardInterrupt:
@@ -385,8 +369,8 @@ def run_world_model_training(
         if eval_set is not None:
             summary["eval"] = evaluate()
             if writer is not None:
-                _log_eval(writer, summary["eval"], step)
-        with _ema_weights(ema, raw_model):  # the saved model holds the EMA weights
+                log_eval(writer, summary["eval"], step)
+        with ema_weights(ema, raw_model):  # the saved model holds the EMA weights
             save_model_atomic(raw_model, model_dir)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     if writer is not None:
@@ -446,6 +430,17 @@ def label_actions(
     return mu.astype(np.float32) if isinstance(mu, np.ndarray) else mu.float()
 
 
+def window_loss(
+    model: DiffusionWorldModel, batch: Mapping[str, torch.Tensor], z: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """The denoising loss of a batch of windows (see :func:`window_batches`) under latent actions ``z``."""
+    # Train on 1..history_len real frames per window (AdaWorld draws the memory length uniformly);
+    # drawing up to the clip's own length never feeds the zero padding at an episode start as frames.
+    u = torch.rand(batch["history_len"].shape, generator=generator).to(z.device)
+    lengths = 1 + (u * batch["history_len"]).long()
+    return model.training_loss(batch["history"], batch["next"], z, history_len=lengths, generator=generator)
+
+
 def _actions(
     lam: LatentActionModel | None, batch: Mapping[str, torch.Tensor], dim: int, bf16: bool
 ) -> torch.Tensor:
@@ -487,7 +482,7 @@ def _open_windows(data: DataSpec, history: int, seed: int) -> Iterable[Mapping[s
     return data
 
 
-def _window_batches(
+def window_batches(
     data: DataSpec, history: int, batch_size: int, seed: int, epochs: int | None = None
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of windows (``history`` uint8 [B,h,H,W,3], ``next`` uint8 [B,H,W,3], ``history_len`` [B])."""
@@ -519,24 +514,27 @@ def _collate(clips: list[Mapping[str, Any]], k: int) -> dict[str, torch.Tensor]:
             f"clips must hold uint8 history [h<={k}, H, W, 3], got a batch {history.dtype} {history.shape}"
         )
     lengths = np.array([int(c.get("history_len", history.shape[1])) for c in clips])
-    return {
+    batch = {
         "history": torch.from_numpy(history),
         "next": torch.from_numpy(nxt),
         "history_len": torch.from_numpy(lengths.clip(1, history.shape[1])),
     }
+    if all("action" in c for c in clips):  # labelled windows (adaptation) keep their real actions
+        batch["action"] = torch.from_numpy(np.stack([np.asarray(c["action"]) for c in clips]))
+    return batch
 
 
-def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def _fixed_windows(
+def fixed_windows(
     data: DataSpec, history: int, batch_size: int, max_batches: int, device: torch.device
 ) -> list[dict[str, torch.Tensor]]:
     """The same evaluation windows every time (seed 0, first ``max_batches`` batches)."""
     batches = []
-    for batch in _window_batches(data, history, batch_size, seed=0, epochs=1):
-        batches.append(_to_device(batch, device))
+    for batch in window_batches(data, history, batch_size, seed=0, epochs=1):
+        batches.append(to_device(batch, device))
         if len(batches) == max_batches:
             break
     if not batches:
@@ -545,7 +543,7 @@ def _fixed_windows(
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _evaluate(
+def evaluate_windows(
     model: DiffusionWorldModel, eval_set: list[dict[str, torch.Tensor]], denoise_steps: int, seed: int
 ) -> dict[str, float]:
     """1-step prediction vs copying the last frame, PSNR from the MSE pooled over all evaluation windows."""
@@ -595,7 +593,7 @@ def _prediction_grid(
 
 
 @contextlib.contextmanager
-def _ema_weights(ema: Any, model: DiffusionWorldModel) -> Iterator[None]:
+def ema_weights(ema: Any, model: DiffusionWorldModel) -> Iterator[None]:
     """Swap the EMA weights (the model that is evaluated and saved) in, then the training weights back."""
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
@@ -605,7 +603,7 @@ def _ema_weights(ema: Any, model: DiffusionWorldModel) -> Iterator[None]:
         ema.restore(model.parameters())
 
 
-def _log_eval(writer: Any, metrics: Mapping[str, float], step: int) -> None:
+def log_eval(writer: Any, metrics: Mapping[str, float], step: int) -> None:
     for key in ("psnr_1step", "psnr_copy_last", "psnr_gain", "ssim_1step"):
         writer.add_scalar(f"eval/{key}", metrics[key], step)
 

@@ -1,0 +1,230 @@
+"""Adaptation to real actions: labelled sets, adapter init, the twin's conditioned copy, finetuning, bundles, CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from adaworld_gym.cli import main as cli_main
+from adaworld_gym.data.episodes import Episode, EpisodeStore
+from adaworld_gym.models.adapters import ActionCodebook, ActionMLP
+from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
+from adaworld_gym.training.adapt import (
+    AdaptConfig,
+    adapt,
+    conditioned_copy,
+    init_adapter,
+    labelled_windows,
+    read_episodes,
+    transition_latents,
+)
+from adaworld_gym.training.world_model import window_batches, window_loss
+from benchmarks.world_model import synthetic_push_like
+
+torch.set_num_threads(1)  # the machine is shared: one thread is the fastest per core
+FAST = dict(batch_size=4, eval_denoise_steps=1, log_every=1, progress=False)
+MOVES = np.array([[0, 0], [-4, 0], [4, 0], [0, -4], [0, 4]])  # action 0 is a no-op; 5..14 never taken
+
+
+def grid_episodes(root, episodes: int = 4, steps: int = 12, seed: int = 0):
+    """Discrete-action episodes (Procgen's Discrete(15) space; actions 0-4 move a square)."""
+    store = EpisodeStore(root / "grid", create=True)
+    rng = np.random.default_rng(seed)
+    for i in range(episodes):
+        pos, frames = rng.integers(16, 48, 2), []
+        actions = rng.integers(0, 5, steps)
+        for t in range(steps + 1):
+            frame = np.full((64, 64, 3), 40, np.uint8)
+            frame[pos[0] - 4 : pos[0] + 4, pos[1] - 4 : pos[1] + 4] = (250, 200, 30)
+            frames.append(frame)
+            if t < steps:
+                pos = np.clip(pos + MOVES[actions[t]], 6, 58)
+        store.write(
+            f"ep_{i:06d}",
+            Episode(
+                frames=np.stack(frames),
+                actions=actions.astype(np.int64),
+                env_id="synthetic:grid",
+                action_space={"type": "discrete", "n": 15},
+            ),
+        )
+    return root / "grid"
+
+
+def save_pretrained(tmp, action_agnostic: bool = False):
+    """A tiny random world model and LAM on disk, as a pretraining run leaves them."""
+    bundle = tiny_random_bundle("latent", seed=1, action_agnostic=action_agnostic)
+    bundle.world_model.save_pretrained(tmp / "wm")
+    bundle.lam.save_pretrained(tmp / "lam")
+    return tmp / "wm", tmp / "lam", bundle
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    return grid_episodes(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def push(tmp_path_factory):
+    return synthetic_push_like(tmp_path_factory.mktemp("push"), episodes=3, steps=8, seed=0)
+
+
+def test_labelled_windows_cap_per_action_and_trajectories(grid, push):
+    episodes = read_episodes(grid)
+    windows = labelled_windows(episodes, samples_per_action=3, seed=0)
+    counts = np.bincount(windows.actions, minlength=5)
+    assert counts.max() == 3 and len(windows) == 15
+    item = windows[0]
+    assert item["history"].shape == (1, 64, 64, 3) and item["next"].shape == (64, 64, 3)
+
+    pushes = read_episodes(push)
+    by_traj = labelled_windows(pushes, trajectories=2, seed=0)
+    assert len(by_traj) == 16 and len(set(by_traj.index[:, 0].tolist())) == 2
+    with pytest.raises(ValueError, match="discrete"):
+        labelled_windows(pushes, samples_per_action=3)
+    with pytest.raises(ValueError, match="3 episodes"):
+        labelled_windows(pushes, trajectories=5)
+    with pytest.raises(ValueError, match="exactly one"):
+        labelled_windows(pushes)
+
+
+def test_codebook_starts_at_the_mean_latent_of_each_action(grid, tmp_path):
+    _, _, bundle = save_pretrained(tmp_path)
+    windows = labelled_windows(read_episodes(grid), samples_per_action=4, seed=0)
+    mu = transition_latents(bundle.lam, windows)
+    f_t, f_t1 = windows.pairs()
+    np.testing.assert_allclose(mu, bundle.lam.encode(f_t, f_t1), atol=0.05)  # bf16 labelling
+
+    codebook, info = init_adapter({"type": "discrete", "n": 15}, mu.shape[1], windows, mu, seed=0)
+    assert isinstance(codebook, ActionCodebook) and info["actions_without_samples"] == list(range(5, 15))
+    for a in range(5):
+        expected = mu[windows.actions == a].mean(axis=0)
+        np.testing.assert_allclose(codebook.embedding.weight[a].detach().numpy(), expected, atol=1e-6)
+    random_book, info = init_adapter({"type": "discrete", "n": 15}, mu.shape[1], windows, None, seed=0)
+    assert info == {"init": "random"} and not np.allclose(random_book.embedding.weight[0].detach(), mu[0])
+
+
+def test_mlp_is_prefit_on_action_latent_pairs(push):
+    windows = labelled_windows(read_episodes(push), trajectories=3, seed=0)
+    mu = np.tanh(windows.actions @ np.random.default_rng(0).standard_normal((4, 8))).astype(np.float32)
+    space = {"type": "box", "shape": [4], "low": -1.0, "high": 1.0}
+    mlp, info = init_adapter(space, 8, windows, mu, fit_steps=1000)
+    assert isinstance(mlp, ActionMLP) and mlp.action_space == spaces.Box(-1, 1, (4,), np.float32)
+    assert info["fit_mse"] < 0.3 * info["mu_var"] / 8  # far better than predicting the mean
+    unfit, info = init_adapter(space, 8, windows, None)
+    assert info == {"init": "random"} and isinstance(unfit, ActionMLP)
+
+
+def test_conditioned_copy_of_the_twin_predicts_as_the_twin_then_listens_to_z(tmp_path):
+    twin = tiny_random_bundle("latent", seed=0, action_agnostic=True).world_model
+    copy = conditioned_copy(twin)
+    assert not copy.config.action_agnostic and twin.config.action_agnostic
+    rng = np.random.default_rng(0)
+    history = rng.integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)
+    z = rng.standard_normal((2, copy.config.action_dim)).astype(np.float32)
+    same = [
+        m.predict_next(history, z, steps=1, generator=torch.Generator().manual_seed(0)) for m in (twin, copy)
+    ]
+    np.testing.assert_array_equal(*same)
+    with torch.no_grad():
+        copy.cond_mlp[0].weight[:, 0] = 1.0  # once the z columns learn something, z matters
+    moved = copy.predict_next(history, z, steps=1, generator=torch.Generator().manual_seed(0))
+    assert not np.array_equal(moved, same[0])
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_adapt_evaluates_saves_a_bundle_and_resumes(grid, tmp_path, agnostic):
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path, action_agnostic=agnostic)
+    out = tmp_path / "run"
+    kw = dict(samples_per_action=6, max_steps=4, eval_at=[0, 2, 4], eval_data=grid, eval_samples=8, **FAST)
+    bundle_dir = adapt(wm_dir, lam_dir, grid, out, checkpoint_every=2, **kw)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["session_losses"]) == 4 and summary["labelled_transitions"] == 30
+    assert [e["step"] for e in summary["evals"]] == [0, 2, 4]
+    assert {"psnr_1step", "ssim_1step", "psnr_copy_last"} <= set(summary["evals"][0])
+    assert summary["adapter"]["init"] == ("random" if agnostic else "mean_mu")
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+
+    bundle = AdaWorldBundle.from_pretrained(bundle_dir, expected_action_space=spaces.Discrete(15))
+    assert isinstance(bundle.adapter, ActionCodebook) and not bundle.world_model.config.action_agnostic
+    assert bundle.meta["pretrained_action_agnostic"] is agnostic and (bundle.lam is None) is agnostic
+    assert bundle.initial_frames.shape[1:] == (1, 64, 64, 3)
+    with pytest.raises(ValueError, match="action space"):
+        AdaWorldBundle.from_pretrained(bundle_dir, expected_action_space=spaces.Box(-1, 1, (4,), np.float32))
+
+    # Called again with the same budget, it resumes from the last checkpoint: no step is taken twice.
+    assert adapt(wm_dir, lam_dir, grid, out, **kw) == bundle_dir
+    again = json.loads((out / "summary.json").read_text())
+    assert again["steps"] == 4 and again["session_losses"] == [] and again["evals"] == summary["evals"]
+
+
+def test_finetuning_moves_the_codebook_and_lowers_the_loss(grid, tmp_path):
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    kw = dict(samples_per_action=6, lr=3e-3, seed=0, **FAST)
+    start = AdaWorldBundle.from_pretrained(adapt(wm_dir, lam_dir, grid, tmp_path / "a", max_steps=0, **kw))
+    end = AdaWorldBundle.from_pretrained(adapt(wm_dir, lam_dir, grid, tmp_path / "b", max_steps=15, **kw))
+    # Same seed: same labelled set and initial codebook; finetuning moved it and lowered the loss.
+    assert not torch.equal(start.adapter.embedding.weight, end.adapter.embedding.weight)
+    windows = labelled_windows(read_episodes(grid), samples_per_action=6, seed=0)
+    batch = next(window_batches(replace(windows, history=2), 2, 30, seed=0))
+
+    def loss(bundle) -> float:
+        with torch.no_grad():
+            z = bundle.adapter(batch["action"])
+            gens = [torch.Generator().manual_seed(s) for s in range(4)]
+            return float(np.mean([window_loss(bundle.world_model, batch, z, g) for g in gens]))
+
+    assert loss(end) < loss(start)
+
+
+def test_adapt_rejects_bad_inputs(grid, push, tmp_path):
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="LAM-conditioned"):
+        adapt(wm_dir, None, grid, tmp_path / "a", max_steps=1, **FAST)
+    with pytest.raises(ValueError, match="unknown init"):
+        adapt(wm_dir, lam_dir, grid, tmp_path / "b", max_steps=1, init="zeros", **FAST)
+    with pytest.raises(ValueError, match="differ"):
+        adapt(wm_dir, lam_dir, grid, tmp_path / "c", max_steps=1, eval_data=push, **FAST)
+    with pytest.raises(FileNotFoundError, match="world model"):
+        adapt(tmp_path / "nothing", lam_dir, grid, tmp_path / "d", max_steps=1, **FAST)
+    twin_dir, _, _ = save_pretrained(tmp_path / "twin", action_agnostic=True)
+    with pytest.raises(ValueError, match="random"):
+        adapt(twin_dir, lam_dir, grid, tmp_path / "e", max_steps=1, init="mean_mu", **FAST)
+    assert AdaptConfig().max_steps == 800 and AdaptConfig().samples_per_action == 100
+
+
+def test_cli_adapts_from_collected_data(push, tmp_path, capsys):
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    out = tmp_path / "adapted"
+    argv = ["adapt", "--model", str(wm_dir), "--lam", str(lam_dir), "--env", "AdaWorld/RobosuitePush-v0"]
+    argv += [
+        "--data",
+        str(push),
+        "--trajectories",
+        "2",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert cli_main(argv) == 0
+    assert "adapted bundle saved to" in capsys.readouterr().out
+    bundle = AdaWorldBundle.from_pretrained(
+        out / "bundle", expected_action_space=spaces.Box(-1, 1, (4,), np.float32)
+    )
+    assert isinstance(bundle.adapter, ActionMLP)
+
+    # Data whose actions do not fit the env, an unknown env, and asking for more trajectories than exist.
+    bad = argv[:6] + ["AdaWorld/Procgen-coinrun-v0"] + argv[7:]
+    assert cli_main(bad) == 2 and "action space" in capsys.readouterr().err
+    assert cli_main(argv[:6] + ["CartPole-v1"] + argv[7:]) == 2
+    assert "unsupported env" in capsys.readouterr().err
+    too_many = [a if a != "2" else "9" for a in argv]
+    assert cli_main(too_many) == 2 and "trajectories" in capsys.readouterr().err
