@@ -51,11 +51,11 @@ SPEED_STEPS = (1, 2, 3, 5)
 SPEED_BATCHES = (1, 64)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 2 CPU cores: the `small` world model, 1,500 steps of 32 (~75 min at ~11 samples/s each), both models
+    # 2 CPU cores: the `small` world model, 1,200 steps of 32 (~60 min at ~10 samples/s each), both models
     # trained side by side with one thread each. Same data as benchmarks.latent_actions' cpu preset.
     "cpu": dict(
         model="small",
-        train_steps=1500,
+        train_steps=1200,
         batch_size=32,
         push_share=0.5,
         jobs=2,

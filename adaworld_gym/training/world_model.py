@@ -106,8 +106,8 @@ class WorldModelTrainConfig:
         return config_from_preset(cls, _TRAIN_PRESETS, preset, "world model", **overrides)
 
 
-# Budgets: tiny runs in seconds (tests); small is the 2-core CPU model (~15 samples/s at one thread, so
-# 2,500 steps of 32 are ~90 minutes); base is for one GPU.
+# Budgets: tiny runs in seconds (tests); small is the 2-core CPU model (~10 samples/s at one thread with
+# a second training beside it, so 1,200 steps of 32 take ~60 minutes); base is for one GPU.
 _TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         batch_size=8,
@@ -121,7 +121,7 @@ _TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         eval_denoise_steps=1,
         ema_decay=0.99,
     ),
-    "small": dict(batch_size=32, lr=3e-4, warmup_steps=100, max_steps=2500, ema_decay=0.998),
+    "small": dict(batch_size=32, lr=3e-4, warmup_steps=100, max_steps=1200, ema_decay=0.998),
     "base": dict(
         batch_size=64,
         lr=3e-4,
