@@ -38,9 +38,6 @@ GIFs of the first few episodes of each model (goal | real | the learned model's 
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import os
 import tempfile
 import time
@@ -52,7 +49,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.models.bundle import tiny_random_bundle
 from adaworld_gym.plan import (
     PUSH_ENV_ID,
@@ -68,6 +64,8 @@ from adaworld_gym.plan import (
 from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
 from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks
 from adaworld_gym.viz import save_gif
+from benchmarks import _common
+from benchmarks._common import derived_seed, parse_dataclass_args, wilson
 
 MODELS = ("oracle", "adaworld", "action_agnostic", "random")
 
@@ -97,7 +95,7 @@ class Args:
 
 def task_seed(seed: int, index: int) -> int:
     """The planner's (and world model's) seed for task ``index``: the same for every model."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    return derived_seed(seed, index)
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -206,17 +204,6 @@ def aggregate(per_task: dict[str, list[dict[str, Any]] | None]) -> dict[str, dic
     return out
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return (math.nan, math.nan)
-    phat = successes / n
-    denom = 1 + z**2 / n
-    centre = (phat + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def markdown_table(results: dict[str, Any]) -> str:
     meta, n = results["meta"], results["n_tasks"]
     rows = [
@@ -246,8 +233,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
-    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
-    atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+    _common.write_results(out, results, markdown_table)
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -324,10 +310,7 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, value in asdict(Args()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
-    return Args(**vars(parser.parse_args(argv)))
+    return parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -11,3 +11,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_shipped_bundle(tmp_path, monkeypatch):
+    """Point the shipped-asset directory at an empty folder, so no shipped bundle is found."""
+    from adaworld_gym import defaults
+
+    path = tmp_path / "assets"
+    path.mkdir()
+    monkeypatch.setattr(defaults, "ASSETS", path)
+    return path

@@ -9,21 +9,12 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from adaworld_gym import defaults
 from adaworld_gym.models.bundle import tiny_random_bundle
 from benchmarks.vp2_push import MODELS, Args, main, wilson
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 KEYS = ("success", "mean_best_distance", "seconds_per_replan")
-
-
-@pytest.fixture
-def no_shipped_bundle(tmp_path, monkeypatch):
-    path = tmp_path / "assets"
-    path.mkdir()
-    monkeypatch.setattr(defaults, "ASSETS", path)
-    return path
 
 
 def test_smoke_run_writes_results_and_gifs(tmp_path):

@@ -13,6 +13,7 @@ pure-simulator planning start quickly.
 
 from adaworld_gym.planning.costs import (
     ADAWORLD_COST,
+    ADAWORLD_TIEBREAK_COST,
     VP2_COST,
     CostFn,
     GoalCost,
@@ -47,6 +48,7 @@ from adaworld_gym.planning.planners import (
 
 __all__ = [
     "ADAWORLD_COST",
+    "ADAWORLD_TIEBREAK_COST",
     "PROCGEN_MOVE_ACTIONS",
     "PROCGEN_NOOP_ACTION",
     "PUSH_INIT_STD",

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "ADAWORLD_COST",
+    "ADAWORLD_TIEBREAK_COST",
     "VP2_COST",
     "CostFn",
     "GoalCost",
@@ -111,7 +112,8 @@ def sanitize_costs(costs: np.ndarray) -> np.ndarray:
 
 
 _METRICS = ("mse", "cosine")
-_REDUCTIONS = ("sum", "mean", "best", "last")
+_REDUCTIONS = ("sum", "mean", "best", "last", "best_then_mean")
+_TIEBREAK = 1e-9  # mean-cost weight of "best_then_mean": below any real difference of best costs
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class GoalCost:
     Args:
         metric: ``"mse"``: :func:`pixel_sse` per step; ``"cosine"``: minus :func:`rgb_cosine` per step.
         reduce: ``"sum"`` over steps (VP2), ``"mean"``, ``"best"`` (the lowest step cost, i.e. the closest the
-            trajectory gets to the goal; AdaWorld's max-along-trajectory score) or ``"last"`` (final frame only).
+            trajectory gets to the goal; AdaWorld's max-along-trajectory score), ``"last"`` (final frame only) or
+            ``"best_then_mean"`` (``best``, ties broken by the mean: reaching the goal sooner and staying wins).
 
     Calling it returns float64 ``[B]`` with non-finite values replaced by +inf. A step with a non-finite cost
     makes the whole candidate +inf, also under ``"best"``: a model that produced NaN is not trusted elsewhere.
@@ -149,6 +152,8 @@ class GoalCost:
                 costs = steps.mean(axis=1)
             elif self.reduce == "best":
                 costs = steps.min(axis=1)
+            elif self.reduce == "best_then_mean":
+                costs = steps.min(axis=1) + _TIEBREAK * steps.mean(axis=1)
             else:
                 costs = steps[:, -1].copy()
         # Checked per step: "best" or "last" would otherwise hide a NaN step (and min would pick a -inf one).
@@ -161,3 +166,7 @@ VP2_COST = GoalCost("mse", "sum")
 
 ADAWORLD_COST = GoalCost("cosine", "best")
 """AdaWorld's Procgen score as a cost: minus the best RGB cosine similarity along the trajectory."""
+
+ADAWORLD_TIEBREAK_COST = GoalCost("cosine", "best_then_mean")
+""":data:`ADAWORLD_COST` with ties broken by the mean similarity. With the simulator oracle a completed Procgen
+level repeats the goal frame, so completing ties with merely passing the goal frame under the plain score."""

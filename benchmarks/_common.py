@@ -1,0 +1,57 @@
+"""Small helpers the planning benchmarks share (``vp2_push``, ``procgen_planning``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def derived_seed(*keys: int) -> int:
+    """A 32-bit seed derived from ``keys`` (e.g. run seed and episode index): the same for every model."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return (math.nan, math.nan)
+    phat = successes / n
+    denom = 1 + z**2 / n
+    centre = (phat + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def parse_dataclass_args(cls: type[T], description: str, argv: list[str] | None = None) -> T:
+    """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default)."""
+    parser = argparse.ArgumentParser(description=description)
+    for name, value in asdict(cls()).items():  # type: ignore[call-overload]
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def jsonable_args(args: Any) -> dict[str, Any]:
+    """``asdict(args)`` with paths as strings."""
+    return {
+        k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
+        for k, v in asdict(args).items()
+    }
+
+
+def write_results(
+    out: Path, results: dict[str, Any], markdown_table: Callable[[dict[str, Any]], str]
+) -> None:
+    """``results.json`` and ``results.md`` (the table), each written atomically."""
+    from adaworld_gym.data.episodes import atomic_write_bytes
+
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
+    atomic_write_bytes(out / "results.md", markdown_table(results).encode())
