@@ -96,3 +96,20 @@ def test_missing_data_is_reported(tmp_path):
         tmp_path / "o",
     )
     assert r.returncode == 2 and "nothing" in r.stderr
+
+
+def test_sigterm_becomes_keyboard_interrupt_so_trainers_checkpoint():
+    import signal
+
+    from adaworld_gym import cli
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a nohup'd background job
+    try:
+        cli._stop_gracefully_on_signals()
+        for sig in saved:
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(sig)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
