@@ -118,5 +118,8 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
         f"vs copy-last {summary['copy_last_psnr']:.2f} dB, with another transition's z "
         f"{summary['lam_shuffled_z_psnr']:.2f} dB"
     )
-    print(f"[demo] wrote {out}/real.gif, push_lam_reconstruction.gif, latent_actions.png, summary.json")
+    gifs = "real.gif, push_lam_reconstruction.gif" + (
+        ", transfer.gif" if (out / "transfer.gif").exists() else ""
+    )
+    print(f"[demo] wrote {out}/{gifs}, latent_actions.png, summary.json")
     return summary

@@ -236,3 +236,18 @@ def test_bad_rollout_and_training_inputs(model: DiffusionWorldModel) -> None:
         model.training_loss(hist, nxt[:1], z)
     with pytest.raises(ValueError, match="history_len"):
         model.training_loss(hist, nxt, z, history_len=[0, 1])
+
+
+def test_residual_model_adds_the_last_frame_to_the_same_sample() -> None:
+    """Same weights and noise: the residual model's frame = the plain model's + the last history frame."""
+    plain, residual = make_model(), make_model(predict_residual=True)
+    residual.load_state_dict(plain.state_dict())
+    history = frames(2, 3, seed=4) // 4 + 96  # mid-grey frames, so neither sum is clipped at 0 or 255
+    z = actions(2)
+    a = plain.predict_next(history, z, steps=2, generator=gen(0)).astype(np.float32)
+    b = residual.predict_next(history, z, steps=2, generator=gen(0)).astype(np.float32)
+    unclipped = (a > 0) & (a < 255) & (b > 0) & (b < 255)
+    last = history[:, -1].astype(np.float32)
+    assert unclipped.mean() > 0.2
+    # uint8 [0,255] <-> [-1,1]: b = ((a/127.5 - 1) + (last/127.5 - 1) + 1) * 127.5 = a + last - 127.5
+    assert np.abs(b - (a + last - 127.5))[unclipped].max() <= 1.5
