@@ -48,8 +48,8 @@ from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import DiffusionWorldModel
 from adaworld_gym.training.checkpoint import save_checkpoint
 from adaworld_gym.training.common import (
+    CheckpointClock,
     budget_spent,
-    checkpoint_due,
     make_lr_scheduler,
     optimizer_step,
     plain_config,
@@ -457,10 +457,11 @@ def adapt(
     batches = window_batches(train, k, cfg.batch_size, seed=cfg.seed + step)
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="adapt", unit="step")
     loss_sum, window_steps, losses = 0.0, 0, []
-    session_start, last_ckpt, last_ckpt_step = time.monotonic(), time.monotonic(), step
+    session_start = time.monotonic()
+    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
     model.train()
-    try:
+    with clock.guard(bar):
         while True:
             if step in eval_steps and step not in done:
                 evals.append(evaluate())
@@ -482,17 +483,7 @@ def adapt(
                 writer.add_scalar("perf/samples_per_s", samples / max(train_seconds, 1e-9), step)
                 bar.set_postfix(loss=f"{loss_sum / window_steps:.4f}")
                 loss_sum, window_steps = 0.0, 0
-            if checkpoint_due(step, cfg.checkpoint_every, cfg.checkpoint_minutes, last_ckpt):
-                checkpoint()
-                last_ckpt, last_ckpt_step = time.monotonic(), step
-    except KeyboardInterrupt:
-        if step > last_ckpt_step:
-            checkpoint()  # the next call resumes from here
-        raise
-    finally:
-        bar.close()
-    if step > last_ckpt_step:
-        checkpoint()
+            clock.tick(step)
 
     summary: dict[str, Any] = {
         "model_dir": os.fspath(model_dir),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -122,11 +125,45 @@ def optimizer_step(
     return float(grad_norm)
 
 
-def checkpoint_due(step: int, every: int, minutes: float, last_time: float) -> bool:
-    """Every ``every`` steps, or once ``minutes`` have passed since ``last_time`` (``time.monotonic``)."""
-    import time
+class CheckpointClock:
+    """When a training loop saves: every ``every`` steps, every ``minutes``, and at the end or on Ctrl-C/SIGTERM.
 
-    return step % every == 0 or time.monotonic() - last_time >= minutes * 60
+    ``save`` writes a checkpoint of the loop's current state. Call :meth:`tick` after each step and run the loop
+    inside :meth:`guard`, which saves unsaved steps when the loop ends or is interrupted (then re-raises).
+    """
+
+    def __init__(self, save: Callable[[], None], step: int, every: int, minutes: float) -> None:
+        self.save, self.every, self.minutes = save, every, minutes
+        self.step = self.saved_step = step
+        self.saved_at = time.monotonic()
+
+    def tick(self, step: int) -> bool:
+        """Record ``step``; save if one is due. True when it saved (callers evaluate then)."""
+        self.step = step
+        if step % self.every == 0 or time.monotonic() - self.saved_at >= self.minutes * 60:
+            self._save()
+            return True
+        return False
+
+    def _save(self) -> None:
+        self.save()
+        self.saved_step, self.saved_at = self.step, time.monotonic()
+
+    def _flush(self) -> None:
+        if self.step > self.saved_step:
+            self._save()
+
+    @contextlib.contextmanager
+    def guard(self, bar: Any) -> Iterator[None]:
+        """Close ``bar`` and save unsaved steps however the loop ends; an interrupt is re-raised after saving."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self._flush()  # keep the work done so far; the next call resumes from here
+            raise
+        finally:
+            bar.close()
+        self._flush()
 
 
 def training_state(

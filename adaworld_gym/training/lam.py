@@ -38,6 +38,7 @@ from adaworld_gym.training.checkpoint import (
     save_checkpoint,
 )
 from adaworld_gym.training.common import (
+    CheckpointClock,
     budget_spent,
     config_from_preset,
     image_grid,
@@ -249,10 +250,11 @@ def run_lam_training(
         total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc="train-lam", unit="step"
     )
     window = _Window()
-    session_start, last_ckpt, last_ckpt_step = time.monotonic(), time.monotonic(), step
+    session_start = time.monotonic()
+    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
     model.train()
-    try:
+    with clock.guard(bar):
         while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             try:
                 f_t, f_t1 = next(batches)
@@ -287,23 +289,11 @@ def run_lam_training(
                 bar.set_postfix(mse=f"{logs['loss/mse']:.4f}", psnr_gain=f"{logs['psnr/gain']:.2f}")
             if writer is not None and step % cfg.image_every == 0:
                 writer.add_image("recon/ft_ft1_recon_err", image_grid(f_t, f_t1, out.recon), step)
-            due_minutes = time.monotonic() - last_ckpt >= cfg.checkpoint_minutes * 60
-            if step % cfg.checkpoint_every == 0 or due_minutes:
-                checkpoint()
-                last_ckpt, last_ckpt_step = time.monotonic(), step
+            if clock.tick(step):
                 if eval_data is not None and writer is not None:
                     _log_eval(
                         writer, evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches), step
                     )
-    except KeyboardInterrupt:
-        if step > last_ckpt_step:
-            checkpoint()  # keep the work done so far; the next call resumes from here
-        raise
-    finally:
-        bar.close()
-
-    if step > last_ckpt_step:
-        checkpoint()
     model_dir = out_dir / "model"
     if is_main:
         summary: dict[str, Any] = {

@@ -48,6 +48,7 @@ from adaworld_gym.data.episodes import Episode
 from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
+    CheckpointClock,
     budget_spent,
     make_lr_scheduler,
     plain_config,
@@ -333,10 +334,11 @@ def run_reward_training(
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train-reward", unit="step")
     sums = np.zeros(3)  # reward loss, termination loss, steps
-    session_start, last_ckpt, last_ckpt_step = time.monotonic(), time.monotonic(), step
+    session_start = time.monotonic()
+    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
     model.train()
-    try:
+    with clock.guard(bar):
         while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             rows, weights = sampler.draw()
             prev, nxt = (torch.from_numpy(x) for x in train.pairs(rows))
@@ -368,21 +370,7 @@ def run_reward_training(
                 writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
                 bar.set_postfix(reward=f"{sums[0] / sums[2]:.4f}", term=f"{sums[1] / sums[2]:.4f}")
                 sums[:] = 0
-            if (
-                step % cfg.checkpoint_every == 0
-                or time.monotonic() - last_ckpt >= cfg.checkpoint_minutes * 60
-            ):
-                checkpoint()
-                last_ckpt, last_ckpt_step = time.monotonic(), step
-    except KeyboardInterrupt:
-        if step > last_ckpt_step:
-            checkpoint()  # keep the work done so far; the next call resumes from here
-        raise
-    finally:
-        bar.close()
-
-    if step > last_ckpt_step:
-        checkpoint()
+            clock.tick(step)
     model.eval()
     eval_on = "held_out" if len(held_out) else "train"
     metrics = evaluate_reward_head(model, held_out if len(held_out) else train, lam=lam, bf16=bf16)

@@ -40,8 +40,8 @@ from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
 from adaworld_gym.training.checkpoint import save_checkpoint
 from adaworld_gym.training.common import (
+    CheckpointClock,
     budget_spent,
-    checkpoint_due,
     config_from_preset,
     image_grid,
     is_path,
@@ -299,10 +299,11 @@ def run_world_model_training(
     desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
     loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
-    session_start, last_ckpt, last_ckpt_step = time.monotonic(), time.monotonic(), step
+    session_start = time.monotonic()
+    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
     model.train()
-    try:
+    with clock.guard(bar):
         while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             try:
                 batch = to_device(next(batches), accelerator.device)
@@ -335,9 +336,7 @@ def run_world_model_training(
                     writer.add_scalar(key, value, step)
                 bar.set_postfix(loss=f"{logs['loss/denoise']:.4f}")
                 loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
-            if checkpoint_due(step, cfg.checkpoint_every, cfg.checkpoint_minutes, last_ckpt):
-                checkpoint()
-                last_ckpt, last_ckpt_step = time.monotonic(), step
+            if clock.tick(step):
                 if eval_set is not None and writer is not None:
                     log_eval(writer, evaluate(), step)
             if writer is not None and step % cfg.image_every == 0:
@@ -345,15 +344,6 @@ def run_world_model_training(
                 with ema_weights(ema, raw_model):
                     grid = _prediction_grid(raw_model, shown, cfg.eval_denoise_steps)
                 writer.add_image("predictions/last_next_pred_err", grid, step)
-    except KeyboardInterrupt:
-        if step > last_ckpt_step:
-            checkpoint()  # keep the work done so far; the next call resumes from here
-        raise
-    finally:
-        bar.close()
-
-    if step > last_ckpt_step:
-        checkpoint()
     model_dir = out_dir / "model"
     if is_main:
         summary: dict[str, Any] = {
