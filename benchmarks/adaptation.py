@@ -39,7 +39,6 @@ Writes ``results.json`` and ``results.md`` after every run (each finished run al
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -54,6 +53,7 @@ import torch
 
 from adaworld_gym.data.episodes import EpisodeStore, atomic_write_bytes
 from adaworld_gym.sims.games import ADAPTATION_GAMES
+from benchmarks import _common
 
 MODELS = ("adaworld", "vq", "action_agnostic")
 PAPER_STEPS = (0, 100, 200, 400, 800)
@@ -495,17 +495,13 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def write_results(out: Path, results: dict[str, Any], plot: bool = True) -> None:
-    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
-    atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+    _common.write_results(out, results, markdown_table)
     if plot:
         plot_psnr(results, out / "psnr_vs_steps.png")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, value in asdict(Args()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
-    return Args(**vars(parser.parse_args(argv)))
+    return _common.parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Writes ``results.json``, ``results.md`` and a PCA plot of each regulariser's lat
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +37,7 @@ from adaworld_gym.metrics import psnr_pooled
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.sims.games import PRETRAIN_GAMES
 from adaworld_gym.training.lam import train_lam
+from benchmarks import _common
 
 REGULARIZERS = ("kl", "vq", "sparse", "none")
 MOVE_ACTIONS = 9  # Procgen actions 0-8 are the 8 directions and no-op; 9-14 are game-specific keys
@@ -287,10 +287,7 @@ def main(args: Args) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, value in asdict(Args()).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
-    return Args(**vars(parser.parse_args(argv)))
+    return _common.parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ steps, tiny freshly collected Procgen data and synthetic push-like episodes) run
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -43,6 +42,7 @@ from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import DiffusionWorldModel
 from adaworld_gym.sims.games import PRETRAIN_GAMES
 from adaworld_gym.training.world_model import label_actions, load_lam, load_world_model, train_world_model
+from benchmarks import _common
 from benchmarks.latent_actions import ensure_data
 
 MODELS = ("adaworld", "action_agnostic", "copy_last")
@@ -461,10 +461,7 @@ def main(args: Args) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, value in asdict(Args()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
-    return Args(**vars(parser.parse_args(argv)))
+    return _common.parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
 
 
 if __name__ == "__main__":
