@@ -128,13 +128,14 @@ def vector_speedup(
     return {"single_fps": single_fps, "vector_fps": vector_fps, "speedup": vector_fps / single_fps}
 
 
-def run_game(game: str, bundle_dir: Path, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
+def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
-    bundle = AdaWorldBundle.from_pretrained(bundle_dir, expected_action_space=ProcgenEnv(game).action_space)
     real_frames = int(bundle.meta.get("real_frames", 0))
     if real_frames <= 0:
-        raise ValueError(f"{bundle_dir}: meta['real_frames'] is missing; the real-env baseline needs it")
+        raise ValueError(
+            f"procgen-{game} bundle: meta['real_frames'] is missing; the real-env baseline needs it"
+        )
     rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
     for seed in seeds:
         venv = WorldModelVectorEnv(
@@ -198,13 +199,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not (bundle_dir / "bundle.json").is_file():
             results["skipped"][game] = f"no bundle at {bundle_dir}"
             continue
-        bundle = AdaWorldBundle.from_pretrained(bundle_dir)
+        bundle = AdaWorldBundle.from_pretrained(
+            bundle_dir, expected_action_space=ProcgenEnv(game).action_space
+        )
         if bundle.reward_head is None:
             results["skipped"][game] = "bundle has no reward head (adaworld train-reward)"
             continue
         if speed is None:
             speed = vector_speedup(bundle, 16, p.speed_steps, p.denoise_steps, args.seeds[0])
-        results["ppo"][game] = run_game(game, bundle_dir, p, args.seeds, args.out)
+        results["ppo"][game] = run_game(game, bundle, p, args.seeds, args.out)
     if speed is None:
         raise SystemExit(f"no usable bundle under {args.bundles}: {results['skipped']}")
     results["vector_speedup_n16"] = speed["speedup"]
