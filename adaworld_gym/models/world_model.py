@@ -52,9 +52,19 @@ WORLD_MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Unit tests only: ~47K parameters.
     "tiny": {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 8},
     # 2 CPU cores, ~90 minutes of training: ~2.6M parameters.
-    "small": {"block_out_channels": (32, 64, 128), "layers_per_block": 1, "norm_num_groups": 32},
+    "small": {
+        "block_out_channels": (32, 64, 128),
+        "layers_per_block": 1,
+        "norm_num_groups": 32,
+        "predict_residual": True,
+    },
     # One GPU: ~25M parameters, DIAMOND-sized.
-    "base": {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
+    "base": {
+        "block_out_channels": (64, 128, 256, 256),
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "predict_residual": True,
+    },
 }
 
 
