@@ -10,7 +10,9 @@ import pytest
 
 import adaworld_gym  # noqa: F401  (registers AdaWorld/RobosuitePush-v0)
 from adaworld_gym.sims.push import (
+    CAMERA_FOVY,
     NUM_OBJECTS,
+    OBS_SIZE,
     STATE_SIZE,
     RobosuitePushEnv,
     ScriptedPusher,
@@ -190,6 +192,15 @@ def test_scripted_pusher_actions(env: RobosuitePushEnv) -> None:
         ScriptedPusher(NUM_OBJECTS, np.random.default_rng(0))
 
 
+def gripper_pixel(env: RobosuitePushEnv) -> tuple[float, float]:
+    """Where the grip site projects in the 64x64 frame (column, row from the top), by the pinhole model."""
+    cam = env._camera_id
+    offset = env.eef_position() - env._data.cam_xpos[cam]
+    x, y, z = env._data.cam_xmat[cam].reshape(3, 3).T @ offset  # camera frame: x right, y up, looking along -z
+    focal = 0.5 * OBS_SIZE / np.tan(np.deg2rad(CAMERA_FOVY) / 2)
+    return OBS_SIZE / 2 + focal * x / -z, OBS_SIZE / 2 - focal * y / -z
+
+
 def test_make_push_tasks_deterministic(env: RobosuitePushEnv) -> None:
     tasks = make_push_tasks(2, seed=11, env=env)
     again = make_push_tasks(2, seed=11, env=env)
@@ -203,6 +214,11 @@ def test_make_push_tasks_deterministic(env: RobosuitePushEnv) -> None:
         assert push_success(task.goal_state, task.goal_state)
         assert not push_success(task.init_state, task.goal_state)
         assert max_object_distance(task.init_state, task.goal_state) > 0.08
+        # Tasks start mid-demo with the gripper well in view (at home it sits on the top edge, row ~4): from
+        # the home pose a goal-image planner is blind.
+        env.set_state(task.init_state)
+        column, row = gripper_pixel(env)
+        assert 0 <= column < OBS_SIZE and OBS_SIZE / 8 <= row < OBS_SIZE, (column, row)
         # The goal image is what the env shows in the goal state.
         env.set_state(task.goal_state)
         np.testing.assert_array_equal(env.render(), task.goal_image)

@@ -666,13 +666,18 @@ class PushTask:
 
 
 MIN_PUSH_DISPLACEMENT = 0.08
+# A task starts this many demo steps before the pusher is down behind its object: the arm is low, in view.
+START_BEFORE_PUSH = 1
 
 
 def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> list[PushTask]:
     """Generate ``n`` push tasks from scripted 15-step demos, deterministically in ``seed``.
 
-    Task ``i`` targets object ``i % 4``. A demo is kept only if some object moved more than 0.08 m and none fell
-    below the table top; the goal is the demo's final state and frame.
+    Task ``i`` targets object ``i % 4``. Like VP2 (which stores a start index per task), a task starts mid-demo:
+    ``START_BEFORE_PUSH`` steps before the pusher is down behind its object. From the demo's first state (the
+    home pose) the arm is above the camera's view, every candidate renders the same image and a goal-image
+    planner is blind, even with the simulator as its model. A demo is kept only if, from that start, some
+    object moved more than 0.08 m and none fell below the table top; the goal is the demo's final state and frame.
 
     Args:
         n: Number of tasks.
@@ -699,11 +704,19 @@ def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> l
                 target = len(tasks) % NUM_OBJECTS
                 layout_seed, pusher_seed = seeds.spawn(2)
                 env.reset(seed=int(layout_seed.generate_state(1)[0]))
-                init_state = env.get_state()
-                start = env.object_positions()
                 pusher = ScriptedPusher(target, np.random.default_rng(pusher_seed))
-                for _ in range(PUSH_EPISODE_STEPS):
-                    env.step(pusher.act(env))
+                states = [env.get_state()]
+                push_step = None  # index of the first state the pusher pushes from
+                for step in range(PUSH_EPISODE_STEPS):
+                    action = pusher.act(env)
+                    if pusher.pushing and push_step is None:
+                        push_step = step
+                    env.step(action)
+                    states.append(env.get_state())
+                if push_step is None:
+                    continue  # never got down behind the object
+                init_state = states[max(push_step - START_BEFORE_PUSH, 0)]
+                start = object_positions_from_state(init_state)
                 end = env.object_positions()
                 moved = np.linalg.norm(end - start, axis=1).max() > MIN_PUSH_DISPLACEMENT
                 if moved and np.all(end[:, 2] > TABLE_TOP[2]):
