@@ -196,7 +196,9 @@ def gripper_pixel(env: RobosuitePushEnv) -> tuple[float, float]:
     """Where the grip site projects in the 64x64 frame (column, row from the top), by the pinhole model."""
     cam = env._camera_id
     offset = env.eef_position() - env._data.cam_xpos[cam]
-    x, y, z = env._data.cam_xmat[cam].reshape(3, 3).T @ offset  # camera frame: x right, y up, looking along -z
+    x, y, z = (
+        env._data.cam_xmat[cam].reshape(3, 3).T @ offset
+    )  # camera frame: x right, y up, looking along -z
     focal = 0.5 * OBS_SIZE / np.tan(np.deg2rad(CAMERA_FOVY) / 2)
     return OBS_SIZE / 2 + focal * x / -z, OBS_SIZE / 2 - focal * y / -z
 
