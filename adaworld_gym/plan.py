@@ -226,6 +226,8 @@ class PushEpisodeResult:
             "final_distance": self.distances[-1],
             "seconds_per_replan": self.seconds_per_replan,
             "replans": len(self.episode.replan_seconds),
+            # Replans where every candidate predicted the same cost: the planner could not see its actions.
+            "blind_replans": sum(info.get("cost_spread") == 0 for info in self.episode.plan_infos),
         }
 
 

@@ -190,7 +190,12 @@ def oracle_env_factory() -> Any:
 
 
 def aggregate(per_task: dict[str, list[dict[str, Any]] | None]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"success": {}, "mean_best_distance": {}, "seconds_per_replan": {}}
+    out: dict[str, dict[str, Any]] = {
+        "success": {},
+        "mean_best_distance": {},
+        "seconds_per_replan": {},
+        "blind_replan_fraction": {},
+    }
     for name in MODELS:
         rows = per_task.get(name)
         if not rows:
@@ -201,25 +206,29 @@ def aggregate(per_task: dict[str, list[dict[str, Any]] | None]) -> dict[str, dic
         out["mean_best_distance"][name] = float(np.mean([r["best_distance"] for r in rows]))
         # Mean over all replans (every episode has the same number).
         out["seconds_per_replan"][name] = float(np.mean([r["seconds_per_replan"] for r in rows]))
+        # MPPI replans whose candidates all cost the same (random has no planner: 0).
+        replans = sum(r["replans"] for r in rows)
+        out["blind_replan_fraction"][name] = sum(r.get("blind_replans", 0) for r in rows) / max(replans, 1)
     return out
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     meta, n = results["meta"], results["n_tasks"]
     rows = [
-        "| model | success | 95% CI | mean best distance (m) | s / replan |",
-        "|---|---|---|---|---|",
+        "| model | success | 95% CI | mean best distance (m) | s / replan | blind replans |",
+        "|---|---|---|---|---|---|",
     ]
     for name in MODELS:
         rate = results["success"][name]
         if rate is None:
-            rows.append(f"| {name} | — | — | — | — (skipped: {results['skipped'][name]}) |")
+            rows.append(f"| {name} | — | — | — | — | — (skipped: {results['skipped'][name]}) |")
             continue
         k = int(round(rate * n))
         low, high = wilson(k, n)
         rows.append(
             f"| {name} | {rate:.3f} ({k}/{n}) | {low:.2f}-{high:.2f} | "
-            f"{results['mean_best_distance'][name]:.3f} | {results['seconds_per_replan'][name]:.2f} |"
+            f"{results['mean_best_distance'][name]:.3f} | {results['seconds_per_replan'][name]:.2f} | "
+            f"{results['blind_replan_fraction'][name]:.0%} |"
         )
     rows += [
         "",
@@ -227,7 +236,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"{VP2_STEPS}-step episodes (one zero action, then MPPI every step: {meta['samples']} samples x horizon "
         f"{meta['horizon']}, VP2 cost), success = best-step max object distance < {SUCCESS_THRESHOLD} m; oracle "
         f"with {meta['workers']} simulator worker(s), learned models with {meta['denoise_steps']} denoising "
-        f"step(s) at {meta['threads']} thread(s); {meta['wall_minutes']:.1f} min in all.",
+        f"step(s) at {meta['threads']} thread(s); {meta['wall_minutes']:.1f} min in all. Blind replans: MPPI "
+        "replans whose candidates all had the same cost (the plan is then the mean of the noise).",
     ]
     return "\n".join(rows) + "\n"
 

@@ -14,7 +14,7 @@ from benchmarks.vp2_push import MODELS, Args, main, wilson
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-KEYS = ("success", "mean_best_distance", "seconds_per_replan")
+KEYS = ("success", "mean_best_distance", "seconds_per_replan", "blind_replan_fraction")
 
 
 def test_smoke_run_writes_results_and_gifs(tmp_path):
@@ -34,12 +34,14 @@ def test_smoke_run_writes_results_and_gifs(tmp_path):
         assert results["mean_best_distance"][name] == episode["best_distance"]
         assert episode["success"] == (episode["best_distance"] < 0.05)
         assert episode["replans"] == 14  # 15 steps: one zero action, then a plan before every step
+        assert 0 <= episode["blind_replans"] <= 14
         assert results["skipped"][name] is None
     # Every model starts from the same task.
     assert len({results["per_task"][name][0]["initial_distance"] for name in MODELS}) == 1
     for name in ("oracle", "adaworld", "action_agnostic"):
         assert results["seconds_per_replan"][name] > 0
     assert "random weights" in results["meta"]["bundles"]["adaworld"]
+    assert results["blind_replan_fraction"]["random"] == 0  # no planner, nothing to be blind
 
     table = (out / "results.md").read_text()
     assert "| model | success |" in table and all(f"| {name} |" in table for name in MODELS)

@@ -320,6 +320,23 @@ def test_mppi_defaults_follow_vp2():
         MPPIPlanner(ToyDynamics(DISCRETE))
 
 
+class BlindDynamics(ToyDynamics):
+    """Every candidate predicts the same frames, as a camera that cannot see what the actions move."""
+
+    def rollout(self, context: np.ndarray | None, actions: np.ndarray, state: Any = None) -> np.ndarray:
+        return np.repeat(context[:, -1:], actions.shape[1], axis=1)
+
+
+def test_mppi_reports_when_its_candidates_cannot_be_told_apart():
+    seeing = MPPIPlanner(ToyDynamics(), samples=32, horizon=4, seed=0)
+    seeing.plan(toy_context(), render(GOAL))
+    assert seeing.last_info["cost_spread"] > 0 and 1 <= seeing.last_info["effective_samples"] < 32
+    blind = MPPIPlanner(BlindDynamics(), samples=32, horizon=4, seed=0)
+    blind.plan(toy_context(), render(GOAL))
+    assert blind.last_info["cost_spread"] == 0
+    assert blind.last_info["effective_samples"] == pytest.approx(32)  # uniform weights: the plan is the noise
+
+
 def test_non_finite_predictions_are_never_chosen():
     goal = render(GOAL)  # to the right: x > 0 would be preferred, but those candidates predict NaN
     for planner in (

@@ -80,6 +80,8 @@ class MPCEpisode:
         planned: bool ``[n]``: True where a replan happened right before the step.
         replan_seconds: wall time of each replan (planning only, not execution).
         planned_costs: the best predicted cost of each replan (the planner's ``last_info["best_cost"]``).
+        plan_infos: the planner's ``last_info`` after each replan (MPPI adds ``cost_spread``: 0 when no
+            candidate looked different from another).
         states: ``env.unwrapped.get_state()`` after reset and after each step (``record_states=True``).
         success: per-step ``success_fn`` results (empty without one).
         terminated, truncated: how the episode ended (both False when ``max_steps`` ran out or on early success).
@@ -94,6 +96,7 @@ class MPCEpisode:
     planned_costs: list[float]
     states: list[Any] | None = None
     success: list[bool] = field(default_factory=list)
+    plan_infos: list[dict[str, Any]] = field(default_factory=list)
     terminated: bool = False
     truncated: bool = False
 
@@ -175,6 +178,7 @@ def run_mpc_episode(
     context: deque[np.ndarray] = deque([obs], maxlen=max(1, dyn.context_frames))
     pending: deque[np.ndarray] = deque(np.asarray(a) for a in (warmup_actions or ()))
     planned_costs: list[float] = []
+    plan_infos: list[dict[str, Any]] = []
     executed_since_plan = 0
     terminated = truncated = False
     for _ in range(max_steps):
@@ -188,6 +192,7 @@ def run_mpc_episode(
                 executed=executed_since_plan if planned_costs else None,
             )
             planned_costs.append(float(planner.last_info.get("best_cost", np.nan)))
+            plan_infos.append(dict(planner.last_info))
             pending.extend(plan[:replan_every])
             executed_since_plan = 0
         action = pending.popleft()
@@ -215,6 +220,7 @@ def run_mpc_episode(
         planned_costs=planned_costs,
         states=states,
         success=success,
+        plan_infos=plan_infos,
         terminated=bool(terminated),
         truncated=bool(truncated),
     )

@@ -331,6 +331,7 @@ class MPPIPlanner(Planner):
         mean = (previous if previous is not None else self._default_plan()).astype(np.float64)
         shape = (self.samples, self.horizon, *space.shape)
         best_cost, nonfinite, found = np.inf, 0, False
+        spread, effective = 0.0, 0.0
         for _ in range(self.iterations):
             candidates = _clip(mean + correlated_noise(self.rng, shape, self.init_std, self.beta), space)
             costs = self._evaluate(dynamics, context, goal, state, candidates)
@@ -343,7 +344,17 @@ class MPPIPlanner(Planner):
             # exp(-inf) = 0: non-finite candidates get no weight. The minimum gets weight 1, so the sum is >= 1.
             weights = np.exp(-self.gamma * (costs - costs[finite].min()))
             mean = np.tensordot(weights / weights.sum(), candidates.astype(np.float64), axes=1)
-        info = {"best_cost": best_cost, "nonfinite": nonfinite, "evaluated": self.samples * self.iterations}
+            # Diagnostics: a spread of 0 means every candidate looked the same (a blind planner: the plan is the
+            # mean of the noise); effective samples near 1 mean one candidate took all the weight.
+            spread = float(costs[finite].max() - costs[finite].min())
+            effective = float(weights.sum() ** 2 / (weights**2).sum())
+        info = {
+            "best_cost": best_cost,
+            "nonfinite": nonfinite,
+            "evaluated": self.samples * self.iterations,
+            "cost_spread": spread,
+            "effective_samples": effective,
+        }
         return (_clip(mean, space) if found else None), info
 
 
