@@ -13,6 +13,8 @@ the pretraining games, the same number of windows per game):
 - ``psnr_rollout``: PSNR at horizons 1..20 of autoregressive rollouts whose z at every step is the LAM's mu of
   the *true* future transition (zeros for the twin);
 - ``copy_last``: repeating the last history frame, the floor;
+- ``adaworld_shuffled_z``: AdaWorld with every window's z taken from another window (rolled by half the set):
+  how much of its score comes from z, i.e. whether the model is controllable at all;
 - ``speed``: sampling frames/s for 1/2/3/5 denoising steps at batch 1 and 64.
 
 Writes ``results.json``, ``results.md`` and ``rollout_psnr.png``. ``--preset smoke`` (tiny models, two training
@@ -45,7 +47,7 @@ from adaworld_gym.training.world_model import label_actions, load_lam, load_worl
 from benchmarks import _common
 from benchmarks.latent_actions import ensure_data
 
-MODELS = ("adaworld", "action_agnostic", "copy_last")
+MODELS = ("adaworld", "adaworld_shuffled_z", "action_agnostic", "copy_last")
 HORIZONS_SHOWN = (1, 5, 10, 20)
 SPEED_STEPS = (1, 2, 3, 5)
 SPEED_BATCHES = (1, 64)
@@ -268,6 +270,15 @@ def evaluate_env(
             predict_rollouts(model, one_step, zo, denoise_steps, seed)[:, 0],
             predict_rollouts(model, rollout, zr, denoise_steps, seed),
         )
+    # Controllability: the same model, each window driven by another window's latent actions.
+    preds["adaworld_shuffled_z"] = (
+        predict_rollouts(
+            models["adaworld"], one_step, np.roll(z_one, len(z_one) // 2, axis=0), denoise_steps, seed
+        )[:, 0],
+        predict_rollouts(
+            models["adaworld"], rollout, np.roll(z_roll, len(z_roll) // 2, axis=0), denoise_steps, seed
+        ),
+    )
     last_one = one_step["history"][:, -1]
     preds["copy_last"] = (last_one, np.repeat(rollout["history"][:, -1:], target_roll.shape[1], axis=1))
     return {

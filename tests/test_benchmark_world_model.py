@@ -32,7 +32,7 @@ def test_smoke_run_writes_results(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"push", "procgen", "speed", "meta"}
     for env_name in ("push", "procgen"):
-        assert set(results[env_name]) == {"adaworld", "action_agnostic", "copy_last"}
+        assert set(results[env_name]) == {"adaworld", "adaworld_shuffled_z", "action_agnostic", "copy_last"}
         for metrics in results[env_name].values():
             assert set(metrics) == {"psnr_1step", "ssim_1step", "psnr_rollout"}
             assert len(metrics["psnr_rollout"]) == 20
