@@ -261,24 +261,24 @@ def evaluate_env(
     """1-step PSNR/SSIM and rollout PSNR per horizon of each model and of copy-last, on one env's windows."""
     z_one, z_roll = latent_actions(lam, one_step["frames"]), latent_actions(lam, rollout["frames"])
     target_one, target_roll = one_step["frames"][:, 1], rollout["frames"][:, 1:]
-    preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, model in models.items():
-        # The twin ignores z (its config zeros it); zeros are passed to make that explicit.
-        agnostic = model.config.action_agnostic
-        zo, zr = (np.zeros_like(z_one), np.zeros_like(z_roll)) if agnostic else (z_one, z_roll)
-        preds[name] = (
+    zeros = (np.zeros_like(z_one), np.zeros_like(z_roll))
+    # The twin ignores z (its config zeros it); zeros are passed to make that explicit.
+    drives = {
+        name: (m, *(zeros if m.config.action_agnostic else (z_one, z_roll))) for name, m in models.items()
+    }
+    # Controllability: the same model, each window driven by another window's latent actions.
+    drives["adaworld_shuffled_z"] = (
+        models["adaworld"],
+        np.roll(z_one, len(z_one) // 2, axis=0),
+        np.roll(z_roll, len(z_roll) // 2, axis=0),
+    )
+    preds = {
+        name: (
             predict_rollouts(model, one_step, zo, denoise_steps, seed)[:, 0],
             predict_rollouts(model, rollout, zr, denoise_steps, seed),
         )
-    # Controllability: the same model, each window driven by another window's latent actions.
-    preds["adaworld_shuffled_z"] = (
-        predict_rollouts(
-            models["adaworld"], one_step, np.roll(z_one, len(z_one) // 2, axis=0), denoise_steps, seed
-        )[:, 0],
-        predict_rollouts(
-            models["adaworld"], rollout, np.roll(z_roll, len(z_roll) // 2, axis=0), denoise_steps, seed
-        ),
-    )
+        for name, (model, zo, zr) in drives.items()
+    }
     last_one = one_step["history"][:, -1]
     preds["copy_last"] = (last_one, np.repeat(rollout["history"][:, -1:], target_roll.shape[1], axis=1))
     return {

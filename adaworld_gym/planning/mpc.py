@@ -79,9 +79,8 @@ class MPCEpisode:
         infos: the env's info dict of each step.
         planned: bool ``[n]``: True where a replan happened right before the step.
         replan_seconds: wall time of each replan (planning only, not execution).
-        planned_costs: the best predicted cost of each replan (the planner's ``last_info["best_cost"]``).
         plan_infos: the planner's ``last_info`` after each replan (MPPI adds ``cost_spread``: 0 when no
-            candidate looked different from another).
+            candidate looked different from another); ``planned_costs`` reads their ``best_cost``.
         states: ``env.unwrapped.get_state()`` after reset and after each step (``record_states=True``).
         success: per-step ``success_fn`` results (empty without one).
         terminated, truncated: how the episode ended (both False when ``max_steps`` ran out or on early success).
@@ -93,7 +92,6 @@ class MPCEpisode:
     infos: list[dict[str, Any]]
     planned: np.ndarray
     replan_seconds: list[float]
-    planned_costs: list[float]
     states: list[Any] | None = None
     success: list[bool] = field(default_factory=list)
     plan_infos: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +106,11 @@ class MPCEpisode:
     @property
     def seconds_per_replan(self) -> float:
         return float(np.mean(self.replan_seconds)) if self.replan_seconds else float("nan")
+
+    @property
+    def planned_costs(self) -> list[float]:
+        """The best predicted cost of each replan."""
+        return [float(info.get("best_cost", np.nan)) for info in self.plan_infos]
 
 
 def _env_action(action: np.ndarray, space: spaces.Space) -> Any:
@@ -177,7 +180,6 @@ def run_mpc_episode(
     states = [base.get_state()] if record_states else None
     context: deque[np.ndarray] = deque([obs], maxlen=max(1, dyn.context_frames))
     pending: deque[np.ndarray] = deque(np.asarray(a) for a in (warmup_actions or ()))
-    planned_costs: list[float] = []
     plan_infos: list[dict[str, Any]] = []
     executed_since_plan = 0
     terminated = truncated = False
@@ -189,9 +191,8 @@ def run_mpc_episode(
                 goal,
                 base.get_state() if dyn.uses_state else None,
                 dynamics=dyn,
-                executed=executed_since_plan if planned_costs else None,
+                executed=executed_since_plan if plan_infos else None,
             )
-            planned_costs.append(float(planner.last_info.get("best_cost", np.nan)))
             plan_infos.append(dict(planner.last_info))
             pending.extend(plan[:replan_every])
             executed_since_plan = 0
@@ -217,7 +218,6 @@ def run_mpc_episode(
         infos=infos,
         planned=np.asarray(planned, bool),
         replan_seconds=list(planner.replan_seconds),
-        planned_costs=planned_costs,
         states=states,
         success=success,
         plan_infos=plan_infos,
