@@ -1,7 +1,7 @@
 """Goal-image planning on RobosuitePush with VP2's protocol: ``adaworld plan`` and the pieces the push benchmark
 (``benchmarks/vp2_push.py``) shares with it.
 
-    adaworld plan --env AdaWorld/RobosuitePush-v0 --model oracle --task 3 --samples 32 --horizon 5 --out plan.gif
+    adaworld plan --env AdaWorld/RobosuitePush-v0 --model oracle --task 3 --samples 32 --horizon 10 --out plan.gif
     adaworld plan --model path/to/push-bundle --planner cem --out plan.gif     # an adapted world model
     adaworld plan --model default --out plan.gif                               # the shipped push bundle
 

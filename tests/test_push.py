@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import adaworld_gym  # noqa: F401  (registers AdaWorld/RobosuitePush-v0)
+from adaworld_gym.planning.costs import GoalCost
 from adaworld_gym.sims.push import (
     CAMERA_FOVY,
     NUM_OBJECTS,
@@ -221,6 +222,35 @@ def test_make_push_tasks_deterministic(env: RobosuitePushEnv) -> None:
         env.set_state(task.init_state)
         column, row = gripper_pixel(env)
         assert 0 <= column < OBS_SIZE and OBS_SIZE / 8 <= row < OBS_SIZE, (column, row)
-        # The goal image is what the env shows in the goal state.
+        # The goal image is what the env shows in the goal state, and the demo's actions lead there.
         env.set_state(task.goal_state)
         np.testing.assert_array_equal(env.render(), task.goal_image)
+        env.set_state(task.init_state)
+        for action in task.demo_actions:
+            env.step(action)
+        np.testing.assert_array_equal(env.get_state(), task.goal_state)
+
+
+def test_vp2_cost_prefers_the_demo_at_the_benchmark_horizon(env: RobosuitePushEnv) -> None:
+    """The cpu preset's horizon must be long enough for the VP2 cost to tell pushing from hiding the arm.
+
+    Measured on make_push_tasks(3, seed=0): summed over 5 frames, lifting the arm out of view costs less than
+    the demo itself (the object only starts to move in frames 5-7), so at horizon 5 even the simulator oracle
+    prefers to hide the arm; over 10 frames the demo costs 15-40% less than holding still or lifting.
+    """
+    from benchmarks.vp2_push import PRESETS
+
+    horizon = PRESETS["cpu"]["horizon"]
+    task = make_push_tasks(1, seed=0, env=env)[0]
+    plans = {
+        "demo": task.demo_actions,
+        "still": np.zeros((horizon, 4), np.float32),
+        "lift": np.tile(np.float32([0, 0, 1, 0]), (horizon, 1)),
+    }
+    costs = {}
+    for name, plan in plans.items():
+        plan = np.concatenate([plan, np.zeros((max(horizon - len(plan), 0), 4), np.float32)])[:horizon]
+        env.set_state(task.init_state)
+        frames = np.stack([env.step(action)[0] for action in plan])
+        costs[name] = GoalCost("mse", "sum")(frames[None], task.goal_image)[0]
+    assert costs["demo"] < min(costs["still"], costs["lift"]), costs

@@ -663,6 +663,8 @@ class PushTask:
     goal_state: np.ndarray
     goal_image: np.ndarray  # uint8 [64, 64, 3], the demo's final frame
     target_object: int
+    # float32 [T, 4]: the demo's own actions from init_state to goal_state (a reference plan, for diagnostics).
+    demo_actions: np.ndarray | None = None
 
 
 MIN_PUSH_DISPLACEMENT = 0.08
@@ -705,7 +707,7 @@ def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> l
                 layout_seed, pusher_seed = seeds.spawn(2)
                 env.reset(seed=int(layout_seed.generate_state(1)[0]))
                 pusher = ScriptedPusher(target, np.random.default_rng(pusher_seed))
-                states = [env.get_state()]
+                states, actions = [env.get_state()], []
                 push_step = None  # index of the first state the pusher pushes from
                 for step in range(PUSH_EPISODE_STEPS):
                     action = pusher.act(env)
@@ -713,14 +715,17 @@ def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> l
                         push_step = step
                     env.step(action)
                     states.append(env.get_state())
+                    actions.append(action)
                 if push_step is None:
                     continue  # never got down behind the object
-                init_state = states[max(push_step - START_BEFORE_PUSH, 0)]
+                start_index = max(push_step - START_BEFORE_PUSH, 0)
+                init_state = states[start_index]
                 start = object_positions_from_state(init_state)
                 end = env.object_positions()
                 moved = np.linalg.norm(end - start, axis=1).max() > MIN_PUSH_DISPLACEMENT
                 if moved and np.all(end[:, 2] > TABLE_TOP[2]):
-                    tasks.append(PushTask(init_state, env.get_state(), env.render(), target))
+                    demo = np.stack(actions[start_index:])
+                    tasks.append(PushTask(init_state, env.get_state(), env.render(), target, demo))
                     progress.update(1)
     finally:
         if own_env:
