@@ -5,7 +5,7 @@ For each game and seed, three policies are scored by their mean return on held-o
 - ``imagination``: stable-baselines3 PPO trained in :class:`WorldModelVectorEnv` over the game's adapted bundle
   (reward and termination from the bundle's reward head); the real simulator is never stepped in training;
 - ``real``: the same PPO trained on the real simulator for as many frames as the bundle was built from
-  (``meta["real_frames"]``: the labelled transitions of the adaptation set), the fair equal-data comparison;
+  (``meta["labelled_transitions"]``: the labelled transitions of the adaptation set), the fair equal-data comparison;
 - ``random``: uniform random actions.
 
 The run also measures ``vector_speedup_n16``: frames/s of one 16-row vector env over 16 single envs stepped in
@@ -131,10 +131,11 @@ def vector_speedup(
 def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
-    real_frames = int(bundle.meta.get("real_frames", 0))
+    real_frames = int(bundle.meta.get("labelled_transitions", 0))
     if real_frames <= 0:
         raise ValueError(
-            f"procgen-{game} bundle: meta['real_frames'] is missing; the real-env baseline needs it"
+            f"procgen-{game} bundle: meta['labelled_transitions'] is missing (adaworld adapt records it); "
+            "the real-env baseline is trained on that many frames"
         )
     rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
     for seed in seeds:

@@ -20,7 +20,7 @@ def _procgen_bundle(tmp_path, game, meta):
 
 
 def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
-    bundles = _procgen_bundle(tmp_path, "coinrun", {"real_frames": 32})
+    bundles = _procgen_bundle(tmp_path, "coinrun", {"labelled_transitions": 32})
     out = tmp_path / "out"
     argv = ["--preset", "smoke", "--games", "coinrun", "chaser", "--seeds", "0", "--bundles", str(bundles)]
     results = ppo_imagination.main([*argv, "--out", str(out)])
@@ -41,5 +41,5 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
 def test_bundle_without_real_frame_count_is_rejected(tmp_path):
     bundles = _procgen_bundle(tmp_path, "coinrun", {})
     argv = ["--preset", "smoke", "--games", "coinrun", "--seeds", "0", "--bundles", str(bundles)]
-    with pytest.raises(ValueError, match="real_frames"):
+    with pytest.raises(ValueError, match="labelled_transitions"):
         ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
