@@ -1,6 +1,8 @@
 import json
 
-from benchmarks.latent_actions import Args, main
+import numpy as np
+
+from benchmarks.latent_actions import Args, main, probe_accuracy_within
 
 
 def test_smoke_run_writes_results(tmp_path):
@@ -17,8 +19,28 @@ def test_smoke_run_writes_results(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     for reg in ("kl", "vq"):
         r = results[reg]
-        for key in ("recon_psnr", "copy_psnr", "probe_acc_same", "probe_acc_cross", "shuffled_z_psnr"):
+        for key in (
+            "recon_psnr",
+            "copy_psnr",
+            "probe_acc_same",
+            "probe_acc_cross",
+            "probe_acc_within",
+            "shuffled_z_psnr",
+        ):
             assert isinstance(r[key], float)
         assert 0.0 <= r["probe_acc_cross"] <= 1.0 and len(r["per_seed"]) == 1
+    assert isinstance(results["reference"]["diff_probe_acc_within"], float)
     assert (tmp_path / "out" / "latents_kl.png").exists()
     assert "| kl |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_within_group_probe_separates_informative_from_random_features():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    groups = np.repeat([0, 1, 2], 100)
+    # Each group encodes the label in a different feature: a per-group probe reads it, whatever the group.
+    informative = rng.normal(size=(300, 4))
+    informative[np.arange(300), groups] += 8.0 * (y - 1)
+    noise = rng.normal(size=(300, 4))
+    assert probe_accuracy_within(informative, y, groups, seed=0) > 0.9
+    assert probe_accuracy_within(noise, y, groups, seed=0) < 0.55
