@@ -218,10 +218,7 @@ def markdown_table(results: dict, meta: dict, also: dict | None = None, referenc
     ]
 
     def cell(r: dict, key: str, fmt: str, sd: dict | None) -> str:
-        value = r.get(key)
-        if value is None:  # results from before the metric existed
-            return "—"
-        return f"{value:{fmt}}" + (f" ± {sd[key]:{fmt}}" if sd and key in sd else "")
+        return f"{r[key]:{fmt}}" + (f" ± {sd[key]:{fmt}}" if sd else "")
 
     def row(name: str, r: dict, sd: dict | None) -> str:
         return (
@@ -308,13 +305,6 @@ def main(args: Args) -> dict:
         results[reg] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         results[reg]["std"] = {k: float(np.std([r[k] for r in runs])) for k in keys}
         results[reg]["per_seed"] = runs
-    meta = {
-        **asdict(args),
-        **p,
-        "out": str(args.out),
-        "data": str(args.data),
-        "wall_minutes": (time.time() - start) / 60,
-    }
     move = procgen["action"] < MOVE_ACTIONS
     reference = {
         "diff_probe_acc_within": probe_accuracy_within(
@@ -325,6 +315,13 @@ def main(args: Args) -> dict:
         )
     }
     print(f"[reference] within-game probe on the frame difference: {reference['diff_probe_acc_within']:.3f}")
+    meta = {
+        **asdict(args),
+        **p,
+        "out": str(args.out),
+        "data": str(args.data),
+        "wall_minutes": (time.time() - start) / 60,
+    }
     payload = {**results, "reference": reference, "meta": meta}
     if args.also:
         payload["also"] = {"path": args.also, **extra}
