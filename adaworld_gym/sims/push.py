@@ -663,8 +663,7 @@ class PushTask:
     goal_state: np.ndarray
     goal_image: np.ndarray  # uint8 [64, 64, 3], the demo's final frame
     target_object: int
-    # float32 [T, 4]: the demo's own actions from init_state to goal_state (a reference plan, for diagnostics).
-    demo_actions: np.ndarray | None = None
+    demo_actions: np.ndarray  # float32 [T, 4]: the demo's own actions from init_state to goal_state
 
 
 MIN_PUSH_DISPLACEMENT = 0.08
