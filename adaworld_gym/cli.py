@@ -48,11 +48,35 @@ def _cmd_collect(args: argparse.Namespace) -> None:
     print(report)
 
 
+def _model_settings(pairs: list[str], model_cls: type, own_flags: set[str]) -> dict:
+    """Parse ``--set KEY=VALUE`` pairs (VALUE as JSON, else a string) into model config overrides."""
+    import inspect
+    import json
+
+    allowed = set(inspect.signature(model_cls.__init__).parameters) - {"self"} - own_flags
+    settings = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        if key not in allowed:
+            raise ValueError(
+                f"--set: {model_cls.__name__} has no setting {key!r}; known: {', '.join(sorted(allowed))}"
+            )
+        try:
+            settings[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key] = raw
+    return settings
+
+
 def _cmd_train_lam(args: argparse.Namespace) -> None:
     import torch
 
+    from adaworld_gym.models.latent_action import LatentActionModel
     from adaworld_gym.training.lam import train_lam
 
+    overrides = _model_settings(args.set, LatentActionModel, {"regularizer", "beta", "preset"})
     torch.set_num_threads(args.threads)
     path = train_lam(
         args.data,
@@ -63,6 +87,7 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         seed=args.seed,
+        model_overrides=overrides,
     )
     print(f"latent action model saved to {path}")
 
@@ -364,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--max-minutes", type=float, default=None)
     lam.add_argument("--seed", type=int, default=0)
     lam.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    lam.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model setting of the preset, e.g. --set pixel_channels=64 (repeatable)",
+    )
     lam.add_argument("--out", type=Path, required=True)
     lam.set_defaults(func=_cmd_train_lam)
 

@@ -1,5 +1,6 @@
 """Subprocess smoke runs of the training and transfer commands, chained as a user would."""
 
+import json
 import subprocess
 import sys
 
@@ -22,11 +23,12 @@ def data_dir(tmp_path_factory):
 
 def test_train_lam_then_world_model_then_transfer(data_dir, tmp_path):
     r = _cli(
-        "train-lam", "--data", data_dir, "--preset", "tiny", "--max-steps", "3", "--out", tmp_path / "lam"
-    )
+        "train-lam", "--data", data_dir, "--preset", "tiny", "--max-steps", "3",
+        "--set", "pixel_channels=12", "--out", tmp_path / "lam",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lam = tmp_path / "lam" / "model"
-    assert (lam / "config.json").exists()
+    assert json.loads((lam / "config.json").read_text())["pixel_channels"] == 12
     r = _cli(
         "train-wm",
         "--lam",
@@ -113,3 +115,12 @@ def test_sigterm_becomes_keyboard_interrupt_so_trainers_checkpoint():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("pixel_width=64", "no setting 'pixel_width'"), ("pixel_channels", "expects KEY=VALUE")],
+)
+def test_bad_model_setting_is_named(tmp_path, setting, message):
+    r = _cli("train-lam", "--data", tmp_path, "--preset", "tiny", "--set", setting, "--out", tmp_path / "o")
+    assert r.returncode == 2 and message in r.stderr, r.stderr
