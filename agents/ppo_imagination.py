@@ -130,6 +130,7 @@ def vector_speedup(
 
 def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecMonitor
 
     real_frames = int(bundle.meta.get("labelled_transitions", 0))
     if real_frames <= 0:
@@ -138,24 +139,31 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
             "the real-env baseline is trained on that many frames"
         )
     rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
+    real_seen = []  # SB3 collects whole rollouts, so the real agent may see a little more than asked
     for seed in seeds:
         venv = WorldModelVectorEnv(
             bundle, num_envs=p.num_envs, denoise_steps=p.denoise_steps, max_episode_steps=p.horizon
         )
         venv.reset(seed=seed)
-        agent = ppo(SB3VecEnvAdapter(venv), seed, p.n_steps, p.num_envs, out / "tb" / game)
+        # VecMonitor logs the imagined episodes' returns (rollout/ep_rew_mean) to tensorboard.
+        agent = ppo(VecMonitor(SB3VecEnvAdapter(venv)), seed, p.n_steps, p.num_envs, out / "tb" / game)
         agent.learn(p.imagination_steps, tb_log_name=f"imagination_seed{seed}")
         rows["imagination"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
 
         real_env = make_vec_env(lambda: ProcgenEnv(game), n_envs=p.num_envs, seed=seed)
         agent = ppo(real_env, seed, p.n_steps, p.num_envs, out / "tb" / game)
         agent.learn(real_frames, tb_log_name=f"real_seed{seed}")
+        real_seen.append(int(agent.num_timesteps))
         rows["real"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
         rows["random"].append(evaluate(game, None, p.eval_episodes, p.eval_max_steps, seed)[0])
     result: dict[str, Any] = {name: float(np.mean(v)) for name, v in rows.items()}
     result.update({f"{name}_std": float(np.std(v)) for name, v in rows.items()})
     result.update(
-        seeds=len(seeds), per_seed=rows, real_frames=real_frames, imagination_frames=p.imagination_steps
+        seeds=len(seeds),
+        per_seed=rows,
+        real_frames=real_frames,
+        real_frames_seen=max(real_seen),
+        imagination_frames=p.imagination_steps,
     )
     return result
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from adaworld_gym.models.adapters import ActionCodebook
 from adaworld_gym.models.bundle import tiny_random_bundle
@@ -31,11 +32,15 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
     row = on_disk["ppo"]["coinrun"]
     for key in ("imagination", "real", "random"):
         assert np.isfinite(row[key])
-    assert row["seeds"] == 1 and row["real_frames"] == 32
+    assert row["seeds"] == 1 and row["real_frames"] == 32 and row["real_frames_seen"] >= 32
     assert on_disk["vector_speedup_n16"] == pytest.approx(results["vector_speedup_n16"])
     assert on_disk["vector_speedup_n16"] > 0
     assert "coinrun" in (out / "results.md").read_text()
-    assert any((out / "tb" / "coinrun").iterdir())  # tensorboard logs of both PPO runs
+    runs = {d.name: d for d in (out / "tb" / "coinrun").iterdir()}  # tensorboard logs of both PPO runs
+    assert {"imagination_seed0_1", "real_seed0_1"} <= runs.keys()
+    imagined = EventAccumulator(str(runs["imagination_seed0_1"]))
+    imagined.Reload()
+    assert "rollout/ep_rew_mean" in imagined.Tags()["scalars"]  # imagined episodes end at the horizon
 
 
 def test_bundle_without_real_frame_count_is_rejected(tmp_path):
