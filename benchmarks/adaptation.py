@@ -33,6 +33,9 @@ Presets:
 - ``smoke``: tiny random models and tiny data (one freshly collected game, synthetic push-like episodes),
   finetune steps (0, 2): for tests, not a measurement.
 
+``results["average"]`` holds each model's PSNR averaged over the envs (the issue's bars are stated on it) and
+the margins ``adaworld_minus_<model>_at_<steps>``; ``results["run_minutes"]`` sums the runs' own times.
+
 Writes ``results.json`` and ``results.md`` after every run (each finished run also leaves
 ``runs/<env>/<model>/seed<s>/result.json``, so an interrupted benchmark resumes), and ``psnr_vs_steps.png`` at the end.
 """
@@ -329,7 +332,30 @@ def aggregate(
             opts = [r["options"] for r in done if r["options"] is not None]
             results["options"][env][name] = {**_stats(opts), "k": opts[0]["k"]} if opts else None
             results["copy_last"][env] = done[0]["copy_last"]
+    results["average"] = average_over_envs(results, envs)
+    results["run_minutes"] = float(sum(r.get("minutes", 0.0) for r in runs.values()))
     return results
+
+
+def average_over_envs(results: dict[str, Any], envs: list[str]) -> dict[str, Any]:
+    """PSNR per model and step averaged over envs (what the bars are judged on), and the bar margins.
+
+    A model missing from any env gets None, so a partial run never reads as an average.
+    """
+    mean: dict[str, Any] = {}
+    for name in MODELS:
+        per_env = [results[env][name] for env in envs]
+        if any(r is None for r in per_env):
+            mean[name] = None
+            continue
+        steps = [s for s in per_env[0] if all(s in r for r in per_env)]
+        mean[name] = {s: float(np.mean([r[s]["psnr"] for r in per_env])) for s in steps}
+    margins: dict[str, float | None] = {}
+    for other, step in (("action_agnostic", "800"), ("vq", "800"), ("action_agnostic", "0")):
+        a, b = mean.get("adaworld"), mean.get(other)
+        ok = a is not None and b is not None and step in a and step in b
+        margins[f"adaworld_minus_{other}_at_{step}"] = a[step] - b[step] if ok else None
+    return {"psnr": mean, "margins": margins}
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -361,13 +387,29 @@ def markdown_table(results: dict[str, Any]) -> str:
         if floor is not None:
             rows.append(f"| copy_last | {floor:.2f} |" + " |" * (len(steps) + 1))
         rows.append("")
+    avg = results.get("average")
+    if avg and any(v is not None for v in avg["psnr"].values()):
+        rows += [
+            "### average over envs",
+            "",
+            "| model | " + " | ".join(f"PSNR@{s}" for s in steps) + " |",
+            "|---|" + "---|" * len(steps),
+        ]
+        for name, r in avg["psnr"].items():
+            if r is not None:
+                rows.append(
+                    f"| {name} | " + " | ".join(f"{r[s]:.2f}" if s in r else "—" for s in steps) + " |"
+                )
+        margins = [f"{k.replace('_', ' ')}: {v:+.2f} dB" for k, v in avg["margins"].items() if v is not None]
+        rows += ["", "; ".join(margins), ""] if margins else [""]
     rows.append(
         f"`{meta['preset']}` preset, seeds {meta['seeds']}: mean ± std over seeds of 1-step PSNR (dB, pooled MSE on "
         f"[0, 255]) on {meta['eval_samples']} held-out windows per env after each number of finetuning steps "
         f"(batch {meta['batch_size']}, adapter lr {meta['lr']}, pretrained weights at a tenth); labelled set: "
         f"{meta['samples_per_action']} samples per action (Procgen) / {meta['trajectories']} trajectories (push); "
         f"options: k-means with k={meta['options_k']} of the labelled set's mu, nearest centre to each held-out "
-        f"mu, no finetuning; {meta['denoise_steps']} denoising steps; {meta['wall_minutes']:.1f} min in all."
+        f"mu, no finetuning; {meta['denoise_steps']} denoising steps; {meta['wall_minutes']:.1f} min of wall time in this "
+        f"invocation, {results.get('run_minutes', 0.0):.1f} min summed over the runs' own times ({meta['jobs']} side by side)."
     )
     return "\n".join(rows) + "\n"
 
@@ -462,6 +504,7 @@ def main(args: Args) -> dict[str, Any]:
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
                 **p,
                 "eval_at": list(p["eval_at"]),
+                "jobs": jobs,
                 "envs": envs,
                 "seeds": seeds,
                 "pretrained": {name: {"world_model": wm, "lam": lam} for name, (wm, lam) in models.items()},

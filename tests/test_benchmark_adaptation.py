@@ -42,6 +42,18 @@ def test_smoke_run_writes_the_results_shape(smoke):
         )
         assert results["copy_last"][env] > 0
     assert results["skipped"] == {m: None for m in MODELS}
+    average = results["average"]["psnr"]
+    for model in MODELS:
+        for step in ("0", "2"):
+            assert average[model][step] == pytest.approx(
+                (results[envs[0]][model][step]["psnr"] + results[envs[1]][model][step]["psnr"]) / 2
+            )
+    margins = results["average"]["margins"]
+    assert margins["adaworld_minus_vq_at_800"] is None  # the smoke preset stops at 2 steps
+    assert margins["adaworld_minus_action_agnostic_at_0"] == pytest.approx(
+        average["adaworld"]["0"] - average["action_agnostic"]["0"]
+    )
+    assert results["run_minutes"] > 0
     assert returned["push"]["vq"]["2"]["psnr"] == results["push"]["vq"]["2"]["psnr"]
     assert (out / "results.md").read_text().startswith("### procgen-bossfight")
     assert (out / "psnr_vs_steps.png").stat().st_size > 0
@@ -55,6 +67,7 @@ def test_finished_runs_are_reused_and_models_not_given_are_skipped(smoke):
     again = main(Args(preset="smoke", seed=0, out=out, models="adaworld", envs="push"))
     assert again["push"]["adaworld"] == first["push"]["adaworld"]
     assert again["push"]["vq"] is None and again["skipped"]["vq"] == "not selected (--models)"
+    assert again["average"]["psnr"]["adaworld"] is not None and again["average"]["psnr"]["vq"] is None
     assert "skipped: not selected" in (out / "results.md").read_text()
 
 
