@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,22 +126,24 @@ def eval_windows(ds: ClipDataset, per_subset: int, rng: np.random.Generator) -> 
     }
 
 
-def probe_accuracy(mu: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+def linear_probe(**logistic: Any) -> Any:
+    """Standardised features into a logistic regression (sklearn pipeline)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return make_pipeline(StandardScaler(), LogisticRegression(**logistic))
+
+
+def probe_accuracy(mu: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    probe = linear_probe(max_iter=2000)
     probe.fit(mu[train], y[train])
     return float((probe.predict(mu[test]) == y[test]).mean())
 
 
 def probe_accuracy_within(features: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> float:
     """Mean over groups of a per-group probe's 5-fold cross-validated accuracy."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     scores = []
     for g in np.unique(groups):
@@ -148,7 +151,7 @@ def probe_accuracy_within(features: np.ndarray, y: np.ndarray, groups: np.ndarra
         folds = min(5, int(np.bincount(t).max()))
         if len(np.unique(t)) < 2 or folds < 2:
             continue
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.1))
+        probe = linear_probe(max_iter=1000, C=0.1)
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         scores.append(cross_val_score(probe, x, t, cv=cv).mean())
     return float(np.mean(scores)) if scores else float("nan")
