@@ -189,6 +189,10 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         seed=args.seed,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        init_from=args.init_from,
     )
     print(f"world model saved to {path}")
 
@@ -415,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wm.add_argument("--max-steps", type=int, default=None)
     wm.add_argument("--max-minutes", type=float, default=None)
+    wm.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    wm.add_argument("--lr-schedule", choices=["cosine", "constant"], default=None)
+    wm.add_argument("--warmup-steps", type=int, default=None)
+    wm.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this saved world model's weights (same preset), e.g. to train it longer",
+    )
     wm.add_argument("--seed", type=int, default=0)
     wm.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     wm.add_argument("--out", type=Path, required=True)

@@ -95,3 +95,20 @@ def test_lam_mismatch_and_missing_lam_raise(tmp_path, data):
         train_world_model(data, tmp_path / "d", tmp_path / "nothing", "tiny", max_steps=1, **FAST)
     with pytest.raises(ValueError, match="unknown world model preset"):
         train_world_model(data, tmp_path / "e", None, "huge", action_agnostic=True, max_steps=1)
+
+
+def test_init_from_starts_at_the_saved_weights(tmp_path, data):
+    first = train_world_model(data, tmp_path / "a", None, "tiny", action_agnostic=True, max_steps=2, **FAST)
+    # max_steps=0: nothing is trained, so the saved (EMA) model must equal the one it started from.
+    again = train_world_model(
+        data, tmp_path / "b", None, "tiny", action_agnostic=True, max_steps=0, init_from=first, **FAST
+    )
+    a, b = DiffusionWorldModel.from_pretrained(first), DiffusionWorldModel.from_pretrained(again)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["init_from"] == str(first)
+    with pytest.raises(ValueError, match="its model config differs in num_history"):
+        train_world_model(
+            data, tmp_path / "c", None, "tiny", action_agnostic=True, max_steps=1,
+            model_overrides={"num_history": 2}, init_from=first, **FAST,
+        )  # fmt: skip

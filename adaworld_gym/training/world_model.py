@@ -66,6 +66,7 @@ __all__ = [
     "log_eval",
     "to_device",
     "train_world_model",
+    "warm_start",
     "window_batches",
     "window_loss",
 ]
@@ -99,6 +100,7 @@ class WorldModelTrainConfig:
     eval_denoise_steps: int = 3
     lam_dir: str | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a saved world model whose weights start the run (a longer second stage)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> WorldModelTrainConfig:
@@ -152,6 +154,9 @@ def train_world_model(
     mixed_precision: str | None = None,
     ema_decay: float | None = None,
     model_overrides: Mapping[str, Any] | None = None,
+    init_from: str | os.PathLike | None = None,
+    lr_schedule: str | None = None,
+    warmup_steps: int | None = None,
     log_every: int | None = None,
     image_every: int | None = None,
     checkpoint_every: int | None = None,
@@ -179,6 +184,9 @@ def train_world_model(
         progress: show a tqdm progress bar.
         mixed_precision: ``bf16`` (default) or ``no``.
         model_overrides: extra model config (e.g. ``{"num_history": 2}``).
+        init_from: a saved world model (same config) whose weights start the run instead of a fresh init,
+            e.g. to train a shipped model longer with a new schedule.
+        lr_schedule, warmup_steps: override the preset's ``cosine`` / warmup.
         log_every, image_every: tensorboard scalar / image intervals in steps.
         checkpoint_every, checkpoint_minutes: checkpoint every N steps or M minutes, whichever comes first.
 
@@ -198,11 +206,14 @@ def train_world_model(
         seed=seed,
         lam_dir=None if lam_dir is None else os.fspath(lam_dir),
         model_overrides=dict(model_overrides or {}),
+        init_from=None if init_from is None else os.fspath(init_from),
         **{
             k: v
             for k, v in dict(
                 batch_size=batch_size,
                 lr=lr,
+                lr_schedule=lr_schedule,
+                warmup_steps=warmup_steps,
                 ema_decay=ema_decay,
                 mixed_precision=mixed_precision,
                 log_every=log_every,
@@ -247,6 +258,8 @@ def run_world_model_training(
             "autocast_dtype": "bfloat16" if bf16 else None,
         }
     )
+    if cfg.init_from is not None:
+        warm_start(model, cfg.init_from)
     lam = None if cfg.action_agnostic else load_lam(cfg.lam_dir)
     if lam is not None:
         check_lam_compatible(lam, model)
@@ -384,6 +397,24 @@ def load_lam(path: str | os.PathLike | None) -> LatentActionModel:
 def load_world_model(path: str | os.PathLike) -> DiffusionWorldModel:
     """A saved world model (its ``model`` directory or the run directory holding it), in eval mode."""
     return DiffusionWorldModel.from_pretrained(_model_dir(path, "world model", "train_world_model")).eval()
+
+
+def warm_start(model: DiffusionWorldModel, path: str | os.PathLike) -> None:
+    """Copy the weights of the saved world model at ``path`` into ``model``; their configs must match.
+
+    A checkpoint found in the run directory is resumed afterwards and wins, so this only shapes step 0.
+    """
+    source = load_world_model(path)
+    ignore = {"autocast_dtype", "preset"}
+
+    def comparable(m: DiffusionWorldModel) -> dict[str, Any]:  # JSON round trip: tuples come back as lists
+        return json.loads(json.dumps({k: v for k, v in plain_config(m).items() if k not in ignore}))
+
+    mine, theirs = comparable(model), comparable(source)
+    if mine != theirs:
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise ValueError(f"cannot start from {path}: its model config differs in {', '.join(diff)}")
+    model.load_state_dict(source.state_dict())
 
 
 def _model_dir(path: str | os.PathLike, what: str, writer: str) -> Path:
