@@ -55,3 +55,15 @@ def write_results(
 
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
     atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+
+
+def check_bundle_kind(name: str, path: str, bundle: Any) -> None:
+    """Exit if the bundle given as ``--<name>`` was not pretrained as that kind of model.
+
+    An adapted twin takes actions (``adaworld adapt`` turns conditioning on), so what it was pretrained as is
+    read from the bundle's ``pretrained_action_agnostic`` record, falling back to its world model's config.
+    """
+    agnostic = bool(bundle.meta.get("pretrained_action_agnostic", bundle.world_model.config.action_agnostic))
+    if agnostic != (name == "action_agnostic"):
+        kind = "an action-agnostic" if name == "action_agnostic" else "a latent-action-conditioned"
+        raise SystemExit(f"--{name.replace('_', '-')} {path}: expected {kind} world model")

@@ -67,7 +67,7 @@ from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
 from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks
 from adaworld_gym.viz import save_gif
 from benchmarks import _common
-from benchmarks._common import derived_seed, parse_dataclass_args, wilson
+from benchmarks._common import check_bundle_kind, derived_seed, parse_dataclass_args, wilson
 
 MODELS = ("oracle", "adaworld", "action_agnostic", "random")
 
@@ -134,13 +134,7 @@ def learned_bundles(args: Args, tmp: Path) -> tuple[dict[str, str], dict[str, st
 
 def load_learned(name: str, path: str) -> Any:
     bundle = load_push_bundle(path)
-    # An adapted twin takes actions (adaworld adapt turns conditioning on) but records what it was pretrained as.
-    agnostic = bool(bundle.meta.get("pretrained_action_agnostic", bundle.world_model.config.action_agnostic))
-    if agnostic != (name == "action_agnostic"):
-        raise SystemExit(
-            f"--{name.replace('_', '-')} {path}: expected "
-            f"{'an action-agnostic' if name == 'action_agnostic' else 'a latent-action-conditioned'} world model"
-        )
+    check_bundle_kind(name, path, bundle)
     return bundle
 
 

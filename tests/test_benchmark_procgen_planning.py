@@ -18,7 +18,16 @@ from adaworld_gym.planning import (
     procgen_success,
     run_mpc_episode,
 )
-from benchmarks.procgen_planning import MODELS, Args, find_scenes, main, make_env, tiny_procgen_bundle
+from benchmarks._common import check_bundle_kind
+from benchmarks.procgen_planning import (
+    MODELS,
+    Args,
+    find_scenes,
+    main,
+    make_env,
+    markdown_table,
+    tiny_procgen_bundle,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,6 +121,10 @@ def test_smoke_run_writes_results_and_gifs(tmp_path):
     for name, panels in (("oracle", 2), ("random", 2), ("adaworld", 3), ("action_agnostic", 3)):
         gif = iio.imread(out / f"maze_{name}_scene000_seed0.gif")
         assert gif.shape[2] == (64 * panels + 2 * (panels - 1)) * 3, name
+    # Snapshots written while a later game has not been searched yet still make a table.
+    partial = {**results, "heist": {**maze, "scene_search": None}}
+    partial["meta"] = {**results["meta"], "game_list": ["maze", "heist"]}
+    assert "scenes kept / test levels tried: maze 1/" in markdown_table(partial)
 
 
 def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_bundle):
@@ -133,6 +146,16 @@ def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_
         assert saved["average"]["success"][name] is None
     assert saved["maze"]["skipped"]["random"] is None and saved["maze"]["success"]["random"] in (0.0, 1.0)
     assert "Skipped:" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_an_adapted_twin_is_recognised_by_what_it_was_pretrained_as():
+    # adaworld adapt turns action conditioning on in the twin; the bundle records what it was pretrained as.
+    adapted_twin = tiny_procgen_bundle(seed=0)
+    adapted_twin.meta["pretrained_action_agnostic"] = True
+    check_bundle_kind("action_agnostic", "twin", adapted_twin)
+    with pytest.raises(SystemExit, match="expected a latent-action-conditioned world model"):
+        check_bundle_kind("adaworld", "twin", adapted_twin)
+    check_bundle_kind("adaworld", "ours", tiny_procgen_bundle(seed=0))
 
 
 def test_bundles_of_the_wrong_kind_are_refused(tmp_path):
