@@ -32,10 +32,15 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def parse_dataclass_args(cls: type[T], description: str, argv: list[str] | None = None) -> T:
-    """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default)."""
+    """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default; lists take several)."""
     parser = argparse.ArgumentParser(description=description)
     for name, value in asdict(cls()).items():  # type: ignore[call-overload]
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, list):  # a list field takes one or more values, typed by its default's items
+            item = type(value[0]) if value else str
+            parser.add_argument(flag, dest=name, type=item, nargs="+", default=value)
+        else:
+            parser.add_argument(flag, dest=name, type=type(value), default=value)
     return cls(**vars(parser.parse_args(argv)))
 
 

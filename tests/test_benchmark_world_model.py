@@ -67,3 +67,31 @@ def test_sample_windows_follow_the_episode(tmp_path):
     np.testing.assert_array_equal(w["history"][:, -1], w["frames"][:, 0])
     for hist, length in zip(w["history"], w["history_len"], strict=True):
         assert 1 <= length <= 4 and not hist[: 4 - length].any()
+
+
+def test_probe_scores_copy_last_and_each_model(tmp_path):
+    import torch
+
+    from adaworld_gym.models import LatentActionModel, lam_preset
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+    from benchmarks._common import parse_dataclass_args
+    from benchmarks.world_model_probe import Args, probe
+
+    data = tmp_path / "data"
+    synthetic_push_like(data / "push-test", episodes=2, steps=6, seed=0)
+    # A pretraining game's held-out subset: push-like episodes under the name procgen-maze will do.
+    (data / "procgen-test").mkdir()
+    synthetic_push_like(tmp_path, episodes=2, steps=6, seed=1).rename(data / "procgen-test" / "procgen-maze")
+    torch.manual_seed(0)
+    DiffusionWorldModel(**world_model_preset("tiny"), action_agnostic=True).save_pretrained(tmp_path / "twin")
+    lam = tmp_path / "lam"
+    torch.manual_seed(0)
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(lam)
+    argv = ["--models", str(tmp_path / "twin"), "--lam", str(lam), "--data", str(data), "--windows", "4"]
+    args = parse_dataclass_args(Args, "", [*argv, "--denoise-steps", "1", "--out", str(tmp_path / "p.json")])
+    results = probe(args)
+    assert set(results) == {"push", "procgen"}
+    for row in results.values():
+        assert set(row) == {"copy_last", f"{tmp_path / 'twin'}@1"}
+        assert all(np.isfinite(v) for v in row.values())
+    assert json.loads((tmp_path / "p.json").read_text())["push"] == results["push"]

@@ -1,0 +1,69 @@
+"""A quick 1-step check of saved world models against copy-last, to follow a long training run between
+full benchmark runs (``benchmarks.world_model`` also does rollouts, the shuffled-z control and speed).
+
+    python -m benchmarks.world_model_probe --models out/wm_res_adaworld/model runs/wm-long/model --windows 256
+
+Samples ``--windows`` held-out windows per env with a fixed seed (``push``: ``DATA/push-test/push``;
+``procgen``: test levels of the pretraining games, ``DATA/procgen-test``), labels each transition with the LAM's
+mu (zeros for an action-agnostic model) and prints, per env, copy-last PSNR and each model's 1-step PSNR at
+``--denoise-steps`` (pooled MSE on [0, 255]). Writes ``--out`` (JSON) when given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaworld_gym.data.episodes import atomic_write_bytes
+from adaworld_gym.metrics import psnr_pooled
+from adaworld_gym.training.world_model import load_lam, load_world_model
+from benchmarks._common import parse_dataclass_args
+from benchmarks.world_model import latent_actions, predict_rollouts, pretrain_subsets, sample_windows
+
+
+@dataclass
+class Args:
+    models: list[str] = field(default_factory=list)  # saved world model directories
+    lam: str = "adaworld_gym/assets/lam"
+    data: Path = Path("data")
+    windows: int = 256  # per env
+    denoise_steps: list[int] = field(default_factory=lambda: [1, 3])
+    seed: int = 0
+    threads: int = 1
+    out: str = ""  # optional JSON path
+
+
+def probe(args: Args) -> dict[str, dict[str, float]]:
+    if not args.models:
+        raise SystemExit("give --models: one or more saved world model directories")
+    torch.set_num_threads(args.threads)
+    lam = load_lam(args.lam)
+    models = {path: load_world_model(path) for path in args.models}
+    envs = {
+        "push": [args.data / "push-test" / "push"],
+        "procgen": pretrain_subsets(args.data / "procgen-test"),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for env, subsets in envs.items():
+        windows = sample_windows(subsets, args.windows, 1, 4, np.random.default_rng(args.seed))
+        z, target = latent_actions(lam, windows["frames"]), windows["frames"][:, 1]
+        row = {"copy_last": psnr_pooled(windows["history"][:, -1], target)}
+        for path, model in models.items():
+            drive = np.zeros_like(z) if model.config.action_agnostic else z
+            for steps in args.denoise_steps:
+                pred = predict_rollouts(model, windows, drive, steps, args.seed)[:, 0]
+                row[f"{path}@{steps}"] = psnr_pooled(pred, target)
+        results[env] = row
+        print(env, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+    if args.out:
+        meta = {"windows": args.windows, "seed": args.seed, "lam": args.lam, "metric": "1-step PSNR, dB"}
+        atomic_write_bytes(Path(args.out), json.dumps({**results, "meta": meta}, indent=1).encode())
+    return results
+
+
+if __name__ == "__main__":
+    probe(parse_dataclass_args(Args, __doc__))
