@@ -43,13 +43,19 @@ def probe(args: Args) -> dict[str, dict[str, float]]:
     torch.set_num_threads(args.threads)
     lam = load_lam(args.lam)
     models = {path: load_world_model(path) for path in args.models}
+    lengths = {m.config.num_history for m in models.values()}
+    if len(lengths) != 1:
+        raise SystemExit(
+            f"the models take different history lengths {sorted(lengths)}; probe them separately"
+        )
+    (history,) = lengths
     envs = {
         "push": [args.data / "push-test" / "push"],
         "procgen": pretrain_subsets(args.data / "procgen-test"),
     }
     results: dict[str, dict[str, float]] = {}
     for env, subsets in envs.items():
-        windows = sample_windows(subsets, args.windows, 1, 4, np.random.default_rng(args.seed))
+        windows = sample_windows(subsets, args.windows, 1, history, np.random.default_rng(args.seed))
         z, target = latent_actions(lam, windows["frames"]), windows["frames"][:, 1]
         row = {"copy_last": psnr_pooled(windows["history"][:, -1], target)}
         for path, model in models.items():
