@@ -36,14 +36,23 @@ Presets:
 
 Writes ``results.json`` (after every model, so an interrupted run keeps what it finished), ``results.md`` and
 GIFs of the first few episodes of each model (goal | real | the learned model's one-step prediction).
+
+Resuming and splitting: a model already finished in ``--out`` (or in a ``--reuse`` directory) under the same
+protocol (preset settings, seed, tasks, and the same bundle for a learned model) is taken from there instead of
+being run again, with its GIFs. Everything is seeded per task, so this gives the numbers a single run would;
+it lets a killed run resume and lets the learned models run in a second process beside the oracle, e.g.
+``--models adaworld,action_agnostic --out DIR2``, then the full command with ``--reuse DIR2``. ``meta.reused``
+names the models taken over and ``meta.model_minutes`` gives each model's own wall time.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +102,9 @@ class Args:
     workers: int = -1  # simulator processes for the oracle; -1: the preset's
     threads: int = 1  # torch threads (1 is the fastest per core on a shared 2-core machine)
     models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
+    reuse: list[Path] = field(
+        default_factory=list
+    )  # earlier runs' DIRs: take their finished models (docstring)
 
 
 def task_seed(seed: int, index: int) -> int:
@@ -178,6 +190,33 @@ def evaluate_model(
     return per_task
 
 
+# Settings that change a model's numbers; a finished model is reused only when all of them match.
+PROTOCOL_KEYS = ("preset", "seed", "tasks", "samples", "horizon", "denoise_steps", "episode_steps")
+
+
+def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str, str]) -> dict[str, Any]:
+    """Per model, ``(per_task rows, minutes)`` of the models finished in ``directory`` under ``protocol``.
+
+    A learned model also needs the same bundle. A missing, unreadable or other-protocol file gives nothing.
+    """
+    try:
+        earlier = json.loads((directory / "results.json").read_text())
+        meta, per_task = earlier["meta"], earlier["per_task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if any(meta.get(key) != value for key, value in protocol.items()):
+        return {}
+    found = {}
+    for name in MODELS:
+        rows = per_task.get(name)
+        if not rows or len(rows) != protocol["tasks"]:
+            continue
+        if name in ("adaworld", "action_agnostic") and meta.get("bundles", {}).get(name) != bundles.get(name):
+            continue
+        found[name] = (rows, meta.get("model_minutes", {}).get(name))
+    return found
+
+
 def oracle_env_factory() -> Any:
     """The oracle's env factory (picklable, for spawned workers)."""
     import functools
@@ -235,6 +274,9 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"step(s) at {meta['threads']} thread(s); {meta['wall_minutes']:.1f} min in all. Blind replans: MPPI "
         "replans whose candidates all had the same cost (the plan is then the mean of the noise).",
     ]
+    if meta.get("reused"):
+        taken = ", ".join(f"{name} (from `{source}`)" for name, source in meta["reused"].items())
+        rows.append(f"\nFinished earlier under the same protocol and taken over: {taken}.")
     return "\n".join(rows) + "\n"
 
 
@@ -258,6 +300,7 @@ def main(args: Args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     start = time.time()
     args.out = Path(args.out)
+    reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="vp2_push_") as tmp:
@@ -277,7 +320,11 @@ def main(args: Args) -> dict[str, Any]:
         try:
             tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped)
             per_task: dict[str, list[dict[str, Any]] | None] = {}
+            minutes: dict[str, float | None] = {}
+            reused: dict[str, str] = {}
             results: dict[str, Any] = {}
+            protocol = {**{k: v for k, v in p.items() if k in PROTOCOL_KEYS}, "preset": args.preset}
+            protocol.update(seed=args.seed, episode_steps=VP2_STEPS)
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
@@ -287,6 +334,7 @@ def main(args: Args) -> dict[str, Any]:
                     "per_task": {name: per_task.get(name) for name in MODELS},
                     "meta": {
                         **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+                        "reuse": [str(d) for d in args.reuse],
                         **p,
                         "env": PUSH_ENV_ID,
                         "episode_steps": VP2_STEPS,
@@ -297,6 +345,8 @@ def main(args: Args) -> dict[str, Any]:
                         "cpu_count": os.cpu_count(),
                         "complete": complete,
                         "wall_minutes": (time.time() - start) / 60,
+                        "model_minutes": {name: minutes.get(name) for name in MODELS},
+                        "reused": reused,
                     },
                 }
 
@@ -304,7 +354,20 @@ def main(args: Args) -> dict[str, Any]:
                 if name in skipped:
                     print(f"[{name}] skipped: {skipped[name]}")
                     continue
+                source = next(
+                    (d for d in reuse_dirs if name in finished_models(d, protocol, bundle_meta)), None
+                )
+                if source is not None:
+                    per_task[name], minutes[name] = finished_models(source, protocol, bundle_meta)[name]
+                    reused[name] = str(source)
+                    if source != args.out:
+                        for gif in sorted(source.glob(f"{name}_task*.gif")):
+                            shutil.copyfile(gif, args.out / gif.name)
+                    print(f"[{name}] finished earlier under the same protocol: taken from {source}")
+                    continue
+                model_start = time.time()
                 per_task[name] = evaluate_model(name, env, tasks, p, args, bundles.get(name))
+                minutes[name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
             results = snapshot(complete=True)

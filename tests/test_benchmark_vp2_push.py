@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import pytest
 
 from adaworld_gym.models.bundle import tiny_random_bundle
+from benchmarks import vp2_push
 from benchmarks.vp2_push import MODELS, Args, main, wilson
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,6 +79,42 @@ def test_bundles_of_the_wrong_kind_are_refused(tmp_path: Path):
         main(Args(preset="cpu", adaworld=str(tmp_path / "twin"), out=tmp_path / "out"))
     with pytest.raises(SystemExit, match="unknown model"):
         main(Args(preset="smoke", models="oracle,mystery", out=tmp_path / "out"))
+
+
+def test_finished_models_are_taken_over_not_run_again(tmp_path, monkeypatch):
+    # ``random`` stands for any model here: it is the cheap one, and the bookkeeping is the same for all.
+    first, second = tmp_path / "first", tmp_path / "second"
+    main(Args(preset="smoke", seed=0, models="random", out=first))
+    calls: list[str] = []
+    evaluate = vp2_push.evaluate_model
+    monkeypatch.setattr(vp2_push, "evaluate_model", lambda name, *a: calls.append(name) or evaluate(name, *a))
+
+    results = main(Args(preset="smoke", seed=0, models="random", out=second, reuse=[first]))
+    assert calls == []
+    earlier = json.loads((first / "results.json").read_text())
+    assert results["per_task"]["random"] == earlier["per_task"]["random"]
+    assert results["success"]["random"] == earlier["success"]["random"]
+    assert results["meta"]["reused"] == {"random": str(first)}
+    assert results["meta"]["model_minutes"]["random"] == earlier["meta"]["model_minutes"]["random"] > 0
+    assert (second / "random_task000.gif").is_file() and "taken over" in (second / "results.md").read_text()
+
+
+def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
+    protocol = {"preset": "cpu", "seed": 0, "tasks": 2, "samples": 32}
+    rows = [{"task": 0, "success": True}, {"task": 1, "success": False}]
+    bundles = {"adaworld": "A", "action_agnostic": "T"}
+    earlier = {
+        "meta": {**protocol, "bundles": bundles, "model_minutes": {"oracle": 3.0}},
+        "per_task": {"oracle": rows, "adaworld": rows, "action_agnostic": rows[:1], "random": None},
+    }
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    found = vp2_push.finished_models(tmp_path, protocol, bundles)
+    assert found == {"oracle": (rows, 3.0), "adaworld": (rows, None)}  # the twin's run is unfinished
+    assert set(vp2_push.finished_models(tmp_path, protocol, {**bundles, "adaworld": "B"})) == {"oracle"}
+    assert vp2_push.finished_models(tmp_path, {**protocol, "seed": 1}, bundles) == {}
+    assert vp2_push.finished_models(tmp_path / "missing", protocol, bundles) == {}
+    (tmp_path / "results.json").write_text("{not json")
+    assert vp2_push.finished_models(tmp_path, protocol, bundles) == {}
 
 
 def test_wilson_interval():
