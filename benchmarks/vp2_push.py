@@ -29,8 +29,9 @@ Presets:
   is not cut: from a task's start the object only moves 5-7 steps into the demo, so over 5 frames lifting the arm
   out of view costs less than the demo itself and even the oracle learns to hide the arm (measured; see
   ``tests/test_push.py::test_vp2_cost_prefers_the_demo_at_the_benchmark_horizon``). One oracle replan simulates
-  320 steps with rendering (~72 ms each over 2 workers on the loaded machine, ~23 s; ~9 s idle); a `small` world
-  model predicts the 320 frames in ~13 s at one thread and 1 denoising step. About 20 + 2 x 30 minutes idle.
+  320 steps with rendering (21.8 s over 2 workers in the canonical run); a `small` world model predicts the 320
+  frames in 10-11 s at one thread and 1 denoising step. Measured: oracle 51 min; the two learned models 50 min
+  in a second process beside it (``--reuse``, started 12 min later): 63 min from start to merged results.
 - ``smoke``: 1 task, 2 samples x horizon 2, the simulator in-process, tiny random-weight bundles (saved to a
   temporary directory and loaded back) for the learned models: for tests, not a measurement.
 
@@ -195,9 +196,9 @@ PROTOCOL_KEYS = ("preset", "seed", "tasks", "samples", "horizon", "denoise_steps
 
 
 def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str, str]) -> dict[str, Any]:
-    """Per model, ``(per_task rows, minutes)`` of the models finished in ``directory`` under ``protocol``.
-
-    A learned model also needs the same bundle. A missing, unreadable or other-protocol file gives nothing.
+    """Per model, ``(per_task rows, minutes, where it ran)`` of the models finished in ``directory`` under
+    ``protocol``. A learned model also needs the same bundle. A missing, unreadable or other-protocol file gives
+    nothing.
     """
     try:
         earlier = json.loads((directory / "results.json").read_text())
@@ -213,7 +214,8 @@ def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str
             continue
         if name in ("adaworld", "action_agnostic") and meta.get("bundles", {}).get(name) != bundles.get(name):
             continue
-        found[name] = (rows, meta.get("model_minutes", {}).get(name))
+        ran_in = meta.get("reused", {}).get(name, str(directory))  # taken over there too: keep where it ran
+        found[name] = (rows, meta.get("model_minutes", {}).get(name), ran_in)
     return found
 
 
@@ -265,13 +267,16 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"{results['mean_best_distance'][name]:.3f} | {results['seconds_per_replan'][name]:.2f} | "
             f"{results['blind_replan_fraction'][name]:.0%} |"
         )
+    wall = f"{meta['wall_minutes']:.1f} min in all"
+    if meta.get("reused"):  # the models taken over ran (and were timed) in their own processes
+        wall = f"{meta['wall_minutes']:.1f} min in this process"
     rows += [
         "",
         f"`{meta['preset']}` preset, seed {meta['seed']}: {n} tasks from make_push_tasks({n}, {meta['seed']}), "
         f"{VP2_STEPS}-step episodes (one zero action, then MPPI every step: {meta['samples']} samples x horizon "
         f"{meta['horizon']}, VP2 cost), success = best-step max object distance < {SUCCESS_THRESHOLD} m; oracle "
         f"with {meta['workers']} simulator worker(s), learned models with {meta['denoise_steps']} denoising "
-        f"step(s) at {meta['threads']} thread(s); {meta['wall_minutes']:.1f} min in all. Blind replans: MPPI "
+        f"step(s) at {meta['threads']} thread(s); {wall}. Blind replans: MPPI "
         "replans whose candidates all had the same cost (the plan is then the mean of the noise).",
     ]
     if meta.get("reused"):
@@ -358,12 +363,13 @@ def main(args: Args) -> dict[str, Any]:
                     (d for d in reuse_dirs if name in finished_models(d, protocol, bundle_meta)), None
                 )
                 if source is not None:
-                    per_task[name], minutes[name] = finished_models(source, protocol, bundle_meta)[name]
-                    reused[name] = str(source)
+                    per_task[name], minutes[name], reused[name] = finished_models(
+                        source, protocol, bundle_meta
+                    )[name]
                     if source != args.out:
                         for gif in sorted(source.glob(f"{name}_task*.gif")):
                             shutil.copyfile(gif, args.out / gif.name)
-                    print(f"[{name}] finished earlier under the same protocol: taken from {source}")
+                    print(f"[{name}] finished earlier under the same protocol: taken from {reused[name]}")
                     continue
                 model_start = time.time()
                 per_task[name] = evaluate_model(name, env, tasks, p, args, bundles.get(name))

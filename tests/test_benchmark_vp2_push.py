@@ -104,12 +104,18 @@ def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
     rows = [{"task": 0, "success": True}, {"task": 1, "success": False}]
     bundles = {"adaworld": "A", "action_agnostic": "T"}
     earlier = {
-        "meta": {**protocol, "bundles": bundles, "model_minutes": {"oracle": 3.0}},
+        "meta": {
+            **protocol,
+            "bundles": bundles,
+            "model_minutes": {"oracle": 3.0},
+            "reused": {"adaworld": "elsewhere"},
+        },
         "per_task": {"oracle": rows, "adaworld": rows, "action_agnostic": rows[:1], "random": None},
     }
     (tmp_path / "results.json").write_text(json.dumps(earlier))
     found = vp2_push.finished_models(tmp_path, protocol, bundles)
-    assert found == {"oracle": (rows, 3.0), "adaworld": (rows, None)}  # the twin's run is unfinished
+    # The twin's run is unfinished; a model the earlier run took over keeps the place where it ran.
+    assert found == {"oracle": (rows, 3.0, str(tmp_path)), "adaworld": (rows, None, "elsewhere")}
     assert set(vp2_push.finished_models(tmp_path, protocol, {**bundles, "adaworld": "B"})) == {"oracle"}
     assert vp2_push.finished_models(tmp_path, {**protocol, "seed": 1}, bundles) == {}
     assert vp2_push.finished_models(tmp_path / "missing", protocol, bundles) == {}
