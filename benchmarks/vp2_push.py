@@ -103,9 +103,8 @@ class Args:
     workers: int = -1  # simulator processes for the oracle; -1: the preset's
     threads: int = 1  # torch threads (1 is the fastest per core on a shared 2-core machine)
     models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
-    reuse: list[Path] = field(
-        default_factory=list
-    )  # earlier runs' DIRs: take their finished models (docstring)
+    # Earlier runs' directories whose finished models are taken over (module docstring).
+    reuse: list[Path] = field(default_factory=list)
 
 
 def task_seed(seed: int, index: int) -> int:
@@ -191,8 +190,9 @@ def evaluate_model(
     return per_task
 
 
-# Settings that change a model's numbers; a finished model is reused only when all of them match.
-PROTOCOL_KEYS = ("preset", "seed", "tasks", "samples", "horizon", "denoise_steps", "episode_steps")
+# Preset settings that change a model's numbers; a finished model is reused only when these, the seed and the
+# episode length all match.
+PROTOCOL_SETTINGS = ("tasks", "samples", "horizon", "denoise_steps")
 
 
 def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str, str]) -> dict[str, Any]:
@@ -328,8 +328,8 @@ def main(args: Args) -> dict[str, Any]:
             minutes: dict[str, float | None] = {}
             reused: dict[str, str] = {}
             results: dict[str, Any] = {}
-            protocol = {**{k: v for k, v in p.items() if k in PROTOCOL_KEYS}, "preset": args.preset}
-            protocol.update(seed=args.seed, episode_steps=VP2_STEPS)
+            protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
+            protocol.update(preset=args.preset, seed=args.seed, episode_steps=VP2_STEPS)
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
