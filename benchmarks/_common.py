@@ -45,11 +45,12 @@ def parse_dataclass_args(cls: type[T], description: str, argv: list[str] | None 
 
 
 def jsonable_args(args: Any) -> dict[str, Any]:
-    """``asdict(args)`` with paths as strings."""
-    return {
-        k: v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
-        for k, v in asdict(args).items()
-    }
+    """``asdict(args)`` with paths (also inside list fields) as strings."""
+
+    def plain(v: Any) -> Any:
+        return v if isinstance(v, (bool, int, float, str, type(None))) else str(v)
+
+    return {k: [plain(x) for x in v] if isinstance(v, list) else plain(v) for k, v in asdict(args).items()}
 
 
 def write_results(

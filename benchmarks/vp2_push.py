@@ -53,7 +53,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,13 @@ from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
 from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks
 from adaworld_gym.viz import save_gif
 from benchmarks import _common
-from benchmarks._common import check_bundle_kind, derived_seed, parse_dataclass_args, wilson
+from benchmarks._common import (
+    check_bundle_kind,
+    derived_seed,
+    jsonable_args,
+    parse_dataclass_args,
+    wilson,
+)
 
 MODELS = ("oracle", "adaworld", "action_agnostic", "random")
 
@@ -330,6 +336,8 @@ def main(args: Args) -> dict[str, Any]:
             results: dict[str, Any] = {}
             protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
             protocol.update(preset=args.preset, seed=args.seed, episode_steps=VP2_STEPS)
+            # Read once, before anything runs: earlier runs' finished models, the out directory's first.
+            finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
@@ -338,8 +346,7 @@ def main(args: Args) -> dict[str, Any]:
                     "skipped": {name: skipped.get(name) for name in MODELS},
                     "per_task": {name: per_task.get(name) for name in MODELS},
                     "meta": {
-                        **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
-                        "reuse": [str(d) for d in args.reuse],
+                        **jsonable_args(args),
                         **p,
                         "env": PUSH_ENV_ID,
                         "episode_steps": VP2_STEPS,
@@ -359,13 +366,9 @@ def main(args: Args) -> dict[str, Any]:
                 if name in skipped:
                     print(f"[{name}] skipped: {skipped[name]}")
                     continue
-                source = next(
-                    (d for d in reuse_dirs if name in finished_models(d, protocol, bundle_meta)), None
-                )
+                source = next((d for d, done in finished.items() if name in done), None)
                 if source is not None:
-                    per_task[name], minutes[name], reused[name] = finished_models(
-                        source, protocol, bundle_meta
-                    )[name]
+                    per_task[name], minutes[name], reused[name] = finished[source][name]
                     if source != args.out:
                         for gif in sorted(source.glob(f"{name}_task*.gif")):
                             shutil.copyfile(gif, args.out / gif.name)
