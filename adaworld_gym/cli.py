@@ -286,53 +286,21 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(f"wrote {result.out} (goal | real{' | imagined' if result.result.imagined is not None else ''})")
 
 
-def _adapt_env_space(env_id: str):
-    """The action space of a real env that can be adapted to (Procgen games, RobosuitePush)."""
-    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS
-
-    for _, real_id, space, _ in SHIPPED_WORLD_MODELS.values():
-        if real_id == env_id:
-            return space()
-    known = sorted(entry[1] for entry in SHIPPED_WORLD_MODELS.values())
-    raise ValueError(f"unsupported env {env_id!r} for adaptation; choose one of {', '.join(known)}")
-
-
-def _collect_adapt_data(args: argparse.Namespace, space) -> list[Path]:
-    """Collect the labelled episodes from the real env into ``out/data`` (resumable)."""
-    import math
-
-    import numpy as np
-    from gymnasium import spaces
-
-    from adaworld_gym.data import collect
-    from adaworld_gym.training.adapt import labelled_windows, read_episodes
-
-    root = args.out / "data"
-    if not isinstance(space, spaces.Discrete):
-        collect.collect_push(args.trajectories, root, steps=args.episode_steps or 30, seed=args.seed)
-        return [root / "push"]
-    game = args.env.split("Procgen-", 1)[1].rsplit("-v", 1)[0]
-    steps = args.episode_steps or 100
-    # Uniform random actions: about steps / n transitions per action and episode; collect until each has N.
-    episodes = math.ceil(1.3 * args.samples_per_action * space.n / steps)
-    for _ in range(20):
-        collect.collect_procgen([game], episodes, steps, root, seed=args.seed)
-        windows = labelled_windows(read_episodes(root / f"procgen-{game}"), samples=10**9)
-        counts = np.bincount(windows.actions, minlength=space.n)
-        if counts.min() >= args.samples_per_action:
-            return [root / f"procgen-{game}"]
-        episodes = math.ceil(episodes * 1.5)
-    raise ValueError(f"could not collect {args.samples_per_action} samples of every action of {args.env}")
-
-
 def _cmd_adapt(args: argparse.Namespace) -> None:
     import torch
 
-    from adaworld_gym.training.adapt import adapt
+    from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
 
     torch.set_num_threads(args.threads)
-    space = _adapt_env_space(args.env)
-    data = args.data or _collect_adapt_data(args, space)
+    space = adaptation_space(args.env)
+    data = args.data or collect_adaptation_data(
+        args.env,
+        args.out / "data",
+        samples_per_action=args.samples_per_action,
+        trajectories=args.trajectories,
+        episode_steps=args.episode_steps,
+        seed=args.seed,
+    )
     path = adapt(
         args.model,
         args.lam,

@@ -6,7 +6,7 @@ simulator oracle, AdaWorld (finetuned and zero-shot), its action-agnostic twin a
 
 A bundle option names a directory holding one adapted bundle per game, ``BUNDLES/procgen-<game>/`` (the layout of
 the shipped bundles, ``adaworld_gym/assets/bundles/procgen-<game>``), each over Procgen's ``Discrete(15)``.
-``--adaworld`` defaults to the shipped bundles where they exist.
+``--adaworld-zero-shot`` defaults to the shipped bundles (adapted, not finetuned) where they exist.
 
 Scenes (:func:`find_scenes`): held-out test levels (9000-9999, easy mode) are tried in an order drawn from the seed
 and the game; a level is kept when the real simulator finds, from its start state and with the four movement
@@ -126,8 +126,8 @@ class Args:
     preset: str = "cpu"
     seed: int = 0
     out: Path = Path("out/procgen_planning")
-    adaworld: str = ""  # directory of procgen-<game>/ finetuned bundles (default: the shipped ones, if any)
-    adaworld_zero_shot: str = ""  # directory of procgen-<game>/ adapted, not finetuned bundles
+    adaworld: str = ""  # directory of procgen-<game>/ finetuned bundles
+    adaworld_zero_shot: str = ""  # procgen-<game>/ adapted, not finetuned bundles (default: the shipped ones)
     action_agnostic: str = ""  # directory of procgen-<game>/ adapted action-agnostic twins
     games: str = ",".join(GAMES)  # comma list
     models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
@@ -314,7 +314,7 @@ def bundle_dirs(args: Args, games: list[str], tmp: Path) -> tuple[dict, dict]:
                 tiny_procgen_bundle(
                     seed=args.seed, action_agnostic=name == "action_agnostic"
                 ).save_pretrained(path)
-            elif name == "adaworld":
+            elif name == "adaworld_zero_shot":  # the shipped bundles have zero finetuning steps
                 from adaworld_gym.envs.shipped import shipped_bundle_dir
 
                 path = shipped_bundle_dir(f"Procgen-{game}")

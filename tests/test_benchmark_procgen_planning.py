@@ -128,17 +128,13 @@ def test_smoke_run_writes_results_and_gifs(tmp_path):
 
 
 def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_bundle):
-    tiny_procgen_bundle(seed=0).save_pretrained(tmp_path / "zero" / "procgen-maze")
+    tiny_procgen_bundle(seed=0).save_pretrained(tmp_path / "tuned" / "procgen-maze")
     args = Args(preset="cpu", games="maze", scenes=1, models="random", out=tmp_path / "out")
-    args.adaworld_zero_shot = str(tmp_path / "zero")
+    args.adaworld = str(tmp_path / "tuned")
     maze = main(args)["maze"]
-    assert (
-        "not selected" in maze["skipped"]["oracle"]
-        and "not selected" in maze["skipped"]["adaworld_zero_shot"]
-    )
-    assert (
-        "--adaworld" in maze["skipped"]["adaworld"] and str(no_shipped_bundle) in maze["skipped"]["adaworld"]
-    )
+    assert "not selected" in maze["skipped"]["oracle"] and "not selected" in maze["skipped"]["adaworld"]
+    zero_shot = maze["skipped"]["adaworld_zero_shot"]  # defaults to the shipped bundle, absent here
+    assert "--adaworld-zero-shot" in zero_shot and str(no_shipped_bundle) in zero_shot
     assert "--action-agnostic" in maze["skipped"]["action_agnostic"]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     for name in ("oracle", "adaworld", "adaworld_zero_shot", "action_agnostic"):

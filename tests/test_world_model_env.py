@@ -164,6 +164,32 @@ def test_bundle_round_trip_gives_identical_frames(bundles, kind, tmp_path):
     )
 
 
+def test_a_bundle_can_share_model_directories_instead_of_copying_them(bundles, tmp_path):
+    bundle = bundles["discrete"]
+    bundle.world_model.save_pretrained(tmp_path / "shared" / "world_model")
+    bundle.lam.save_pretrained(tmp_path / "shared" / "lam")
+    shared = {"world_model": tmp_path / "shared" / "world_model", "lam": tmp_path / "shared" / "lam"}
+    bundle.save_pretrained(tmp_path / "bundles" / "b", shared=shared)
+    header = json.loads((tmp_path / "bundles" / "b" / "bundle.json").read_text())
+    assert header["shared"] == {"world_model": "../../shared/world_model", "lam": "../../shared/lam"}
+    assert not (tmp_path / "bundles" / "b" / "world_model").exists()
+    actions = [bundle.action_space.sample() for _ in range(2)]
+    assert np.array_equal(
+        rollout(WorldModelEnv(bundle), 1, actions),
+        rollout(WorldModelEnv(tmp_path / "bundles" / "b"), 1, actions),
+    )
+    # Sharing other weights than the bundle's is refused; a moved share is named when loading.
+    other = tiny_random_bundle("discrete", seed=1).world_model
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="weights differ"):
+        bundle.save_pretrained(tmp_path / "bad", shared={"world_model": tmp_path / "other"})
+    with pytest.raises(ValueError, match="no such component"):
+        bundle.save_pretrained(tmp_path / "bad", shared={"adapter": tmp_path / "other"})
+    (tmp_path / "shared" / "world_model").rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match="shared/world_model"):
+        AdaWorldBundle.from_pretrained(tmp_path / "bundles" / "b")
+
+
 def test_bundle_load_rejects_mismatched_action_space(bundles, tmp_path):
     bundles["discrete"].save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="action space"):
@@ -270,3 +296,18 @@ def test_a_bundle_dropped_at_the_documented_path_makes_the_shipped_id_work(asset
     tiny_random_bundle("continuous").save_pretrained(tmp_path / "mine")
     with pytest.raises(ValueError, match="action space"):
         gymnasium.make("AdaWorld/WorldModel-RobosuitePush-v0", bundle=tmp_path / "mine")
+
+
+def test_every_shipped_id_runs_on_the_bundles_in_the_package():
+    """The registered ids work out of the box: the shipped bundles load with their real action spaces."""
+    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_env_id
+
+    for name in SHIPPED_WORLD_MODELS:
+        env = gymnasium.make(shipped_env_id(name), denoise_steps=1)
+        bundle = env.unwrapped.bundle
+        assert bundle.meta["steps"] == 0 and bundle.reward_head is None
+        if name in ("Procgen-heist", "RobosuitePush"):
+            first, _ = env.reset(seed=0)
+            frames = [env.step(env.action_space.sample())[0] for _ in range(2)]
+            assert all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames)
+            assert not np.array_equal(first, frames[-1])

@@ -10,6 +10,11 @@ half a bundle)::
     reward/                 the RewardHead, when the bundle has one (config.json + safetensors)
     initial_frames.npy      uint8 [N, k, 64, 64, 3] start contexts for reset (loaded with allow_pickle=False)
 
+A bundle may share a model directory instead of copying it (``save_pretrained(..., shared={"world_model":
+PATH})``): ``bundle.json`` then holds ``"shared": {"world_model": "<PATH relative to the bundle>"}`` and the
+model is loaded from there. The shipped bundles share the package's world model and LAM this way, so seventeen
+environments cost the repository a few adapters and start frames, not seventeen copies of the weights.
+
 Example::
 
     >>> bundle = tiny_random_bundle("discrete")
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,20 +130,46 @@ class AdaWorldBundle:
     def action_space(self) -> spaces.Space:
         return self.adapter.action_space
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write the bundle directory atomically (see the module docstring for the layout)."""
-        # save_model_atomic writes into a side directory through `save_pretrained` and swaps it in.
-        save_model_atomic(types.SimpleNamespace(save_pretrained=self._write), Path(directory))
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        shared: Mapping[str, str | os.PathLike] | None = None,
+    ) -> None:
+        """Write the bundle directory atomically (see the module docstring for the layout).
 
-    def _write(self, directory: Path, safe_serialization: bool = True) -> None:
+        Args:
+            directory: where the bundle goes.
+            shared: component (``"world_model"``, ``"lam"``, ``"reward"``) -> a model directory holding exactly
+                this bundle's weights for it; the bundle refers to that directory (by a relative path) instead
+                of copying it. ``ValueError`` if the weights there differ from the bundle's.
+        """
         directory = Path(directory)
+        refs = {name: self._shared_ref(name, Path(path), directory) for name, path in (shared or {}).items()}
+        # save_model_atomic writes into a side directory (a sibling, so relative refs hold) and swaps it in.
+        writer = types.SimpleNamespace(save_pretrained=lambda d, **_: self._write(Path(d), refs))
+        save_model_atomic(writer, directory)
+
+    def _components(self) -> dict[str, Any]:
+        return {"world_model": self.world_model, "lam": self.lam, "reward": self.reward_head}
+
+    def _shared_ref(self, name: str, path: Path, directory: Path) -> str:
+        model = self._components().get(name, "unknown")
+        if model is None or isinstance(model, str):
+            raise ValueError(f"cannot share {name!r}: the bundle has no such component")
+        other = _load_model(type(model), path, "cpu")
+        ours, theirs = model.state_dict(), other.state_dict()
+        if ours.keys() != theirs.keys() or any(not torch.equal(ours[k].cpu(), theirs[k]) for k in ours):
+            raise ValueError(f"cannot share {name!r} with {path}: its weights differ from the bundle's")
+        if _public(model.config) != _public(other.config):
+            raise ValueError(f"cannot share {name!r} with {path}: its config differs from the bundle's")
+        return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
+
+    def _write(self, directory: Path, refs: Mapping[str, str]) -> None:
         directory.mkdir(parents=True)
-        self.world_model.save_pretrained(directory / "world_model", safe_serialization=safe_serialization)
+        for name, model in self._components().items():
+            if model is not None and name not in refs:
+                model.save_pretrained(directory / name, safe_serialization=True)
         self.adapter.save_pretrained(directory / "adapter")
-        if self.lam is not None:
-            self.lam.save_pretrained(directory / "lam", safe_serialization=safe_serialization)
-        if self.reward_head is not None:
-            self.reward_head.save_pretrained(directory / "reward", safe_serialization=safe_serialization)
         np.save(directory / INITIAL_FRAMES, self.initial_frames, allow_pickle=False)
         header = {
             "format": BUNDLE_FORMAT,
@@ -146,6 +178,7 @@ class AdaWorldBundle:
             "action_space": describe_space(self.action_space),
             "has_lam": self.lam is not None,
             "has_reward_head": self.reward_head is not None,
+            "shared": dict(refs),
             "meta": self.meta,
         }
         (directory / BUNDLE_JSON).write_text(json.dumps(header, indent=1))
@@ -184,11 +217,16 @@ class AdaWorldBundle:
             if expected != found:
                 raise ValueError(f"bundle {directory} has action space {found}, expected {expected}")
 
-        world_model = _load_model(DiffusionWorldModel, directory / "world_model", device)
-        lam = _load_model(LatentActionModel, directory / "lam", device) if header.get("has_lam") else None
-        reward_head = (
-            _load_model(RewardHead, directory / "reward", device) if header.get("has_reward_head") else None
-        )
+        shared = header.get("shared", {})
+        if not isinstance(shared, dict) or not set(shared) <= {"world_model", "lam", "reward"}:
+            raise ValueError(f"corrupt bundle header {header_path}: bad 'shared' entry {shared!r}")
+
+        def load(name: str, model_cls: type) -> Any:
+            return _load_model(model_cls, directory / shared.get(name, name), device)
+
+        world_model = load("world_model", DiffusionWorldModel)
+        lam = load("lam", LatentActionModel) if header.get("has_lam") else None
+        reward_head = load("reward", RewardHead) if header.get("has_reward_head") else None
         adapter = load_adapter(directory / "adapter").to(device)
         frames_path = directory / INITIAL_FRAMES
         if not frames_path.is_file():
@@ -203,6 +241,11 @@ class AdaWorldBundle:
             )
         except ValueError as e:
             raise ValueError(f"inconsistent bundle {directory}: {e}") from e
+
+
+def _public(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config as saved to JSON (tuples become lists), without diffusers' bookkeeping keys."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
 
 
 def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:

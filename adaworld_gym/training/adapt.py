@@ -239,6 +239,52 @@ def labelled_windows(
     return LabelledWindows(episodes, index)
 
 
+def adaptation_space(env_id: str) -> spaces.Space:
+    """The action space of a real env that can be adapted to (Procgen games, RobosuitePush)."""
+    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS
+
+    for _, real_id, space, _ in SHIPPED_WORLD_MODELS.values():
+        if real_id == env_id:
+            return space()
+    known = sorted(entry[1] for entry in SHIPPED_WORLD_MODELS.values())
+    raise ValueError(f"unsupported env {env_id!r} for adaptation; choose one of {', '.join(known)}")
+
+
+def collect_adaptation_data(
+    env_id: str,
+    root: str | os.PathLike,
+    *,
+    samples_per_action: int = 100,
+    trajectories: int = 100,
+    episode_steps: int | None = None,
+    seed: int = 0,
+) -> list[Path]:
+    """Collect a labelled adaptation set from the real env into ``root`` (resumable); its episode directories.
+
+    Discrete (Procgen): uniform random actions until every action has ``samples_per_action`` transitions
+    (episodes of ``episode_steps``, default 100). Continuous (RobosuitePush): ``trajectories`` scripted
+    episodes of ``episode_steps`` (default 30).
+    """
+    from adaworld_gym.data import collect
+
+    space, root = adaptation_space(env_id), Path(root)
+    if not isinstance(space, spaces.Discrete):
+        collect.collect_push(trajectories, root, steps=episode_steps or 30, seed=seed)
+        return [root / "push"]
+    game = env_id.split("Procgen-", 1)[1].rsplit("-v", 1)[0]
+    steps = episode_steps or 100
+    # Uniform random actions: about steps / n transitions per action and episode; collect until each has N.
+    episodes = math.ceil(1.3 * samples_per_action * space.n / steps)
+    for _ in range(20):
+        collect.collect_procgen([game], episodes, steps, root, seed=seed)
+        windows = labelled_windows(read_episodes(root / f"procgen-{game}"), samples=10**9)
+        counts = np.bincount(windows.actions, minlength=space.n)
+        if counts.min() >= samples_per_action:
+            return [root / f"procgen-{game}"]
+        episodes = math.ceil(episodes * 1.5)
+    raise ValueError(f"could not collect {samples_per_action} samples of every action of {env_id}")
+
+
 def episode_space(description: Mapping[str, Any]) -> spaces.Space:
     """The Gymnasium space of an episode's action-space description (``{"type": "discrete", "n": 15}``, ...)."""
     kind = description.get("type")
