@@ -200,6 +200,11 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         length = F.one_hot(history_len.long() - 1, self.config.num_history).to(z.dtype)
         return self.cond_mlp(torch.cat([z, length, aug_level.to(z.dtype)[:, None]], dim=1))
 
+    @property
+    def device(self) -> torch.device:
+        # ModelMixin.device walks every submodule for offload hooks: ~1 ms a call, several calls per sampled frame.
+        return next(self.parameters()).device
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         name = self.config.autocast_dtype
         if name is None:
