@@ -178,6 +178,12 @@ def test_a_bundle_can_share_model_directories_instead_of_copying_them(bundles, t
         rollout(WorldModelEnv(bundle), 1, actions),
         rollout(WorldModelEnv(tmp_path / "bundles" / "b"), 1, actions),
     )
+    # Saved again after loading (as attach_reward_head does), it keeps sharing; {} copies everything.
+    loaded = AdaWorldBundle.from_pretrained(tmp_path / "bundles" / "b")
+    loaded.save_pretrained(tmp_path / "bundles" / "again")
+    assert not (tmp_path / "bundles" / "again" / "world_model").exists()
+    loaded.save_pretrained(tmp_path / "copied", shared={})
+    assert (tmp_path / "copied" / "world_model" / "config.json").is_file()
     # Sharing other weights than the bundle's is refused; a moved share is named when loading.
     other = tiny_random_bundle("discrete", seed=1).world_model
     other.save_pretrained(tmp_path / "other")

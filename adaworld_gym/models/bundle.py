@@ -83,6 +83,8 @@ class AdaWorldBundle:
         meta: free-form JSON-able provenance (data set, training steps, ...).
         reward_head: predicts reward and termination from (frame, next frame[, z]); None when not trained.
             Bundles saved before reward heads existed load with None.
+        shared: component -> the model directory it was loaded from and is shared with (see the module
+            docstring); :meth:`save_pretrained` keeps sharing them unless told otherwise.
     """
 
     lam: LatentActionModel | None
@@ -91,6 +93,7 @@ class AdaWorldBundle:
     initial_frames: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     reward_head: RewardHead | None = None
+    shared: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         frames = self.initial_frames
@@ -141,10 +144,12 @@ class AdaWorldBundle:
             directory: where the bundle goes.
             shared: component (``"world_model"``, ``"lam"``, ``"reward"``) -> a model directory holding exactly
                 this bundle's weights for it; the bundle refers to that directory (by a relative path) instead
-                of copying it. ``ValueError`` if the weights there differ from the bundle's.
+                of copying it. ``ValueError`` if the weights there differ from the bundle's. Default: what
+                the bundle was loaded sharing (``self.shared``); ``{}`` copies everything.
         """
         directory = Path(directory)
-        refs = {name: self._shared_ref(name, Path(path), directory) for name, path in (shared or {}).items()}
+        shared = self.shared if shared is None else shared
+        refs = {name: self._shared_ref(name, Path(path), directory) for name, path in shared.items()}
         # save_model_atomic writes into a side directory (a sibling, so relative refs hold) and swaps it in.
         writer = types.SimpleNamespace(save_pretrained=lambda d, **_: self._write(Path(d), refs))
         save_model_atomic(writer, directory)
@@ -237,7 +242,13 @@ class AdaWorldBundle:
             raise ValueError(f"corrupt initial frames {frames_path}: {e}") from e
         try:
             return cls(
-                lam, world_model, adapter, frames, meta=header.get("meta", {}), reward_head=reward_head
+                lam,
+                world_model,
+                adapter,
+                frames,
+                meta=header.get("meta", {}),
+                reward_head=reward_head,
+                shared={name: (directory / rel).resolve() for name, rel in shared.items()},
             )
         except ValueError as e:
             raise ValueError(f"inconsistent bundle {directory}: {e}") from e
