@@ -33,10 +33,11 @@ import torch
 
 from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.envs.shipped import shipped_bundles_root
-from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import ADAPTATION_GAMES, check_game
 from adaworld_gym.sims.procgen import ProcgenEnv
+from benchmarks.env_speed import vector_speedup
 
 
 @dataclass(frozen=True)
@@ -103,29 +104,6 @@ def evaluate(
     finally:
         env.close()
     return float(np.mean(returns)), returns
-
-
-def vector_speedup(
-    bundle: AdaWorldBundle, n: int, steps: int, denoise_steps: int, seed: int
-) -> dict[str, float]:
-    """Frames/s of one ``n``-row vector env over ``n`` single envs stepped one after the other."""
-    singles = [WorldModelEnv(bundle, denoise_steps=denoise_steps) for _ in range(n)]
-    vec = WorldModelVectorEnv(bundle, num_envs=n, denoise_steps=denoise_steps)
-    actions = [vec.action_space.sample() for _ in range(steps)]
-    for i, env in enumerate(singles):
-        env.reset(seed=seed + i)
-    vec.reset(seed=seed)
-    start = time.perf_counter()
-    for batch in actions:
-        for i, env in enumerate(singles):
-            if any(env.step(batch[i])[2:4]):
-                env.reset()  # as the vector env's autoreset
-    single_fps = n * steps / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for batch in actions:
-        vec.step(batch)
-    vector_fps = n * steps / (time.perf_counter() - start)
-    return {"single_fps": single_fps, "vector_fps": vector_fps, "speedup": vector_fps / single_fps}
 
 
 def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""Frames/s of the batched world-model vector env against N single envs stepped in turn (issue 6's speed bar).
+
+    python -m benchmarks.env_speed --threads 2 --out out/env_speed
+
+Same bundle (default: the shipped ``AdaWorld/WorldModel-Procgen-coinrun-v0`` one), same seeds, same actions and
+denoising steps for both; the two are timed alternately ``--repeats`` times and the median of each is kept, so a
+slow spell on the machine hits both. Writes ``DIR/results.json`` (``{"<denoise steps>": {"single_fps":...,
+"vector_fps":..., "speedup":...}, "meta": {...}}``) and ``DIR/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaworld_gym.data.episodes import atomic_write_bytes
+from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.models.bundle import AdaWorldBundle
+
+
+def vector_speedup(
+    bundle: AdaWorldBundle, n: int, steps: int, denoise_steps: int, seed: int, repeats: int = 1
+) -> dict[str, float]:
+    """Frames/s of one ``n``-row vector env over ``n`` single envs stepped one after the other (medians)."""
+    singles = [WorldModelEnv(bundle, denoise_steps=denoise_steps) for _ in range(n)]
+    vec = WorldModelVectorEnv(bundle, num_envs=n, denoise_steps=denoise_steps)
+    vec.action_space.seed(seed)
+    actions = [vec.action_space.sample() for _ in range(steps)]
+    for i, env in enumerate(singles):
+        env.reset(seed=seed + i)
+    vec.reset(seed=seed)
+
+    def step_singles() -> None:
+        for batch in actions:
+            for i, env in enumerate(singles):
+                if any(env.step(batch[i])[2:4]):
+                    env.reset()  # as the vector env's autoreset
+
+    def step_vector() -> None:
+        for batch in actions:
+            vec.step(batch)
+
+    single, vector = [], []
+    for _ in range(repeats):
+        for run, times in ((step_singles, single), (step_vector, vector)):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    single_fps = n * steps / float(np.median(single))
+    vector_fps = n * steps / float(np.median(vector))
+    return {"single_fps": single_fps, "vector_fps": vector_fps, "speedup": vector_fps / single_fps}
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    n = results["meta"]["num_envs"]
+    lines = [
+        f"| denoising steps | {n} single envs, frames/s | vector env (N={n}), frames/s | speedup |",
+        "|---|---|---|---|",
+    ]
+    for key, r in results.items():
+        if key != "meta":
+            lines.append(f"| {key} | {r['single_fps']:.1f} | {r['vector_fps']:.1f} | {r['speedup']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="default: the shipped Procgen-coinrun bundle"
+    )
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=8, help="vector steps per timing")
+    parser.add_argument("--denoise-steps", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.bundle is None:
+        from adaworld_gym.envs.shipped import shipped_bundle_dir
+
+        args.bundle = shipped_bundle_dir("Procgen-coinrun")
+    torch.set_num_threads(args.threads)
+    bundle = AdaWorldBundle.from_pretrained(args.bundle)
+    start = time.perf_counter()
+    results: dict[str, Any] = {}
+    for k in args.denoise_steps:
+        results[str(k)] = vector_speedup(bundle, args.num_envs, args.steps, k, args.seed, args.repeats)
+        print(json.dumps({f"denoise_steps={k}": results[str(k)]}), flush=True)
+    results["meta"] = {
+        "bundle": str(args.bundle),
+        "num_envs": args.num_envs,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "seed": args.seed,
+        "wall_seconds": time.perf_counter() - start,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
+    (args.out / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
