@@ -75,6 +75,8 @@ def world_model_preset(name: str) -> dict[str, Any]:
     return dict(WORLD_MODEL_PRESETS[name])
 
 
+CPU_CHUNK = 32  # rows per UNet call on a CPU (see _network)
+
 class DiffusionWorldModel(ModelMixin, ConfigMixin):
     """Predicts the next 64x64 RGB frame from up to ``num_history`` past frames and a latent action.
 
@@ -186,11 +188,16 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """Raw UNet output F (float32) for an input already multiplied by c_in."""
         c_noise = self.scheduler.precondition_noise(sigma.float()).to(scaled_noisy.device)
-        # NHWC lets oneDNN pick faster convolutions: +16% frames/s at batch 16 on 2 CPU cores (measured).
+        # NHWC lets oneDNN pick faster convolutions, and on a CPU a batch runs in chunks of CPU_CHUNK rows, whose
+        # activations stay in cache: batch 64, 2 threads: 60-67 -> 97 frames/s (benchmarks in the commit log).
         x = torch.cat([scaled_noisy, history], dim=1).contiguous(memory_format=torch.channels_last)
+        chunk = CPU_CHUNK if x.device.type == "cpu" else x.shape[0]
+        outs = []
         with self._autocast():
-            out = self.unet(x, c_noise, class_labels=cond).sample
-        return out.float()
+            for i in range(0, x.shape[0], chunk):
+                rows = slice(i, i + chunk)
+                outs.append(self.unet(x[rows], c_noise[rows], class_labels=cond[rows]).sample.float())
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def condition_embedding(
         self, z: torch.Tensor, history_len: torch.Tensor, aug_level: torch.Tensor
