@@ -77,6 +77,7 @@ def world_model_preset(name: str) -> dict[str, Any]:
 
 CPU_CHUNK = 32  # rows per UNet call on a CPU (see _network)
 
+
 class DiffusionWorldModel(ModelMixin, ConfigMixin):
     """Predicts the next 64x64 RGB frame from up to ``num_history`` past frames and a latent action.
 
