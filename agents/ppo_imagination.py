@@ -21,7 +21,6 @@ shipped ones); a game without a bundle or reward head is skipped and listed unde
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.envs.shipped import shipped_bundles_root
 from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import ADAPTATION_GAMES, check_game
 from adaworld_gym.sims.procgen import ProcgenEnv
+from benchmarks._common import write_results
 from benchmarks.env_speed import vector_speedup
 
 
@@ -200,8 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["vector_speedup_n16"] = speed["speedup"]
     results["vector_speed"] = speed
     results["wall_seconds"] = time.perf_counter() - start
-    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
-    (args.out / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    write_results(args.out, results, markdown_table)
     print(markdown_table(results))
     return results
 

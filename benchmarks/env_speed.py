@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
+from benchmarks._common import write_results
 
 
 def vector_speedup(
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - start,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())
-    (args.out / "results.md").write_text(markdown_table(results), encoding="utf-8")
+    write_results(args.out, results, markdown_table)
     print(markdown_table(results))
     return results
 
