@@ -32,11 +32,14 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def parse_dataclass_args(cls: type[T], description: str, argv: list[str] | None = None) -> T:
-    """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default; lists take several)."""
+    """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default; lists take several;
+    a bool field is a switch that flips its default)."""
     parser = argparse.ArgumentParser(description=description)
     for name, value in asdict(cls()).items():  # type: ignore[call-overload]
         flag = f"--{name.replace('_', '-')}"
-        if isinstance(value, list):  # a list field takes one or more values, typed by its default's items
+        if isinstance(value, bool):  # a switch: --flag sets it (type=bool would read "False" as true)
+            parser.add_argument(flag, dest=name, action="store_false" if value else "store_true")
+        elif isinstance(value, list):  # a list field takes one or more values, typed by its default's items
             item = type(value[0]) if value else str
             parser.add_argument(flag, dest=name, type=item, nargs="+", default=value)
         else:

@@ -57,6 +57,14 @@ def test_smoke_run_writes_results(tmp_path):
     run = subprocess.run(reuse, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert not (tmp_path / "again" / "runs").exists()
+    # --speed-only re-measures "speed" in place and leaves the quality figures alone.
+    before = json.loads((tmp_path / "again" / "results.json").read_text())
+    speed = [*cmd[:-1], str(tmp_path / "again"), "--speed-only"]
+    run = subprocess.run(speed, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    after = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert after["push"] == before["push"] and after["procgen"] == before["procgen"]
+    assert "speed_remeasured_at" in after["meta"] and all(v > 0 for v in after["speed"]["batch_64"].values())
 
 
 def test_sample_windows_follow_the_episode(tmp_path):

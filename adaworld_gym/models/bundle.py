@@ -158,8 +158,8 @@ class AdaWorldBundle:
         return {"world_model": self.world_model, "lam": self.lam, "reward": self.reward_head}
 
     def _shared_ref(self, name: str, path: Path, directory: Path) -> str:
-        model = self._components().get(name, "unknown")
-        if model is None or isinstance(model, str):
+        model = self._components().get(name)
+        if model is None:
             raise ValueError(f"cannot share {name!r}: the bundle has no such component")
         other = _load_model(type(model), path, "cpu")
         ours, theirs = model.state_dict(), other.state_dict()

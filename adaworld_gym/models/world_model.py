@@ -190,7 +190,7 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         """Raw UNet output F (float32) for an input already multiplied by c_in."""
         c_noise = self.scheduler.precondition_noise(sigma.float()).to(scaled_noisy.device)
         # NHWC lets oneDNN pick faster convolutions, and on a CPU a batch runs in chunks of CPU_CHUNK rows, whose
-        # activations stay in cache: batch 64, 2 threads: 60-67 -> 97 frames/s (benchmarks in the commit log).
+        # activations stay in cache: batch 64, 2 threads: 59 -> 88 frames/s (interleaved A/B, medians of 3).
         x = torch.cat([scaled_noisy, history], dim=1).contiguous(memory_format=torch.channels_last)
         chunk = CPU_CHUNK if x.device.type == "cpu" else x.shape[0]
         outs = []
