@@ -92,6 +92,27 @@ def test_same_seed_same_frames(autocast_dtype: str | None) -> None:
     assert np.array_equal(a, b)
 
 
+def test_cpu_bf16_copy_matches_autocast_and_follows_weight_updates(monkeypatch) -> None:
+    from adaworld_gym.models import world_model
+
+    model = make_model(autocast_dtype="bfloat16")
+    randomise_condition(model)
+    hist, z = frames(2, 3), actions(2)
+
+    def sample(copy: bool) -> np.ndarray:
+        monkeypatch.setattr(world_model, "CPU_BF16_COPY", copy)
+        return model.predict_next(hist, z, steps=2, generator=gen(0)).astype(int)
+
+    before = sample(True)
+    assert np.abs(before - sample(False)).mean() < 1.0  # bf16 rounding only, in uint8 levels
+    with torch.no_grad():  # an in-place update, as an optimizer makes: the cached copy must be re-cast
+        model.unet.conv_out.bias.add_(0.5)
+    after = sample(True)
+    assert np.abs(after - sample(False)).mean() < 1.0
+    assert np.abs(after - before).mean() > 5.0
+    assert all("bf16" not in name for name in model.state_dict())  # the copy is never saved
+
+
 def test_rollout_equals_chained_predictions(model: DiffusionWorldModel) -> None:
     hist, z1, z2 = frames(2, 3), actions(2, 1), actions(2, 2)
     roll = model.rollout(hist, np.stack([z1, z2], axis=1), steps=2, generator=gen(0))

@@ -76,6 +76,21 @@ def world_model_preset(name: str) -> dict[str, Any]:
 
 
 CPU_CHUNK = 32  # rows per UNet call on a CPU (see _network)
+CPU_BF16_COPY = True  # sample on a CPU with a bf16 copy of the UNet rather than under autocast (_cpu_bf16_unet)
+
+
+class _ChannelsLastSafeGroupNorm(nn.GroupNorm):
+    """GroupNorm that sidesteps PyTorch's slow CPU kernel for small channels-last bf16 maps.
+
+    On [16, 128, 16, 16] bf16 channels-last, ``F.group_norm`` takes ~10 ms vs 0.5 ms on the same data in NCHW
+    (2.5 ms with both layout conversions); at 32x32 and 64x64 the NHWC kernel is as fast as NCHW.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] * x.shape[-2] <= 256 and not x.is_contiguous():
+            out = F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
+            return out.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
 
 
 class DiffusionWorldModel(ModelMixin, ConfigMixin):
@@ -193,12 +208,37 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         # activations stay in cache: batch 64, 2 threads: 59 -> 88 frames/s (interleaved A/B, medians of 3).
         x = torch.cat([scaled_noisy, history], dim=1).contiguous(memory_format=torch.channels_last)
         chunk = CPU_CHUNK if x.device.type == "cpu" else x.shape[0]
+        unet, context = self.unet, self._autocast()
+        bf16 = self.config.autocast_dtype == "bfloat16"
+        if CPU_BF16_COPY and bf16 and x.device.type == "cpu" and not torch.is_grad_enabled():
+            unet, context = self._cpu_bf16_unet(), contextlib.nullcontext()
+            x, cond = x.to(torch.bfloat16), cond.to(torch.bfloat16)
         outs = []
-        with self._autocast():
+        with context:
             for i in range(0, x.shape[0], chunk):
                 rows = slice(i, i + chunk)
-                outs.append(self.unet(x[rows], c_noise[rows], class_labels=cond[rows]).sample.float())
+                outs.append(unet(x[rows], c_noise[rows], class_labels=cond[rows]).sample.float())
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _cpu_bf16_unet(self) -> UNet2DModel:
+        """A bf16 copy of the UNet for sampling on a CPU, re-cast whenever the weights have changed.
+
+        Autocast re-casts every weight on every call and runs group norm in fp32 around bf16 convolutions; a
+        bf16 copy does neither: UNet calls 1.2-1.3x faster at batch 1 and 16 (interleaved A/B, 1 thread).
+        """
+        tensors = [*self.unet.parameters(), *self.unet.buffers()]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)  # in-place updates bump _version
+        cached = self.__dict__.get("_bf16_unet")
+        if cached is None or cached[0] != key:
+            copy = UNet2DModel.from_config(self.unet.config)
+            copy.load_state_dict(self.unet.state_dict())
+            nn.Module.to(copy, torch.bfloat16)  # ModelMixin.to warns about fp32-only modules; this UNet has none
+            for module in copy.modules():
+                if type(module) is nn.GroupNorm:
+                    module.__class__ = _ChannelsLastSafeGroupNorm
+            # Kept out of nn.Module's registry: never saved, moved or trained with the model.
+            self.__dict__["_bf16_unet"] = cached = (key, copy.eval().requires_grad_(False))
+        return cached[1]
 
     def condition_embedding(
         self, z: torch.Tensor, history_len: torch.Tensor, aug_level: torch.Tensor
