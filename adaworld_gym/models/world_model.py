@@ -76,7 +76,8 @@ def world_model_preset(name: str) -> dict[str, Any]:
 
 
 CPU_CHUNK = 32  # rows per UNet call on a CPU (see _network)
-CPU_BF16_COPY = True  # sample on a CPU with a bf16 copy of the UNet rather than under autocast (_cpu_bf16_unet)
+# On a CPU, sample with a bf16 copy of the UNet rather than under autocast (see _cpu_bf16_unet).
+CPU_BF16_COPY = True
 
 
 class _ChannelsLastSafeGroupNorm(nn.GroupNorm):
@@ -232,7 +233,8 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         if cached is None or cached[0] != key:
             copy = UNet2DModel.from_config(self.unet.config)
             copy.load_state_dict(self.unet.state_dict())
-            nn.Module.to(copy, torch.bfloat16)  # ModelMixin.to warns about fp32-only modules; this UNet has none
+            # ModelMixin.to warns about fp32-only modules; this UNet has none.
+            nn.Module.to(copy, torch.bfloat16)
             for module in copy.modules():
                 if type(module) is nn.GroupNorm:
                     module.__class__ = _ChannelsLastSafeGroupNorm
