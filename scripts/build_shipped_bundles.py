@@ -8,6 +8,14 @@ world model is the shipped pretrained one, which the adaptation benchmark measur
 
     python scripts/build_shipped_bundles.py                      # all 17 (about 1 min each on one core)
     python scripts/build_shipped_bundles.py --envs Procgen-heist RobosuitePush
+    python scripts/build_shipped_bundles.py --rewards             # then reward heads for the Procgen bundles
+
+``--rewards`` collects ``--reward-episodes`` random-play episodes per Procgen game, trains a reward /
+termination head on them (``adaworld train-reward``) and attaches it to the shipped bundle only when, on its
+held-out episodes, it explains at least ``MIN_R2`` of the reward variance (with at least ``MIN_EVAL_EVENTS``
+rewarded transitions there); otherwise the bundle keeps paying 0. ``assets/bundles/rewards.json`` records
+each game's held-out R^2 and why a head was or was not attached. RobosuitePush
+has no head: its reward is the goal image's.
 
 Collected data and the full (unshared) bundles go to ``--work`` (default ``out/shipped_bundles``); a rerun
 reuses the data already there.
@@ -23,9 +31,14 @@ from pathlib import Path
 import torch
 
 from adaworld_gym import defaults
-from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundle_dir
+from adaworld_gym.data.collect import collect_procgen
+from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundle_dir, shipped_bundles_root
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
+from adaworld_gym.training.reward import attach_reward_head, train_reward
+
+MIN_EVAL_EVENTS = 5
+MIN_R2 = 0.2
 
 
 def build(name: str, work: Path, seed: int) -> dict:
@@ -54,6 +67,34 @@ def build(name: str, work: Path, seed: int) -> dict:
     }
 
 
+def build_reward(name: str, work: Path, seed: int, episodes: int, steps: int, train_steps: int) -> dict:
+    """Train ``name``'s reward head on fresh random play; attach it if it predicts held-out rewards."""
+    env_id = SHIPPED_WORLD_MODELS[name][1]
+    if "Procgen-" not in env_id:
+        return {"attached": False, "why": "goal-image reward (no reward head)"}
+    game = env_id.split("Procgen-", 1)[1].rsplit("-v", 1)[0]
+    start = time.monotonic()
+    data = work / name / "reward-data"
+    # Another seed than the adaptation set's, so these are other episodes of the training levels.
+    collect_procgen([game], episodes, steps, data, seed=seed + 1)
+    run = work / name / f"reward-{train_steps}"
+    head = train_reward([data / f"procgen-{game}"], run, max_steps=train_steps, seed=seed, progress=False)
+    ev = json.loads((run / "summary.json").read_text())["eval"]
+    r2 = 1 - ev["reward_mse"] / ev["reward_mse_predict_mean"] if ev["reward_mse_predict_mean"] > 0 else 0.0
+    report = {"eval_events": ev["reward_events"], "eval_pairs": ev["pairs"], "eval_reward_r2": round(r2, 3)}
+    if ev["reward_events"] < MIN_EVAL_EVENTS:
+        report.update(
+            attached=False, why=f"{ev['reward_events']} rewarded held-out transitions (< {MIN_EVAL_EVENTS})"
+        )
+    elif r2 < MIN_R2:
+        report.update(attached=False, why=f"held-out reward R^2 {r2:.2f} < {MIN_R2}")
+    else:
+        attach_reward_head(shipped_bundle_dir(name), head)
+        report.update(attached=True)
+    report["seconds"] = round(time.monotonic() - start, 1)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -62,10 +103,31 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("out/shipped_bundles"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--rewards", action="store_true", help="train and attach reward heads (bundles must exist)"
+    )
+    parser.add_argument("--reward-episodes", type=int, default=200, help="random-play episodes per game")
+    parser.add_argument("--reward-episode-steps", type=int, default=200)
+    parser.add_argument("--reward-train-steps", type=int, default=4000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.rewards:
+        for name in args.envs:
+            print(json.dumps({name: build(name, args.work, args.seed)}), flush=True)
+        return
+    path = shipped_bundles_root() / "rewards.json"  # what each shipped bundle's reward is, and why
+    reports = json.loads(path.read_text()) if path.is_file() else {}
     for name in args.envs:
-        print(json.dumps({name: build(name, args.work, args.seed)}), flush=True)
+        reports[name] = build_reward(
+            name,
+            args.work,
+            args.seed,
+            args.reward_episodes,
+            args.reward_episode_steps,
+            args.reward_train_steps,
+        )
+        path.write_text(json.dumps(reports, indent=1))
+        print(json.dumps({name: reports[name]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -306,12 +306,19 @@ def test_a_bundle_dropped_at_the_documented_path_makes_the_shipped_id_work(asset
 
 def test_every_shipped_id_runs_on_the_bundles_in_the_package():
     """The registered ids work out of the box: the shipped bundles load with their real action spaces."""
-    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_env_id
+    import json
 
+    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundles_root, shipped_env_id
+
+    rewards = json.loads((shipped_bundles_root() / "rewards.json").read_text())
     for name in SHIPPED_WORLD_MODELS:
         env = gymnasium.make(shipped_env_id(name), denoise_steps=1)
         bundle = env.unwrapped.bundle
-        assert bundle.meta["steps"] == 0 and bundle.reward_head is None
+        assert bundle.meta["steps"] == 0
+        assert (bundle.reward_head is not None) == rewards.get(name, {}).get("attached", False), name
+        if bundle.reward_head is not None:
+            env.reset(seed=0)
+            assert np.isfinite(env.step(env.action_space.sample())[1])
         if name in ("Procgen-heist", "RobosuitePush"):
             first, _ = env.reset(seed=0)
             frames = [env.step(env.action_space.sample())[0] for _ in range(2)]
