@@ -150,6 +150,18 @@ def test_bf16_autocast_forward(pairs):
     assert torch.isfinite(out.loss)
 
 
+def test_warp_decoder_starts_as_a_copy_and_shifts_by_the_flow(pairs, tmp_path):
+    f_t, _ = pairs
+    model = tiny("kl", warp=True).eval()
+    with torch.no_grad():
+        assert (model._decode(f_t, torch.randn(len(f_t), model.config.latent_dim)) - f_t).abs().max() < 0.01
+        flow = torch.zeros(len(f_t), (32 // 8) ** 2, 2)
+        flow[..., 0] = 1.0  # one patch (8 px) in x: output pixel x shows input pixel x + 8
+        torch.testing.assert_close(model._warp(f_t, flow)[..., :24], f_t[..., 8:])
+    model.save_pretrained(tmp_path)
+    assert LatentActionModel.from_pretrained(tmp_path).config.warp is True
+
+
 def test_vq_dead_codes_are_reset(pairs):
     model = tiny("vq", dead_code_steps=3)
     f_t, f_t1 = pairs

@@ -182,6 +182,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             convolutions; 0 channels disables it.
         film: condition every decoder block on z (scale and shift of the tokens), not only its input, so
             the decoder learns to use z before the optimiser learns to ignore it.
+        warp: the decoder also predicts a displacement per token (in pixels, upsampled bilinearly to a flow
+            field) and warps f_t by it before the residual and pixel heads, so a camera scroll or a moving
+            arm is a few numbers rather than texture the tokens would have to redraw. Zero-initialised:
+            starts as the identity.
         preset: name of the preset this config came from (recorded for provenance; not used otherwise).
     """
 
@@ -212,6 +216,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         film: bool = True,
         pixel_channels: int = 32,
         pixel_layers: int = 3,
+        warp: bool = False,
         preset: str | None = None,
     ) -> None:
         super().__init__()
@@ -271,6 +276,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             nn.init.trunc_normal_(p, std=0.02)
         if residual:  # start as an exact copy of f_t
             nn.init.zeros_(self.dec_head.weight)
+        if warp:
+            self.dec_flow = nn.Linear(width, 2)
+            nn.init.zeros_(self.dec_flow.weight)
+            nn.init.zeros_(self.dec_flow.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -311,16 +320,29 @@ class LatentActionModel(ModelMixin, ConfigMixin):
                 scale, shift = self.dec_film[i](z).unsqueeze(1).chunk(2, dim=-1)
                 x = x * (1 + scale) + shift
             x = block(x)
-        logits = self._unpatchify(self.dec_head(self.dec_norm(x)).float())
+        x = self.dec_norm(x)
+        base = self._warp(f_t, self.dec_flow(x)) if self.config.warp else f_t
+        logits = self._unpatchify(self.dec_head(x).float())
         if self.config.residual:
-            logits = logits + torch.logit(f_t.float(), eps=1e-3)
+            logits = logits + torch.logit(base.float(), eps=1e-3)
         if self.config.pixel_channels:
-            h = self.pix_in(torch.cat([torch.sigmoid(logits).to(f_t.dtype), f_t], dim=1))
+            h = self.pix_in(torch.cat([torch.sigmoid(logits).to(f_t.dtype), base.to(f_t.dtype)], dim=1))
             for conv, film in zip(self.pix_convs, self.pix_film, strict=True):
                 scale, shift = film(z).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
                 h = h + conv(F.silu(h * (1 + scale) + shift))
             logits = logits + self.pix_out(F.silu(h)).float()
         return torch.sigmoid(logits).to(f_t.dtype)
+
+    def _warp(self, f_t: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """f_t [B, C, H, W] sampled at each pixel plus the tokens' displacement ``flow`` [B, N, 2] (x, y)."""
+        size, g = self.config.image_size, self.config.image_size // self.config.patch_size
+        # Token outputs in units of a patch: a unit step of the head moves the image by patch_size pixels.
+        flow = flow.float().transpose(1, 2).reshape(-1, 2, g, g) * self.config.patch_size
+        flow = F.interpolate(flow, size=(size, size), mode="bilinear", align_corners=False)
+        ramp = (torch.arange(size, device=f_t.device, dtype=torch.float32) + 0.5) * 2 / size - 1
+        grid = torch.stack(torch.meshgrid(ramp, ramp, indexing="xy"), dim=-1)  # [H, W, (x, y)]
+        grid = grid + flow.permute(0, 2, 3, 1) * (2 / size)
+        return F.grid_sample(f_t.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _quantize(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Nearest-code quantisation with straight-through gradients; returns (q, codes, loss terms)."""
