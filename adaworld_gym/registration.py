@@ -13,6 +13,12 @@ def procgen_env_id(game: str) -> str:
     return f"AdaWorld/Procgen-{game}-v0"
 
 
+def procgen_game(env_id: str) -> str | None:
+    """The game of a real Procgen id (``AdaWorld/Procgen-heist-v0`` -> ``heist``); None for other ids."""
+    game = env_id.removeprefix("AdaWorld/Procgen-").removesuffix("-v0")
+    return game if procgen_env_id(game) == env_id else None
+
+
 def register_envs() -> None:
     """Register the real-simulator envs; safe to call more than once."""
     registry = gymnasium.envs.registration.registry

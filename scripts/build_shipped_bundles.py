@@ -34,6 +34,7 @@ from adaworld_gym import defaults
 from adaworld_gym.data.collect import collect_procgen
 from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundle_dir, shipped_bundles_root
 from adaworld_gym.models.bundle import AdaWorldBundle
+from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
 from adaworld_gym.training.reward import attach_reward_head, train_reward
 
@@ -69,10 +70,9 @@ def build(name: str, work: Path, seed: int) -> dict:
 
 def build_reward(name: str, work: Path, seed: int, episodes: int, steps: int, train_steps: int) -> dict:
     """Train ``name``'s reward head on fresh random play; attach it if it predicts held-out rewards."""
-    env_id = SHIPPED_WORLD_MODELS[name][1]
-    if "Procgen-" not in env_id:
+    game = procgen_game(SHIPPED_WORLD_MODELS[name][1])
+    if game is None:
         return {"attached": False, "why": "goal-image reward (no reward head)"}
-    game = env_id.split("Procgen-", 1)[1].rsplit("-v", 1)[0]
     start = time.monotonic()
     data = work / name / "reward-data"
     # Another seed than the adaptation set's, so these are other episodes of the training levels.

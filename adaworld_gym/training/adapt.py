@@ -46,6 +46,7 @@ from adaworld_gym.models.adapters import ActionCodebook, ActionMLP, LatentAdapte
 from adaworld_gym.models.bundle import AdaWorldBundle, describe_space
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import DiffusionWorldModel
+from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.checkpoint import save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
@@ -271,7 +272,7 @@ def collect_adaptation_data(
     if not isinstance(space, spaces.Discrete):
         collect.collect_push(trajectories, root, steps=episode_steps or 30, seed=seed)
         return [root / "push"]
-    game = env_id.split("Procgen-", 1)[1].rsplit("-v", 1)[0]
+    game = procgen_game(env_id)
     steps = episode_steps or 100
     # Uniform random actions: about steps / n transitions per action and episode; collect until each has N.
     episodes = math.ceil(1.3 * samples_per_action * space.n / steps)
