@@ -150,16 +150,18 @@ def test_bf16_autocast_forward(pairs):
     assert torch.isfinite(out.loss)
 
 
-def test_warp_decoder_starts_as_a_copy_and_shifts_by_the_flow(pairs, tmp_path):
+def test_warp_decoder_starts_near_a_copy_and_moves_by_the_chosen_shift(pairs, tmp_path):
     f_t, _ = pairs
-    model = tiny("kl", warp=True).eval()
+    model = tiny("kl", warp=True, warp_range=8).eval()
     with torch.no_grad():
-        assert (model._decode(f_t, torch.randn(len(f_t), model.config.latent_dim)) - f_t).abs().max() < 0.01
-        flow = torch.zeros(len(f_t), (32 // 8) ** 2, 2)
-        flow[..., 0] = 1.0  # one patch (8 px) in x: output pixel x shows input pixel x + 8
-        torch.testing.assert_close(model._warp(f_t, flow)[..., :24], f_t[..., 8:])
+        start = model._decode(f_t, torch.randn(len(f_t), model.config.latent_dim))
+        assert F.mse_loss(start, f_t) < 0.5 * F.mse_loss(f_t.roll(1, dims=-1), f_t)
+        logits = torch.full((len(f_t), (32 // 8) ** 2, 2, 17), -30.0)
+        logits[:, :, 0, 8 + 8] = logits[:, :, 1, 8 - 2] = 30.0  # output (y, x) shows input (y - 2, x + 8)
+        moved = model._warp(f_t, logits.flatten(2))
+        torch.testing.assert_close(moved[..., 2:, :24], f_t[..., :-2, 8:])
     model.save_pretrained(tmp_path)
-    assert LatentActionModel.from_pretrained(tmp_path).config.warp is True
+    assert LatentActionModel.from_pretrained(tmp_path).config.warp_range == 8
 
 
 def test_vq_dead_codes_are_reset(pairs):
