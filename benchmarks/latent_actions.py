@@ -99,7 +99,8 @@ class Args:
     data: Path = Path("data")
     regularizers: str = ",".join(REGULARIZERS)
     jobs: int = 2  # training runs in parallel, one torch thread each
-    also: str = ""  # a trained LAM directory (e.g. the shipped default) evaluated on the same held-out sample
+    # Trained LAM directories, comma-separated (e.g. the shipped one), evaluated on the same held-out sample.
+    also: str = ""
 
 
 def ensure_data(args: Args, p: dict) -> tuple[list[Path], Path, Path]:
@@ -213,7 +214,9 @@ def _train_one(job: tuple) -> Path:
     )
 
 
-def markdown_table(results: dict, meta: dict, also: dict | None = None, reference: dict | None = None) -> str:
+def markdown_table(
+    results: dict, meta: dict, also: list[dict] | None = None, reference: dict | None = None
+) -> str:
     rows = [
         "| regulariser | recon PSNR | copy-last PSNR | recon - copy | shuffled-z PSNR | probe acc (same games) "
         "| probe acc (other games) | probe acc (within a game) | push recon PSNR | push copy PSNR |",
@@ -232,8 +235,7 @@ def markdown_table(results: dict, meta: dict, also: dict | None = None, referenc
         )
 
     rows += [row(reg, r, r["std"]) for reg, r in results.items()]
-    if also:
-        rows.append(row(f"`{also['path']}`", also, None))
+    rows += [row(f"`{a['path']}`", a, None) for a in also or []]
     rows.append("")
     rows.append(
         f"Mean ± std over {meta['seeds']} seeds; `{meta['preset']}` preset ({meta['model']} LAM, "
@@ -301,9 +303,11 @@ def main(args: Args) -> dict:
         "push_copy_psnr",
     ]
     results = {}
-    if args.also:
-        extra = evaluate(LatentActionModel.from_pretrained(args.also).eval(), procgen, push, seed=args.seed)
-        print(f"[{args.also}] " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()))
+    also = []
+    for path in filter(None, (a.strip() for a in args.also.split(","))):
+        extra = evaluate(LatentActionModel.from_pretrained(path).eval(), procgen, push, seed=args.seed)
+        print(f"[{path}] " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()))
+        also.append({"path": path, **extra})
     for reg, runs in per_seed.items():
         results[reg] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
         results[reg]["std"] = {k: float(np.std([r[k] for r in runs])) for k in keys}
@@ -326,8 +330,8 @@ def main(args: Args) -> dict:
         "wall_minutes": (time.time() - start) / 60,
     }
     payload = {**results, "reference": reference, "meta": meta}
-    if args.also:
-        payload["also"] = {"path": args.also, **extra}
+    if also:
+        payload["also"] = also
     atomic_write_bytes(args.out / "results.json", json.dumps(payload, indent=1).encode())
     table = markdown_table(results, meta, payload.get("also"), reference)
     atomic_write_bytes(args.out / "results.md", table.encode())
