@@ -173,12 +173,32 @@ def shuffled_within_groups(groups: np.ndarray, rng: np.random.Generator) -> np.n
     return perm
 
 
-def evaluate(model: LatentActionModel, procgen: dict, push: dict, seed: int) -> dict[str, float]:
+# The scalar metrics of evaluate(), averaged over seeds in results.json.
+SCALARS = (
+    "recon_psnr",
+    "copy_psnr",
+    "shuffled_z_psnr",
+    "probe_acc_same",
+    "probe_acc_cross",
+    "probe_acc_within",
+    "push_recon_psnr",
+    "push_copy_psnr",
+)
+
+
+def evaluate(
+    model: LatentActionModel, procgen: dict, push: dict, seed: int, game_names: list[str]
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     mu = model.encode(procgen["f_t"], procgen["f_t1"])
-    out["recon_psnr"] = psnr_pooled(model.decode(procgen["f_t"], mu), procgen["f_t1"])
+    recon = model.decode(procgen["f_t"], mu)
+    out["recon_psnr"] = psnr_pooled(recon, procgen["f_t1"])
     out["copy_psnr"] = psnr_pooled(procgen["f_t"], procgen["f_t1"])
+    out["gain_by_game"] = {  # recon minus copy-last PSNR per held-out game, dB
+        name: psnr_pooled(recon[g], procgen["f_t1"][g]) - psnr_pooled(procgen["f_t"][g], procgen["f_t1"][g])
+        for name, g in ((n, procgen["subset"] == i) for i, n in enumerate(game_names))
+    }
     perm = shuffled_within_groups(procgen["subset"], rng)
     out["shuffled_z_psnr"] = psnr_pooled(model.decode(procgen["f_t"], mu[perm]), procgen["f_t1"])
 
@@ -246,6 +266,13 @@ def markdown_table(
             f"Reference: the within-game probe on the frame difference itself (no LAM) scores "
             f"{reference['diff_probe_acc_within']:.3f}."
         )
+    columns = [(reg, r) for reg, r in results.items()] + [(f"`{a['path']}`", a) for a in also or []]
+    games = list(columns[0][1]["gain_by_game"]) if columns else []
+    rows += ["", "Recon minus copy-last PSNR (dB) per held-out game:", ""]
+    rows.append("| game | " + " | ".join(name for name, _ in columns) + " |")
+    rows.append("|---" * (len(columns) + 1) + "|")
+    for game in games:
+        rows.append(f"| {game} | " + " | ".join(f"{r['gain_by_game'][game]:+.2f}" for _, r in columns) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -277,9 +304,9 @@ def main(args: Args) -> dict:
     per_seed: dict[str, list[dict]] = {r: [] for r in regs}
     for (reg, s), model_dir in zip(runs, model_dirs, strict=True):
         model = LatentActionModel.from_pretrained(model_dir).eval()
-        metrics = evaluate(model, procgen, push, seed=s)
+        metrics = evaluate(model, procgen, push, seed=s, game_names=game_names)
         per_seed[reg].append(metrics)
-        print(f"[{reg} seed {s}] " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        print(f"[{reg} seed {s}] " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in SCALARS))
         if s == args.seed:
             move = procgen["action"] < MOVE_ACTIONS
             plot_latents(
@@ -292,25 +319,24 @@ def main(args: Args) -> dict:
                 title=f"{reg}:",
             )
 
-    keys = [
-        "recon_psnr",
-        "copy_psnr",
-        "shuffled_z_psnr",
-        "probe_acc_same",
-        "probe_acc_cross",
-        "probe_acc_within",
-        "push_recon_psnr",
-        "push_copy_psnr",
-    ]
     results = {}
     also = []
     for path in filter(None, (a.strip() for a in args.also.split(","))):
-        extra = evaluate(LatentActionModel.from_pretrained(path).eval(), procgen, push, seed=args.seed)
-        print(f"[{path}] " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items()))
+        extra = evaluate(
+            LatentActionModel.from_pretrained(path).eval(),
+            procgen,
+            push,
+            seed=args.seed,
+            game_names=game_names,
+        )
+        print(f"[{path}] " + ", ".join(f"{k}={v:.3f}" for k, v in extra.items() if k in SCALARS))
         also.append({"path": path, **extra})
     for reg, runs in per_seed.items():
-        results[reg] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
-        results[reg]["std"] = {k: float(np.std([r[k] for r in runs])) for k in keys}
+        results[reg] = {k: float(np.mean([r[k] for r in runs])) for k in SCALARS}
+        results[reg]["std"] = {k: float(np.std([r[k] for r in runs])) for k in SCALARS}
+        results[reg]["gain_by_game"] = {
+            g: float(np.mean([r["gain_by_game"][g] for r in runs])) for g in runs[0]["gain_by_game"]
+        }
         results[reg]["per_seed"] = runs
     move = procgen["action"] < MOVE_ACTIONS
     reference = {

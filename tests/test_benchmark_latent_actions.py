@@ -29,9 +29,13 @@ def test_smoke_run_writes_results(tmp_path):
         ):
             assert isinstance(r[key], float)
         assert 0.0 <= r["probe_acc_cross"] <= 1.0 and len(r["per_seed"]) == 1
+        # one recon-minus-copy gain per held-out game
+        gains = r["gain_by_game"]
+        assert len(gains) >= 2 and all(isinstance(v, float) for v in gains.values())
     assert isinstance(results["reference"]["diff_probe_acc_within"], float)
     assert (tmp_path / "out" / "latents_kl.png").exists()
-    assert "| kl |" in (tmp_path / "out" / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| kl |" in table and f"| {next(iter(gains))} |" in table
 
 
 def test_within_group_probe_separates_informative_from_random_features():
