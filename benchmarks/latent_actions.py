@@ -254,8 +254,9 @@ def markdown_table(
             f"| {cell(r, 'probe_acc_within', '.3f', sd)} | {r['push_recon_psnr']:.2f} | {r['push_copy_psnr']:.2f} |"
         )
 
-    rows += [row(reg, r, r["std"]) for reg, r in results.items()]
-    rows += [row(f"`{a['path']}`", a, None) for a in also or []]
+    columns = [(reg, r, r["std"]) for reg, r in results.items()]
+    columns += [(f"`{a['path']}`", a, None) for a in also or []]
+    rows += [row(name, r, sd) for name, r, sd in columns]
     rows.append("")
     rows.append(
         f"Mean ± std over {meta['seeds']} seeds; `{meta['preset']}` preset ({meta['model']} LAM, "
@@ -266,13 +267,14 @@ def markdown_table(
             f"Reference: the within-game probe on the frame difference itself (no LAM) scores "
             f"{reference['diff_probe_acc_within']:.3f}."
         )
-    columns = [(reg, r) for reg, r in results.items()] + [(f"`{a['path']}`", a) for a in also or []]
     games = list(columns[0][1]["gain_by_game"]) if columns else []
     rows += ["", "Recon minus copy-last PSNR (dB) per held-out game:", ""]
-    rows.append("| game | " + " | ".join(name for name, _ in columns) + " |")
+    rows.append("| game | " + " | ".join(name for name, _, _ in columns) + " |")
     rows.append("|---" * (len(columns) + 1) + "|")
     for game in games:
-        rows.append(f"| {game} | " + " | ".join(f"{r['gain_by_game'][game]:+.2f}" for _, r in columns) + " |")
+        rows.append(
+            f"| {game} | " + " | ".join(f"{r['gain_by_game'][game]:+.2f}" for _, r, _ in columns) + " |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -189,11 +189,12 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         film: condition every decoder block on z (scale and shift of the tokens), not only its input, so
             the decoder learns to use z before the optimiser learns to ignore it.
         warp, warp_range: the decoder also predicts, per token, a distribution over integer shifts of up to
-            ``warp_range`` pixels along x and along y (upsampled bilinearly to every pixel) and replaces f_t by
-            its expectation under those shifts before the residual and pixel heads, so a camera scroll or a moving arm is a few
-            numbers rather than texture the tokens would have to redraw. A distribution rather than a
-            regressed flow: bilinear sampling only gives gradients within a pixel of the current flow, and a
-            regressed flow stalled below 1 px where the true scroll was 2-6 px. Starts near the identity.
+            ``warp_range`` pixels along x and along y (upsampled bilinearly to every pixel) and replaces f_t
+            by its expectation under those shifts before the residual and pixel heads, so a camera scroll or
+            a moving arm is a few numbers rather than texture the tokens would have to redraw. A
+            distribution rather than a regressed flow: bilinear sampling only gives gradients within a pixel
+            of the current flow, and a regressed flow stalled below 1 px where the true scroll was 2-6 px.
+            Starts near the identity.
         preset: name of the preset this config came from (recorded for provenance; not used otherwise).
     """
 
@@ -352,7 +353,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         distributions; applied separably (x, then y) with the borders replicated.
         """
         r, size = self.config.warp_range, self.config.image_size
-        g, k = size // self.config.patch_size, 2 * self.config.warp_range + 1
+        g, k = size // self.config.patch_size, 2 * r + 1
         probs = shift_logits.float().view(-1, g, g, 2, k).softmax(dim=-1).permute(0, 3, 4, 1, 2)
         # Bilinear upsampling as a matmul: its backward is ~3x faster than interpolate's on a CPU.
         up = _bilinear_upsampling_matrix(g, size, f_t.device)
