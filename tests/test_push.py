@@ -15,6 +15,7 @@ from adaworld_gym.sims.push import (
     NUM_OBJECTS,
     OBS_SIZE,
     STATE_SIZE,
+    TABLE_TOP,
     RobosuitePushEnv,
     ScriptedPusher,
     make_push_tasks,
@@ -191,6 +192,32 @@ def test_scripted_pusher_actions(env: RobosuitePushEnv) -> None:
     assert pusher.target_xy is not None and np.all(np.abs(pusher.target_xy) <= 0.35)
     with pytest.raises(ValueError, match="target_object"):
         ScriptedPusher(NUM_OBJECTS, np.random.default_rng(0))
+
+
+def test_scripted_pusher_retargets_after_reaching_its_target(env: RobosuitePushEnv) -> None:
+    env.reset(seed=3)
+    pusher = ScriptedPusher(1, np.random.default_rng(3), retarget=True)
+    pushed = set()
+    for _ in range(30):
+        pushed.add(pusher.target_object)
+        env.step(pusher.act(env))
+    assert len(pushed) >= 2  # moved on to the next object instead of resting at the first target
+
+
+def test_push_collector_redraws_episodes_where_an_object_falls(
+    env: RobosuitePushEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adaworld_gym.data import collect
+
+    monkeypatch.setattr(collect, "_PUSH_ENV", env)
+    index, seed = 2, collect.episode_seed(0, "push", 2)  # attempt 0 of this episode pushes an object off
+    frames, actions, on_table = collect._push_attempt(env, index, seed, 0, 30)
+    assert not on_table and frames.shape == (31, OBS_SIZE, OBS_SIZE, 3) and actions.shape == (30, 4)
+    _, episode = collect._push_episode((index, seed, 30))
+    assert episode.meta["attempt"] >= 1 and episode.seed == seed
+    assert np.all(env.object_positions()[:, 2] > TABLE_TOP[2])  # the kept attempt ended on the table
+    again, _, _ = collect._push_attempt(env, index, seed, episode.meta["attempt"], 30)
+    np.testing.assert_array_equal(again, episode.frames)  # (seed, attempt) replays the episode
 
 
 def gripper_pixel(env: RobosuitePushEnv) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,6 +24,9 @@ from tqdm.auto import tqdm
 from adaworld_gym.data.episodes import Episode, EpisodeStore
 from adaworld_gym.sims.games import check_game
 from adaworld_gym.sims.procgen import NUM_ACTIONS, _import_procgen, level_range
+
+if TYPE_CHECKING:
+    from adaworld_gym.sims.push import RobosuitePushEnv
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 
@@ -222,21 +226,29 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:
-    from adaworld_gym.sims.push import RobosuitePushEnv, ScriptedPusher
+# Scripted pushes can shove an object (the pushed one or a neighbour) off the table; such an episode is redrawn
+# with the next attempt's seed, as make_push_tasks drops such demos, so the data matches the planning tasks.
+PUSH_MAX_ATTEMPTS = 20
 
-    global _PUSH_ENV
-    index, ep_seed, steps = args
-    if _PUSH_ENV is None:
-        _PUSH_ENV = RobosuitePushEnv()
-    env = _PUSH_ENV
+
+def _push_attempt(
+    env: RobosuitePushEnv, index: int, ep_seed: int, attempt: int, steps: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One try at episode ``index``: frames, actions, and whether every object stayed on the table throughout.
+    Attempt 0 draws from the episode's seed alone, attempt ``a`` from ``[seed, a]``."""
+    from adaworld_gym.sims.push import TABLE_TOP, ScriptedPusher
+
     policy = _push_policy(index)
-    rng = np.random.default_rng(ep_seed)
+    rng = np.random.default_rng(ep_seed if attempt == 0 else [ep_seed, attempt])
     obs, _ = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
     pusher = ScriptedPusher(
-        target_object=index % 4, np_random=rng, noise_std=0.3 if policy == "scripted_noisy" else 0.05
+        target_object=index % 4,
+        np_random=rng,
+        noise_std=0.3 if policy == "scripted_noisy" else 0.05,
+        retarget=True,
     )
     frames, actions = [obs], []
+    on_table = True
     for _ in range(steps):
         if policy == "random":
             action = rng.uniform(-1, 1, 4).astype(np.float32)
@@ -246,14 +258,33 @@ def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:
         obs, _, _, _, _ = env.step(action)
         frames.append(obs)
         actions.append(action)
+        on_table = on_table and bool(np.all(env.object_positions()[:, 2] > TABLE_TOP[2]))
+    return np.stack(frames), np.stack(actions).astype(np.float32), on_table
+
+
+def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:
+    from adaworld_gym.sims.push import RobosuitePushEnv
+
+    global _PUSH_ENV
+    index, ep_seed, steps = args
+    if _PUSH_ENV is None:
+        _PUSH_ENV = RobosuitePushEnv()
+    for attempt in range(PUSH_MAX_ATTEMPTS):
+        frames, actions, on_table = _push_attempt(_PUSH_ENV, index, ep_seed, attempt, steps)
+        if on_table:
+            break
+    else:
+        raise RuntimeError(
+            f"push episode {index}: an object fell off the table in all {PUSH_MAX_ATTEMPTS} attempts"
+        )
     episode = Episode(
-        frames=np.stack(frames),
-        actions=np.stack(actions).astype(np.float32),
+        frames=frames,
+        actions=actions,
         env_id="AdaWorld/RobosuitePush-v0",
         action_space={"type": "box", "shape": [4], "low": -1.0, "high": 1.0},
         frame_skip=1,
         seed=ep_seed,
-        meta={"policy": policy, "target_object": index % 4},
+        meta={"policy": _push_policy(index), "target_object": index % 4, "attempt": attempt},
     )
     return index, episode
 

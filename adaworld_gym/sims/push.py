@@ -589,6 +589,8 @@ class ScriptedPusher:
         target_object: Index of the object to push (OBJECTS order).
         np_random: Source of the push direction and of the action noise.
         noise_std: Standard deviation of the action noise, in action units.
+        retarget: Once the end effector reaches the push target, move on to the next object (index + 1) and push
+            it too, instead of resting there; the collector uses this so long episodes keep showing pushes.
     """
 
     BEHIND = 0.22
@@ -600,12 +602,19 @@ class ScriptedPusher:
     CLEARANCE = 0.03  # free space (m) wanted around the fingers where they come down
     MAX_REDRAWS = 10
 
-    def __init__(self, target_object: int, np_random: np.random.Generator, noise_std: float = 0.05) -> None:
+    def __init__(
+        self,
+        target_object: int,
+        np_random: np.random.Generator,
+        noise_std: float = 0.05,
+        retarget: bool = False,
+    ) -> None:
         if not 0 <= target_object < NUM_OBJECTS:
             raise ValueError(f"target_object must be in [0, {NUM_OBJECTS}), got {target_object}")
         self.target_object = int(target_object)
         self.np_random = np_random
         self.noise_std = float(noise_std)
+        self.retarget = bool(retarget)
         self.target_xy: np.ndarray | None = None
         self.pushing = False
 
@@ -637,6 +646,11 @@ class ScriptedPusher:
         obj_xy = positions[self.target_object, :2]
         eef = env.eef_position()
         if self.target_xy is None:
+            self._choose_target(positions)
+        if self.retarget and self.pushing and np.linalg.norm(eef[:2] - self.target_xy) < self.REACHED_XY:
+            self.target_object = (self.target_object + 1) % NUM_OBJECTS
+            self.pushing = False
+            obj_xy = positions[self.target_object, :2]
             self._choose_target(positions)
 
         if self.pushing:
