@@ -292,7 +292,10 @@ def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:
 def collect_push(
     episodes: int, out: str | Path, steps: int = 30, seed: int = 0, workers: int = 2
 ) -> CollectionReport:
-    """RobosuitePush episodes (scripted, noisy-scripted and random actions) written to ``out/push/``."""
+    """RobosuitePush episodes (scripted, noisy-scripted and random actions) written to ``out/push/``.
+
+    An episode in which an object falls off the table is redrawn (up to ``PUSH_MAX_ATTEMPTS`` times); the
+    attempt kept is recorded in ``meta["attempt"]``."""
     if episodes < 1 or steps < 1:
         raise ValueError(f"episodes and steps must be positive, got {episodes} and {steps}")
     store = EpisodeStore(Path(out) / "push", create=True)
