@@ -234,9 +234,10 @@ PUSH_MAX_ATTEMPTS = 20
 def _push_attempt(
     env: RobosuitePushEnv, index: int, ep_seed: int, attempt: int, steps: int
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """One try at episode ``index``: frames, actions, and whether every object stayed on the table throughout.
+    """One try at episode ``index``: frames, actions, and whether every object is still on the table at the end
+    (a fallen object does not come back).
     Attempt 0 draws from the episode's seed alone, attempt ``a`` from ``[seed, a]``."""
-    from adaworld_gym.sims.push import TABLE_TOP, ScriptedPusher
+    from adaworld_gym.sims.push import ScriptedPusher, objects_on_table
 
     policy = _push_policy(index)
     rng = np.random.default_rng(ep_seed if attempt == 0 else [ep_seed, attempt])
@@ -248,7 +249,6 @@ def _push_attempt(
         retarget=True,
     )
     frames, actions = [obs], []
-    on_table = True
     for _ in range(steps):
         if policy == "random":
             action = rng.uniform(-1, 1, 4).astype(np.float32)
@@ -258,8 +258,7 @@ def _push_attempt(
         obs, _, _, _, _ = env.step(action)
         frames.append(obs)
         actions.append(action)
-        on_table = on_table and bool(np.all(env.object_positions()[:, 2] > TABLE_TOP[2]))
-    return np.stack(frames), np.stack(actions).astype(np.float32), on_table
+    return np.stack(frames), np.stack(actions).astype(np.float32), objects_on_table(env.object_positions())
 
 
 def _push_episode(args: tuple[int, int, int]) -> tuple[int, Episode]:

@@ -569,6 +569,11 @@ def max_object_distance(state: np.ndarray, goal_state: np.ndarray) -> float:
     return float(np.linalg.norm(diff, axis=1).max())
 
 
+def objects_on_table(positions: np.ndarray) -> bool:
+    """Whether every object (``[NUM_OBJECTS, 3]`` positions) is still above the table top: none has fallen off."""
+    return bool(np.all(positions[:, 2] > TABLE_TOP[2]))
+
+
 def push_success(state: np.ndarray, goal_state: np.ndarray, threshold: float = SUCCESS_THRESHOLD) -> bool:
     """True if every object is within ``threshold`` metres of its goal position."""
     return max_object_distance(state, goal_state) < threshold
@@ -736,7 +741,7 @@ def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> l
                 start = object_positions_from_state(init_state)
                 end = env.object_positions()
                 moved = np.linalg.norm(end - start, axis=1).max() > MIN_PUSH_DISPLACEMENT
-                if moved and np.all(end[:, 2] > TABLE_TOP[2]):
+                if moved and objects_on_table(end):
                     demo = np.stack(actions[start_index:])
                     tasks.append(PushTask(init_state, env.get_state(), env.render(), target, demo))
                     progress.update(1)
