@@ -4,8 +4,10 @@
 
 Same bundle (default: the shipped ``AdaWorld/WorldModel-Procgen-coinrun-v0`` one), same seeds, same actions and
 denoising steps for both; the two are timed alternately ``--repeats`` times and the median of each is kept, so a
-slow spell on the machine hits both. Writes ``DIR/results.json`` (``{"<denoise steps>": {"single_fps":...,
-"vector_fps":..., "speedup":...}, "meta": {...}}``) and ``DIR/results.md``.
+slow spell on the machine hits both. The same is done for the denoiser alone (``predict_next`` on N windows at
+once vs N calls of one window): its ratio is the ceiling of the env's, since the env layer can only add
+per-call overhead. Writes ``DIR/results.json`` (``{"<denoise steps>": {"single_fps":..., "vector_fps":...,
+"speedup":..., "denoiser_speedup":...}, "meta": {...}}``) and ``DIR/results.md``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +49,58 @@ def vector_speedup(
         for batch in actions:
             vec.step(batch)
 
-    single, vector = [], []
+    single_fps, vector_fps = _alternate_fps(step_singles, step_vector, n * steps, repeats)
+    return {"single_fps": single_fps, "vector_fps": vector_fps, "speedup": vector_fps / single_fps}
+
+
+def denoiser_speedup(
+    bundle: AdaWorldBundle, n: int, steps: int, denoise_steps: int, seed: int, repeats: int = 1
+) -> float:
+    """Frames/s of ``predict_next`` on ``n`` windows at once over ``n`` one-window calls (medians)."""
+    model = bundle.world_model
+    rng = np.random.default_rng(seed)
+    contexts = bundle.initial_frames[rng.integers(len(bundle.initial_frames), size=n)]
+    z = rng.standard_normal((n, model.config.action_dim)).astype(np.float32)
+
+    def one_by_one() -> None:
+        for _ in range(steps):
+            for i in range(n):
+                model.predict_next(contexts[i : i + 1], z[i : i + 1], steps=denoise_steps)
+
+    def batched() -> None:
+        for _ in range(steps):
+            model.predict_next(contexts, z, steps=denoise_steps)
+
+    single_fps, batch_fps = _alternate_fps(one_by_one, batched, n * steps, repeats)
+    return batch_fps / single_fps
+
+
+def _alternate_fps(
+    first: Callable[[], None], second: Callable[[], None], frames: int, repeats: int
+) -> tuple[float, float]:
+    """Frames/s of two runs of ``frames`` frames each, timed alternately ``repeats`` times (medians)."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        for run, times in ((step_singles, single), (step_vector, vector)):
+        for run, spent in zip((first, second), times, strict=True):
             start = time.perf_counter()
             run()
-            times.append(time.perf_counter() - start)
-    single_fps = n * steps / float(np.median(single))
-    vector_fps = n * steps / float(np.median(vector))
-    return {"single_fps": single_fps, "vector_fps": vector_fps, "speedup": vector_fps / single_fps}
+            spent.append(time.perf_counter() - start)
+    return frames / float(np.median(times[0])), frames / float(np.median(times[1]))
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     n = results["meta"]["num_envs"]
     lines = [
-        f"| denoising steps | {n} single envs, frames/s | vector env (N={n}), frames/s | speedup |",
-        "|---|---|---|---|",
+        f"| denoising steps | {n} single envs, frames/s | vector env (N={n}), frames/s | speedup "
+        f"| denoiser alone, batch {n} vs batch 1 |",
+        "|---|---|---|---|---|",
     ]
     for key, r in results.items():
         if key != "meta":
-            lines.append(f"| {key} | {r['single_fps']:.1f} | {r['vector_fps']:.1f} | {r['speedup']:.2f}x |")
+            lines.append(
+                f"| {key} | {r['single_fps']:.1f} | {r['vector_fps']:.1f} | {r['speedup']:.2f}x "
+                f"| {r['denoiser_speedup']:.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -92,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for k in args.denoise_steps:
         results[str(k)] = vector_speedup(bundle, args.num_envs, args.steps, k, args.seed, args.repeats)
+        results[str(k)]["denoiser_speedup"] = denoiser_speedup(
+            bundle, args.num_envs, args.steps, k, args.seed, args.repeats
+        )
         print(json.dumps({f"denoise_steps={k}": results[str(k)]}), flush=True)
     results["meta"] = {
         "bundle": str(args.bundle),

@@ -16,5 +16,6 @@ def test_env_speed_writes_single_and_vector_rates(tmp_path):
         row = on_disk[key]
         assert row["single_fps"] > 0 and row["vector_fps"] > 0
         assert abs(row["speedup"] - row["vector_fps"] / row["single_fps"]) < 1e-9
+        assert row["denoiser_speedup"] > 0
         assert row == results[key]
     assert "| 2 |" in (tmp_path / "out" / "results.md").read_text()
