@@ -128,7 +128,7 @@ def test_latent_carries_the_motion(one_thread):
     # The transformer path alone (no pixel head): that is where z used to die.
     model = LatentActionModel(**{**lam_preset("tiny"), "regularizer": "none", "pixel_channels": 0})
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4)
-    for _ in range(400):
+    for _ in range(800):
         loss = model(*_moving_squares(rng, 32)).loss
         opt.zero_grad()
         loss.backward()

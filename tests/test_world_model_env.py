@@ -8,6 +8,7 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -27,6 +28,17 @@ def rollout(env: gymnasium.Env, seed: int, actions: list) -> np.ndarray:
     frames = [env.reset(seed=seed)[0]]
     frames += [env.step(a)[0] for a in actions]
     return np.stack(frames)
+
+
+def assert_same_frames(a: np.ndarray, b: np.ndarray) -> None:
+    """Frames of two model instances with bitwise-equal weights: equal up to one uint8 level on a few values.
+
+    On some CPUs (seen on AVX-512 BF16 without AMX) oneDNN's bf16 kernels round a few values differently for
+    two instances of the same weights; one instance with one seed is exact (test_same_seed_gives_same_frames).
+    """
+    assert a.shape == b.shape
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (int(diff.max()), float((diff > 0).mean()))
 
 
 def checked_quietly(check, env) -> None:
@@ -158,8 +170,10 @@ def test_bundle_round_trip_gives_identical_frames(bundles, kind, tmp_path):
     bundle.save_pretrained(tmp_path / "bundle")
     loaded = AdaWorldBundle.from_pretrained(tmp_path / "bundle", expected_action_space=bundle.action_space)
     assert loaded.meta == bundle.meta and loaded.lam is not None
+    for key, value in bundle.world_model.state_dict().items():
+        assert torch.equal(value, loaded.world_model.state_dict()[key]), key
     actions = [bundle.action_space.sample() for _ in range(2)]
-    assert np.array_equal(
+    assert_same_frames(
         rollout(WorldModelEnv(bundle), 1, actions), rollout(WorldModelEnv(tmp_path / "bundle"), 1, actions)
     )
 
@@ -174,7 +188,7 @@ def test_a_bundle_can_share_model_directories_instead_of_copying_them(bundles, t
     assert header["shared"] == {"world_model": "../../shared/world_model", "lam": "../../shared/lam"}
     assert not (tmp_path / "bundles" / "b" / "world_model").exists()
     actions = [bundle.action_space.sample() for _ in range(2)]
-    assert np.array_equal(
+    assert_same_frames(
         rollout(WorldModelEnv(bundle), 1, actions),
         rollout(WorldModelEnv(tmp_path / "bundles" / "b"), 1, actions),
     )
