@@ -33,8 +33,9 @@ def rollout(env: gymnasium.Env, seed: int, actions: list) -> np.ndarray:
 def assert_same_frames(a: np.ndarray, b: np.ndarray) -> None:
     """Frames of two model instances with bitwise-equal weights: equal up to one uint8 level on a few values.
 
-    On some CPUs (seen on AVX-512 BF16 without AMX) oneDNN's bf16 kernels round a few values differently for
-    two instances of the same weights; one instance with one seed is exact (test_same_seed_gives_same_frames).
+    On an AMD EPYC (AVX-512 BF16, no AMX) two instances of the same weights gave frames one level apart on a few
+    values for some actions, with bf16 sampling; the cause is not pinned down. One instance with one seed is
+    exact (test_same_seed_gives_same_frames).
     """
     assert a.shape == b.shape
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
