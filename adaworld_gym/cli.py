@@ -70,6 +70,15 @@ def _model_settings(pairs: list[str], model_cls: type, own_flags: set[str]) -> d
     return settings
 
 
+def _data_spec(args: argparse.Namespace):
+    """``--data`` directories, or ``{directory: share}`` when ``--shares`` is given."""
+    if args.shares is None:
+        return args.data
+    if len(args.shares) != len(args.data):
+        raise ValueError(f"--shares has {len(args.shares)} values for {len(args.data)} --data directories")
+    return {str(d): s for d, s in zip(args.data, args.shares, strict=True)}
+
+
 def _cmd_train_lam(args: argparse.Namespace) -> None:
     import torch
 
@@ -79,7 +88,7 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
     overrides = _model_settings(args.set, LatentActionModel, {"regularizer", "beta", "preset"})
     torch.set_num_threads(args.threads)
     path = train_lam(
-        args.data,
+        _data_spec(args),
         args.out,
         preset=args.preset,
         regularizer=args.regularizer,
@@ -88,6 +97,8 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
         max_minutes=args.max_minutes,
         seed=args.seed,
         model_overrides=overrides,
+        lr=args.lr,
+        init_from=args.init_from,
     )
     print(f"latent action model saved to {path}")
 
@@ -173,15 +184,8 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.lam is None and not args.action_agnostic:
         raise ValueError("--lam is required unless --action-agnostic")
-    data = args.data
-    if args.shares is not None:
-        if len(args.shares) != len(args.data):
-            raise ValueError(
-                f"--shares has {len(args.shares)} values for {len(args.data)} --data directories"
-            )
-        data = {str(d): s for d, s in zip(args.data, args.shares, strict=True)}
     path = train_world_model(
-        data,
+        _data_spec(args),
         args.out,
         args.lam,
         preset=args.preset,
@@ -320,6 +324,16 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
     print(f"adapted bundle saved to {path} (action space {space}; summary in {args.out / 'summary.json'})")
 
 
+def _add_shares_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shares",
+        type=float,
+        nargs="+",
+        default=None,
+        help="share of the batches from each --data directory (default: AdaWorld's size^0.43 weighting)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaworld", description="Latent-action diffusion world models as Gymnasium environments."
@@ -354,13 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     lam = sub.add_parser("train-lam", help="train the latent action model")
     lam.add_argument("--data", type=Path, nargs="+", required=True)
+    _add_shares_argument(lam)
     lam.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
     lam.add_argument("--regularizer", choices=["kl", "vq", "sparse", "none"], default="kl")
     lam.add_argument("--beta", type=float, default=None)
     lam.add_argument("--max-steps", type=int, default=None)
     lam.add_argument("--max-minutes", type=float, default=None)
+    lam.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     lam.add_argument("--seed", type=int, default=0)
     lam.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    lam.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this saved LAM's weights (same preset), e.g. to finetune it on a new data mix",
+    )
     lam.add_argument(
         "--set",
         action="append",
@@ -374,13 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     wm = sub.add_parser("train-wm", help="train the diffusion world model on LAM-labelled transitions")
     wm.add_argument("--lam", type=Path, default=None, help="trained LAM directory (not needed for the twin)")
     wm.add_argument("--data", type=Path, nargs="+", required=True)
-    wm.add_argument(
-        "--shares",
-        type=float,
-        nargs="+",
-        default=None,
-        help="share of the batches from each --data directory",
-    )
+    _add_shares_argument(wm)
     wm.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
     wm.add_argument(
         "--action-agnostic", action="store_true", help="the twin: same model, z replaced by zeros"

@@ -189,3 +189,26 @@ def test_train_lam_rejects_bad_arguments(tmp_path):
         train_lam(square_clips(4), tmp_path, "huge", max_steps=1)
     with pytest.raises(ValueError, match="unknown regularizer"):
         train_lam(square_clips(4), tmp_path, "tiny", regularizer="gumbel", max_steps=1)
+
+
+def test_train_lam_init_from_and_data_shares(tmp_path):
+    from benchmarks.world_model import synthetic_push_like
+
+    a = str(synthetic_push_like(tmp_path / "a", episodes=2, steps=8, seed=0))
+    b = str(synthetic_push_like(tmp_path / "b", episodes=2, steps=8, seed=1))
+    kw = dict(batch_size=4, progress=False)
+    # {directory: share} goes through the mixture sampler.
+    first = train_lam({a: 0.8, b: 0.2}, tmp_path / "first", "tiny", max_steps=2, **kw)
+    # max_steps=0: nothing is trained, so the saved model must equal the one it started from.
+    again = train_lam([a, b], tmp_path / "again", "tiny", max_steps=0, init_from=first, **kw)
+    for pa, pb in zip(
+        LatentActionModel.from_pretrained(first).parameters(),
+        LatentActionModel.from_pretrained(again).parameters(),
+        strict=True,
+    ):
+        assert torch.equal(pa, pb)
+    assert json.loads((tmp_path / "again" / "train_config.json").read_text())["init_from"] == str(first)
+    with pytest.raises(ValueError, match="its model config differs in width"):
+        train_lam(a, tmp_path / "c", "tiny", max_steps=1, init_from=first, model_overrides={"width": 64}, **kw)
+    with pytest.raises(ValueError, match="data shares must be"):
+        train_lam({a: -1.0, b: 0.0}, tmp_path / "d", "tiny", max_steps=1, **kw)

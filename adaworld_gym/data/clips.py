@@ -9,7 +9,7 @@ subsets are not drowned by large ones, then an episode in proportion to its leng
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,9 @@ import torch
 from adaworld_gym.data.episodes import MANIFEST, Episode, EpisodeError, EpisodeStore
 
 SUBSET_WEIGHT_EXPONENT = 0.43
+
+# Training data: clip dicts, one or more episode directories, or {directory: share of the batches}.
+DataSpec = Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, float]
 
 
 def find_subsets(roots: Sequence[str | os.PathLike]) -> list[Path]:
@@ -176,3 +179,37 @@ class ClipDataset(torch.utils.data.IterableDataset):
                     item = self.window(episode, int(t))
                     item["subset"] = subset
                     yield item
+
+
+class MixtureDataset(torch.utils.data.IterableDataset):
+    """Endless windows drawn from several directories with fixed shares (one ``ClipDataset`` each)."""
+
+    def __init__(self, shares: Mapping[str | os.PathLike, float], history: int, seed: int) -> None:
+        super().__init__()
+        probs = np.array([float(s) for s in shares.values()])
+        if len(probs) == 0 or (probs < 0).any() or probs.sum() <= 0 or not np.isfinite(probs).all():
+            raise ValueError(f"data shares must be finite, >= 0 and with a positive sum, got {dict(shares)}")
+        self.datasets = [ClipDataset(os.fspath(root), history=history) for root in shares]
+        self.probs = probs / probs.sum()
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            yield self.datasets[int(rng.choice(len(self.datasets), p=self.probs))].sample(rng)
+
+
+def is_path(x: Any) -> bool:
+    """A filesystem path (str or PathLike), as opposed to in-memory clips."""
+    return isinstance(x, (str, os.PathLike))
+
+
+def open_windows(data: DataSpec, history: int, seed: int) -> Iterable[Mapping[str, Any]]:
+    """Windows from a :data:`DataSpec`: directories become a ``ClipDataset``, ``{dir: share}`` a mixture."""
+    if isinstance(data, Mapping) and not {"history", "next"} <= set(data):
+        return MixtureDataset(data, history, seed)
+    if is_path(data):
+        data = [data]
+    if isinstance(data, (list, tuple)) and data and all(is_path(d) for d in data):
+        return ClipDataset([os.fspath(d) for d in data], history=history, seed=seed)
+    return data

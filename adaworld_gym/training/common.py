@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -12,10 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def is_path(x: Any) -> bool:
-    return isinstance(x, (str, os.PathLike))
 
 
 def budget_spent(max_steps: int | None, max_minutes: float | None, step: int, train_seconds: float) -> bool:
@@ -188,3 +185,17 @@ def training_state(
         "rng": capture_rng_state(),
         "model_config": model_config,
     }
+
+
+def copy_weights(source: torch.nn.Module, model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load ``source``'s weights (read from ``path``) into ``model``; their model configs must match."""
+    ignore = {"autocast_dtype", "preset"}
+
+    def comparable(m: Any) -> dict[str, Any]:  # JSON round trip: tuples come back as lists
+        return json.loads(json.dumps({k: v for k, v in plain_config(m).items() if k not in ignore}))
+
+    mine, theirs = comparable(model), comparable(source)
+    if mine != theirs:
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise ValueError(f"cannot start from {path}: its model config differs in {', '.join(diff)}")
+    model.load_state_dict(source.state_dict())

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaworld_gym.data.clips import DataSpec, open_windows
 from adaworld_gym.models.latent_action import PRESETS, REGULARIZERS, LatentActionModel, lam_preset
 from adaworld_gym.training.checkpoint import (
     capture_rng_state,
@@ -41,8 +42,8 @@ from adaworld_gym.training.common import (
     CheckpointClock,
     budget_spent,
     config_from_preset,
+    copy_weights,
     image_grid,
-    is_path,
     make_lr_scheduler,
     plain_config,
     resume_state,
@@ -77,6 +78,7 @@ class LamTrainConfig:
     checkpoint_every: int = 1000
     checkpoint_minutes: float = 10.0
     eval_batches: int = 20
+    init_from: str | None = None  # a saved LAM whose weights start the run (e.g. a push-heavy finetune)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -110,7 +112,7 @@ _TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def train_lam(
-    data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike],
+    data: DataSpec,
     out_dir: str | os.PathLike,
     preset: str = "small",
     *,
@@ -122,8 +124,9 @@ def train_lam(
     lr: float | None = None,
     seed: int = 0,
     mixed_precision: str | None = None,
-    eval_data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    eval_data: DataSpec | None = None,
     model_overrides: Mapping[str, Any] | None = None,
+    init_from: str | os.PathLike | None = None,
     log_every: int | None = None,
     image_every: int | None = None,
     checkpoint_every: int | None = None,
@@ -134,7 +137,8 @@ def train_lam(
 
     Args:
         data: clip dicts (any iterable; lists are reshuffled every epoch, iterators end training when
-            exhausted) or one or more dataset directories (read with ``ClipDataset``).
+            exhausted), one or more dataset directories (read with ``ClipDataset``), or a mapping
+            ``{directory: share of the batches}``.
         out_dir: run directory; a checkpoint found in it is resumed.
         preset: ``tiny``, ``small`` or ``base`` (model sizes and training defaults).
         regularizer: ``kl`` (AdaWorld), ``vq``, ``sparse`` or ``none``.
@@ -147,6 +151,8 @@ def train_lam(
         mixed_precision: ``bf16`` (default) or ``no``.
         eval_data: held-out clips; evaluated at every checkpoint and at the end (``out_dir/summary.json``).
         model_overrides: extra model config (e.g. ``{"image_size": 32}``).
+        init_from: a saved LAM (same config) whose weights start the run instead of a fresh init; a
+            checkpoint in ``out_dir`` is resumed afterwards and wins.
         log_every, image_every: tensorboard scalar / image intervals in steps.
         checkpoint_every, checkpoint_minutes: checkpoint every N steps or M minutes, whichever comes first.
         progress: show a tqdm progress bar.
@@ -163,6 +169,7 @@ def train_lam(
         beta=beta,
         seed=seed,
         model_overrides=dict(model_overrides or {}),
+        init_from=None if init_from is None else os.fspath(init_from),
         **{
             k: v
             for k, v in dict(
@@ -182,10 +189,10 @@ def train_lam(
 
 def run_lam_training(
     cfg: LamTrainConfig,
-    data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike],
+    data: DataSpec,
     out_dir: str | os.PathLike,
     *,
-    eval_data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    eval_data: DataSpec | None = None,
     progress: bool = True,
 ) -> Path:
     """Run the training described by ``cfg`` (see :func:`train_lam` for the arguments)."""
@@ -208,6 +215,10 @@ def run_lam_training(
     if cfg.beta is not None:
         model_kwargs["beta"] = cfg.beta
     model = LatentActionModel(**model_kwargs)
+    if cfg.init_from is not None:
+        from adaworld_gym.training.world_model import load_lam  # the same loader the world model uses
+
+        copy_weights(load_lam(cfg.init_from), model, cfg.init_from)
     model_config = plain_config(model)
     beta = model.config.beta
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -320,7 +331,7 @@ def run_lam_training(
 @torch.no_grad()
 def evaluate_lam(
     model: LatentActionModel,
-    data: Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike],
+    data: DataSpec,
     batch_size: int = 64,
     max_batches: int | None = 20,
 ) -> dict[str, float]:
@@ -355,21 +366,11 @@ def evaluate_lam(
 
 
 # ----------------------------------------------------------------------------------------------------- data
-def _open_data(data: Any, seed: int) -> Iterable[Mapping[str, Any]]:
-    if is_path(data):
-        data = [data]
-    if isinstance(data, (list, tuple)) and data and all(is_path(d) for d in data):
-        from adaworld_gym.data.clips import ClipDataset  # lazy: only needed for on-disk datasets
-
-        return ClipDataset([os.fspath(d) for d in data], history=1, seed=seed)
-    return data
-
-
 def _pair_batches(
     data: Any, batch_size: int, seed: int, epochs: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of (f_t, f_t1) float [B, 3, H, W] in [0, 1]; lists are reshuffled each epoch."""
-    source = _open_data(data, seed)
+    source = open_windows(data, 1, seed)
     rng = np.random.default_rng(seed)
     buf_t: list[np.ndarray] = []
     buf_t1: list[np.ndarray] = []

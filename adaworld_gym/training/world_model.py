@@ -27,7 +27,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaworld_gym.data.clips import DataSpec, open_windows
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
@@ -43,8 +44,8 @@ from adaworld_gym.training.common import (
     CheckpointClock,
     budget_spent,
     config_from_preset,
+    copy_weights,
     image_grid,
-    is_path,
     make_lr_scheduler,
     optimizer_step,
     plain_config,
@@ -70,9 +71,6 @@ __all__ = [
     "window_batches",
     "window_loss",
 ]
-
-# Training data: clip dicts, one or more episode directories, or {directory: share of the batches}.
-DataSpec = Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, float]
 
 
 @dataclass
@@ -404,17 +402,7 @@ def warm_start(model: DiffusionWorldModel, path: str | os.PathLike) -> None:
 
     A checkpoint found in the run directory is resumed afterwards and wins, so this only shapes step 0.
     """
-    source = load_world_model(path)
-    ignore = {"autocast_dtype", "preset"}
-
-    def comparable(m: DiffusionWorldModel) -> dict[str, Any]:  # JSON round trip: tuples come back as lists
-        return json.loads(json.dumps({k: v for k, v in plain_config(m).items() if k not in ignore}))
-
-    mine, theirs = comparable(model), comparable(source)
-    if mine != theirs:
-        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        raise ValueError(f"cannot start from {path}: its model config differs in {', '.join(diff)}")
-    model.load_state_dict(source.state_dict())
+    copy_weights(load_world_model(path), model, path)
 
 
 def _model_dir(path: str | os.PathLike, what: str, writer: str) -> Path:
@@ -472,42 +460,11 @@ def _actions(
 
 
 # ------------------------------------------------------------------------------------------------- data
-class _Mixture(torch.utils.data.IterableDataset):
-    """Endless windows drawn from several directories with fixed shares (one ``ClipDataset`` each)."""
-
-    def __init__(self, shares: Mapping[str | os.PathLike, float], history: int, seed: int) -> None:
-        from adaworld_gym.data.clips import ClipDataset
-
-        probs = np.array([float(s) for s in shares.values()])
-        if (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError(f"data shares must be >= 0 with a positive sum, got {dict(shares)}")
-        self.datasets = [ClipDataset(os.fspath(root), history=history) for root in shares]
-        self.probs = probs / probs.sum()
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        rng = np.random.default_rng(self.seed)
-        while True:
-            yield self.datasets[int(rng.choice(len(self.datasets), p=self.probs))].sample(rng)
-
-
-def _open_windows(data: DataSpec, history: int, seed: int) -> Iterable[Mapping[str, Any]]:
-    if isinstance(data, Mapping) and not {"history", "next"} <= set(data):
-        return _Mixture(data, history, seed)
-    if is_path(data):
-        data = [data]
-    if isinstance(data, (list, tuple)) and data and all(is_path(d) for d in data):
-        from adaworld_gym.data.clips import ClipDataset  # lazy: only needed for on-disk datasets
-
-        return ClipDataset([os.fspath(d) for d in data], history=history, seed=seed)
-    return data
-
-
 def window_batches(
     data: DataSpec, history: int, batch_size: int, seed: int, epochs: int | None = None
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of windows (``history`` uint8 [B,h,H,W,3], ``next`` uint8 [B,H,W,3], ``history_len`` [B])."""
-    source = _open_windows(data, history, seed)
+    source = open_windows(data, history, seed)
     rng = np.random.default_rng(seed)
     buf: list[Mapping[str, Any]] = []
     epoch = 0
