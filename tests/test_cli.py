@@ -87,7 +87,9 @@ def test_train_wm_needs_a_lam_unless_agnostic(data_dir, tmp_path):
 
 @pytest.mark.parametrize("command", [["train-lam"], ["train-wm", "--action-agnostic"]])
 def test_shares_must_match_the_data_directories(data_dir, tmp_path, command):
-    r = _cli(*command, "--data", data_dir, "--shares", "0.5", "0.5", "--preset", "tiny", "--out", tmp_path / "o")
+    r = _cli(
+        *command, "--data", data_dir, "--shares", "0.5", "0.5", "--preset", "tiny", "--out", tmp_path / "o"
+    )
     assert r.returncode == 2 and "--shares has 2 values for 1 --data directories" in r.stderr
 
 

@@ -209,6 +209,8 @@ def test_train_lam_init_from_and_data_shares(tmp_path):
         assert torch.equal(pa, pb)
     assert json.loads((tmp_path / "again" / "train_config.json").read_text())["init_from"] == str(first)
     with pytest.raises(ValueError, match="its model config differs in width"):
-        train_lam(a, tmp_path / "c", "tiny", max_steps=1, init_from=first, model_overrides={"width": 64}, **kw)
+        train_lam(
+            a, tmp_path / "c", "tiny", max_steps=1, init_from=first, model_overrides={"width": 64}, **kw
+        )
     with pytest.raises(ValueError, match="data shares must be"):
         train_lam({a: -1.0, b: 0.0}, tmp_path / "d", "tiny", max_steps=1, **kw)
