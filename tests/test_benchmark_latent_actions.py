@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -36,6 +37,15 @@ def test_smoke_run_writes_results(tmp_path):
     assert (tmp_path / "out" / "latents_kl.png").exists()
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| kl |" in table and f"| {next(iter(gains))} |" in table
+
+    # Evaluation only: trained LAMs through --also, no training and no reference probe.
+    kl_model = str(tmp_path / "out" / "runs" / "kl_seed0" / "model")
+    only = tmp_path / "only"
+    main(replace(args, regularizers="", also=kl_model, skip_reference=True, out=only))
+    again = json.loads((only / "results.json").read_text())
+    assert "kl" not in again and "reference" not in again
+    assert again["also"][0]["recon_psnr"] == results["kl"]["recon_psnr"]  # same model, same sample
+    assert f"| `{kl_model}` |" in (only / "results.md").read_text()
 
 
 def test_within_group_probe_separates_informative_from_random_features():
