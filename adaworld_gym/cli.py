@@ -8,19 +8,21 @@ import sys
 import threading
 from pathlib import Path
 
-from adaworld_gym.sims.games import PRETRAIN_GAMES, PROCGEN_GAMES
+from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES, PROCGEN_GAMES
 
 
 def _games(text: str) -> list[str]:
     if text == "pretrain":
         return list(PRETRAIN_GAMES)
+    if text == "adaptation":  # the four games held out of pretraining
+        return list(ADAPTATION_GAMES)
     if text == "all":
         return list(PROCGEN_GAMES)
     games = [g.strip().lower() for g in text.split(",") if g.strip()]
     unknown = [g for g in games if g not in PROCGEN_GAMES]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown Procgen game(s) {', '.join(unknown)}; known: {', '.join(PROCGEN_GAMES)}, or 'pretrain'/'all'"
+            f"unknown Procgen game(s) {', '.join(unknown)}; known: {', '.join(PROCGEN_GAMES)}, or 'pretrain'/'adaptation'/'all'"
         )
     return games
 
@@ -344,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     csub = collect.add_subparsers(dest="source", required=True)
     pg = csub.add_parser("procgen", help="uniform-random-action Procgen episodes")
     pg.add_argument(
-        "--games", type=_games, default=list(PRETRAIN_GAMES), help="comma list, 'pretrain' or 'all'"
+        "--games",
+        type=_games,
+        default=list(PRETRAIN_GAMES),
+        help="comma list, 'pretrain', 'adaptation' or 'all'",
     )
     pg.add_argument("--episodes", type=int, default=100, help="episodes per game")
     pg.add_argument("--steps", type=int, default=200, help="max actions per episode")

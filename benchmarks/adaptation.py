@@ -4,7 +4,8 @@
         --adaworld WM_DIR --adaworld-lam LAM_DIR --vq WM_DIR --vq-lam LAM_DIR --action-agnostic WM_DIR
 
 Environments: the four Procgen games held out of pretraining (``ADAPTATION_GAMES``; episodes in
-``DATA/procgen-adapt/procgen-<game>``, the last ``eval_episodes`` held out) with an action codebook, and
+``DATA/procgen-adapt/procgen-<game>``, from ``adaworld collect procgen --games adaptation --out DATA/procgen-adapt``:
+100 random-play episodes of up to 200 steps per game, the last ``eval_episodes`` held out) with an action codebook, and
 RobosuitePush (``DATA/push``, held out ``DATA/push-test/push``) with an action MLP. Pretrained models, each
 adapted with the same data, steps and seeds (``adaworld_gym.training.adapt``):
 
@@ -135,7 +136,7 @@ def check_data(data: Path, envs: list[str]) -> None:
                 hint = (
                     "adaworld collect push --episodes 700 --out DATA; ... --episodes 40 --out DATA/push-test"
                     if env == "push"
-                    else f"adaworld collect procgen --games {env.split('-', 1)[1]} --out DATA/procgen-adapt"
+                    else "adaworld collect procgen --games adaptation --out DATA/procgen-adapt"
                 )
                 raise SystemExit(f"no episodes at {path}: collect them first ({hint})")
 

@@ -132,3 +132,17 @@ def test_sigterm_becomes_keyboard_interrupt_so_trainers_checkpoint():
 def test_bad_model_setting_is_named(tmp_path, setting, message):
     r = _cli("train-lam", "--data", tmp_path, "--preset", "tiny", "--set", setting, "--out", tmp_path / "o")
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_game_lists_and_unknown_games():
+    import argparse
+
+    from adaworld_gym.cli import _games
+    from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES
+
+    assert _games("adaptation") == list(ADAPTATION_GAMES)
+    assert _games("pretrain") == list(PRETRAIN_GAMES)
+    assert not set(ADAPTATION_GAMES) & set(_games("pretrain"))
+    assert _games(" Maze, heist ") == ["maze", "heist"]
+    with pytest.raises(argparse.ArgumentTypeError, match="mazee"):
+        _games("maze,mazee")
