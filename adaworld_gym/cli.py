@@ -10,19 +10,19 @@ from pathlib import Path
 
 from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES, PROCGEN_GAMES
 
+# Named game sets for --games; "adaptation" = the four games held out of pretraining.
+GAME_SETS = {"pretrain": PRETRAIN_GAMES, "adaptation": ADAPTATION_GAMES, "all": PROCGEN_GAMES}
+
 
 def _games(text: str) -> list[str]:
-    if text == "pretrain":
-        return list(PRETRAIN_GAMES)
-    if text == "adaptation":  # the four games held out of pretraining
-        return list(ADAPTATION_GAMES)
-    if text == "all":
-        return list(PROCGEN_GAMES)
+    if text in GAME_SETS:
+        return list(GAME_SETS[text])
     games = [g.strip().lower() for g in text.split(",") if g.strip()]
     unknown = [g for g in games if g not in PROCGEN_GAMES]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown Procgen game(s) {', '.join(unknown)}; known: {', '.join(PROCGEN_GAMES)}, or 'pretrain'/'adaptation'/'all'"
+            f"unknown Procgen game(s) {', '.join(unknown)}; known: {', '.join(PROCGEN_GAMES)}, "
+            f"or one of {', '.join(GAME_SETS)}"
         )
     return games
 
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--games",
         type=_games,
         default=list(PRETRAIN_GAMES),
-        help="comma list, 'pretrain', 'adaptation' or 'all'",
+        help=f"comma list, or one of {', '.join(GAME_SETS)}",
     )
     pg.add_argument("--episodes", type=int, default=100, help="episodes per game")
     pg.add_argument("--steps", type=int, default=200, help="max actions per episode")

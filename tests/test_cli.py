@@ -1,12 +1,15 @@
 """Subprocess smoke runs of the training and transfer commands, chained as a user would."""
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
+from adaworld_gym.cli import _games
 from adaworld_gym.data.collect import collect_procgen
+from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES
 
 
 def _cli(*args, timeout=300):
@@ -135,11 +138,6 @@ def test_bad_model_setting_is_named(tmp_path, setting, message):
 
 
 def test_game_lists_and_unknown_games():
-    import argparse
-
-    from adaworld_gym.cli import _games
-    from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES
-
     assert _games("adaptation") == list(ADAPTATION_GAMES)
     assert _games("pretrain") == list(PRETRAIN_GAMES)
     assert not set(ADAPTATION_GAMES) & set(_games("pretrain"))
