@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -64,6 +65,27 @@ def write_results(
 
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
     atomic_write_bytes(out / "results.md", markdown_table(results).encode())
+
+
+def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``results.json`` in ``directory`` if its ``meta`` matches every ``protocol`` setting, else None
+    (also for a missing or unreadable file): what a ``--reuse`` directory may contribute."""
+    try:
+        earlier = json.loads((Path(directory) / "results.json").read_text())
+        meta = earlier["meta"]
+        if any(meta.get(key) != value for key, value in protocol.items()):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return earlier
+
+
+def copy_gifs(source: Path, out: Path, pattern: str) -> None:
+    """Copy the GIFs matching ``pattern`` from a reused run's directory into ``out`` (none when they coincide)."""
+    if Path(source).resolve() == Path(out).resolve():
+        return
+    for gif in sorted(Path(source).glob(pattern)):
+        shutil.copyfile(gif, Path(out) / gif.name)
 
 
 def check_bundle_kind(name: str, path: str, bundle: Any) -> None:

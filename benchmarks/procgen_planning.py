@@ -46,6 +46,13 @@ Presets:
 
 Writes ``results.json`` (after every game and model), ``results.md`` and GIFs of the first episodes
 (goal | real | the learned model's one-step prediction of each executed action).
+
+Resuming and splitting (as ``vp2_push``): a game's model already finished in ``--out`` or in a ``--reuse``
+directory under the same protocol (preset settings, seed, cost, the same scenes, and the same bundle for a learned
+model) is taken from there with its GIFs instead of being run again. Every episode is seeded by the run seed, the
+game and the scene, so the merged file holds the numbers one run would; e.g. ``--models oracle,random,adaworld
+--out A`` and ``--models adaworld_zero_shot,action_agnostic --out B`` side by side, then the full command with
+``--reuse A B``. ``meta.reused`` names what was taken over and ``meta.model_minutes`` each model's own wall time.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +88,9 @@ from adaworld_gym.viz import save_gif
 from benchmarks import _common
 from benchmarks._common import (
     check_bundle_kind,
+    copy_gifs,
     derived_seed,
+    earlier_results,
     jsonable_args,
     parse_dataclass_args,
     wilson,
@@ -136,6 +145,8 @@ class Args:
     workers: int = -1  # oracle simulator processes; -1: the preset's
     threads: int = 1  # torch threads
     cost: str = "adaworld"  # adaworld (the paper's) or adaworld_tiebreak (ties broken by the mean similarity)
+    # Earlier runs' directories whose finished games and models are taken over (module docstring).
+    reuse: list[Path] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- scenes
@@ -427,6 +438,42 @@ def evaluate_model(
     return rows
 
 
+# Preset settings that change a model's numbers; finished episodes are reused only when these, the seed, the
+# cost and the game's scenes all match.
+PROTOCOL_SETTINGS = (
+    "scenes", "seeds", "samples", "horizon", "elites", "iterations", "denoise_steps", "max_candidates",
+    "bfs_budget", "rollouts",
+)  # fmt: skip
+
+
+def finished_models(
+    directory: Path, protocol: dict[str, Any], bundles: dict[str, dict[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """``found[game][model] = (per-episode rows, scene summaries, minutes, where it ran)`` for the models that
+    finished every episode of a game in ``directory`` under ``protocol``; a learned model also needs the same
+    bundle (``bundles[game][model]``). A missing, unreadable or other-protocol file gives nothing.
+    """
+    earlier = earlier_results(directory, protocol)
+    if earlier is None:
+        return {}
+    meta = earlier["meta"]
+    found: dict[str, dict[str, Any]] = {}
+    for game, wanted in bundles.items():
+        g = earlier.get(game)
+        if not isinstance(g, dict) or not isinstance(g.get("per_episode"), dict):
+            continue
+        for name in MODELS:
+            rows = g["per_episode"].get(name)
+            if not rows or len(rows) != g.get("n_episodes"):
+                continue
+            if name in LEARNED and meta.get("bundles", {}).get(game, {}).get(name) != wanted.get(name):
+                continue
+            minutes = meta.get("model_minutes", {}).get(game, {}).get(name)
+            ran_in = meta.get("reused", {}).get(game, {}).get(name, str(directory))  # keep where it ran
+            found.setdefault(game, {})[name] = (rows, g.get("scenes"), minutes, ran_in)
+    return found
+
+
 def aggregate(rows: list[dict[str, Any]] | None) -> tuple[float | None, float | None]:
     """(success rate, seconds per replan averaged over all replans) of one model on one game."""
     if not rows:
@@ -483,8 +530,22 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"{meta['elites']}, {meta['iterations']} iteration(s), execute {EXECUTE} then replan, cost "
         f"{meta['cost']} (best RGB cosine to the goal); {meta['denoise_steps']} denoising step(s) at "
         f"{meta['threads']} thread(s), oracle with "
-        f"{meta['workers']} worker(s); {meta['wall_minutes']:.1f} min in all.",
+        f"{meta['workers']} worker(s); {meta['wall_minutes']:.1f} min "
+        + ("in this process." if meta.get("reused") else "in all."),
     ]
+    if meta.get("reused"):  # the episodes taken over ran (and were timed) in their own processes
+        by_source: dict[str, dict[str, list[str]]] = {}
+        for game, models in meta["reused"].items():
+            for name, source in models.items():
+                by_source.setdefault(source, {}).setdefault(name, []).append(game)
+        taken = "; ".join(
+            ", ".join(
+                name if len(g) == len(games) else f"{name} ({', '.join(g)})" for name, g in named.items()
+            )
+            + f" from `{source}`"
+            for source, named in sorted(by_source.items())
+        )
+        rows.append(f"\nFinished earlier under the same protocol and scenes and taken over: {taken}.")
     return "\n".join(rows) + "\n"
 
 
@@ -517,7 +578,10 @@ def main(args: Args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     start = time.time()
     args.out = Path(args.out)
+    reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
     args.out.mkdir(parents=True, exist_ok=True)
+    protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
+    protocol.update(preset=args.preset, seed=args.seed, cost=args.cost, episode_steps=EPISODE_STEPS)
 
     results: dict[str, Any] = {}
     per_game: dict[str, dict[str, Any]] = {}
@@ -564,12 +628,18 @@ def main(args: Args) -> dict[str, Any]:
                 "cpu_count": os.cpu_count(),
                 "complete": complete,
                 "wall_minutes": (time.time() - start) / 60,
+                "model_minutes": {game: dict(per_game.get(game, {}).get("minutes", {})) for game in games},
+                "reused": {
+                    g: dict(per_game[g]["reused"]) for g in games if per_game.get(g, {}).get("reused")
+                },
             },
         }
 
     with tempfile.TemporaryDirectory(prefix="procgen_planning_") as tmp:
         paths, skipped = bundle_dirs(args, games, Path(tmp))
         bundle_meta = {game: dict(paths[game]) for game in games}
+        # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
+        finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
         for game in games:
             for name in MODELS:
                 if name not in models:
@@ -581,12 +651,24 @@ def main(args: Args) -> dict[str, Any]:
             print(
                 f"[{game}] {search['found']} scenes from {search['tried']} levels ({search['seconds']:.0f} s)"
             )
-            per_game[game] = {"scenes": scenes, "search": search, "skipped": skipped[game], "rows": {}}
+            g = per_game[game] = {"scenes": scenes, "search": search, "skipped": skipped[game]}
+            g.update(rows={}, minutes={}, reused={})
+            summaries = [scene.summary() for scene in scenes]
             for name in MODELS:
                 if name in skipped[game]:
                     print(f"[{game}/{name}] skipped: {skipped[game][name]}")
                     continue
-                per_game[game]["rows"][name] = evaluate_model(name, game, scenes, p, args, bundles.get(name))
+                # Only episodes played on these very scenes count.
+                done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
+                source = next((d for d, entry in done.items() if entry[1] == summaries), None)
+                if source is not None:
+                    g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
+                    copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")
+                    print(f"[{game}/{name}] finished earlier under the same protocol: taken from {source}")
+                    continue
+                model_start = time.time()
+                g["rows"][name] = evaluate_model(name, game, scenes, p, args, bundles.get(name))
+                g["minutes"][name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
         results = snapshot(complete=True)

@@ -48,9 +48,7 @@ names the models taken over and ``meta.model_minutes`` gives each model's own wa
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -79,7 +77,9 @@ from adaworld_gym.viz import save_gif
 from benchmarks import _common
 from benchmarks._common import (
     check_bundle_kind,
+    copy_gifs,
     derived_seed,
+    earlier_results,
     jsonable_args,
     parse_dataclass_args,
     wilson,
@@ -206,13 +206,10 @@ def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str
     ``protocol``. A learned model also needs the same bundle. A missing, unreadable or other-protocol file gives
     nothing.
     """
-    try:
-        earlier = json.loads((directory / "results.json").read_text())
-        meta, per_task = earlier["meta"], earlier["per_task"]
-    except (OSError, ValueError, KeyError, TypeError):
+    earlier = earlier_results(directory, protocol)
+    if earlier is None or not isinstance(earlier.get("per_task"), dict):
         return {}
-    if any(meta.get(key) != value for key, value in protocol.items()):
-        return {}
+    meta, per_task = earlier["meta"], earlier["per_task"]
     found = {}
     for name in MODELS:
         rows = per_task.get(name)
@@ -369,9 +366,7 @@ def main(args: Args) -> dict[str, Any]:
                 source = next((d for d, done in finished.items() if name in done), None)
                 if source is not None:
                     per_task[name], minutes[name], reused[name] = finished[source][name]
-                    if source != args.out:
-                        for gif in sorted(source.glob(f"{name}_task*.gif")):
-                            shutil.copyfile(gif, args.out / gif.name)
+                    copy_gifs(source, args.out, f"{name}_task*.gif")
                     print(f"[{name}] finished earlier under the same protocol: taken from {reused[name]}")
                     continue
                 model_start = time.time()

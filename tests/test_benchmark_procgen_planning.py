@@ -18,11 +18,13 @@ from adaworld_gym.planning import (
     procgen_success,
     run_mpc_episode,
 )
+from benchmarks import procgen_planning
 from benchmarks._common import check_bundle_kind
 from benchmarks.procgen_planning import (
     MODELS,
     Args,
     find_scenes,
+    finished_models,
     main,
     make_env,
     markdown_table,
@@ -184,3 +186,61 @@ def test_a_seed_fixes_everything_but_the_timings(tmp_path):
 
     assert fixed(runs[0]) == fixed(runs[1]) and runs[0]["maze"]["scenes"] == runs[1]["maze"]["scenes"]
     assert len(fixed(runs[0])["adaworld"]) == 1
+
+
+def test_finished_episodes_are_taken_over_not_run_again(tmp_path, monkeypatch):
+    # oracle and random stand for any model: they are the cheap ones, and the bookkeeping is the same for all.
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    main(Args(preset="smoke", games="maze", models="oracle", out=first))
+    calls: list[str] = []
+    evaluate = procgen_planning.evaluate_model
+    monkeypatch.setattr(procgen_planning, "evaluate_model", lambda n, *a: calls.append(n) or evaluate(n, *a))
+
+    merged = main(Args(preset="smoke", games="maze", models="oracle,random", out=second, reuse=[first]))
+    assert calls == ["random"]  # the oracle was taken over, random had not run yet
+    earlier = json.loads((first / "results.json").read_text())
+    assert merged["maze"]["per_episode"]["oracle"] == earlier["maze"]["per_episode"]["oracle"]
+    assert merged["meta"]["reused"] == {"maze": {"oracle": str(first)}}
+    assert (
+        merged["meta"]["model_minutes"]["maze"]["oracle"]
+        == earlier["meta"]["model_minutes"]["maze"]["oracle"]
+    )
+    assert (second / "maze_oracle_scene000_seed0.gif").is_file()
+    assert f"taken over: oracle from `{first}`" in (second / "results.md").read_text()
+
+    # Episodes played on other scenes are not taken over.
+    earlier["maze"]["scenes"][0]["level"] += 1
+    (first / "results.json").write_text(json.dumps(earlier))
+    calls.clear()
+    main(Args(preset="smoke", games="maze", models="oracle", out=third, reuse=[first]))
+    assert calls == ["oracle"]
+
+
+def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
+    protocol = {"preset": "cpu", "seed": 0, "scenes": 2, "cost": "adaworld"}
+    rows = [{"scene": 0, "success": True}, {"scene": 1, "success": False}]
+    scenes = [{"level": 9001}, {"level": 9002}]
+    bundles = {"maze": {"adaworld": "A/procgen-maze"}, "heist": {"adaworld": "A/procgen-heist"}}
+    per_episode = {"oracle": rows, "adaworld": rows, "random": rows[:1]}
+    earlier = {
+        "maze": {"n_episodes": 2, "scenes": scenes, "per_episode": per_episode},
+        "heist": {"n_episodes": 2, "scenes": scenes, "per_episode": {"oracle": None}},
+        "meta": {
+            **protocol,
+            "bundles": bundles,
+            "model_minutes": {"maze": {"oracle": 3.0}},
+            "reused": {"maze": {"adaworld": "elsewhere"}},
+        },
+    }
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    found = finished_models(tmp_path, protocol, bundles)
+    # random's run is unfinished; a model the earlier run took over keeps the place where it ran.
+    assert found == {
+        "maze": {"oracle": (rows, scenes, 3.0, str(tmp_path)), "adaworld": (rows, scenes, None, "elsewhere")}
+    }
+    other_bundle = {**bundles, "maze": {"adaworld": "B/procgen-maze"}}
+    assert set(finished_models(tmp_path, protocol, other_bundle)["maze"]) == {"oracle"}
+    assert finished_models(tmp_path, {**protocol, "seed": 1}, bundles) == {}
+    assert finished_models(tmp_path / "missing", protocol, bundles) == {}
+    (tmp_path / "results.json").write_text("{not json")
+    assert finished_models(tmp_path, protocol, bundles) == {}
