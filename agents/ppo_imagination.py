@@ -21,6 +21,7 @@ shipped ones); a game without a bundle or reward head is skipped and listed unde
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,17 +169,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--bundles", type=Path, default=None, help="holds procgen-<game>/ (default: the shipped bundles)"
     )
+    parser.add_argument(
+        "--imagination-steps",
+        type=int,
+        default=0,
+        help="PPO timesteps in the world model per seed (0: the preset's)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.bundles = args.bundles or shipped_bundles_root()
     torch.set_num_threads(args.threads)
     p = PRESETS[args.preset]
+    if args.imagination_steps < 0:
+        raise SystemExit(f"--imagination-steps must be >= 0, got {args.imagination_steps}")
+    if args.imagination_steps:
+        p = dataclasses.replace(p, imagination_steps=args.imagination_steps)
     games = [check_game(g) for g in args.games]
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     results: dict[str, Any] = {"preset": args.preset, "seeds": args.seeds, "ppo": {}, "skipped": {}}
+    results["settings"] = dataclasses.asdict(p)
     speed = None
     for game in games:
         bundle_dir = args.bundles / f"procgen-{game}"

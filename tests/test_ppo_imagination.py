@@ -24,7 +24,7 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
     bundles = _procgen_bundle(tmp_path, "coinrun", {"labelled_transitions": 32})
     out = tmp_path / "out"
     argv = ["--preset", "smoke", "--games", "coinrun", "chaser", "--seeds", "0", "--bundles", str(bundles)]
-    results = ppo_imagination.main([*argv, "--out", str(out)])
+    results = ppo_imagination.main([*argv, "--imagination-steps", "96", "--out", str(out)])
 
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["ppo"].keys() == {"coinrun"}
@@ -33,6 +33,7 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
     for key in ("imagination", "real", "random"):
         assert np.isfinite(row[key])
     assert row["seeds"] == 1 and row["real_frames"] == 32 and row["real_frames_seen"] >= 32
+    assert row["imagination_frames"] == on_disk["settings"]["imagination_steps"] == 96  # the preset's is 64
     assert on_disk["vector_speedup_n16"] == pytest.approx(results["vector_speedup_n16"])
     assert on_disk["vector_speedup_n16"] > 0
     assert "coinrun" in (out / "results.md").read_text()

@@ -1,0 +1,203 @@
+"""How much of the latent action can a real action explain? The ceiling of every adapter.
+
+An adapter maps a real action to the LAM's latent action z, so the world model driven through it can only be as
+controllable as the part of z the action determines. This diagnostic measures that part on held-out episodes as
+R^2 (explained fraction of mu's variance, pooled over dimensions; 0 = no better than the mean latent):
+
+- ``push``: the product's continuous adapter (:class:`ActionMLP`, fitted as ``adaworld adapt`` does, on the
+  first ``--push-train`` training trajectories) and least-squares references: linear in the action, quadratic in
+  the action and the previous one, and, for comparison only, with the *true* previous mu as input (teacher
+  forcing: momentum a real rollout cannot see);
+- ``procgen``: the discrete adapter's initialisation, the mean mu of each action (at most 100 samples per
+  action from training levels), scored on test levels, per pretraining game and averaged.
+
+    python -m benchmarks.action_predictability --out out/action_predictability
+
+Writes ``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from adaworld_gym.data.episodes import read_episode
+from adaworld_gym.latent import encode_episode
+from adaworld_gym.models.adapters import ActionMLP
+from adaworld_gym.models.latent_action import LatentActionModel
+from adaworld_gym.sims.games import PRETRAIN_GAMES
+from benchmarks import _common
+
+SAMPLES_PER_ACTION = 100  # as the codebook's initialisation in `adaworld adapt`
+
+
+@dataclass
+class Args:
+    out: Path = Path("out/action_predictability")
+    lam: str = "adaworld_gym/assets/lam"
+    data: str = "data"  # holds push/, push-test/, procgen-train/procgen-<game>/, procgen-test/procgen-<game>/
+    push_train: int = 100  # training trajectories (the adaptation benchmark's budget)
+    procgen_train: int = 20  # episodes per game to draw the per-action means from
+    procgen_test: int = 10  # held-out test-level episodes per game
+    seed: int = 0
+    threads: int = 1
+
+
+def r2_score(pred: np.ndarray, target: np.ndarray, mean: np.ndarray) -> float:
+    """Explained fraction of ``target``'s variance around ``mean`` (the training mean), pooled over dims."""
+    total = float(((target - mean) ** 2).sum())
+    if total <= 0:
+        raise ValueError("targets have no variance around the mean: R^2 is undefined")
+    return 1.0 - float(((pred - target) ** 2).sum()) / total
+
+
+def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out R^2 of a least-squares fit (with intercept and a tiny ridge) from ``x`` to ``y``."""
+
+    def with_bias(x: np.ndarray) -> np.ndarray:
+        return np.hstack([x, np.ones((len(x), 1))])
+
+    a, b = with_bias(x_train), with_bias(x_test)
+    w = np.linalg.solve(a.T @ a + 1e-3 * np.eye(a.shape[1]), a.T @ y_train)
+    return r2_score(b @ w, y_test, y_train.mean(0))
+
+
+def _quadratic(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.einsum("ti,tj->tij", x, x).reshape(len(x), -1)])
+
+
+def _episodes(directory: Path, limit: int) -> list[Any]:
+    files = sorted(directory.rglob("*.awe"))[:limit]  # push-test keeps its episodes in push/
+    if not files:
+        raise SystemExit(f"no episodes (*.awe) in {directory}")
+    return [read_episode(f) for f in files]
+
+
+def _encode(lam: Any, episodes: list[Any], desc: str) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [encode_episode(lam, ep) for ep in tqdm(episodes, desc=desc, unit="episode")]
+
+
+def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 3000) -> dict[str, Any]:
+    """R^2 scores on push; ``mlp_steps``: the adapter's pre-fit budget (``adaworld adapt``: 3000)."""
+    train, test = _episodes(data / "push", n_train), _episodes(data / "push-test", 10_000)
+    mu_train, mu_test = _encode(lam, train, "push train"), _encode(lam, test, "push held-out")
+
+    def stack(episodes: list[Any], mus: list[np.ndarray], kind: str) -> np.ndarray:
+        rows = []
+        for ep, mu in zip(episodes, mus, strict=True):
+            a = ep.actions.astype(np.float32)
+            prev_a = np.vstack([np.zeros_like(a[:1]), a[:-1]])
+            prev_mu = np.vstack([np.zeros_like(mu[:1]), mu[:-1]])
+            rows.append(
+                {"action": a, "quadratic": _quadratic(np.hstack([a, prev_a])), "teacher": prev_mu}[kind]
+            )
+        return np.vstack(rows)
+
+    y_train, y_test = np.vstack(mu_train), np.vstack(mu_test)
+    a_train, a_test = stack(train, mu_train, "action"), stack(test, mu_test, "action")
+    space = train[0].action_space or {}
+    mlp = ActionMLP(a_train.shape[1], y_train.shape[1], space.get("low", -1.0), space.get("high", 1.0))
+    mlp.fit(a_train, y_train, steps=mlp_steps, seed=seed)
+    with torch.no_grad():
+        mlp_pred = mlp(torch.from_numpy(a_test)).numpy()
+    q_train, q_test = stack(train, mu_train, "quadratic"), stack(test, mu_test, "quadratic")
+    t_train, t_test = stack(train, mu_train, "teacher"), stack(test, mu_test, "teacher")
+    return {
+        "train_transitions": len(y_train),
+        "test_transitions": len(y_test),
+        "r2": {
+            "action_mlp": r2_score(mlp_pred, y_test, y_train.mean(0)),
+            "linear": ridge_r2(a_train, y_train, a_test, y_test),
+            "quadratic_with_previous_action": ridge_r2(q_train, y_train, q_test, y_test),
+            "true_previous_mu_only": ridge_r2(t_train, y_train, t_test, y_test),
+            "quadratic_and_true_previous_mu": ridge_r2(
+                np.hstack([q_train, t_train]), y_train, np.hstack([q_test, t_test]), y_test
+            ),
+        },
+    }
+
+
+def codebook_r2(
+    actions_train: np.ndarray, mu_train: np.ndarray, actions_test: np.ndarray, mu_test: np.ndarray, n: int
+) -> float:
+    """Held-out R^2 of the codebook initialisation: each action's mean mu (first ``SAMPLES_PER_ACTION``
+    samples); an action never seen in training predicts the overall training mean."""
+    mean = mu_train.mean(0)
+    table = np.tile(mean, (n, 1))
+    for action in range(n):
+        rows = mu_train[actions_train == action][:SAMPLES_PER_ACTION]
+        if len(rows):
+            table[action] = rows.mean(0)
+    return r2_score(table[actions_test], mu_test, mean)
+
+
+def procgen_scores(lam: Any, data: Path, n_train: int, n_test: int) -> dict[str, float]:
+    scores = {}
+    for game in PRETRAIN_GAMES:
+        train = _episodes(data / "procgen-train" / f"procgen-{game}", n_train)
+        test = _episodes(data / "procgen-test" / f"procgen-{game}", n_test)
+        mu_train, mu_test = _encode(lam, train, f"{game} train"), _encode(lam, test, f"{game} test")
+        n = int((train[0].action_space or {}).get("n", 15))
+        scores[game] = codebook_r2(
+            np.concatenate([ep.actions for ep in train]),
+            np.vstack(mu_train),
+            np.concatenate([ep.actions for ep in test]),
+            np.vstack(mu_test),
+            n,
+        )
+    return scores
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    push, procgen = results["push"], results["procgen"]
+    rows = [
+        "Held-out R^2 of the latent action mu explained by the real action (0 = the mean latent, 1 = all of it):",
+        "",
+        "| env | predictor | R^2 |",
+        "|---|---|---|",
+    ]
+    rows += [f"| push | {name} | {value:.3f} |" for name, value in push["r2"].items()]
+    rows.append(
+        f"| procgen (mean of {len(procgen)} games) | per-action mean mu | {results['procgen_mean']:.3f} |"
+    )
+    rows += ["", "| game | per-action mean mu R^2 |", "|---|---|"]
+    rows += [f"| {game} | {value:.3f} |" for game, value in procgen.items()]
+    meta = results["meta"]
+    rows += [
+        "",
+        f"LAM `{meta['lam']}`; push: {push['train_transitions']} training transitions "
+        f"({meta['push_train']} trajectories), {push['test_transitions']} held-out; procgen: "
+        f"{meta['procgen_train']} training-level and {meta['procgen_test']} test-level episodes per game; "
+        f"{meta['wall_minutes']:.1f} min.",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def main(args: Args) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    lam = LatentActionModel.from_pretrained(args.lam).eval()
+    data = Path(args.data)
+    push = push_scores(lam, data, args.push_train, args.seed)
+    procgen = procgen_scores(lam, data, args.procgen_train, args.procgen_test)
+    results = {
+        "push": push,
+        "procgen": procgen,
+        "procgen_mean": float(np.mean(list(procgen.values()))),
+        "meta": {**_common.jsonable_args(args), "wall_minutes": (time.time() - start) / 60},
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    _common.write_results(Path(args.out), results, markdown_table)
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(_common.parse_dataclass_args(Args, __doc__.split("\n")[0]))
