@@ -8,10 +8,13 @@ R^2 (explained fraction of mu's variance, pooled over dimensions; 0 = no better 
   first ``--push-train`` training trajectories) and least-squares references: linear in the action, quadratic in
   the action and the previous one, and, for comparison only, with the *true* previous mu as input (teacher
   forcing: momentum a real rollout cannot see);
+  It also decodes the held-out frames with the LAM's own decoder given the true mu, the adapter's latent and the
+  mean latent (PSNR, against copy-last): how much of the next frame each latent carries;
 - ``procgen``: the discrete adapter's initialisation, the mean mu of each action (at most 100 samples per
   action from training levels), scored on test levels, per pretraining game and averaged.
 
     python -m benchmarks.action_predictability --out out/action_predictability
+    python -m benchmarks.action_predictability --envs push --lam runs/lam-x/model --out DIR   # push only, ~2 min
 
 Writes ``results.json`` and ``results.md``.
 """
@@ -29,6 +32,7 @@ from tqdm.auto import tqdm
 
 from adaworld_gym.data.episodes import read_episode
 from adaworld_gym.latent import encode_episode
+from adaworld_gym.metrics import psnr_pooled
 from adaworld_gym.models.adapters import ActionMLP
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.sims.games import PRETRAIN_GAMES
@@ -45,6 +49,7 @@ class Args:
     push_train: int = 100  # training trajectories (the adaptation benchmark's budget)
     procgen_train: int = 20  # episodes per game to draw the per-action means from
     procgen_test: int = 10  # held-out test-level episodes per game
+    envs: str = "push,procgen"  # comma list
     seed: int = 0
     threads: int = 1
 
@@ -109,6 +114,15 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
         mlp_pred = mlp(torch.from_numpy(a_test)).numpy()
     q_train, q_test = stack(train, mu_train, "quadratic"), stack(test, mu_test, "quadratic")
     t_train, t_test = stack(train, mu_train, "teacher"), stack(test, mu_test, "teacher")
+    f_t = np.concatenate([ep.frames[:-1] for ep in test])
+    f_t1 = np.concatenate([ep.frames[1:] for ep in test])
+    mean = np.tile(y_train.mean(0, keepdims=True), (len(f_t), 1)).astype(np.float32)
+    with torch.no_grad():
+        recon = {
+            name: psnr_pooled(lam.decode(f_t, z.astype(np.float32)), f_t1)
+            for name, z in (("true_mu", y_test), ("action_mlp", mlp_pred), ("mean_mu", mean))
+        }
+    recon["copy_last"] = psnr_pooled(f_t, f_t1)
     return {
         "train_transitions": len(y_train),
         "test_transitions": len(y_test),
@@ -121,6 +135,7 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
                 np.hstack([q_train, t_train]), y_train, np.hstack([q_test, t_test]), y_test
             ),
         },
+        "recon_psnr": recon,
     }
 
 
@@ -156,43 +171,54 @@ def procgen_scores(lam: Any, data: Path, n_train: int, n_test: int) -> dict[str,
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    push, procgen = results["push"], results["procgen"]
+    push, procgen, meta = results.get("push"), results.get("procgen"), results["meta"]
     rows = [
         "Held-out R^2 of the latent action mu explained by the real action (0 = the mean latent, 1 = all of it):",
         "",
         "| env | predictor | R^2 |",
         "|---|---|---|",
     ]
-    rows += [f"| push | {name} | {value:.3f} |" for name, value in push["r2"].items()]
-    rows.append(
-        f"| procgen (mean of {len(procgen)} games) | per-action mean mu | {results['procgen_mean']:.3f} |"
-    )
-    rows += ["", "| game | per-action mean mu R^2 |", "|---|---|"]
-    rows += [f"| {game} | {value:.3f} |" for game, value in procgen.items()]
-    meta = results["meta"]
-    rows += [
-        "",
-        f"LAM `{meta['lam']}`; push: {push['train_transitions']} training transitions "
-        f"({meta['push_train']} trajectories), {push['test_transitions']} held-out; procgen: "
-        f"{meta['procgen_train']} training-level and {meta['procgen_test']} test-level episodes per game; "
-        f"{meta['wall_minutes']:.1f} min.",
-    ]
+    notes = [f"LAM `{meta['lam']}`"]
+    if push:
+        rows += [f"| push | {name} | {value:.3f} |" for name, value in push["r2"].items()]
+        notes.append(
+            f"push: {push['train_transitions']} training transitions ({meta['push_train']} trajectories), "
+            f"{push['test_transitions']} held-out"
+        )
+    if procgen:
+        rows.append(
+            f"| procgen (mean of {len(procgen)} games) | per-action mean mu | {results['procgen_mean']:.3f} |"
+        )
+        notes.append(
+            f"procgen: {meta['procgen_train']} training-level and {meta['procgen_test']} test-level episodes "
+            "per game"
+        )
+    if push:
+        rows += ["", "Push, the LAM decoder's next frame given each latent (PSNR, dB):", ""]
+        rows += ["| latent | PSNR |", "|---|---|"]
+        rows += [f"| {name} | {value:.2f} |" for name, value in push["recon_psnr"].items()]
+    if procgen:
+        rows += ["", "| game | per-action mean mu R^2 |", "|---|---|"]
+        rows += [f"| {game} | {value:.3f} |" for game, value in procgen.items()]
+    rows += ["", "; ".join(notes) + f"; {meta['wall_minutes']:.1f} min."]
     return "\n".join(rows) + "\n"
 
 
 def main(args: Args) -> dict[str, Any]:
+    envs = {e.strip() for e in args.envs.split(",") if e.strip()}
+    if not envs or envs - {"push", "procgen"}:
+        raise SystemExit(f"--envs takes push and/or procgen, got {args.envs!r}")
     torch.set_num_threads(args.threads)
     start = time.time()
     lam = LatentActionModel.from_pretrained(args.lam).eval()
     data = Path(args.data)
-    push = push_scores(lam, data, args.push_train, args.seed)
-    procgen = procgen_scores(lam, data, args.procgen_train, args.procgen_test)
-    results = {
-        "push": push,
-        "procgen": procgen,
-        "procgen_mean": float(np.mean(list(procgen.values()))),
-        "meta": {**_common.jsonable_args(args), "wall_minutes": (time.time() - start) / 60},
-    }
+    results: dict[str, Any] = {}
+    if "push" in envs:
+        results["push"] = push_scores(lam, data, args.push_train, args.seed)
+    if "procgen" in envs:
+        results["procgen"] = procgen_scores(lam, data, args.procgen_train, args.procgen_test)
+        results["procgen_mean"] = float(np.mean(list(results["procgen"].values())))
+    results["meta"] = {**_common.jsonable_args(args), "wall_minutes": (time.time() - start) / 60}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     _common.write_results(Path(args.out), results, markdown_table)
     print(markdown_table(results))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.action_predictability import codebook_r2, push_scores, r2_score, ridge_r2
+from benchmarks.action_predictability import Args, codebook_r2, main, push_scores, r2_score, ridge_r2
 from benchmarks.world_model import synthetic_push_like
 
 
@@ -45,6 +45,10 @@ class SquareTracker:
         count = red.sum((1, 2))
         return np.stack([(red * ys).sum((1, 2)) / count, (red * xs).sum((1, 2)) / count], 1)
 
+    @staticmethod
+    def decode(f_t: np.ndarray, z: np.ndarray, chunk_size: int = 256) -> np.ndarray:
+        return f_t  # a decoder that ignores z: every latent reconstructs as copy-last
+
     def encode(self, before: np.ndarray, after: np.ndarray, chunk_size: int = 256) -> np.ndarray:
         return (self._centre(after) - self._centre(before)).astype(np.float32) @ self.mixing
 
@@ -59,3 +63,11 @@ def test_push_scores_find_an_action_determined_latent(tmp_path):
     assert r2["linear"] > 0.8 and r2["action_mlp"] > 0.8
     # Actions are independent from step to step, so the previous latent carries nothing.
     assert r2["true_previous_mu_only"] < 0.1
+    recon = scores["recon_psnr"]
+    assert set(recon) == {"true_mu", "action_mlp", "mean_mu", "copy_last"}
+    assert all(value == pytest.approx(recon["copy_last"]) for value in recon.values())
+
+
+def test_unknown_envs_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="push and/or procgen"):
+        main(Args(envs="push,pong", out=tmp_path))
