@@ -1,4 +1,4 @@
-"""Small helpers the planning benchmarks share (``vp2_push``, ``procgen_planning``)."""
+"""Small helpers the benchmarks share (results files, seeds, argument parsing, reuse of finished runs)."""
 
 from __future__ import annotations
 
