@@ -1,0 +1,186 @@
+"""How much does a model's next frame depend on the action? Adapted world models against the real simulator.
+
+From the same real Procgen states, every model runs each of the four moves (LEFT, DOWN, UP, RIGHT) for
+``--horizon`` steps through the one ``Dynamics`` interface the planners use; the action spread at step h is the
+mean RMS pixel distance ([0, 255]) between the frames that two different moves give, over all pairs of moves and
+all states. The real simulator's spread is what a planner could exploit; a model's spread over the real one
+(``ratio``) says how much of that its imagined frames keep. Every model sees the same states, context frames and
+diffusion seeds (common noise across the moves, as in planning), so its spread comes from the actions alone.
+
+    python -m benchmarks.controllability --bundles shipped=adaworld_gym/assets/bundles \\
+        adaworld=out/planning_bundles_s16/adaworld twin=out/planning_bundles_s16/action_agnostic \\
+        --out out/controllability
+
+States: test levels (easy mode), reset with seeds drawn from ``--seed``, then 4-19 uniformly random moves;
+the last frames before the state are the learned models' context. Writes ``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from tqdm.auto import tqdm
+
+from adaworld_gym.planning import PROCGEN_MOVE_ACTIONS, SimulatorDynamics, WorldModelDynamics
+from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
+from adaworld_gym.sims.procgen import NUM_ACTIONS, ProcgenEnv
+from benchmarks import _common
+
+
+@dataclass
+class Args:
+    # NAME=DIR pairs; DIR holds procgen-<game>/ adapted bundles (the shipped ones: adaworld_gym/assets/bundles)
+    bundles: list[str] = field(default_factory=lambda: ["shipped=adaworld_gym/assets/bundles"])
+    games: str = "chaser,heist,jumper,maze,caveflyer"  # comma list
+    states: int = 16  # per game
+    horizon: int = 5  # steps of the same move (the Procgen planner executes 5 before replanning)
+    denoise_steps: int = 1
+    seed: int = 0
+    threads: int = 1
+    out: Path = Path("out/controllability")
+
+
+def action_spread(frames: np.ndarray) -> np.ndarray:
+    """Mean over pairs of candidates of the RMS pixel distance of their frames, per step: ``[A, H, ...] -> [H]``."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim < 3 or len(frames) < 2:
+        raise ValueError(f"need frames [A>=2, H, ...] for at least two actions, got shape {frames.shape}")
+    pairs = itertools.combinations(range(len(frames)), 2)
+    axes = tuple(range(1, frames.ndim - 1))  # per step: over everything but the action and step axes
+    return np.mean([np.sqrt(((frames[a] - frames[b]) ** 2).mean(axis=axes)) for a, b in pairs], axis=0)
+
+
+def real_states(game: str, n: int, seed: int, context: int) -> list[tuple[np.ndarray, Any]]:
+    """``n`` (context frames uint8 [context, 64, 64, 3], simulator state) pairs on test levels."""
+    env = ProcgenEnv(game, levels="test")
+    rng = np.random.default_rng(seed)
+    out = []
+    try:
+        for _ in range(n):
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+            frames = [obs]
+            for _ in range(int(rng.integers(4, 20))):
+                obs, _, terminated, truncated, _ = env.step(int(rng.choice(PROCGEN_MOVE_ACTIONS)))
+                frames.append(obs)
+                if terminated or truncated:  # start a fresh level rather than stand on a finished one
+                    obs, _ = env.reset(seed=int(rng.integers(2**31)))
+                    frames = [obs]
+            ctx = np.stack(frames[-context:])
+            if len(ctx) < context:  # pad by repeating the first frame, as a fresh env would start
+                ctx = np.concatenate([np.repeat(ctx[:1], context - len(ctx), axis=0), ctx])
+            out.append((ctx, env.unwrapped.get_state()))
+    finally:
+        env.close()
+    return out
+
+
+def spreads(dynamics: Any, states: list[tuple[np.ndarray, Any]], horizon: int) -> np.ndarray:
+    """Mean action spread per step over ``states`` for one dynamics."""
+    moves = np.repeat(np.array(PROCGEN_MOVE_ACTIONS)[:, None], horizon, axis=1)
+    per_state = []
+    for context, state in states:
+        batch_context = np.repeat(context[None], len(moves), axis=0)
+        per_state.append(action_spread(dynamics.rollout(batch_context, moves, state=state)))
+    return np.mean(per_state, axis=0)
+
+
+def parse_bundles(pairs: list[str]) -> dict[str, Path]:
+    models = {}
+    for pair in pairs:
+        name, sep, directory = pair.partition("=")
+        if not sep or not name or not directory:
+            raise SystemExit(f"--bundles takes NAME=DIR pairs, got {pair!r}")
+        if name in models or name == "real":
+            raise SystemExit(f"--bundles: the name {name!r} is taken")
+        models[name] = Path(directory)
+    return models
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    meta, games = results["meta"], results["meta"]["game_list"]
+    names = meta["models"]
+    rows = [
+        f"Action spread after 1 and {meta['horizon']} steps of the same move (mean RMS pixel distance between two "
+        "moves' frames, [0, 255]); in brackets the fraction of the real simulator's spread:",
+        "",
+        "| game | real | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    for game in games:
+        real = results[game]["real"]
+        cells = [f"{real[0]:.2f} / {real[-1]:.2f}"]
+        for name in names:
+            s = results[game].get(name)
+            if s is None:
+                cells.append("—")
+                continue
+            ratios = " / ".join(
+                f"{m / r:.0%}" if r > 0 else "—" for m, r in ((s[0], real[0]), (s[-1], real[-1]))
+            )
+            cells.append(f"{s[0]:.2f} / {s[-1]:.2f} ({ratios})")
+        rows.append(f"| {game} | " + " | ".join(cells) + " |")
+    skipped = [f"{g}/{n}: {why}" for g in games for n, why in results[g].get("skipped", {}).items()]
+    if skipped:
+        rows += ["", "Skipped: " + "; ".join(skipped) + "."]
+    rows += [
+        "",
+        f"{meta['states']} states per game (test levels, easy), {meta['denoise_steps']} denoising step(s), "
+        f"seed {meta['seed']}; {meta['wall_minutes']:.1f} min.",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def main(args: Args) -> dict[str, Any]:
+    from adaworld_gym.models.bundle import AdaWorldBundle
+
+    models = parse_bundles(args.bundles)
+    games = [check_game(g.strip()) for g in args.games.split(",") if g.strip()]
+    if not games or args.states < 1 or args.horizon < 1:
+        raise SystemExit("need at least one game, --states >= 1 and --horizon >= 1")
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    results: dict[str, Any] = {}
+    for game in tqdm(games, desc="games", unit="game"):
+        loaded = {}
+        skipped = {}
+        for name, root in models.items():
+            path = root / f"procgen-{game}"
+            if not (path / "bundle.json").is_file():
+                skipped[name] = f"no bundle at {path}"
+                continue
+            loaded[name] = AdaWorldBundle.from_pretrained(
+                path, expected_action_space=spaces.Discrete(NUM_ACTIONS)
+            )
+        context = max([b.world_model.config.num_history for b in loaded.values()], default=1)
+        seed = _common.derived_seed(args.seed, PROCGEN_GAMES.index(game))
+        states = real_states(game, args.states, seed, context)
+        with SimulatorDynamics(functools.partial(ProcgenEnv, game, levels="test"), workers=0) as real:
+            row: dict[str, Any] = {"real": spreads(real, states, args.horizon).tolist()}
+        for name, bundle in loaded.items():
+            dynamics = WorldModelDynamics(bundle, steps=args.denoise_steps, generator_seed=args.seed)
+            row[name] = spreads(dynamics, states, args.horizon).tolist()
+        row["skipped"] = skipped
+        results[game] = row
+    results["meta"] = {
+        **_common.jsonable_args(args),
+        "models": list(models),
+        "game_list": games,
+        "actions": list(PROCGEN_MOVE_ACTIONS),
+        "wall_minutes": (time.time() - start) / 60,
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    _common.write_results(Path(args.out), results, markdown_table)
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(_common.parse_dataclass_args(Args, __doc__.split("\n")[0]))

@@ -1,0 +1,49 @@
+"""benchmarks.controllability: the action spread measures what the actions change, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.controllability import Args, action_spread, main, parse_bundles
+from benchmarks.procgen_planning import tiny_procgen_bundle
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_action_spread_is_the_mean_pairwise_rms_distance_per_step():
+    frames = np.zeros((3, 2, 4, 4, 3), np.uint8)
+    frames[1, 1] = 6  # candidate 1 differs from the others at step 1 only, by 6 everywhere
+    # pairs (0,1), (0,2), (1,2): RMS 6, 0, 6 at step 1; nothing at step 0
+    assert action_spread(frames) == pytest.approx([0.0, 4.0])
+    with pytest.raises(ValueError, match="at least two actions"):
+        action_spread(frames[:1])
+
+
+def test_models_that_ignore_the_action_have_no_spread(tmp_path):
+    tiny_procgen_bundle(seed=0).save_pretrained(tmp_path / "tuned" / "procgen-maze")
+    # A twin as pretrained (not adapted): its world model never reads z, so the four moves look the same.
+    tiny_procgen_bundle(seed=0, action_agnostic=True).save_pretrained(tmp_path / "twin" / "procgen-maze")
+    args = Args(
+        bundles=[f"tuned={tmp_path / 'tuned'}", f"twin={tmp_path / 'twin'}", f"absent={tmp_path / 'none'}"],
+        games="maze",
+        states=2,
+        horizon=2,
+        out=tmp_path / "out",
+    )
+    results = main(args)
+    maze = json.loads((tmp_path / "out" / "results.json").read_text())["maze"]
+    assert maze == json.loads(json.dumps(results["maze"]))
+    assert len(maze["real"]) == len(maze["tuned"]) == 2 and min(maze["real"] + maze["tuned"]) >= 0
+    assert maze["twin"] == [0.0, 0.0]
+    assert "absent" in maze["skipped"] and "absent" not in maze
+    assert "| maze |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_bad_bundle_arguments_are_refused():
+    with pytest.raises(SystemExit, match="NAME=DIR"):
+        parse_bundles(["just/a/path"])
+    with pytest.raises(SystemExit, match="taken"):
+        parse_bundles(["real=somewhere"])
