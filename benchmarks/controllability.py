@@ -1,7 +1,7 @@
 """How much does a model's next frame depend on the action? Adapted world models against the real simulator.
 
-From the same real Procgen states, every model runs each of the four moves (LEFT, DOWN, UP, RIGHT) for
-``--horizon`` steps through the one ``Dynamics`` interface the planners use; the action spread at step h is the
+From the same real states, every model runs each of a few fixed actions (Procgen: the four moves LEFT, DOWN, UP,
+RIGHT; RobosuitePush, ``push``: a unit step of the end effector along +-x, +-y, +-z) for ``--horizon`` steps through the one ``Dynamics`` interface the planners use; the action spread at step h is the
 mean RMS pixel distance ([0, 255]) between the frames that two different moves give, over all pairs of moves and
 all states. The real simulator's spread is what a planner could exploit; a model's spread over the real one
 (``ratio``) says how much of that its imagined frames keep. Every model sees the same states, context frames and
@@ -11,8 +11,10 @@ diffusion seeds (common noise across the moves, as in planning), so its spread c
         adaworld=out/planning_bundles_s16/adaworld twin=out/planning_bundles_s16/action_agnostic \\
         --out out/controllability
 
-States: test levels (easy mode), reset with seeds drawn from ``--seed``, then 4-19 uniformly random moves;
-the last frames before the state are the learned models' context. Writes ``results.json`` and ``results.md``.
+States: Procgen test levels (easy mode), reset with seeds drawn from ``--seed``, then 4-19 uniformly random
+moves; push: a reset, then 0-5 random actions (a 15-step episode has room for the 5 measured steps). The last
+frames before the state are the learned models' context. A bundle directory holds ``procgen-<game>/`` and
+``robosuite-push/`` bundles (the shipped layout). Writes ``results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from benchmarks import _common
 class Args:
     # NAME=DIR pairs; DIR holds procgen-<game>/ adapted bundles (the shipped ones: adaworld_gym/assets/bundles)
     bundles: list[str] = field(default_factory=lambda: ["shipped=adaworld_gym/assets/bundles"])
-    games: str = "chaser,heist,jumper,maze,caveflyer"  # comma list
+    games: str = "chaser,heist,jumper,maze,caveflyer,push"  # comma list: Procgen games and/or push
     states: int = 16  # per game
     horizon: int = 5  # steps of the same move (the Procgen planner executes 5 before replanning)
     denoise_steps: int = 1
@@ -58,17 +60,49 @@ def action_spread(frames: np.ndarray) -> np.ndarray:
     return np.mean([np.sqrt(((frames[a] - frames[b]) ** 2).mean(axis=axes)) for a, b in pairs], axis=0)
 
 
-def real_states(game: str, n: int, seed: int, context: int) -> list[tuple[np.ndarray, Any]]:
-    """``n`` (context frames uint8 [context, 64, 64, 3], simulator state) pairs on test levels."""
-    env = ProcgenEnv(game, levels="test")
+PUSH_MOVES = np.concatenate([np.eye(3), -np.eye(3)]).astype(np.float32)
+PUSH_MOVES = np.hstack([PUSH_MOVES, np.zeros((6, 1), np.float32)])  # gripper still
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the measurement needs to know about one env."""
+
+    bundle_dir: str  # its bundle's folder under a bundles directory
+    action_space: spaces.Space
+    make_env: Any  # picklable env factory
+    moves: np.ndarray  # the compared actions [A, ...]
+    warmup: tuple[int, int]  # random actions before a state: [low, high)
+
+    def random_action(self, rng: np.random.Generator) -> Any:
+        if isinstance(self.action_space, spaces.Discrete):
+            return int(rng.choice(PROCGEN_MOVE_ACTIONS))
+        return rng.uniform(-1, 1, self.action_space.shape).astype(np.float32)
+
+
+def env_spec(name: str) -> EnvSpec:
+    if name == "push":
+        from adaworld_gym.plan import PUSH_ENV_ID, make_env, push_action_space
+
+        factory = functools.partial(make_env, PUSH_ENV_ID)
+        return EnvSpec("robosuite-push", push_action_space(), factory, PUSH_MOVES, (0, 6))
+    game = check_game(name)
+    factory = functools.partial(ProcgenEnv, game, levels="test")
+    moves = np.array(PROCGEN_MOVE_ACTIONS)
+    return EnvSpec(f"procgen-{game}", spaces.Discrete(NUM_ACTIONS), factory, moves, (4, 20))
+
+
+def real_states(spec: EnvSpec, n: int, seed: int, context: int) -> list[tuple[np.ndarray, Any]]:
+    """``n`` (context frames uint8 [context, 64, 64, 3], simulator state) pairs."""
+    env = spec.make_env()
     rng = np.random.default_rng(seed)
     out = []
     try:
         for _ in range(n):
             obs, _ = env.reset(seed=int(rng.integers(2**31)))
             frames = [obs]
-            for _ in range(int(rng.integers(4, 20))):
-                obs, _, terminated, truncated, _ = env.step(int(rng.choice(PROCGEN_MOVE_ACTIONS)))
+            for _ in range(int(rng.integers(*spec.warmup))):
+                obs, _, terminated, truncated, _ = env.step(spec.random_action(rng))
                 frames.append(obs)
                 if terminated or truncated:  # start a fresh level rather than stand on a finished one
                     obs, _ = env.reset(seed=int(rng.integers(2**31)))
@@ -82,9 +116,11 @@ def real_states(game: str, n: int, seed: int, context: int) -> list[tuple[np.nda
     return out
 
 
-def spreads(dynamics: Any, states: list[tuple[np.ndarray, Any]], horizon: int) -> np.ndarray:
-    """Mean action spread per step over ``states`` for one dynamics."""
-    moves = np.repeat(np.array(PROCGEN_MOVE_ACTIONS)[:, None], horizon, axis=1)
+def spreads(
+    dynamics: Any, states: list[tuple[np.ndarray, Any]], moves: np.ndarray, horizon: int
+) -> np.ndarray:
+    """Mean action spread per step over ``states`` for one dynamics, each move held for ``horizon`` steps."""
+    moves = np.repeat(np.asarray(moves)[:, None], horizon, axis=1)
     per_state = []
     for context, state in states:
         batch_context = np.repeat(context[None], len(moves), axis=0)
@@ -142,38 +178,37 @@ def main(args: Args) -> dict[str, Any]:
     from adaworld_gym.models.bundle import AdaWorldBundle
 
     models = parse_bundles(args.bundles)
-    games = [check_game(g.strip()) for g in args.games.split(",") if g.strip()]
-    if not games or args.states < 1 or args.horizon < 1:
+    names = [g.strip() for g in args.games.split(",") if g.strip()]
+    if not names or args.states < 1 or args.horizon < 1:
         raise SystemExit("need at least one game, --states >= 1 and --horizon >= 1")
+    specs = {name: env_spec(name) for name in names}
+    games = list(specs)
     torch.set_num_threads(args.threads)
     start = time.time()
     results: dict[str, Any] = {}
-    for game in tqdm(games, desc="games", unit="game"):
-        loaded = {}
-        skipped = {}
+    for game, spec in tqdm(specs.items(), desc="envs", unit="env"):
+        loaded, skipped = {}, {}
         for name, root in models.items():
-            path = root / f"procgen-{game}"
+            path = root / spec.bundle_dir
             if not (path / "bundle.json").is_file():
                 skipped[name] = f"no bundle at {path}"
                 continue
-            loaded[name] = AdaWorldBundle.from_pretrained(
-                path, expected_action_space=spaces.Discrete(NUM_ACTIONS)
-            )
+            loaded[name] = AdaWorldBundle.from_pretrained(path, expected_action_space=spec.action_space)
         context = max([b.world_model.config.num_history for b in loaded.values()], default=1)
-        seed = _common.derived_seed(args.seed, PROCGEN_GAMES.index(game))
-        states = real_states(game, args.states, seed, context)
-        with SimulatorDynamics(functools.partial(ProcgenEnv, game, levels="test"), workers=0) as real:
-            row: dict[str, Any] = {"real": spreads(real, states, args.horizon).tolist()}
+        index = PROCGEN_GAMES.index(game) if game in PROCGEN_GAMES else len(PROCGEN_GAMES)
+        states = real_states(spec, args.states, _common.derived_seed(args.seed, index), context)
+        with SimulatorDynamics(spec.make_env, workers=0) as real:
+            row: dict[str, Any] = {"real": spreads(real, states, spec.moves, args.horizon).tolist()}
         for name, bundle in loaded.items():
             dynamics = WorldModelDynamics(bundle, steps=args.denoise_steps, generator_seed=args.seed)
-            row[name] = spreads(dynamics, states, args.horizon).tolist()
+            row[name] = spreads(dynamics, states, spec.moves, args.horizon).tolist()
         row["skipped"] = skipped
         results[game] = row
     results["meta"] = {
         **_common.jsonable_args(args),
         "models": list(models),
         "game_list": games,
-        "actions": list(PROCGEN_MOVE_ACTIONS),
+        "actions": {game: spec.moves.tolist() for game, spec in specs.items()},
         "wall_minutes": (time.time() - start) / 60,
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
