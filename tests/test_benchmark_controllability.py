@@ -47,3 +47,14 @@ def test_bad_bundle_arguments_are_refused():
         parse_bundles(["just/a/path"])
     with pytest.raises(SystemExit, match="taken"):
         parse_bundles(["real=somewhere"])
+
+
+def test_push_compares_unit_steps_of_the_end_effector(tmp_path):
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    tiny_random_bundle("continuous", seed=0, action_size=4).save_pretrained(tmp_path / "b" / "robosuite-push")
+    args = Args(bundles=[f"tiny={tmp_path / 'b'}"], games="push", states=1, horizon=1, out=tmp_path / "out")
+    results = main(args)
+    assert len(results["meta"]["actions"]["push"]) == 6  # +-x, +-y, +-z
+    assert results["push"]["real"][0] > 0  # the arm moves differently under each step
+    assert len(results["push"]["tiny"]) == 1 and results["push"]["skipped"] == {}
