@@ -212,5 +212,8 @@ def test_train_lam_init_from_and_data_shares(tmp_path):
         train_lam(
             a, tmp_path / "c", "tiny", max_steps=1, init_from=first, model_overrides={"width": 64}, **kw
         )
+    # A loss-only setting may change: the weights still fit.
+    stronger = train_lam(a, tmp_path / "e", "tiny", max_steps=0, init_from=first, beta=1e-3, **kw)
+    assert LatentActionModel.from_pretrained(stronger).config.beta == 1e-3
     with pytest.raises(ValueError, match="data shares must be"):
         train_lam({a: -1.0, b: 0.0}, tmp_path / "d", "tiny", max_steps=1, **kw)

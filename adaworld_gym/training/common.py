@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -187,9 +187,12 @@ def training_state(
     }
 
 
-def copy_weights(source: torch.nn.Module, model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load ``source``'s weights (read from ``path``) into ``model``; their model configs must match."""
-    ignore = {"autocast_dtype", "preset"}
+def copy_weights(
+    source: torch.nn.Module, model: torch.nn.Module, path: str | os.PathLike, may_differ: Iterable[str] = ()
+) -> None:
+    """Load ``source``'s weights (read from ``path``) into ``model``; their model configs must match, except in
+    ``may_differ`` (settings of the loss, not of the weights, e.g. a LAM's KL weight)."""
+    ignore = {"autocast_dtype", "preset", *may_differ}
 
     def comparable(m: Any) -> dict[str, Any]:  # JSON round trip: tuples come back as lists
         return json.loads(json.dumps({k: v for k, v in plain_config(m).items() if k not in ignore}))

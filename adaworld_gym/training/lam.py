@@ -51,6 +51,10 @@ from adaworld_gym.training.common import (
     validate_run,
 )
 
+# Model settings that only enter the loss: a run may start from weights trained with other values (e.g. to
+# finetune a LAM under a stronger KL bottleneck).
+LOSS_SETTINGS = ("beta", "commitment", "sparse_l1", "sparse_var", "sparse_cov", "dead_code_steps")
+
 
 @dataclass
 class LamTrainConfig:
@@ -218,7 +222,7 @@ def run_lam_training(
     if cfg.init_from is not None:
         from adaworld_gym.training.world_model import load_lam  # the same loader the world model uses
 
-        copy_weights(load_lam(cfg.init_from), model, cfg.init_from)
+        copy_weights(load_lam(cfg.init_from), model, cfg.init_from, may_differ=LOSS_SETTINGS)
     model_config = plain_config(model)
     beta = model.config.beta
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
