@@ -93,7 +93,7 @@ def env_spec(name: str) -> EnvSpec:
 
 
 def real_states(spec: EnvSpec, n: int, seed: int, context: int) -> list[tuple[np.ndarray, Any]]:
-    """``n`` (context frames uint8 [context, 64, 64, 3], simulator state) pairs."""
+    """``n`` (context frames uint8 [<=context, 64, 64, 3], simulator state) pairs."""
     env = spec.make_env()
     rng = np.random.default_rng(seed)
     out = []
@@ -107,10 +107,8 @@ def real_states(spec: EnvSpec, n: int, seed: int, context: int) -> list[tuple[np
                 if terminated or truncated:  # start a fresh level rather than stand on a finished one
                     obs, _ = env.reset(seed=int(rng.integers(2**31)))
                     frames = [obs]
-            ctx = np.stack(frames[-context:])
-            if len(ctx) < context:  # pad by repeating the first frame, as a fresh env would start
-                ctx = np.concatenate([np.repeat(ctx[:1], context - len(ctx), axis=0), ctx])
-            out.append((ctx, env.unwrapped.get_state()))
+            # As in closed-loop planning: the frames seen so far, fewer than ``context`` just after a reset.
+            out.append((np.stack(frames[-context:]), env.unwrapped.get_state()))
     finally:
         env.close()
     return out
