@@ -108,6 +108,7 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
     y_train, y_test = np.vstack(mu_train), np.vstack(mu_test)
     a_train, a_test = stack(train, mu_train, "action"), stack(test, mu_test, "action")
     space = train[0].action_space or {}
+    torch.manual_seed(seed)  # the MLP's initial weights: same seed, same figures
     mlp = ActionMLP(a_train.shape[1], y_train.shape[1], space.get("low", -1.0), space.get("high", 1.0))
     mlp.fit(a_train, y_train, steps=mlp_steps, seed=seed)
     with torch.no_grad():
