@@ -56,7 +56,7 @@ class SquareTracker:
 def test_push_scores_find_an_action_determined_latent(tmp_path):
     synthetic_push_like(tmp_path, episodes=30, steps=12, seed=0)
     synthetic_push_like(tmp_path / "push-test", episodes=10, steps=12, seed=1)
-    scores = push_scores(SquareTracker(), tmp_path, n_train=30, seed=0, mlp_steps=600)
+    scores = push_scores(SquareTracker(), tmp_path, n_train=30, seed=0, mlp_steps=1500)
     assert scores["train_transitions"] == 30 * 12 and scores["test_transitions"] == 10 * 12
     r2 = scores["r2"]
     # The square moves 3 px per unit action, integer-rounded and stopped by the walls: mostly linear.
