@@ -60,8 +60,10 @@ def jsonable_args(args: Any) -> dict[str, Any]:
 def write_results(
     out: Path, results: dict[str, Any], markdown_table: Callable[[dict[str, Any]], str]
 ) -> None:
-    """``results.json`` and ``results.md`` (the table), each written atomically."""
+    """``results.json`` and ``results.md`` (the table), each written atomically (``out`` is created if needed)."""
     from adaworld_gym.data.episodes import atomic_write_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
 
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
     atomic_write_bytes(out / "results.md", markdown_table(results).encode())

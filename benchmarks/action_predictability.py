@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from adaworld_gym.data.episodes import read_episode
 from adaworld_gym.latent import encode_episode
 from adaworld_gym.metrics import psnr_pooled
-from adaworld_gym.models.adapters import ActionMLP
+from adaworld_gym.models.adapters import ActionCodebook, ActionMLP
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.sims.games import PRETRAIN_GAMES
 from benchmarks import _common
@@ -94,27 +94,25 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
     train, test = _episodes(data / "push", n_train), _episodes(data / "push-test", 10_000)
     mu_train, mu_test = _encode(lam, train, "push train"), _encode(lam, test, "push held-out")
 
-    def stack(episodes: list[Any], mus: list[np.ndarray], kind: str) -> np.ndarray:
-        rows = []
+    def features(episodes: list[Any], mus: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(action, quadratic in the action and the previous one, the true previous mu), stacked."""
+        actions, quadratic, previous_mu = [], [], []
         for ep, mu in zip(episodes, mus, strict=True):
             a = ep.actions.astype(np.float32)
-            prev_a = np.vstack([np.zeros_like(a[:1]), a[:-1]])
-            prev_mu = np.vstack([np.zeros_like(mu[:1]), mu[:-1]])
-            rows.append(
-                {"action": a, "quadratic": _quadratic(np.hstack([a, prev_a])), "teacher": prev_mu}[kind]
-            )
-        return np.vstack(rows)
+            actions.append(a)
+            quadratic.append(_quadratic(np.hstack([a, np.vstack([np.zeros_like(a[:1]), a[:-1]])])))
+            previous_mu.append(np.vstack([np.zeros_like(mu[:1]), mu[:-1]]))
+        return np.vstack(actions), np.vstack(quadratic), np.vstack(previous_mu)
 
     y_train, y_test = np.vstack(mu_train), np.vstack(mu_test)
-    a_train, a_test = stack(train, mu_train, "action"), stack(test, mu_test, "action")
+    a_train, q_train, t_train = features(train, mu_train)
+    a_test, q_test, t_test = features(test, mu_test)
     space = train[0].action_space or {}
     torch.manual_seed(seed)  # the MLP's initial weights: same seed, same figures
     mlp = ActionMLP(a_train.shape[1], y_train.shape[1], space.get("low", -1.0), space.get("high", 1.0))
     mlp.fit(a_train, y_train, steps=mlp_steps, seed=seed)
     with torch.no_grad():
         mlp_pred = mlp(torch.from_numpy(a_test)).numpy()
-    q_train, q_test = stack(train, mu_train, "quadratic"), stack(test, mu_test, "quadratic")
-    t_train, t_test = stack(train, mu_train, "teacher"), stack(test, mu_test, "teacher")
     f_t = np.concatenate([ep.frames[:-1] for ep in test])
     f_t1 = np.concatenate([ep.frames[1:] for ep in test])
     mean = np.tile(y_train.mean(0, keepdims=True), (len(f_t), 1)).astype(np.float32)
@@ -141,20 +139,25 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
 
 
 def codebook_r2(
-    actions_train: np.ndarray, mu_train: np.ndarray, actions_test: np.ndarray, mu_test: np.ndarray, n: int
+    actions_train: np.ndarray,
+    mu_train: np.ndarray,
+    actions_test: np.ndarray,
+    mu_test: np.ndarray,
+    n: int,
+    seed: int = 0,
 ) -> float:
-    """Held-out R^2 of the codebook initialisation: each action's mean mu (first ``SAMPLES_PER_ACTION``
-    samples); an action never seen in training predicts the overall training mean."""
+    """Held-out R^2 of the codebook as ``adaworld adapt`` initialises it (:meth:`ActionCodebook.init_from_labelled`,
+    at most ``SAMPLES_PER_ACTION`` per action); an action never seen in training predicts the training mean."""
     mean = mu_train.mean(0)
-    table = np.tile(mean, (n, 1))
-    for action in range(n):
-        rows = mu_train[actions_train == action][:SAMPLES_PER_ACTION]
-        if len(rows):
-            table[action] = rows.mean(0)
+    codebook = ActionCodebook(n, mu_train.shape[1])
+    with torch.no_grad():
+        missing = codebook.init_from_labelled(actions_train, mu_train, SAMPLES_PER_ACTION, seed=seed)
+        table = codebook.embedding.weight.numpy().copy()
+    table[missing] = mean
     return r2_score(table[actions_test], mu_test, mean)
 
 
-def procgen_scores(lam: Any, data: Path, n_train: int, n_test: int) -> dict[str, float]:
+def procgen_scores(lam: Any, data: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, float]:
     scores = {}
     for game in PRETRAIN_GAMES:
         train = _episodes(data / "procgen-train" / f"procgen-{game}", n_train)
@@ -167,6 +170,7 @@ def procgen_scores(lam: Any, data: Path, n_train: int, n_test: int) -> dict[str,
             np.concatenate([ep.actions for ep in test]),
             np.vstack(mu_test),
             n,
+            seed,
         )
     return scores
 
@@ -217,10 +221,9 @@ def main(args: Args) -> dict[str, Any]:
     if "push" in envs:
         results["push"] = push_scores(lam, data, args.push_train, args.seed)
     if "procgen" in envs:
-        results["procgen"] = procgen_scores(lam, data, args.procgen_train, args.procgen_test)
+        results["procgen"] = procgen_scores(lam, data, args.procgen_train, args.procgen_test, args.seed)
         results["procgen_mean"] = float(np.mean(list(results["procgen"].values())))
     results["meta"] = {**_common.jsonable_args(args), "wall_minutes": (time.time() - start) / 60}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     _common.write_results(Path(args.out), results, markdown_table)
     print(markdown_table(results))
     return results

@@ -209,7 +209,6 @@ def main(args: Args) -> dict[str, Any]:
         "actions": {game: spec.moves.tolist() for game, spec in specs.items()},
         "wall_minutes": (time.time() - start) / 60,
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     _common.write_results(Path(args.out), results, markdown_table)
     print(markdown_table(results))
     return results
