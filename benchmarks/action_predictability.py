@@ -152,7 +152,7 @@ def codebook_r2(
     codebook = ActionCodebook(n, mu_train.shape[1])
     with torch.no_grad():
         missing = codebook.init_from_labelled(actions_train, mu_train, SAMPLES_PER_ACTION, seed=seed)
-        table = codebook.embedding.weight.numpy().copy()
+        table = codebook.embedding.weight.numpy().astype(np.float64)
     table[missing] = mean
     return r2_score(table[actions_test], mu_test, mean)
 
