@@ -319,6 +319,7 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         lr=args.lr,
         init=args.init,
         mlp_fit_steps=args.mlp_fit_steps,
+        motion=args.motion,
         seed=args.seed,
         expected_action_space=space,
         meta={"env_id": args.env},
@@ -540,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--lr", type=float, default=5e-4, help="adapter rate; pretrained weights get a tenth")
     ad.add_argument("--init", choices=["auto", "mean_mu", "random"], default="auto")
     ad.add_argument("--mlp-fit-steps", type=int, default=3000, help="continuous: MLP pre-fit steps")
+    ad.add_argument(
+        "--motion",
+        action="store_true",
+        help="the adapter also sees the LAM's latent action of the last history transition (motion context)",
+    )
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")

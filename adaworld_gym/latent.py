@@ -30,6 +30,33 @@ def encode_frames(model, frames: np.ndarray, batch_size: int = 256) -> np.ndarra
     return model.encode(frames[:-1], frames[1:], chunk_size=batch_size)
 
 
+def motion_context(
+    lam, history: np.ndarray, history_len: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
+    """The motion context of adapters built with ``motion_dim``: float32 ``[B, d + 1]``.
+
+    For each window of uint8 history frames ``[B, k, H, W, 3]`` (right-aligned: the last frame is the newest;
+    ``history_len`` real frames each, default ``k``): the LAM's ``mu`` of the last two frames and the flag 1,
+    or zeros and the flag 0 when the window holds fewer than two frames (an episode's first step).
+    """
+    history = np.asarray(history)
+    if history.dtype != np.uint8 or history.ndim != 5:
+        raise ValueError(f"history must be uint8 [B, k, H, W, 3], got {history.dtype} {history.shape}")
+    batch, k = history.shape[:2]
+    lengths = np.full(batch, k) if history_len is None else np.asarray(history_len, np.int64).reshape(-1)
+    if lengths.shape != (batch,) or (lengths < 1).any() or (lengths > k).any():
+        raise ValueError(f"history_len must hold {batch} lengths in 1..{k}, got {lengths.tolist()}")
+    dim = int(lam.config.latent_dim)
+    out = np.zeros((batch, dim + 1), np.float32)
+    known = np.flatnonzero(lengths >= 2)
+    if len(known) and k >= 2:
+        with torch.no_grad():
+            mu = lam.encode(history[known, -2], history[known, -1])
+        out[known, :dim] = np.asarray(mu, np.float32)
+        out[known, dim] = 1.0
+    return out
+
+
 def encode_episode(model, episode: Episode) -> np.ndarray:
     return encode_frames(model, episode.frames)
 

@@ -6,12 +6,15 @@ R^2 (explained fraction of mu's variance, pooled over dimensions; 0 = no better 
 
 - ``push``: the product's continuous adapter (:class:`ActionMLP`, fitted as ``adaworld adapt`` does, on the
   first ``--push-train`` training trajectories) and least-squares references: linear in the action, quadratic in
-  the action and the previous one, and, for comparison only, with the *true* previous mu as input (teacher
-  forcing: momentum a real rollout cannot see);
+  the action and the previous one, and with the previous transition's mu as input. That mu is not hidden
+  from an adapter: the history frames hold it, and the *motion-context* adapters (``motion_dim``, ``adaworld
+  adapt --motion``) read it through the LAM; ``action_mlp_motion`` is that adapter, fitted the same way.
   It also decodes the held-out frames with the LAM's own decoder given the true mu, the adapter's latent and the
   mean latent (PSNR, against copy-last): how much of the next frame each latent carries;
 - ``procgen``: the discrete adapter's initialisation, the mean mu of each action (at most 100 samples per
-  action from training levels), scored on test levels, per pretraining game and averaged.
+  action from training levels), scored on test levels, per pretraining game and averaged; ``procgen_motion``: the
+  motion-context codebook, rows and motion term fitted jointly (:meth:`ActionCodebook.fit_motion`) on all the
+  training transitions.
 
     python -m benchmarks.action_predictability --out out/action_predictability
     python -m benchmarks.action_predictability --envs push --lam runs/lam-x/model --out DIR   # push only, ~2 min
@@ -89,6 +92,16 @@ def _encode(lam: Any, episodes: list[Any], desc: str) -> list[np.ndarray]:
         return [encode_episode(lam, ep) for ep in tqdm(episodes, desc=desc, unit="episode")]
 
 
+def motion_of(mu: np.ndarray) -> np.ndarray:
+    """The motion context of an episode's transitions from their mu: the previous mu and a flag (0 at t = 0).
+
+    Equal to :func:`adaworld_gym.latent.motion_context` of each transition's history frames.
+    """
+    context = np.zeros((len(mu), mu.shape[1] + 1), np.float32)
+    context[1:, :-1], context[1:, -1] = mu[:-1], 1.0
+    return context
+
+
 def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 3000) -> dict[str, Any]:
     """R^2 scores on push; ``mlp_steps``: the adapter's pre-fit budget (``adaworld adapt``: 3000)."""
     train, test = _episodes(data / "push", n_train), _episodes(data / "push-test", 10_000)
@@ -111,15 +124,31 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
     torch.manual_seed(seed)  # the MLP's initial weights: same seed, same figures
     mlp = ActionMLP(a_train.shape[1], y_train.shape[1], space.get("low", -1.0), space.get("high", 1.0))
     mlp.fit(a_train, y_train, steps=mlp_steps, seed=seed)
+    m_train, m_test = (np.vstack([motion_of(mu) for mu in mus]) for mus in (mu_train, mu_test))
+    torch.manual_seed(seed)
+    moving = ActionMLP(
+        a_train.shape[1],
+        y_train.shape[1],
+        space.get("low", -1.0),
+        space.get("high", 1.0),
+        motion_dim=y_train.shape[1],
+    )
+    moving.fit(a_train, y_train, steps=mlp_steps, seed=seed, motion=m_train)
     with torch.no_grad():
         mlp_pred = mlp(torch.from_numpy(a_test)).numpy()
+        moving_pred = moving(torch.from_numpy(a_test), torch.from_numpy(m_test)).numpy()
     f_t = np.concatenate([ep.frames[:-1] for ep in test])
     f_t1 = np.concatenate([ep.frames[1:] for ep in test])
     mean = np.tile(y_train.mean(0, keepdims=True), (len(f_t), 1)).astype(np.float32)
     with torch.no_grad():
         recon = {
             name: psnr_pooled(lam.decode(f_t, z.astype(np.float32)), f_t1)
-            for name, z in (("true_mu", y_test), ("action_mlp", mlp_pred), ("mean_mu", mean))
+            for name, z in (
+                ("true_mu", y_test),
+                ("action_mlp", mlp_pred),
+                ("action_mlp_motion", moving_pred),
+                ("mean_mu", mean),
+            )
         }
     recon["copy_last"] = psnr_pooled(f_t, f_t1)
     return {
@@ -127,6 +156,7 @@ def push_scores(lam: Any, data: Path, n_train: int, seed: int, mlp_steps: int = 
         "test_transitions": len(y_test),
         "r2": {
             "action_mlp": r2_score(mlp_pred, y_test, y_train.mean(0)),
+            "action_mlp_motion": r2_score(moving_pred, y_test, y_train.mean(0)),
             "linear": ridge_r2(a_train, y_train, a_test, y_test),
             "quadratic_with_previous_action": ridge_r2(q_train, y_train, q_test, y_test),
             "true_previous_mu_only": ridge_r2(t_train, y_train, t_test, y_test),
@@ -157,22 +187,47 @@ def codebook_r2(
     return r2_score(table[actions_test], mu_test, mean)
 
 
-def procgen_scores(lam: Any, data: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, float]:
-    scores = {}
+def codebook_motion_r2(
+    actions_train: np.ndarray,
+    mu_train: np.ndarray,
+    motion_train: np.ndarray,
+    actions_test: np.ndarray,
+    mu_test: np.ndarray,
+    motion_test: np.ndarray,
+    n: int,
+) -> float:
+    """Held-out R^2 of the motion-context codebook (rows and motion term by :meth:`ActionCodebook.fit_motion`)."""
+    mean = mu_train.mean(0)
+    codebook = ActionCodebook(n, mu_train.shape[1], motion_dim=mu_train.shape[1])
+    with torch.no_grad():
+        codebook.embedding.weight.copy_(torch.from_numpy(mean).expand(n, -1))  # unseen actions: the mean
+    codebook.fit_motion(actions_train, mu_train, motion_train)
+    return r2_score(codebook.to_latent(actions_test, motion_test).astype(np.float64), mu_test, mean)
+
+
+def procgen_scores(
+    lam: Any, data: Path, n_train: int, n_test: int, seed: int = 0
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per game: R^2 of the codebook's initialisation and of the motion-context codebook."""
+    scores, motion_scores = {}, {}
     for game in PRETRAIN_GAMES:
         train = _episodes(data / "procgen-train" / f"procgen-{game}", n_train)
         test = _episodes(data / "procgen-test" / f"procgen-{game}", n_test)
         mu_train, mu_test = _encode(lam, train, f"{game} train"), _encode(lam, test, f"{game} test")
         n = int((train[0].action_space or {}).get("n", 15))
-        scores[game] = codebook_r2(
-            np.concatenate([ep.actions for ep in train]),
-            np.vstack(mu_train),
-            np.concatenate([ep.actions for ep in test]),
-            np.vstack(mu_test),
+        a_train, a_test = (np.concatenate([ep.actions for ep in eps]) for eps in (train, test))
+        y_train, y_test = np.vstack(mu_train), np.vstack(mu_test)
+        scores[game] = codebook_r2(a_train, y_train, a_test, y_test, n, seed)
+        motion_scores[game] = codebook_motion_r2(
+            a_train,
+            y_train,
+            np.vstack([motion_of(mu) for mu in mu_train]),
+            a_test,
+            y_test,
+            np.vstack([motion_of(mu) for mu in mu_test]),
             n,
-            seed,
         )
-    return scores
+    return scores, motion_scores
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -194,6 +249,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         rows.append(
             f"| procgen (mean of {len(procgen)} games) | per-action mean mu | {results['procgen_mean']:.3f} |"
         )
+        if "procgen_motion_mean" in results:
+            rows.append(
+                f"| procgen (mean of {len(procgen)} games) | motion-context codebook | "
+                f"{results['procgen_motion_mean']:.3f} |"
+            )
         notes.append(
             f"procgen: {meta['procgen_train']} training-level and {meta['procgen_test']} test-level episodes "
             "per game"
@@ -203,8 +263,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         rows += ["| latent | PSNR |", "|---|---|"]
         rows += [f"| {name} | {value:.2f} |" for name, value in push["recon_psnr"].items()]
     if procgen:
-        rows += ["", "| game | per-action mean mu R^2 |", "|---|---|"]
-        rows += [f"| {game} | {value:.3f} |" for game, value in procgen.items()]
+        motion = results.get("procgen_motion", {})
+        rows += ["", "| game | per-action mean mu R^2 | motion-context codebook R^2 |", "|---|---|---|"]
+        rows += [
+            f"| {game} | {value:.3f} | " + (f"{motion[game]:.3f} |" if game in motion else "— |")
+            for game, value in procgen.items()
+        ]
     rows += ["", "; ".join(notes) + f"; {meta['wall_minutes']:.1f} min."]
     return "\n".join(rows) + "\n"
 
@@ -221,8 +285,11 @@ def main(args: Args) -> dict[str, Any]:
     if "push" in envs:
         results["push"] = push_scores(lam, data, args.push_train, args.seed)
     if "procgen" in envs:
-        results["procgen"] = procgen_scores(lam, data, args.procgen_train, args.procgen_test, args.seed)
+        results["procgen"], results["procgen_motion"] = procgen_scores(
+            lam, data, args.procgen_train, args.procgen_test, args.seed
+        )
         results["procgen_mean"] = float(np.mean(list(results["procgen"].values())))
+        results["procgen_motion_mean"] = float(np.mean(list(results["procgen_motion"].values())))
     results["meta"] = {**_common.jsonable_args(args), "wall_minutes": (time.time() - start) / 60}
     _common.write_results(Path(args.out), results, markdown_table)
     print(markdown_table(results))

@@ -11,6 +11,8 @@ adapted with the same data, steps and seeds (``adaworld_gym.training.adapt``):
 
 - ``adaworld``: the kl-LAM-conditioned world model; codebook rows start at each action's mean LAM ``mu``,
   the MLP is pre-fit on (action, mu);
+- ``adaworld_motion``: the same pretrained model with adapters that also see the motion context (the LAM's ``mu``
+  of the last history transition; ``adaworld adapt --motion``), fitted on the same labelled set;
 - ``vq``: the same with a VQ LAM (and a world model trained on its codes);
 - ``action_agnostic``: the twin, made action-conditioned (zero-initialised ``z`` weights) with a random adapter.
 
@@ -59,7 +61,7 @@ from adaworld_gym.data.episodes import EpisodeStore, atomic_write_bytes
 from adaworld_gym.sims.games import ADAPTATION_GAMES
 from benchmarks import _common
 
-MODELS = ("adaworld", "vq", "action_agnostic")
+MODELS = ("adaworld", "adaworld_motion", "vq", "action_agnostic")
 PAPER_STEPS = (0, 100, 200, 400, 800)
 
 # The paper's protocol (one GPU).
@@ -191,7 +193,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     p = job["p"]
     train, held = split_sets(job)
     options = None
-    if job["lam"] is not None:
+    motion = job["name"] == "adaworld_motion"
+    if job["lam"] is not None and not motion:  # options do not depend on the adapter: scored once
         options = evaluate_options(job, train, held)
     cfg = AdaptConfig(
         max_steps=max(p["eval_at"]),
@@ -204,6 +207,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         eval_at=list(p["eval_at"]),
         eval_denoise_steps=p["denoise_steps"],
         keep_checkpoints=False,
+        motion=motion,
     )
     adapt(job["model"], job["lam"], train, run_dir, cfg, eval_data=held, progress=job["progress"])
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -251,15 +255,17 @@ def pretrained_models(args: Args, tmp: Path) -> tuple[dict[str, tuple[str, str |
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     given = {
         "adaworld": (args.adaworld, args.adaworld_lam),
+        "adaworld_motion": (args.adaworld, args.adaworld_lam),
         "vq": (args.vq, args.vq_lam),
         "action_agnostic": (args.action_agnostic, ""),
     }
     if args.preset == "smoke":
         given = {name: smoke_model(name, tmp, wm, lam, args.seed) for name, (wm, lam) in given.items()}
+        given["adaworld_motion"] = given["adaworld"]  # the same pretrained model, another adapter
     models, skipped = {}, {}
     for name in MODELS:
         wm, lam = given[name]
-        flag = f"--{name.replace('_', '-')}"
+        flag = "--adaworld" if name == "adaworld_motion" else f"--{name.replace('_', '-')}"
         if name not in chosen:
             skipped[name] = "not selected (--models)"
         elif not wm:
@@ -352,10 +358,11 @@ def average_over_envs(results: dict[str, Any], envs: list[str]) -> dict[str, Any
         steps = [s for s in per_env[0] if all(s in r for r in per_env)]
         mean[name] = {s: float(np.mean([r[s]["psnr"] for r in per_env])) for s in steps}
     margins: dict[str, float | None] = {}
-    for other, step in (("action_agnostic", "800"), ("vq", "800"), ("action_agnostic", "0")):
-        a, b = mean.get("adaworld"), mean.get(other)
-        ok = a is not None and b is not None and step in a and step in b
-        margins[f"adaworld_minus_{other}_at_{step}"] = a[step] - b[step] if ok else None
+    for lead in ("adaworld", "adaworld_motion"):
+        for other, step in (("action_agnostic", "800"), ("vq", "800"), ("action_agnostic", "0")):
+            a, b = mean.get(lead), mean.get(other)
+            ok = a is not None and b is not None and step in a and step in b
+            margins[f"{lead}_minus_{other}_at_{step}"] = a[step] - b[step] if ok else None
     return {"psnr": mean, "margins": margins}
 
 

@@ -22,6 +22,7 @@ from adaworld_gym.training.adapt import (
     labelled_windows,
     read_episodes,
     transition_latents,
+    window_motion,
 )
 from adaworld_gym.training.world_model import window_batches, window_loss
 from benchmarks.world_model import synthetic_push_like
@@ -228,3 +229,35 @@ def test_cli_adapts_from_collected_data(push, tmp_path, capsys):
     assert "unsupported env" in capsys.readouterr().err
     too_many = [a if a != "2" else "9" for a in argv]
     assert cli_main(too_many) == 2 and "trajectories" in capsys.readouterr().err
+
+
+def test_motion_context_comes_from_the_last_two_history_frames(grid, tmp_path):
+    from adaworld_gym.latent import motion_context
+
+    _, _, bundle = save_pretrained(tmp_path)
+    windows = replace(labelled_windows(read_episodes(grid), samples=10**6), history=3)  # every transition
+    context = window_motion(bundle.lam, windows)
+    assert context.shape == (len(windows), 33) and context.dtype == np.float32
+    for i in range(len(windows)):
+        item = windows[i]
+        if item["history_len"] < 2:  # an episode's first step: no motion yet
+            assert context[i, -1] == 0 and not context[i, :-1].any()
+        else:
+            expected = bundle.lam.encode(item["history"][-2], item["history"][-1])
+            assert context[i, -1] == 1 and np.allclose(context[i, :-1], expected, atol=1e-5)
+    assert (context[:, -1] == 0).any() and (context[:, -1] == 1).any()
+    with pytest.raises(ValueError, match="history_len"):
+        motion_context(bundle.lam, np.zeros((2, 3, 64, 64, 3), np.uint8), [1, 4])
+
+
+def test_adapt_with_motion_fits_and_saves_a_motion_adapter(grid, tmp_path):
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    kw = dict(samples_per_action=6, max_steps=2, eval_at=[0, 2], eval_data=grid, eval_samples=8, **FAST)
+    bundle_dir = adapt(wm_dir, lam_dir, grid, tmp_path / "run", motion=True, **kw)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "motion_fit_mse" in summary["adapter"] and len(summary["evals"]) == 2
+    bundle = AdaWorldBundle.from_pretrained(bundle_dir)
+    assert bundle.adapter.uses_motion and bundle.adapter.motion_dim == bundle.lam.config.latent_dim
+    twin_dir, _, _ = save_pretrained(tmp_path / "twin", action_agnostic=True)
+    with pytest.raises(ValueError, match="motion=True needs"):
+        adapt(twin_dir, None, grid, tmp_path / "t", motion=True, **kw)

@@ -123,3 +123,55 @@ def test_load_names_missing_and_corrupt_files(tmp_path):
     (tmp_path / "adapter.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="adapter.safetensors"):
         load_adapter(tmp_path)
+
+
+def test_motion_adapters_add_a_fitted_term_that_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 5, 400)
+    motion = np.hstack([rng.standard_normal((400, D)), (rng.random((400, 1)) < 0.9)]).astype(np.float32)
+    motion[motion[:, -1] == 0, :D] = 0.0
+    # mu = a row per action + a linear function of the previous latent (momentum) + noise
+    rows, mix = rng.standard_normal((5, D)), rng.standard_normal((D, D)) * 0.5
+    mu = (rows[actions] + motion[:, :D] @ mix + 0.01 * rng.standard_normal((400, D))).astype(np.float32)
+    book = ActionCodebook(5, D, motion_dim=D)
+    assert book.uses_motion and torch.equal(book(torch.tensor([1])), book.embedding(torch.tensor([1])))
+    book.init_from_labelled(actions, mu)
+    mse = book.fit_motion(actions, mu, motion)
+    assert mse < 1e-3 and np.allclose(book.to_latent(actions[:50], motion[:50]), mu[:50], atol=0.05)
+    book.save_pretrained(tmp_path / "book")
+    loaded = load_adapter(tmp_path / "book")
+    assert loaded.motion_dim == D
+    np.testing.assert_array_equal(
+        loaded.to_latent(actions[:8], motion[:8]), book.to_latent(actions[:8], motion[:8])
+    )
+
+    box = rng.uniform(-1, 1, (400, 2)).astype(np.float32)
+    target = (np.tanh(box @ rng.standard_normal((2, D))) + motion[:, :D] @ mix).astype(np.float32)
+    torch.manual_seed(0)
+    plain, moving = ActionMLP(2, D, hidden=32), ActionMLP(2, D, hidden=32, motion_dim=D)
+    assert moving.fit(box, target, steps=1500, motion=motion) < 0.5 * plain.fit(box, target, steps=1500)
+    moving.save_pretrained(tmp_path / "mlp")
+    np.testing.assert_array_equal(
+        load_adapter(tmp_path / "mlp").to_latent(box[:4], motion[:4]), moving.to_latent(box[:4], motion[:4])
+    )
+
+
+@pytest.mark.parametrize(
+    ("motion", "match"),
+    [
+        (None, "needs the motion context"),
+        (np.zeros((2, D), np.float32), "must be float \\[2, 9\\]"),
+        (np.zeros((2, D + 1), np.int64), "must be float"),
+        (np.full((2, D + 1), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_motion_context_is_checked(motion, match):
+    with pytest.raises(ValueError, match=match):
+        ActionCodebook(5, D, motion_dim=D).to_latent(np.array([0, 1]), motion)
+
+
+def test_an_adapter_without_motion_rejects_a_motion_context():
+    with pytest.raises(ValueError, match="without motion"):
+        ActionCodebook(5, D).to_latent(np.array([0]), np.zeros((1, D + 1), np.float32))
+    with pytest.raises(ValueError, match="motion_dim > 0"):
+        ActionCodebook(5, D).fit_motion(np.array([0]), np.zeros((1, D)), np.zeros((1, D + 1)))

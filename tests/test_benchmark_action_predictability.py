@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.action_predictability import Args, codebook_r2, main, push_scores, r2_score, ridge_r2
+from benchmarks.action_predictability import (
+    Args,
+    codebook_motion_r2,
+    codebook_r2,
+    main,
+    motion_of,
+    push_scores,
+    r2_score,
+    ridge_r2,
+)
 from benchmarks.world_model import synthetic_push_like
 
 
@@ -30,6 +39,27 @@ def test_codebook_r2_uses_each_actions_mean_and_the_overall_mean_for_unseen_acti
     assert codebook_r2(actions[:400], mu[:400], unseen, table[unseen] + 0.01, 5) == pytest.approx(
         r2_score(np.tile(mu[:400].mean(0), (50, 1)), table[unseen] + 0.01, mu[:400].mean(0))
     )
+
+
+def test_the_motion_codebook_explains_momentum_the_plain_codebook_cannot():
+    rng = np.random.default_rng(3)
+    table, mix = rng.normal(size=(4, 6)), 0.8 * np.eye(6)
+
+    def episode(n: int) -> tuple[np.ndarray, np.ndarray]:
+        actions, mu = rng.integers(0, 4, n), np.zeros((n, 6))
+        for t in range(n):  # the latent carries most of the previous one over (momentum)
+            mu[t] = table[actions[t]] + (mu[t - 1] @ mix if t else 0) + 0.01 * rng.normal(size=6)
+        return actions, mu
+
+    train, test = [episode(40) for _ in range(10)], [episode(40) for _ in range(5)]
+    a_tr, a_te = (np.concatenate([a for a, _ in eps]) for eps in (train, test))
+    y_tr, y_te = (np.vstack([m for _, m in eps]) for eps in (train, test))
+    m_tr, m_te = (np.vstack([motion_of(m.astype(np.float32)) for _, m in eps]) for eps in (train, test))
+    np.testing.assert_array_equal(m_tr[1, :-1], y_tr[0].astype(np.float32))
+    assert m_tr[0, -1] == 0 and m_tr[1, -1] == 1
+    plain = codebook_r2(a_tr, y_tr, a_te, y_te, 4)
+    moving = codebook_motion_r2(a_tr, y_tr, m_tr, a_te, y_te, m_te, 4)
+    assert moving > 0.99 and plain < 0.6
 
 
 class SquareTracker:
@@ -60,11 +90,11 @@ def test_push_scores_find_an_action_determined_latent(tmp_path):
     assert scores["train_transitions"] == 30 * 12 and scores["test_transitions"] == 10 * 12
     r2 = scores["r2"]
     # The square moves 3 px per unit action, integer-rounded and stopped by the walls: mostly linear.
-    assert r2["linear"] > 0.8 and r2["action_mlp"] > 0.8
+    assert r2["linear"] > 0.8 and r2["action_mlp"] > 0.8 and r2["action_mlp_motion"] > 0.8
     # Actions are independent from step to step, so the previous latent carries nothing.
     assert r2["true_previous_mu_only"] < 0.1
     recon = scores["recon_psnr"]
-    assert set(recon) == {"true_mu", "action_mlp", "mean_mu", "copy_last"}
+    assert set(recon) == {"true_mu", "action_mlp", "action_mlp_motion", "mean_mu", "copy_last"}
     assert all(value == pytest.approx(recon["copy_last"]) for value in recon.values())
 
 

@@ -444,6 +444,40 @@ def test_world_model_dynamics_discrete_and_latent_actions(bundles):
         discrete.rollout(context, np.zeros((4, 2, 1), np.float32))
 
 
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_world_model_dynamics_with_a_motion_adapter_steps_frame_by_frame(kind):
+    import copy
+
+    import torch
+
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    moving = tiny_random_bundle(kind, motion=True)
+    context = np.broadcast_to(moving.initial_frames[0], (3, 2, 64, 64, 3))
+    actions = np.stack([moving.action_space.sample() for _ in range(6)]).reshape(3, 2, -1)
+    actions = actions[..., 0] if kind == "discrete" else actions
+    frames = WorldModelDynamics(moving, steps=1, generator_seed=3).rollout(context, actions)
+    assert frames.shape == (3, 2, 64, 64, 3)
+    # With the motion term silenced the frame-by-frame loop equals the batched rollout of the same adapter.
+    silent = copy.deepcopy(moving)
+    with torch.no_grad():
+        layer = silent.adapter.motion if kind == "discrete" else silent.adapter.net[0]
+        if kind == "discrete":
+            layer.weight.zero_()
+        else:
+            layer.weight[:, 2:] = 0.0
+    plain = copy.deepcopy(silent)
+    plain.adapter.motion_dim = 0  # the same weights read as an adapter without motion: the batched path
+    if kind == "discrete":
+        plain.adapter.motion = None
+    else:
+        plain.adapter.forward = lambda a, m=None, net=silent.adapter: net(a, None)
+    quiet = WorldModelDynamics(silent, steps=1, generator_seed=3).rollout(context, actions)
+    batched = WorldModelDynamics(plain, steps=1, generator_seed=3).rollout(context, actions)
+    assert np.abs(quiet.astype(int) - batched).max() <= 1
+    assert not np.array_equal(frames[:, 1], quiet[:, 1])  # the motion term changes the second frame
+
+
 def test_planners_drive_a_world_model_deterministically(bundles):
     bundle = bundles["discrete"]
     context, goal = bundle.initial_frames[0], bundle.initial_frames[1, -1]

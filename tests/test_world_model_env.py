@@ -54,6 +54,29 @@ def test_env_passes_gymnasium_and_sb3_checkers(bundles, kind):
     checked_quietly(sb3_check_env, WorldModelEnv(bundles[kind], max_episode_steps=5))
 
 
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_env_with_a_motion_adapter_is_clean_seeded_and_uses_the_frames_motion(kind):
+    bundle = tiny_random_bundle(kind, motion=True)
+    env = WorldModelEnv(bundle, denoise_steps=1)
+    checked_quietly(lambda e: check_env(e, skip_render_check=True), env)
+    checked_quietly(sb3_check_env, WorldModelEnv(bundle, denoise_steps=1, max_episode_steps=5))
+    actions = [env.action_space.sample() for _ in range(3)]
+    first = rollout(env, 5, actions)
+    np.testing.assert_array_equal(first, rollout(WorldModelEnv(bundle, denoise_steps=1), 5, actions))
+    # The latent of a step is the adapter's output on the action and the motion of the frames so far.
+    env.reset(seed=5)
+    window, lengths = env.unwrapped._core.windows[:1].copy(), env.unwrapped._core.lengths[:1].copy()
+    from adaworld_gym.latent import motion_context
+
+    batch = np.asarray(actions[0]).reshape(1, *env.action_space.shape)
+    expected = bundle.adapter.to_latent(batch, motion_context(bundle.lam, window, lengths))
+    np.testing.assert_array_equal(bundle.latents(batch, window, lengths), expected)
+    without_lam = AdaWorldBundle.__new__(AdaWorldBundle)
+    without_lam.__dict__.update({**bundle.__dict__, "lam": None})
+    with pytest.raises(ValueError, match="needs its LAM"):
+        without_lam.__post_init__()
+
+
 def test_goal_env_passes_checkers_and_rewards_reaching_the_goal(bundles):
     env = GoalWorldModelEnv(bundles["discrete"], max_episode_steps=5)
     checked_quietly(lambda e: check_env(e, skip_render_check=True), env)

@@ -1,7 +1,8 @@
 """A diffusion world model served as Gymnasium environments: single, batched, goal-conditioned, and for SB3.
 
 Every env imagines: ``reset`` puts a start context (k frames) in the history window, ``step`` maps the action
-through the bundle's adapter to a latent action ``z`` and samples the next frame with
+through the bundle's adapter to a latent action ``z`` (:meth:`AdaWorldBundle.latents`: an adapter with a motion
+context also reads the motion of the last two frames in the window) and samples the next frame with
 :meth:`DiffusionWorldModel.predict_next`. All randomness flows from the env's ``np_random``: the start context
 is drawn from it, and so is the seed of the ``torch.Generator`` behind every frame's diffusion noise, so the
 same seed gives the same frames.
@@ -150,7 +151,7 @@ class _Imagination:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step the given rows with a batch of actions; returns (frames, rewards float32, terminated, truncated)."""
         self.check_running(rows)
-        z = self.bundle.adapter.to_latent(actions)
+        z = self.bundle.latents(actions, self.windows[rows], self.lengths[rows])
         previous = self.windows[rows, -1].copy()
         frames = _predict_next(
             self.bundle.world_model,

@@ -15,6 +15,11 @@ path used by the environments: it raises ``ValueError`` naming the problem for a
 out-of-range action. Adapters are saved as ``config.json`` + ``adapter.safetensors`` (no pickle) with
 :meth:`LatentAdapter.save_pretrained` and rebuilt with :func:`load_adapter`.
 
+Motion context: a real action sets only part of the latent action (its effect depends on how things already move:
+momentum, contact). :class:`ActionCodebook` and :class:`ActionMLP` built with ``motion_dim=d`` also take the
+*motion context* ``[B, d + 1]`` of :func:`adaworld_gym.latent.motion_context`: the LAM's ``mu`` of the last
+transition in the history frames and a flag that says whether there was one (``motion_dim=0``: the action alone).
+
 Example::
 
     >>> import numpy as np
@@ -58,6 +63,7 @@ class LatentAdapter(nn.Module):
 
     registry: ClassVar[dict[str, type[LatentAdapter]]] = {}
     latent_dim: int
+    motion_dim: int = 0  # > 0: z also depends on the motion context [B, motion_dim + 1]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,13 +85,44 @@ class LatentAdapter(nn.Module):
         """Validate a batch of actions of ``action_space``; return them as a numpy array."""
         raise NotImplementedError
 
+    @property
+    def uses_motion(self) -> bool:
+        return self.motion_dim > 0
+
+    def check_motion(self, motion: Any, batch: int) -> np.ndarray | None:
+        """Validate a motion context for ``batch`` actions (None: the adapter ignores motion)."""
+        if not self.uses_motion:
+            if motion is not None:
+                raise ValueError(f"{type(self).__name__} was built without motion context (motion_dim=0)")
+            return None
+        if motion is None:
+            raise ValueError(
+                f"this {type(self).__name__} needs the motion context [B, {self.motion_dim + 1}] "
+                "(adaworld_gym.latent.motion_context of the history frames)"
+            )
+        array = np.asarray(motion)
+        if array.dtype.kind != "f" or array.shape != (batch, self.motion_dim + 1):
+            raise ValueError(
+                f"motion context must be float [{batch}, {self.motion_dim + 1}], got {array.dtype} {array.shape}"
+            )
+        if not np.isfinite(array).all():
+            raise ValueError("motion context contains NaN or inf")
+        return array.astype(np.float32)
+
     @torch.no_grad()
-    def to_latent(self, actions: Any) -> np.ndarray:
-        """Checked map of a batch of actions (leading batch axis) to float32 ``[B, latent_dim]`` numpy."""
+    def to_latent(self, actions: Any, motion: Any = None) -> np.ndarray:
+        """Checked map of a batch of actions (leading batch axis) to float32 ``[B, latent_dim]`` numpy.
+
+        ``motion``: the motion context ``[B, motion_dim + 1]``, required exactly when :attr:`uses_motion`.
+        """
         checked = self._check_actions(actions)
+        context = self.check_motion(motion, len(checked))
         tensors = [*self.parameters(), *self.buffers()]
         device = tensors[0].device if tensors else torch.device("cpu")
-        return self(torch.from_numpy(checked).to(device)).float().cpu().numpy()
+        x = torch.from_numpy(checked).to(device)
+        if context is None:
+            return self(x).float().cpu().numpy()
+        return self(x, torch.from_numpy(context).to(device)).float().cpu().numpy()
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
@@ -151,25 +188,46 @@ class ActionCodebook(LatentAdapter):
         num_actions: size of the real discrete action set.
         latent_dim: the world model's ``action_dim``.
         generator: source of the random initial table (the action-agnostic baseline keeps it).
+        motion_dim: > 0 adds ``Linear(motion context)`` to the row, zero-initialised (see the module docstring;
+            :meth:`fit_motion` sets it by least squares).
     """
 
-    def __init__(self, num_actions: int, latent_dim: int, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        num_actions: int,
+        latent_dim: int,
+        generator: torch.Generator | None = None,
+        motion_dim: int = 0,
+    ) -> None:
         super().__init__()
-        if num_actions < 1 or latent_dim < 1:
-            raise ValueError(f"num_actions and latent_dim must be >= 1, got {num_actions}, {latent_dim}")
-        self.num_actions, self.latent_dim = num_actions, latent_dim
+        if num_actions < 1 or latent_dim < 1 or motion_dim < 0:
+            raise ValueError(
+                f"num_actions and latent_dim must be >= 1 and motion_dim >= 0, got {num_actions}, {latent_dim}, "
+                f"{motion_dim}"
+            )
+        self.num_actions, self.latent_dim, self.motion_dim = num_actions, latent_dim, motion_dim
         self.embedding = nn.Embedding(num_actions, latent_dim)
         nn.init.normal_(self.embedding.weight, generator=generator)
+        self.motion = nn.Linear(motion_dim + 1, latent_dim) if motion_dim else None
+        if self.motion is not None:  # new conditioning starts at zero: the plain codebook
+            nn.init.zeros_(self.motion.weight)
+            nn.init.zeros_(self.motion.bias)
 
     @property
     def action_space(self) -> spaces.Discrete:
         return spaces.Discrete(self.num_actions)
 
     def config(self) -> dict[str, Any]:
-        return {"num_actions": self.num_actions, "latent_dim": self.latent_dim}
+        config = {"num_actions": self.num_actions, "latent_dim": self.latent_dim}
+        return {**config, "motion_dim": self.motion_dim} if self.motion_dim else config
 
-    def forward(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.embedding(actions.long())
+    def forward(self, actions: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.embedding(actions.long())
+        if self.motion is not None:
+            if motion is None:  # unknown motion: the zero context with its flag off
+                motion = torch.zeros(len(z), self.motion_dim + 1, device=z.device)
+            z = z + self.motion(motion.float())
+        return z
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         return _check_discrete_batch(actions, self.num_actions)
@@ -205,6 +263,32 @@ class ActionCodebook(LatentAdapter):
             self.embedding.weight[a] = torch.from_numpy(mu[rows].mean(axis=0))
         return missing
 
+    @torch.no_grad()
+    def fit_motion(
+        self, actions: np.ndarray, mu: np.ndarray, motion: np.ndarray, ridge: float = 1e-3
+    ) -> float:
+        """Least squares of ``mu`` on (action one-hot, motion context): refits the rows with the motion term.
+
+        A row becomes its action's mean latent *at zero motion* rather than on average (rows of actions without
+        transitions here are kept). Returns the fit's MSE on these transitions.
+        """
+        if self.motion is None:
+            raise ValueError("fit_motion needs a codebook built with motion_dim > 0")
+        actions = _check_discrete_batch(actions, self.num_actions)
+        context = self.check_motion(motion, len(actions)).astype(np.float64)
+        mu = np.asarray(mu, np.float64)
+        if mu.shape != (len(actions), self.latent_dim):
+            raise ValueError(f"mu must have shape [{len(actions)}, {self.latent_dim}], got {mu.shape}")
+        seen = np.unique(actions)
+        onehot = (actions[:, None] == seen[None]).astype(np.float64)
+        x = np.hstack([onehot, context])
+        solution = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ mu)
+        rows, weight = solution[: len(seen)], solution[len(seen) :]
+        self.embedding.weight[torch.from_numpy(seen)] = torch.from_numpy(rows).float()
+        self.motion.weight.copy_(torch.from_numpy(weight.T))
+        self.motion.bias.zero_()
+        return float(((x @ solution - mu) ** 2).mean())
+
 
 class ActionMLP(LatentAdapter):
     """``Box`` real actions -> ``Linear(n, hidden)-SiLU-Linear(hidden, latent_dim)`` (AdaWorld's continuous adapter).
@@ -217,6 +301,7 @@ class ActionMLP(LatentAdapter):
         latent_dim: the world model's ``action_dim``.
         low, high: the real env's action bounds (scalars or length-n sequences).
         hidden: width of the hidden layer (default ``latent_dim``, as in AdaWorld).
+        motion_dim: > 0 also feeds the motion context (see the module docstring) to the first layer.
     """
 
     def __init__(
@@ -226,9 +311,12 @@ class ActionMLP(LatentAdapter):
         low: float | list[float] = -1.0,
         high: float | list[float] = 1.0,
         hidden: int | None = None,
+        motion_dim: int = 0,
     ) -> None:
         super().__init__()
-        self.action_dim, self.latent_dim = action_dim, latent_dim
+        if motion_dim < 0:
+            raise ValueError(f"motion_dim must be >= 0, got {motion_dim}")
+        self.action_dim, self.latent_dim, self.motion_dim = action_dim, latent_dim, motion_dim
         self.hidden = hidden or latent_dim
         self._space = spaces.Box(
             np.broadcast_to(np.float32(low), (action_dim,)).copy(),
@@ -240,8 +328,9 @@ class ActionMLP(LatentAdapter):
         half = (self._space.high - self._space.low) / 2 if bounded else np.ones(action_dim, np.float32)
         self.register_buffer("offset", torch.from_numpy(mid))
         self.register_buffer("scale", torch.from_numpy(np.maximum(half, 1e-6)))
+        inputs = action_dim + (motion_dim + 1 if motion_dim else 0)
         self.net = nn.Sequential(
-            nn.Linear(action_dim, self.hidden), nn.SiLU(), nn.Linear(self.hidden, latent_dim)
+            nn.Linear(inputs, self.hidden), nn.SiLU(), nn.Linear(self.hidden, latent_dim)
         )
 
     @property
@@ -255,10 +344,16 @@ class ActionMLP(LatentAdapter):
             "low": self._space.low.tolist(),
             "high": self._space.high.tolist(),
             "hidden": self.hidden,
+            **({"motion_dim": self.motion_dim} if self.motion_dim else {}),
         }
 
-    def forward(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.net((actions.float() - self.offset) / self.scale)
+    def forward(self, actions: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        x = (actions.float() - self.offset) / self.scale
+        if self.motion_dim:
+            if motion is None:  # unknown motion: the zero context with its flag off
+                motion = torch.zeros(len(x), self.motion_dim + 1, device=x.device)
+            x = torch.cat([x, motion.float()], dim=1)
+        return self.net(x)
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         return _check_box_batch(actions, self._space)
@@ -271,6 +366,7 @@ class ActionMLP(LatentAdapter):
         lr: float = 1e-3,
         batch_size: int = 256,
         seed: int = 0,
+        motion: np.ndarray | None = None,
     ) -> float:
         """Pre-fit on (action, mu) pairs with Adam and an MSE loss; returns the final full-data MSE.
 
@@ -279,25 +375,28 @@ class ActionMLP(LatentAdapter):
             mu: float ``[N, latent_dim]`` the frozen LAM's latent actions of the same transitions.
             steps, lr, batch_size: optimisation budget (AdaWorld: 3K steps).
             seed: seed of the minibatch draws.
+            motion: the transitions' motion contexts ``[N, motion_dim + 1]``, exactly when :attr:`uses_motion`.
         """
         x = torch.from_numpy(self._check_actions(actions))
         y = torch.from_numpy(np.asarray(mu, dtype=np.float32))
         if y.shape != (len(x), self.latent_dim):
             raise ValueError(f"mu must have shape [{len(x)}, {self.latent_dim}], got {tuple(y.shape)}")
+        context = self.check_motion(motion, len(x))
         device = self.offset.device
         x, y = x.to(device), y.to(device)
+        m = None if context is None else torch.from_numpy(context).to(device)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         self.train()
         for _ in range(steps):
             idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator).to(device)
-            loss = torch.nn.functional.mse_loss(self(x[idx]), y[idx])
+            loss = torch.nn.functional.mse_loss(self(x[idx], None if m is None else m[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         self.eval()
         with torch.no_grad():
-            return float(torch.nn.functional.mse_loss(self(x), y))
+            return float(torch.nn.functional.mse_loss(self(x, m), y))
 
 
 class LatentOptions(LatentAdapter):

@@ -116,6 +116,17 @@ class AdaWorldBundle:
                 f"adapter latent_dim {self.adapter.latent_dim} does not match the world model's "
                 f"action_dim {self.world_model.config.action_dim}"
             )
+        if self.adapter.uses_motion:
+            if self.lam is None:
+                raise ValueError(
+                    "the adapter takes the motion context, which the LAM computes: a bundle with this adapter "
+                    "needs its LAM"
+                )
+            if self.lam.config.latent_dim != self.adapter.motion_dim:
+                raise ValueError(
+                    f"the adapter's motion_dim {self.adapter.motion_dim} does not match the LAM's latent_dim "
+                    f"{self.lam.config.latent_dim}"
+                )
         head = self.reward_head
         if head is not None:
             if head.config.image_size != size:
@@ -132,6 +143,18 @@ class AdaWorldBundle:
     @property
     def action_space(self) -> spaces.Space:
         return self.adapter.action_space
+
+    def latents(self, actions: Any, history: np.ndarray, history_len: Any = None) -> np.ndarray:
+        """The checked ``z [B, d]`` of a batch of actions taken after uint8 ``history`` ``[B, k, H, W, 3]``.
+
+        The history matters only to an adapter that takes the motion context (it is computed from the last two
+        frames of each window, ``history_len`` real frames each, right-aligned).
+        """
+        if not self.adapter.uses_motion:
+            return self.adapter.to_latent(actions)
+        from adaworld_gym.latent import motion_context
+
+        return self.adapter.to_latent(actions, motion_context(self.lam, history, history_len))
 
     def save_pretrained(
         self,
@@ -276,6 +299,7 @@ def tiny_random_bundle(
     reward_head: bool = False,
     action_size: int = 2,
     action_agnostic: bool = False,
+    motion: bool = False,
 ) -> AdaWorldBundle:
     """A random-weight bundle on the ``tiny`` presets, for tests and docs (frames are noise, but seeded).
 
@@ -288,6 +312,7 @@ def tiny_random_bundle(
             bundle is the same as without it).
         action_size: dimensions of the ``"continuous"`` action (4 for RobosuitePush).
         action_agnostic: the world model is the twin that ignores z.
+        motion: the ``"discrete"`` / ``"continuous"`` adapter also takes the motion context (random weights).
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # module constructors draw from the global RNG; keep the caller's intact
@@ -303,15 +328,22 @@ def tiny_random_bundle(
         ).eval()
         # A fresh model ignores z (zero-initialised last layer); make actions matter so tests can see them.
         torch.nn.init.normal_(world_model.cond_mlp[-1].weight, std=0.05, generator=generator)
+        motion_dim = latent_dim if motion else 0
         adapters = {
-            "discrete": lambda: ActionCodebook(4, latent_dim, generator=generator),
-            "continuous": lambda: ActionMLP(action_size, latent_dim, low=-1.0, high=1.0),
+            "discrete": lambda: ActionCodebook(4, latent_dim, generator=generator, motion_dim=motion_dim),
+            "continuous": lambda: ActionMLP(
+                action_size, latent_dim, low=-1.0, high=1.0, motion_dim=motion_dim
+            ),
             "options": lambda: LatentOptions(torch.randn(4, latent_dim, generator=generator)),
             "latent": lambda: LatentPassthrough(latent_dim, bound=3.0),
         }
         if action not in adapters:
             raise ValueError(f"unknown action kind {action!r}; choose one of {sorted(adapters)}")
         adapter = adapters[action]().eval()
+        if motion and action not in ("discrete", "continuous"):
+            raise ValueError(f"motion applies to the discrete and continuous adapters, not {action!r}")
+        if isinstance(adapter, ActionCodebook) and adapter.motion is not None:  # make the motion term matter
+            torch.nn.init.normal_(adapter.motion.weight, std=0.5, generator=generator)
         head = (
             RewardHead(latent_dim=latent_dim, channels=(4, 4, 4, 4), hidden=8).eval() if reward_head else None
         )
@@ -321,6 +353,9 @@ def tiny_random_bundle(
         world_model,
         adapter,
         frames,
-        meta={"source": f"tiny_random_bundle({action!r}, action_agnostic={action_agnostic}): random weights"},
+        meta={
+            "source": f"tiny_random_bundle({action!r}, action_agnostic={action_agnostic}, motion={motion}): "
+            "random weights"
+        },
         reward_head=head,
     )

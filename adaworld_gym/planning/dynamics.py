@@ -5,7 +5,8 @@ Both implement :class:`Dynamics`: ``rollout(context, actions, state=None) -> fra
 * :class:`WorldModelDynamics` runs an adapted :class:`~adaworld_gym.models.bundle.AdaWorldBundle`: raw actions
   go through the bundle's adapter to latent actions ``z``, then one batched autoregressive
   :meth:`DiffusionWorldModel.rollout` predicts every candidate's frames from the ``context`` frames. It ignores
-  ``state``.
+  ``state``. An adapter that takes the motion context (``motion_dim > 0``) is fed it frame by frame, from the
+  LAM's latent action of the last two frames so far (real, then imagined).
 * :class:`SimulatorDynamics` is VP2's oracle: worker processes hold copies of the real env, restore ``state``
   (``env.unwrapped.set_state``; exact for RobosuitePush and Procgen), run the candidate actions and return the
   rendered frames. It ignores ``context``.
@@ -182,26 +183,61 @@ class WorldModelDynamics:
                 f"context must be uint8 [B={batch}, k>=1, H, W, 3], got {context.dtype} {context.shape}"
             )
         context = context[:, -self.context_frames :]
-        # The adapter's checked path: rejects NaN or out-of-range actions with a message naming them.
-        z = self.adapter.to_latent(actions.reshape(batch * horizon, *self.action_space.shape))
-        z = z.reshape(batch, horizon, -1)
         seed = self._call_seed()
         size = context.shape[2:]
         out = np.empty((batch, horizon, *size), np.uint8)
+        motion = self.adapter.uses_motion
+        # The adapter's checked path: rejects NaN or out-of-range actions with a message naming them.
+        z = (
+            None
+            if motion
+            else self.adapter.to_latent(actions.reshape(batch * horizon, *self.action_space.shape))
+        )
         for start in range(0, batch, self.chunk_size):
             stop = min(start + self.chunk_size, batch)
             generators = [
                 torch.Generator().manual_seed(seed if self.common_noise else seed + i)
                 for i in range(start, stop)
             ]
+            chunk = np.array(
+                context[start:stop], order="C"
+            )  # a writable copy: torch warns on read-only views
+            if motion:
+                out[start:stop] = self._rollout_with_motion(chunk, actions[start:stop], generators)
+                continue
             out[start:stop] = self.world_model.rollout(
-                np.array(context[start:stop], order="C"),  # a writable copy: torch warns on read-only views
-                z[start:stop],
+                chunk,
+                z.reshape(batch, horizon, -1)[start:stop],
                 steps=self.steps,
                 generator=generators,
                 guidance_scale=self.guidance_scale,
             )
         return out
+
+    def _rollout_with_motion(
+        self, context: np.ndarray, actions: np.ndarray, generators: list[Any]
+    ) -> np.ndarray:
+        """Frame by frame: each step's ``z`` depends on the motion in the frames imagined so far."""
+        batch, h = context.shape[:2]
+        k = self.context_frames
+        window = np.zeros((batch, k, *context.shape[2:]), np.uint8)
+        window[:, k - h :] = context
+        lengths = np.full(batch, h)
+        frames = []
+        for t in range(actions.shape[1]):
+            z = self.bundle.latents(actions[:, t], window, lengths)
+            frame = self.world_model.predict_next(
+                window,
+                z,
+                steps=self.steps,
+                generator=generators,
+                guidance_scale=self.guidance_scale,
+                history_len=lengths,
+            )
+            frames.append(frame)
+            window = np.concatenate([window[:, 1:], frame[:, None]], axis=1)
+            lengths = np.minimum(lengths + 1, k)
+        return np.stack(frames, axis=1)
 
 
 # --------------------------------------------------------------------------------------------- simulator

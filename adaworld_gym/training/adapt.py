@@ -42,6 +42,7 @@ from torch import nn
 
 from adaworld_gym.data.clips import find_subsets, valid_targets
 from adaworld_gym.data.episodes import Episode, EpisodeStore, atomic_write_bytes
+from adaworld_gym.latent import motion_context
 from adaworld_gym.models.adapters import ActionCodebook, ActionMLP, LatentAdapter
 from adaworld_gym.models.bundle import AdaWorldBundle, describe_space
 from adaworld_gym.models.latent_action import LatentActionModel
@@ -77,6 +78,7 @@ __all__ = [
     "AdaptedWorldModel",
     "LabelledWindows",
     "adapt",
+    "batch_motion",
     "conditioned_copy",
     "episode_space",
     "evaluate_adapted",
@@ -84,6 +86,7 @@ __all__ = [
     "labelled_windows",
     "read_episodes",
     "transition_latents",
+    "window_motion",
 ]
 
 INIT_MODES = ("auto", "mean_mu", "random")
@@ -111,6 +114,9 @@ class AdaptConfig:
     trajectories: int = 100  # continuous: labelled episodes
     init: str = "auto"  # "auto": mean mu (discrete) / MLP fit (continuous), random for the twin
     mlp_fit_steps: int = 3000
+    # The adapter also sees the motion context (the LAM's mu of the last transition in the history frames),
+    # which sets most of what the action leaves open (momentum, contact); needs the LAM.
+    motion: bool = False
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 200
@@ -299,6 +305,23 @@ def episode_space(description: Mapping[str, Any]) -> spaces.Space:
     raise ValueError(f"unsupported action space {dict(description)}: expected discrete or box")
 
 
+def window_motion(lam: LatentActionModel, windows: LabelledWindows, chunk: int = 256) -> np.ndarray:
+    """The motion context (:func:`adaworld_gym.latent.motion_context`) ``[N, d + 1]`` of every labelled window."""
+    out = []
+    for start in range(0, len(windows), chunk):
+        items = [windows[i] for i in range(start, min(start + chunk, len(windows)))]
+        history = np.stack([item["history"] for item in items])
+        out.append(motion_context(lam, history, [item["history_len"] for item in items]))
+    return np.concatenate(out)
+
+
+def batch_motion(lam: LatentActionModel, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The motion context of a batch of windows, on the batch's device."""
+    history = batch["history"]
+    context = motion_context(lam, history.cpu().numpy(), batch["history_len"].cpu().numpy())
+    return torch.from_numpy(context).to(history.device)
+
+
 def transition_latents(lam: LatentActionModel, windows: LabelledWindows, bf16: bool = True) -> np.ndarray:
     """The frozen LAM's ``mu`` ``[N, d]`` of every labelled transition."""
     f_t, f_t1 = windows.pairs()
@@ -347,29 +370,47 @@ def init_adapter(
     samples_per_action: int = 100,
     fit_steps: int = 3000,
     seed: int = 0,
+    motion: np.ndarray | None = None,
 ) -> tuple[LatentAdapter, dict[str, Any]]:
     """The adapter of an episode action space, initialised from ``mu`` of ``windows`` (random when None).
+
+    ``motion``: the windows' motion contexts ``[N, latent_dim + 1]`` (:func:`window_motion`): the adapter is built
+    to take them and fitted with them (needs ``mu``).
 
     Returns the adapter and what was done (for the summary).
     """
     space = episode_space(action_space)
+    motion_dim = 0 if motion is None else latent_dim
+    if motion is not None and mu is None:
+        raise ValueError("a motion-context adapter is fitted on the LAM's mu: pass mu with motion")
     if isinstance(space, spaces.Discrete):
         generator = torch.Generator().manual_seed(seed)
-        adapter: LatentAdapter = ActionCodebook(int(space.n), latent_dim, generator=generator)
+        adapter: LatentAdapter = ActionCodebook(
+            int(space.n), latent_dim, generator=generator, motion_dim=motion_dim
+        )
         if mu is None:
             return adapter, {"init": "random"}
         missing = adapter.init_from_labelled(
             windows.actions, mu, max_per_action=samples_per_action, seed=seed
         )
-        return adapter, {"init": "mean_mu", "actions_without_samples": missing}
+        info: dict[str, Any] = {"init": "mean_mu", "actions_without_samples": missing}
+        if motion is not None:
+            info["motion_fit_mse"] = adapter.fit_motion(windows.actions, mu, motion)
+        return adapter, info
     if len(space.shape) != 1:
         raise ValueError(f"continuous actions must be vectors, got shape {space.shape}")
     with torch.random.fork_rng():  # the MLP's initial weights come from the seed, not the global RNG
         torch.manual_seed(seed)
-        adapter = ActionMLP(space.shape[0], latent_dim, low=space.low.tolist(), high=space.high.tolist())
+        adapter = ActionMLP(
+            space.shape[0],
+            latent_dim,
+            low=space.low.tolist(),
+            high=space.high.tolist(),
+            motion_dim=motion_dim,
+        )
     if mu is None:
         return adapter, {"init": "random"}
-    mse = adapter.fit(windows.actions, mu, steps=fit_steps, seed=seed)
+    mse = adapter.fit(windows.actions, mu, steps=fit_steps, seed=seed, motion=motion)
     return adapter, {"init": "mlp_fit", "fit_mse": mse, "mu_var": float(np.var(mu, axis=0).sum())}
 
 
@@ -431,6 +472,11 @@ def adapt(
     init = cfg.init if cfg.init != "auto" else ("random" if agnostic else "mean_mu")
     if init == "mean_mu" and lam is None:
         raise ValueError("init='mean_mu' needs a LAM; the action-agnostic model can only start from random")
+    if cfg.motion and (lam is None or init != "mean_mu"):
+        raise ValueError(
+            "motion=True needs a LAM-conditioned model, its LAM and init='mean_mu': the motion context is the "
+            "LAM's latent action of the history frames"
+        )
 
     k = pretrained.config.num_history
     train, held_out = _labelled_sets(data, eval_data, cfg, eval_samples, expected_action_space)
@@ -449,6 +495,7 @@ def adapt(
         samples_per_action=cfg.samples_per_action,
         fit_steps=cfg.mlp_fit_steps,
         seed=cfg.seed,
+        motion=window_motion(lam, train) if cfg.motion else None,
     )
     world_model = conditioned_copy(pretrained)
     if not bf16:
@@ -487,7 +534,7 @@ def adapt(
     def evaluate() -> dict[str, float]:
         with ema_weights(ema, raw):
             metrics = evaluate_adapted(
-                raw.world_model, raw.adapter, eval_set, cfg.eval_denoise_steps, cfg.seed
+                raw.world_model, raw.adapter, eval_set, cfg.eval_denoise_steps, cfg.seed, lam=lam
             )
         log_eval(writer, metrics, step)
         return {"step": step, **metrics}
@@ -517,7 +564,8 @@ def adapt(
             if budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
                 break
             batch = to_device(next(batches), accelerator.device)
-            loss = window_loss(raw.world_model, batch, raw.adapter(batch["action"]), noise_gen)
+            z = raw.adapter(*_adapter_inputs(raw.adapter, lam, batch))
+            loss = window_loss(raw.world_model, batch, z, noise_gen)
             optimizer_step(accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip)
             step += 1
             samples += batch["next"].shape[0]
@@ -610,15 +658,27 @@ def evaluate_adapted(
     eval_set: list[dict[str, torch.Tensor]],
     denoise_steps: int,
     seed: int,
+    lam: LatentActionModel | None = None,
 ) -> dict[str, float]:
-    """1-step PSNR/SSIM (and copy-last) on batches of labelled windows, ``z = adapter(true action)``."""
+    """1-step PSNR/SSIM (and copy-last) on batches of labelled windows, ``z = adapter(true action)``.
+
+    ``lam``: computes the motion context of an adapter that takes one (from each window's history frames).
+    """
+    if adapter.uses_motion and lam is None:
+        raise ValueError("this adapter takes the motion context: pass the LAM that computes it")
     was_training = adapter.training
     adapter.eval()
     try:
-        batches = [{**batch, "z": adapter(batch["action"]).float()} for batch in eval_set]
+        batches = [
+            {**batch, "z": adapter(*_adapter_inputs(adapter, lam, batch)).float()} for batch in eval_set
+        ]
     finally:
         adapter.train(was_training)
     return evaluate_windows(world_model, batches, denoise_steps, seed)
+
+
+def _adapter_inputs(adapter: LatentAdapter, lam: Any, batch: Mapping[str, torch.Tensor]) -> tuple[Any, ...]:
+    return (batch["action"], batch_motion(lam, batch)) if adapter.uses_motion else (batch["action"],)
 
 
 def _validate(cfg: AdaptConfig) -> None:
