@@ -31,13 +31,14 @@ def encode_frames(model, frames: np.ndarray, batch_size: int = 256) -> np.ndarra
 
 
 def motion_context(
-    lam, history: np.ndarray, history_len: Sequence[int] | np.ndarray | None = None
+    lam, history: np.ndarray, history_len: Sequence[int] | np.ndarray | None = None, bf16: bool = True
 ) -> np.ndarray:
     """The motion context of adapters built with ``motion_dim``: float32 ``[B, d + 1]``.
 
     For each window of uint8 history frames ``[B, k, H, W, 3]`` (right-aligned: the last frame is the newest;
     ``history_len`` real frames each, default ``k``): the LAM's ``mu`` of the last two frames and the flag 1,
-    or zeros and the flag 0 when the window holds fewer than two frames (an episode's first step).
+    or zeros and the flag 0 when the window holds fewer than two frames (an episode's first step). ``bf16``:
+    encode under bf16 autocast, as the LAM labels training data (about twice as fast on CPU).
     """
     history = np.asarray(history)
     if history.dtype != np.uint8 or history.ndim != 5:
@@ -50,7 +51,7 @@ def motion_context(
     out = np.zeros((batch, dim + 1), np.float32)
     known = np.flatnonzero(lengths >= 2)
     if len(known) and k >= 2:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(lam.device.type, dtype=torch.bfloat16, enabled=bf16):
             mu = lam.encode(history[known, -2], history[known, -1])
         out[known, :dim] = np.asarray(mu, np.float32)
         out[known, dim] = 1.0

@@ -238,6 +238,12 @@ def test_motion_context_comes_from_the_last_two_history_frames(grid, tmp_path):
     windows = replace(labelled_windows(read_episodes(grid), samples=10**6), history=3)  # every transition
     context = window_motion(bundle.lam, windows)
     assert context.shape == (len(windows), 33) and context.dtype == np.float32
+    items = [windows[i] for i in range(len(windows))]
+    exact = motion_context(
+        bundle.lam, np.stack([it["history"] for it in items]), [it["history_len"] for it in items], bf16=False
+    )
+    np.testing.assert_allclose(context, exact, atol=0.05)  # bf16 encoding by default
+    context = exact
     for i in range(len(windows)):
         item = windows[i]
         if item["history_len"] < 2:  # an episode's first step: no motion yet
