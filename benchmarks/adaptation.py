@@ -27,7 +27,8 @@ A model whose directories are not given is skipped, and ``skipped`` says why (no
 Presets:
 
 - ``full``: the paper's budget: 100 samples per action / 100 trajectories, 800 steps of 32, 300 held-out windows.
-- ``cpu``: 2 CPU cores, <= 90 minutes for 3 models x 5 envs x 2 seeds (30 runs, 2 side by side at one thread):
+- ``cpu``: 2 CPU cores, <= 90 minutes for 3 models x 5 envs x 2 seeds (30 runs, 2 side by side at one thread;
+  ``adaworld_motion`` adds 10 runs, ~21 minutes):
   batch 4 instead of 32 (8x fewer samples), 64 held-out windows, everything else as ``full``. Measured on this
   machine with both cores busy with two other trainings, the ``small`` world model trains at 6.7 samples/s (batch 4,
   0.60 s/step) and predicts 25 / 8 frames/s at 1 / 3 denoising steps (batch 32); on free cores ~2x that (~15
