@@ -35,10 +35,11 @@ def test_smoke_run_writes_the_results_shape(smoke):
                 assert len(entry["per_seed"]) == 2 and entry["psnr"] > 0 and -1 <= entry["ssim"] <= 1
                 seeds = [s["psnr"] for s in entry["per_seed"]]
                 assert entry["psnr"] == pytest.approx(sum(seeds) / 2)
-        # Options need a LAM: the twin has none.
+        # Options need a LAM: the twin has none; they do not depend on the adapter, so the motion variant skips them.
         assert (
             results["options"][env]["adaworld"]["k"] == 2
             and results["options"][env]["action_agnostic"] is None
+            and results["options"][env]["adaworld_motion"] is None
         )
         assert results["copy_last"][env] > 0
     assert results["skipped"] == {m: None for m in MODELS}
@@ -59,6 +60,13 @@ def test_smoke_run_writes_the_results_shape(smoke):
     assert (out / "psnr_vs_steps.png").stat().st_size > 0
     assert (out / "runs" / "push" / "adaworld" / "seed1" / "bundle" / "bundle.json").is_file()
     assert not (out / "runs" / "push" / "adaworld" / "seed1" / "checkpoints").exists()
+    # The motion variant adapts the same pretrained model with an adapter that reads the history's motion.
+    motion_bundle = out / "runs" / "procgen-bossfight" / "adaworld_motion" / "seed0" / "bundle"
+    adapter = json.loads((motion_bundle / "adapter" / "config.json").read_text())
+    assert adapter["config"]["motion_dim"] > 0
+    assert margins["adaworld_motion_minus_action_agnostic_at_0"] == pytest.approx(
+        average["adaworld_motion"]["0"] - average["action_agnostic"]["0"]
+    )
 
 
 def test_finished_runs_are_reused_and_models_not_given_are_skipped(smoke):
