@@ -199,9 +199,8 @@ class WorldModelDynamics:
                 torch.Generator().manual_seed(seed if self.common_noise else seed + i)
                 for i in range(start, stop)
             ]
-            chunk = np.array(
-                context[start:stop], order="C"
-            )  # a writable copy: torch warns on read-only views
+            # A writable copy: torch warns on read-only views.
+            chunk = np.array(context[start:stop], order="C")
             if motion:
                 out[start:stop] = self._rollout_with_motion(chunk, actions[start:stop], generators)
                 continue
