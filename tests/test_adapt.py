@@ -252,6 +252,11 @@ def test_motion_context_comes_from_the_last_two_history_frames(grid, tmp_path):
             expected = bundle.lam.encode(item["history"][-2], item["history"][-1])
             assert context[i, -1] == 1 and np.allclose(context[i, :-1], expected, atol=1e-5)
     assert (context[:, -1] == 0).any() and (context[:, -1] == 1).any()
+    # Windows that carry their contexts hand them to every batch (computed once, not per step).
+    carried = replace(windows, motion=context)
+    batch = next(window_batches(carried, 3, len(windows), seed=0, epochs=1))
+    assert batch["motion"].shape == (len(windows), 33)  # the same rows, shuffled
+    np.testing.assert_array_equal(np.sort(batch["motion"].numpy(), axis=0), np.sort(context, axis=0))
     with pytest.raises(ValueError, match="history_len"):
         motion_context(bundle.lam, np.zeros((2, 3, 64, 64, 3), np.uint8), [1, 4])
 

@@ -89,6 +89,14 @@ class LatentAdapter(nn.Module):
     def uses_motion(self) -> bool:
         return self.motion_dim > 0
 
+    def _motion_or_unknown(
+        self, motion: torch.Tensor | None, batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """The differentiable path's motion context; None means unknown: zeros with the flag off."""
+        if motion is None:
+            return torch.zeros(batch, self.motion_dim + 1, device=device)
+        return motion.float()
+
     def check_motion(self, motion: Any, batch: int) -> np.ndarray | None:
         """Validate a motion context for ``batch`` actions (None: the adapter ignores motion)."""
         if not self.uses_motion:
@@ -224,9 +232,7 @@ class ActionCodebook(LatentAdapter):
     def forward(self, actions: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         z = self.embedding(actions.long())
         if self.motion is not None:
-            if motion is None:  # unknown motion: the zero context with its flag off
-                motion = torch.zeros(len(z), self.motion_dim + 1, device=z.device)
-            z = z + self.motion(motion.float())
+            z = z + self.motion(self._motion_or_unknown(motion, len(z), z.device))
         return z
 
     def _check_actions(self, actions: Any) -> np.ndarray:
@@ -350,9 +356,7 @@ class ActionMLP(LatentAdapter):
     def forward(self, actions: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         x = (actions.float() - self.offset) / self.scale
         if self.motion_dim:
-            if motion is None:  # unknown motion: the zero context with its flag off
-                motion = torch.zeros(len(x), self.motion_dim + 1, device=x.device)
-            x = torch.cat([x, motion.float()], dim=1)
+            x = torch.cat([x, self._motion_or_unknown(motion, len(x), x.device)], dim=1)
         return self.net(x)
 
     def _check_actions(self, actions: Any) -> np.ndarray:

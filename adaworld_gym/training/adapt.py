@@ -152,6 +152,7 @@ class LabelledWindows(Sequence):
     episodes: list[Episode]
     index: np.ndarray  # int [N, 2]: (episode, t), the transition frames[t] -> frames[t + 1]
     history: int = 1
+    motion: np.ndarray | None = None  # [N, d + 1] motion contexts (window_motion), carried into batches
 
     def __len__(self) -> int:
         return len(self.index)
@@ -162,12 +163,15 @@ class LabelledWindows(Sequence):
         start = max(0, t - k + 1)
         hist = np.zeros((k, *episode.frames.shape[1:]), np.uint8)
         hist[k - (t + 1 - start) :] = episode.frames[start : t + 1]
-        return {
+        item = {
             "history": hist,
             "history_len": t + 1 - start,
             "next": episode.frames[t + 1],
             "action": self.action(i),
         }
+        if self.motion is not None:
+            item["motion"] = self.motion[i]
+        return item
 
     def action(self, i: int) -> Any:
         e, t = self.index[i]
@@ -481,10 +485,15 @@ def adapt(
     k = pretrained.config.num_history
     train, held_out = _labelled_sets(data, eval_data, cfg, eval_samples, expected_action_space)
     train = replace(train, history=k)
+    if cfg.motion:  # computed once per window, then carried in every batch
+        train = replace(train, motion=window_motion(lam, train))
     eval_set = None
     if held_out is not None:
+        held_out = replace(held_out, history=k)
+        if cfg.motion:
+            held_out = replace(held_out, motion=window_motion(lam, held_out))
         batches = math.ceil(len(held_out) / EVAL_BATCH)
-        eval_set = fixed_windows(replace(held_out, history=k), k, EVAL_BATCH, batches, accelerator.device)
+        eval_set = fixed_windows(held_out, k, EVAL_BATCH, batches, accelerator.device)
 
     mu = transition_latents(lam, train, bf16) if init == "mean_mu" else None
     adapter, init_info = init_adapter(
@@ -495,7 +504,7 @@ def adapt(
         samples_per_action=cfg.samples_per_action,
         fit_steps=cfg.mlp_fit_steps,
         seed=cfg.seed,
-        motion=window_motion(lam, train) if cfg.motion else None,
+        motion=train.motion,
     )
     world_model = conditioned_copy(pretrained)
     if not bf16:
@@ -678,7 +687,9 @@ def evaluate_adapted(
 
 
 def _adapter_inputs(adapter: LatentAdapter, lam: Any, batch: Mapping[str, torch.Tensor]) -> tuple[Any, ...]:
-    return (batch["action"], batch_motion(lam, batch)) if adapter.uses_motion else (batch["action"],)
+    if not adapter.uses_motion:
+        return (batch["action"],)
+    return batch["action"], batch["motion"] if "motion" in batch else batch_motion(lam, batch)
 
 
 def _validate(cfg: AdaptConfig) -> None:

@@ -499,6 +499,8 @@ def _collate(clips: list[Mapping[str, Any]], k: int) -> dict[str, torch.Tensor]:
     }
     if all("action" in c for c in clips):  # labelled windows (adaptation) keep their real actions
         batch["action"] = torch.from_numpy(np.stack([np.asarray(c["action"]) for c in clips]))
+    if all("motion" in c for c in clips):  # and their motion contexts, when the adapter reads them
+        batch["motion"] = torch.from_numpy(np.stack([np.asarray(c["motion"], np.float32) for c in clips]))
     return batch
 
 
