@@ -30,7 +30,15 @@ def test_smoke_run_writes_results(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"push", "procgen", "speed", "meta"}
+    assert set(results) == {"push", "procgen", "denoise_sweep", "speed", "meta"}
+    # The sweep evaluates the same windows at each denoising-step count; the headline count (1 in the smoke
+    # preset) reproduces the headline figures exactly, other counts give other predictions.
+    assert set(results["denoise_sweep"]) == {"1", "2"}
+    assert results["denoise_sweep"]["1"]["push"] == results["push"]
+    assert results["denoise_sweep"]["1"]["procgen"] == results["procgen"]
+    two = results["denoise_sweep"]["2"]["push"]
+    assert two["copy_last"] == results["push"]["copy_last"]
+    assert two["adaworld"]["psnr_1step"] != results["push"]["adaworld"]["psnr_1step"]
     for env_name in ("push", "procgen"):
         assert set(results[env_name]) == {"adaworld", "adaworld_shuffled_z", "action_agnostic", "copy_last"}
         for metrics in results[env_name].values():
@@ -42,6 +50,7 @@ def test_smoke_run_writes_results(tmp_path):
         assert all(v > 0 for v in results["speed"][batch].values())
     assert results["meta"]["preset"] == "smoke"
     assert "PSNR@10" in (out / "results.md").read_text()
+    assert "1-step PSNR, 2 denoising" in (out / "results.md").read_text()
     assert (out / "rollout_psnr.png").stat().st_size > 0
 
     # Trained models are reused instead of retrained.
