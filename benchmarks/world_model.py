@@ -339,8 +339,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         rows += [
             "### by denoising steps (same windows)",
             "",
-            "| env | model | " + " | ".join(f"1-step PSNR, {s} denoising" for s in sweep)
-            + " | " + " | ".join(f"PSNR@10, {s} denoising" for s in sweep) + " |",
+            "| env | model | "
+            + " | ".join(f"1-step PSNR, {s} denoising" for s in sweep)
+            + " | "
+            + " | ".join(f"PSNR@10, {s} denoising" for s in sweep)
+            + " |",
             "|---|---|" + "---|" * (2 * len(sweep)),
         ]
         for env in ("push", "procgen"):
