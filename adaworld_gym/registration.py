@@ -7,6 +7,7 @@ import gymnasium
 from adaworld_gym.sims.games import PROCGEN_GAMES
 
 PUSH_EPISODE_STEPS = 15
+WORLD_MODEL_EPISODE_STEPS = 50  # imagined episodes' default length (Procgen and any bundle)
 
 
 def procgen_env_id(game: str) -> str:
@@ -37,16 +38,21 @@ def register_envs() -> None:
             max_episode_steps=PUSH_EPISODE_STEPS,
         )
     # Imagined environments over any adapted bundle: gymnasium.make("AdaWorld/WorldModel-v0", bundle=PATH).
-    # They truncate themselves (max_episode_steps is their own keyword), so no TimeLimit wrapper here.
+    # gymnasium.make ends their episodes with a TimeLimit wrapper (its max_episode_steps never reaches the env,
+    # whose own limit the entry points turn off); make_vec passes max_episode_steps to the vector env.
+    envs = "adaworld_gym.envs.world_model_env"
     if "AdaWorld/WorldModel-v0" not in registry:
         gymnasium.register(
             id="AdaWorld/WorldModel-v0",
-            entry_point="adaworld_gym.envs.world_model_env:WorldModelEnv",
-            vector_entry_point="adaworld_gym.envs.world_model_env:WorldModelVectorEnv",
+            entry_point=f"{envs}:make_world_model_env",
+            vector_entry_point=f"{envs}:WorldModelVectorEnv",
+            max_episode_steps=WORLD_MODEL_EPISODE_STEPS,
         )
     if "AdaWorld/GoalWorldModel-v0" not in registry:
         gymnasium.register(
-            id="AdaWorld/GoalWorldModel-v0", entry_point="adaworld_gym.envs.world_model_env:GoalWorldModelEnv"
+            id="AdaWorld/GoalWorldModel-v0",
+            entry_point=f"{envs}:make_goal_env",
+            max_episode_steps=WORLD_MODEL_EPISODE_STEPS,
         )
     # World models of the real simulators over the bundles shipped in adaworld_gym/assets/bundles/ (see
     # adaworld_gym/envs/shipped.py); making one before its bundle is there raises an error naming the path.
@@ -55,9 +61,12 @@ def register_envs() -> None:
         if env_id not in registry:
             gymnasium.register(
                 id=env_id,
-                entry_point="adaworld_gym.envs.shipped:make_shipped_env",
+                entry_point="adaworld_gym.envs.shipped:gymnasium_shipped_env",
                 vector_entry_point="adaworld_gym.envs.shipped:make_shipped_vector_env",
                 kwargs={"name": name},
+                max_episode_steps=PUSH_EPISODE_STEPS
+                if name == "RobosuitePush"
+                else WORLD_MODEL_EPISODE_STEPS,
             )
 
 

@@ -160,6 +160,95 @@ def test_sb3_vec_env_adapter_resets_finished_rows(bundles):
     assert infos[0]["terminal_observation"].shape == (64, 64, 3)
 
 
+def test_autoreset_keeps_each_rows_goal(bundles):
+    goal = np.full((64, 64, 3), 255, np.uint8)
+    venv = WorldModelVectorEnv(bundles["discrete"], num_envs=2, denoise_steps=1, max_episode_steps=1)
+    venv.reset(seed=0, options={"goal": [goal, None]})
+    venv.step(np.zeros(2, np.int64))  # truncated
+    venv.step(np.zeros(2, np.int64))  # autoreset
+    _, rewards, *_ = venv.step(np.zeros(2, np.int64))
+    assert rewards[0] < 0 and rewards[1] == 0  # row 0 still pays the goal reward, row 1 the (absent) head's
+    np.testing.assert_array_equal(venv._core.goals[0], goal)
+    venv.reset(seed=0)  # an explicit reset without a goal clears it
+    assert venv._core.goals[0] is None
+
+    sb3 = SB3VecEnvAdapter(
+        WorldModelVectorEnv(bundles["discrete"], num_envs=1, denoise_steps=1, max_episode_steps=1)
+    )
+    sb3.set_options({"goal": goal})
+    sb3.reset()
+    assert sb3.step(np.zeros(1, np.int64))[2].all()  # done, reset within the step
+    assert sb3.step(np.zeros(1, np.int64))[1][0] < 0
+
+
+def test_vector_reset_takes_numpy_seeds_and_checks_every_row_first(bundles):
+    venv = WorldModelVectorEnv(bundles["discrete"], num_envs=3, denoise_steps=1)
+    a = venv.reset(seed=np.arange(3))[0]
+    np.testing.assert_array_equal(a, venv.reset(seed=[0, 1, 2])[0])
+    with pytest.raises(ValueError, match="integers or None"):
+        venv.reset(seed=[0, 1.5, 2])
+    before = venv._core.windows.copy(), [rng.bit_generator.state for rng in venv._rngs]
+    bad = [np.zeros((64, 64, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)]
+    with pytest.raises(ValueError, match="goal"):
+        venv.reset(options={"goal": bad})
+    np.testing.assert_array_equal(venv._core.windows, before[0])  # no row was reset
+    assert [rng.bit_generator.state for rng in venv._rngs] == before[1]  # and nothing was drawn
+
+
+def test_sb3_adapter_renders_and_refuses_what_it_cannot_do(bundles):
+    sb3 = SB3VecEnvAdapter(WorldModelVectorEnv(bundles["discrete"], num_envs=2, denoise_steps=1))
+    obs = sb3.reset()
+    images = sb3.get_images()
+    assert len(images) == 2
+    np.testing.assert_array_equal(np.stack(images), obs)
+    with pytest.raises(ValueError, match="batch of 2 actions"):
+        sb3.step_async(np.zeros(3, np.int64))
+    with pytest.raises(NotImplementedError, match="all rows at once"):
+        sb3.env_method("reset", indices=[0])
+    with pytest.raises(NotImplementedError, match="all rows at once"):
+        sb3.set_attr("render_mode", None, indices=[1])
+    assert len(sb3.env_method("reset")) == 2  # one call on the vector env, its result for each row
+
+
+def test_gymnasium_make_max_episode_steps_sets_the_episode_length(tmp_path):
+    import adaworld_gym  # noqa: F401
+
+    tiny_random_bundle("discrete").save_pretrained(tmp_path / "b")
+    for n in (3, 55):  # below and above the default of 50
+        env = gymnasium.make(
+            "AdaWorld/WorldModel-v0", bundle=tmp_path / "b", denoise_steps=1, max_episode_steps=n
+        )
+        env.reset(seed=0)
+        truncated = [env.step(0)[3] for _ in range(n)]
+        assert truncated == [False] * (n - 1) + [True]
+    env = gymnasium.make("AdaWorld/WorldModel-v0", bundle=tmp_path / "b", denoise_steps=1)
+    env.reset(seed=0)
+    assert [env.step(0)[3] for _ in range(50)][-2:] == [False, True]  # the registered default
+    venv = gymnasium.make_vec(
+        "AdaWorld/WorldModel-v0", num_envs=2, vectorization_mode="vector_entry_point", bundle=tmp_path / "b",
+        denoise_steps=1, max_episode_steps=2,
+    )  # fmt: skip
+    venv.reset(seed=0)
+    assert [bool(venv.step(np.zeros(2, np.int64))[3].all()) for _ in range(2)] == [False, True]
+
+
+def test_envs_refuse_a_model_of_another_frame_size():
+    from dataclasses import replace
+
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+
+    bundle = tiny_random_bundle("discrete")
+    config = {**world_model_preset("tiny"), "sample_size": 32, "action_dim": bundle.adapter.latent_dim}
+    small = replace(
+        bundle,
+        world_model=DiffusionWorldModel(**config),
+        initial_frames=np.zeros((1, 1, 32, 32, 3), np.uint8),
+        lam=None,
+    )
+    with pytest.raises(ValueError, match="64x64 frames.*32x32"):
+        WorldModelEnv(small)
+
+
 @pytest.mark.parametrize(
     ("kind", "action", "error", "match"),
     [
@@ -240,6 +329,25 @@ def test_bundle_load_rejects_mismatched_action_space(bundles, tmp_path):
         AdaWorldBundle.from_pretrained(tmp_path, expected_action_space=spaces.Discrete(15))
     with pytest.raises(ValueError, match="action space"):
         WorldModelEnv(tmp_path, expected_action_space=spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(ValueError, match="action space"):  # same n, other start: caught after loading
+        WorldModelEnv(
+            tmp_path, expected_action_space=spaces.Discrete(bundles["discrete"].action_space.n, start=1)
+        )
+
+
+def test_save_pretrained_replaces_an_earlier_save_but_never_other_files(bundles, tmp_path):
+    bundles["discrete"].save_pretrained(tmp_path / "b")
+    bundles["continuous"].save_pretrained(tmp_path / "b")  # an earlier save is replaced
+    assert isinstance(AdaWorldBundle.from_pretrained(tmp_path / "b").action_space, spaces.Box)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no side directories left
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="holds other files"):
+        bundles["discrete"].save_pretrained(tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "keep"
+    (tmp_path / "empty").mkdir()
+    bundles["discrete"].save_pretrained(tmp_path / "empty")  # an empty directory is fine
+    assert (tmp_path / "empty" / "bundle.json").is_file()
 
 
 def test_bundle_load_names_missing_or_corrupt_files(bundles, tmp_path):
@@ -247,6 +355,11 @@ def test_bundle_load_names_missing_or_corrupt_files(bundles, tmp_path):
     (tmp_path / "initial_frames.npy").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="initial_frames.npy"):
         AdaWorldBundle.from_pretrained(tmp_path)
+    header = json.loads((tmp_path / "bundle.json").read_text())
+    del header["action_space"]
+    (tmp_path / "bundle.json").write_text(json.dumps(header))
+    with pytest.raises(ValueError, match="corrupt bundle header.*action_space"):
+        AdaWorldBundle.from_pretrained(tmp_path, expected_action_space=spaces.Box(-1, 1, (2,), np.float32))
     (tmp_path / "bundle.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="bundle.json"):
         AdaWorldBundle.from_pretrained(tmp_path)

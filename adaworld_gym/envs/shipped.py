@@ -18,7 +18,8 @@ create one. Any bundle directory works in its place: ``gymnasium.make(id, bundle
 to :class:`WorldModelVectorEnv`).
 
 Imagined RobosuitePush episodes are truncated after 15 steps, like the real ones; Procgen ones after
-``WorldModelEnv``'s default of 50 (pass ``max_episode_steps`` to change either).
+``WorldModelEnv``'s default of 50 (pass ``max_episode_steps`` to ``gymnasium.make``, ``make_vec`` or the
+make functions below to change either).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.registration import PUSH_EPISODE_STEPS
 from adaworld_gym.sims.games import PROCGEN_GAMES
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
 ]
 
 PROCGEN_ACTIONS = 15
-PUSH_EPISODE_STEPS = 15
 
 
 def _procgen_space() -> spaces.Space:
@@ -115,6 +116,12 @@ def make_shipped_env(name: str, bundle: str | os.PathLike | None = None, **kwarg
     _, _, space, defaults = _entry(name)
     path = _bundle_path(name, bundle)
     return WorldModelEnv(path, expected_action_space=space(), **{**defaults, **kwargs})
+
+
+def gymnasium_shipped_env(name: str, bundle: str | os.PathLike | None = None, **kwargs: Any) -> WorldModelEnv:
+    """``gymnasium.make`` entry point: :func:`make_shipped_env` without its own episode limit, since the
+    registered ``TimeLimit`` wrapper (15 steps for push, 50 for Procgen, or ``max_episode_steps=N``) ends them."""
+    return make_shipped_env(name, bundle, **kwargs, max_episode_steps=None)
 
 
 def make_shipped_vector_env(

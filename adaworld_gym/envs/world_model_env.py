@@ -13,10 +13,13 @@ same seed gives the same frames.
   :class:`~adaworld_gym.models.reward.RewardHead`), its prediction for (previous frame, new frame[, z]);
   otherwise 0.
 * ``terminated``: the reward head's termination prediction when the bundle has one (whether or not a goal is
-  given), else always False. Episodes are truncated after ``max_episode_steps`` steps (default 50); stepping a
-  terminated or truncated episode raises until ``reset``.
-* The single env is the batched core with one row, so :class:`WorldModelVectorEnv` row i equals a
-  :class:`WorldModelEnv` reset with the same seed, frame for frame.
+  given), else always False. Episodes are truncated after ``max_episode_steps`` steps (default 50; None: never);
+  stepping a terminated or truncated episode raises until ``reset``. Through ``gymnasium.make`` the registered
+  ``TimeLimit`` wrapper ends episodes instead (``gymnasium.make(id, max_episode_steps=N)`` sets it).
+* The single env is the batched core with one row, so :class:`WorldModelVectorEnv` row i draws the same start
+  context and the same diffusion noise as a :class:`WorldModelEnv` reset with the same seed. Its frames are
+  identical for ``num_envs=1``; in a larger batch the UNet's float rounding can differ in the last bit, which
+  can flip single pixel levels (and, since each frame feeds the next, grow over a rollout).
 
 Example::
 
@@ -46,8 +49,17 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from adaworld_gym.envs.viewer import PygameViewer
 from adaworld_gym.models.bundle import AdaWorldBundle
+from adaworld_gym.registration import WORLD_MODEL_EPISODE_STEPS
 
-__all__ = ["GoalWorldModelEnv", "SB3VecEnvAdapter", "WorldModelEnv", "WorldModelVectorEnv", "goal_reward"]
+__all__ = [
+    "GoalWorldModelEnv",
+    "SB3VecEnvAdapter",
+    "WorldModelEnv",
+    "WorldModelVectorEnv",
+    "goal_reward",
+    "make_goal_env",
+    "make_world_model_env",
+]
 
 FRAME_SHAPE = (64, 64, 3)
 RENDER_FPS = 15
@@ -67,6 +79,21 @@ def _load_bundle(
             raise ValueError(f"bundle action space {bundle.action_space} != expected {expected_action_space}")
         return bundle
     return AdaWorldBundle.from_pretrained(bundle, expected_action_space=expected_action_space)
+
+
+def _row_seeds(seed: Any, num_envs: int) -> list[int | None]:
+    """One seed (an int or None) per row: ``s`` -> ``s + i``; a sequence -> its items, checked."""
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, int | np.integer):
+        return [int(seed) + i for i in range(num_envs)]
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"got {len(seeds)} seeds for {num_envs} envs")
+    bad = [s for s in seeds if s is not None and not isinstance(s, int | np.integer)]
+    if bad:
+        raise ValueError(f"seeds must be integers or None, got {bad[0]!r}")
+    return [None if s is None else int(s) for s in seeds]
 
 
 def _check_image(image: Any, name: str, ndim: int) -> np.ndarray:
@@ -96,11 +123,21 @@ class _Imagination:
     All envs in this module are views of it, so the single env and row i of the vector env cannot drift apart.
     """
 
-    def __init__(self, bundle: AdaWorldBundle, num_envs: int, denoise_steps: int, max_episode_steps: int):
+    def __init__(
+        self, bundle: AdaWorldBundle, num_envs: int, denoise_steps: int, max_episode_steps: int | None
+    ):
         if not isinstance(denoise_steps, int) or denoise_steps < 1:
             raise ValueError(f"denoise_steps must be an int >= 1, got {denoise_steps!r}")
-        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
+        if max_episode_steps is not None and (
+            not isinstance(max_episode_steps, int) or max_episode_steps < 1
+        ):
+            raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
+        size = bundle.world_model.config.sample_size
+        if size != FRAME_SHAPE[0]:
+            raise ValueError(
+                f"the world-model envs serve {FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} frames; this bundle's model "
+                f"makes {size}x{size} frames"
+            )
         self.bundle = bundle
         self.denoise_steps, self.max_episode_steps = denoise_steps, max_episode_steps
         self.k = bundle.world_model.config.num_history
@@ -111,21 +148,35 @@ class _Imagination:
         self.goals: list[np.ndarray | None] = [None] * num_envs
         self.gens: list[torch.Generator | None] = [None] * num_envs
 
-    def reset(self, i: int, rng: np.random.Generator, options: dict[str, Any] | None) -> np.ndarray:
-        """Start row i from ``options["frames"]`` or a context drawn with ``rng``; returns its first frame."""
+    def check_options(self, options: dict[str, Any] | None) -> dict[str, np.ndarray]:
+        """The checked reset options of one row (``frames`` and/or ``goal``, as arrays); changes nothing."""
         options = options or {}
         unknown = set(options) - {"frames", "goal"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'frames' and/or 'goal'")
+        checked = {}
         if options.get("frames") is not None:
-            context = _check_image(options["frames"], 'options["frames"]', ndim=4)
-            if not 1 <= len(context) <= self.k:
-                raise ValueError(f'options["frames"] has {len(context)} frames; the model takes 1..{self.k}')
+            checked["frames"] = _check_image(options["frames"], 'options["frames"]', ndim=4)
+            if not 1 <= len(checked["frames"]) <= self.k:
+                n = len(checked["frames"])
+                raise ValueError(f'options["frames"] has {n} frames; the model takes 1..{self.k}')
+        if options.get("goal") is not None:
+            checked["goal"] = _check_image(options["goal"], 'options["goal"]', ndim=3).copy()
+        return checked
+
+    def reset(self, i: int, rng: np.random.Generator, options: dict[str, Any] | None) -> np.ndarray:
+        """Start row i from ``options["frames"]`` or a context drawn with ``rng``; returns its first frame.
+
+        The options are checked before anything is drawn or changed, so a rejected call leaves row i and ``rng``
+        as they were.
+        """
+        options = self.check_options(options)
+        if "frames" in options:
+            context = options["frames"]
         else:
             contexts = self.bundle.initial_frames
             context = contexts[rng.integers(len(contexts))]
-        goal = options.get("goal")
-        self.goals[i] = None if goal is None else _check_image(goal, 'options["goal"]', ndim=3).copy()
+        self.goals[i] = options.get("goal")
         self.gens[i] = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         h = len(context)
         self.windows[i, : self.k - h] = 0
@@ -141,7 +192,7 @@ class _Imagination:
                 raise RuntimeError(
                     "episode terminated (the bundle's reward head predicted its end); call reset()"
                 )
-            if self.elapsed[i] >= self.max_episode_steps:
+            if self.max_episode_steps is not None and self.elapsed[i] >= self.max_episode_steps:
                 raise RuntimeError(
                     f"episode truncated after max_episode_steps={self.max_episode_steps} steps; call reset()"
                 )
@@ -179,6 +230,8 @@ class _Imagination:
             np.float32,
         )
         self.terminated[rows] = terminated
+        if self.max_episode_steps is None:
+            return frames, rewards, terminated, np.zeros(len(rows), bool)
         return frames, rewards, terminated, self.elapsed[rows] >= self.max_episode_steps
 
 
@@ -200,7 +253,8 @@ class WorldModelEnv(gymnasium.Env):
     Args:
         bundle: an :class:`AdaWorldBundle` or the path of a saved one.
         denoise_steps: Euler steps per frame (each one UNet call).
-        max_episode_steps: steps before ``truncated``.
+        max_episode_steps: steps before ``truncated``; None: never truncated (the ``gymnasium.make`` entry
+            points leave it to the registered ``TimeLimit`` wrapper).
         render_mode: ``"rgb_array"``, ``"human"`` (pygame) or None.
         expected_action_space: when given, loading a bundle with another action space raises ``ValueError``.
 
@@ -214,7 +268,7 @@ class WorldModelEnv(gymnasium.Env):
         self,
         bundle: AdaWorldBundle | str | os.PathLike,
         denoise_steps: int = 3,
-        max_episode_steps: int = 50,
+        max_episode_steps: int | None = WORLD_MODEL_EPISODE_STEPS,
         render_mode: str | None = None,
         expected_action_space: spaces.Space | None = None,
     ) -> None:
@@ -309,11 +363,13 @@ class GoalWorldModelEnv(WorldModelEnv):
 class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
     """N imagined episodes stepped with ONE batched ``predict_next`` call per step.
 
-    Row i reset with seed s_i equals ``WorldModelEnv`` reset with seed s_i, frame for frame (each row has its own
-    ``np_random`` and noise generator). ``reset(seed=s)`` seeds row i with ``s + i``, as Gymnasium's vector envs
-    do; a list gives one seed per row. Terminated or truncated rows reset on the next ``step``
-    (``AutoresetMode.NEXT_STEP``): that step ignores their action and returns the first frame of the new episode
-    with reward 0. Rewards and terminations of all rows come from one batched reward-head call.
+    Row i reset with seed s_i draws what ``WorldModelEnv`` reset with seed s_i draws (each row has its own
+    ``np_random`` and noise generator; the frames agree up to the batch's float rounding, see the module
+    docstring). ``reset(seed=s)`` seeds row i with ``s + i``, as Gymnasium's vector envs do; a sequence gives one
+    seed (an integer or None) per row. Every row's options are checked before any row is reset. Terminated or
+    truncated rows reset on the next ``step`` (``AutoresetMode.NEXT_STEP``): that step ignores their action and
+    returns the first frame of the new episode with reward 0; an autoreset row keeps its goal image. Rewards and
+    terminations of all rows come from one batched reward-head call.
 
     Args:
         bundle, denoise_steps, max_episode_steps, expected_action_space: as for :class:`WorldModelEnv`.
@@ -334,7 +390,7 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         bundle: AdaWorldBundle | str | os.PathLike,
         num_envs: int = 8,
         denoise_steps: int = 3,
-        max_episode_steps: int = 50,
+        max_episode_steps: int | None = WORLD_MODEL_EPISODE_STEPS,
         render_mode: str | None = None,
         expected_action_space: spaces.Space | None = None,
     ) -> None:
@@ -362,21 +418,26 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         self._frames[i] = self._core.reset(i, self._rngs[i], options)
         self._autoreset[i] = False
 
+    def _autoreset_row(self, i: int) -> None:
+        """A new episode for row i, its seed stream continued and its goal image kept."""
+        goal = self._core.goals[i]
+        self._reset_row(i, None, None if goal is None else {"goal": goal})
+
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
-        if seed is None or isinstance(seed, int | np.integer):
-            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        seeds = _row_seeds(seed, self.num_envs)
         options = options or {}
         for key, value in options.items():
             if value is not None and len(value) != self.num_envs:
                 raise ValueError(
                     f'options["{key}"] must have one entry per env ({self.num_envs}), got {len(value)}'
                 )
-        for i, s in enumerate(seeds):
-            self._reset_row(i, s, {key: value[i] for key, value in options.items() if value is not None})
+        rows = [
+            {key: value[i] for key, value in options.items() if value is not None}
+            for i in range(self.num_envs)
+        ]
+        rows = [self._core.check_options(row) for row in rows]  # all rows checked before any is reset
+        for i, (s, row) in enumerate(zip(seeds, rows, strict=True)):
+            self._reset_row(i, s, row)
         return self._frames.copy(), {}
 
     def step(self, actions: Any):
@@ -388,7 +449,7 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         truncated = np.zeros(self.num_envs, bool)
         restarting = np.flatnonzero(self._autoreset)
         for i in restarting:
-            self._reset_row(i, None, None)
+            self._autoreset_row(i)
         active = np.flatnonzero(~np.isin(np.arange(self.num_envs), restarting))
         if len(active):
             frames, rewards[active], terminated[active], truncated[active] = self._core.step(
@@ -425,7 +486,10 @@ class SB3VecEnvAdapter(VecEnv):
         return self.venv._frames.copy()
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
+        actions = np.asarray(actions)
+        if actions.shape[:1] != (self.num_envs,):
+            raise ValueError(f"expected a batch of {self.num_envs} actions, got shape {actions.shape}")
+        self._actions = actions
 
     def step_wait(self):
         if self._actions is None:
@@ -440,7 +504,7 @@ class SB3VecEnvAdapter(VecEnv):
                 "terminal_observation": frames[i].copy(),
                 "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
             }
-            self.venv._reset_row(i, None, None)
+            self.venv._autoreset_row(i)
             frames[i] = self.venv._frames[i]
         self.venv._frames[:] = frames
         return frames, rewards, dones, infos
@@ -448,14 +512,45 @@ class SB3VecEnvAdapter(VecEnv):
     def close(self) -> None:
         self.venv.close()
 
+    def get_images(self) -> list[np.ndarray]:
+        return list(self.venv._frames.copy())
+
+    def _all_rows(self, indices: Any, what: str) -> list[int]:
+        """The rows of ``indices``; all of them, since the rows share one vector env and cannot act alone."""
+        rows = list(self._get_indices(indices))
+        if sorted(rows) != list(range(self.num_envs)):
+            raise NotImplementedError(
+                f"{what} on rows {rows}: the {self.num_envs} rows are one batched world-model env, so only "
+                "all rows at once (indices=None) are supported"
+            )
+        return rows
+
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        self._all_rows(indices, f"set_attr({attr_name!r})")
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
-        return [getattr(self.venv, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
+        """Calls the vector env's method once and gives its result to every row."""
+        rows = self._all_rows(indices, f"env_method({method_name!r})")
+        result = getattr(self.venv, method_name)(*args, **kwargs)
+        return [result for _ in rows]
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
+
+
+def make_world_model_env(**kwargs: Any) -> WorldModelEnv:
+    """``gymnasium.make`` entry point of ``AdaWorld/WorldModel-v0``.
+
+    The registered ``TimeLimit`` wrapper ends the episodes (``gymnasium.make(id, max_episode_steps=N)`` sets its
+    limit; gymnasium never passes that keyword on), so the env's own limit is off.
+    """
+    return WorldModelEnv(**kwargs, max_episode_steps=None)
+
+
+def make_goal_env(**kwargs: Any) -> GoalWorldModelEnv:
+    """``gymnasium.make`` entry point of ``AdaWorld/GoalWorldModel-v0`` (see :func:`make_world_model_env`)."""
+    return GoalWorldModelEnv(**kwargs, max_episode_steps=None)

@@ -238,9 +238,11 @@ class AdaWorldBundle:
             header = json.loads(header_path.read_text())
             if header.get("format") != BUNDLE_FORMAT:
                 raise ValueError(f"format {header.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+            if not isinstance(header.get("action_space"), dict):
+                raise ValueError("no 'action_space' entry")
         except (ValueError, AttributeError) as e:
             raise ValueError(f"corrupt bundle header {header_path}: {e}") from e
-        if expected_action_space is not None:
+        if expected_action_space is not None:  # a cheap check before any weights are read; exact one below
             expected, found = describe_space(expected_action_space), header["action_space"]
             if expected != found:
                 raise ValueError(f"bundle {directory} has action space {found}, expected {expected}")
@@ -264,7 +266,7 @@ class AdaWorldBundle:
         except ValueError as e:
             raise ValueError(f"corrupt initial frames {frames_path}: {e}") from e
         try:
-            return cls(
+            bundle = cls(
                 lam,
                 world_model,
                 adapter,
@@ -275,6 +277,11 @@ class AdaWorldBundle:
             )
         except ValueError as e:
             raise ValueError(f"inconsistent bundle {directory}: {e}") from e
+        if expected_action_space is not None and bundle.action_space != expected_action_space:
+            raise ValueError(
+                f"bundle {directory} has action space {bundle.action_space}, expected {expected_action_space}"
+            )
+        return bundle
 
 
 def _public(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,17 +27,35 @@ def plain_config(model: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
 
 
+SAVED_MARKERS = ("config.json", "bundle.json")  # what a directory written by save_model_atomic holds
+
+
 def save_model_atomic(model: Any, model_dir: Path) -> None:
-    """``save_pretrained`` into a side directory, then swap it in, so a kill never leaves half a model."""
+    """``save_pretrained`` into a side directory, then swap it in, so a kill never leaves half a model.
+
+    An existing ``model_dir`` is replaced only if it is empty or an earlier save (it holds a ``config.json`` or
+    ``bundle.json``); any other directory, or a file, raises ``FileExistsError`` and is left alone. The old save
+    is moved aside before the new one is moved in and deleted after, so a kill leaves the old or the new one
+    (or, between the two renames, the old one in ``.NAME-old``).
+    """
+    model_dir = Path(model_dir).resolve()
+    if model_dir.exists():
+        if not model_dir.is_dir():
+            raise FileExistsError(f"cannot save to {model_dir}: it is a file")
+        if any(model_dir.iterdir()) and not any((model_dir / m).is_file() for m in SAVED_MARKERS):
+            raise FileExistsError(
+                f"cannot save to {model_dir}: it holds other files (no {' or '.join(SAVED_MARKERS)}); "
+                "choose an empty or new directory"
+            )
     tmp = model_dir.with_name(f".{model_dir.name}-tmp")
+    old = model_dir.with_name(f".{model_dir.name}-old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     if model_dir.exists():
-        old = model_dir.with_name(f".{model_dir.name}-old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(model_dir, old)
-        shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp, model_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def image_grid(f_t: torch.Tensor, f_t1: torch.Tensor, pred: torch.Tensor, n: int = 8) -> torch.Tensor:
