@@ -37,3 +37,89 @@ def test_interrupt_saves_the_work_done_and_is_re_raised():
         clock.tick(12)
         raise KeyboardInterrupt
     assert saved == [12] and bar.closed
+
+
+def test_a_signal_during_a_step_is_held_until_the_step_is_complete():
+    import signal
+
+    saved, bar = [], _Bar()
+    clock = CheckpointClock(lambda: saved.append(clock.step), step=0, every=100, minutes=60)
+    before = signal.getsignal(signal.SIGTERM)
+    finished = []
+    with pytest.raises(KeyboardInterrupt, match="held until step 3"), clock.guard(bar):
+        for step in range(1, 10):
+            if step == 3:
+                signal.raise_signal(signal.SIGTERM)  # mid-step: the rest of the step still runs
+            finished.append(step)
+            clock.tick(step)
+    assert finished == [1, 2, 3] and saved == [3] and bar.closed
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+def test_a_second_signal_interrupts_at_once():
+    import signal
+
+    saved = []
+    clock = CheckpointClock(lambda: saved.append(clock.step), step=0, every=100, minutes=60)
+    with pytest.raises(KeyboardInterrupt), clock.guard(_Bar()):
+        clock.tick(1)
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("the second signal should have interrupted")
+    assert saved == [1]  # the last complete step
+
+
+def _tiny_run(lr: float = 1e-3, decay: float = 0.99):
+    import torch
+    from diffusers.training_utils import EMAModel
+
+    from adaworld_gym.training.common import make_lr_scheduler
+
+    class Cfg:
+        lr_schedule, warmup_steps, max_steps = "cosine", 1, 10
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    return model, optimizer, make_lr_scheduler(optimizer, Cfg), EMAModel(model.parameters(), decay=decay)
+
+
+def _save(root, step, run):
+    import torch
+
+    from adaworld_gym.training.checkpoint import save_checkpoint
+    from adaworld_gym.training.common import training_state
+
+    model, optimizer, scheduler, ema = run
+    with torch.no_grad():
+        model.weight.fill_(float(step))
+    state = training_state(model, optimizer, scheduler, ema, torch.Generator(), {"n": 2}, step=step)
+    return save_checkpoint(root, step, state)
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_corrupt(tmp_path):
+    from adaworld_gym.training.common import resume_state
+
+    run = _tiny_run()
+    _save(tmp_path, 1, run)
+    newest = _save(tmp_path, 2, run)
+    for f in newest.iterdir():
+        if f.suffix == ".safetensors":
+            f.write_bytes(f.read_bytes()[:-10])  # truncated, as by a kill during a copy
+    fresh = _tiny_run()
+    with pytest.warns(UserWarning, match="checkpoint before it"):
+        state = resume_state(tmp_path, {"n": 2}, fresh[0], fresh[1], fresh[2], fresh[3])
+    assert state["step"] == 1 and float(fresh[0].weight[0, 0].detach()) == 1.0
+
+
+def test_resume_refuses_another_learning_rate_or_ema_decay(tmp_path):
+    from adaworld_gym.training.common import resume_state
+
+    _save(tmp_path, 1, _tiny_run(lr=1e-3, decay=0.99))
+    model, optimizer, scheduler, ema = _tiny_run(lr=5e-4)
+    with pytest.raises(ValueError, match="learning rate"):
+        resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)
+    model, optimizer, scheduler, ema = _tiny_run(decay=0.9)
+    with pytest.raises(ValueError, match="EMA decay"):
+        resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)
+    model, optimizer, scheduler, ema = _tiny_run()
+    assert resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)["step"] == 1

@@ -58,6 +58,7 @@ from adaworld_gym.training.common import (
     resume_state,
     training_state,
     validate_run,
+    write_json,
 )
 from adaworld_gym.training.world_model import (
     check_lam_compatible,
@@ -527,9 +528,8 @@ def adapt(
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
     step, samples, train_seconds, evals = 0, 0, 0.0, []
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler)
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema)
     if state is not None:
-        ema.load_state_dict(state["ema"])
         noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
         evals = list(state["evals"])
@@ -538,7 +538,7 @@ def adapt(
     ema.to(accelerator.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out_dir / "logs"))
-    (out_dir / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    write_json(out_dir / "adapt_config.json", asdict(cfg))
 
     def evaluate() -> dict[str, float]:
         with ema_weights(ema, raw):

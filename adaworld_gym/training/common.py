@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -25,6 +27,13 @@ def budget_spent(max_steps: int | None, max_minutes: float | None, step: int, tr
 def plain_config(model: Any) -> dict[str, Any]:
     """A diffusers model's config without its private bookkeeping keys."""
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (a kill leaves the old file or the new one)."""
+    from adaworld_gym.data.episodes import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=2).encode("utf-8"))
 
 
 SAVED_MARKERS = ("config.json", "bundle.json")  # what a directory written by save_model_atomic holds
@@ -103,25 +112,58 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
     )
 
 
-def resume_state(ckpt_root: Path, model_config: dict[str, Any], model, optimizer, scheduler) -> dict | None:
-    """Load the latest checkpoint into model, optimizer and scheduler (and the RNGs); None if there is none.
+def resume_state(
+    ckpt_root: Path, model_config: dict[str, Any], model, optimizer, scheduler, ema: Any = None
+) -> dict | None:
+    """Load the latest checkpoint into model, optimizer, scheduler and ``ema`` (and the RNGs); None if there is none.
 
+    A corrupt newest checkpoint (a kill during a copy, a full disk) falls back to the one before it, with a
+    warning. A checkpoint written with another model config, learning rate or EMA decay is refused: resuming
+    would silently keep the old rate and decay (they live in the optimizer and EMA states).
     The returned state also holds ``step``, ``samples``, ``train_seconds`` and any loop-specific extras.
     """
-    from adaworld_gym.training.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state
+    import warnings
 
-    resume_from = latest_checkpoint(ckpt_root)
-    if resume_from is None:
+    from adaworld_gym.training.checkpoint import (
+        CheckpointError,
+        list_checkpoints,
+        load_checkpoint,
+        restore_rng_state,
+    )
+
+    candidates = list_checkpoints(ckpt_root)[::-1]
+    if not candidates:
         return None
-    state = load_checkpoint(resume_from)
+    for i, path in enumerate(candidates):
+        try:
+            state = load_checkpoint(path)
+            break
+        except CheckpointError as e:
+            if i + 1 == len(candidates):
+                raise
+            warnings.warn(f"{e}; resuming from the checkpoint before it, {candidates[i + 1]}", stacklevel=2)
     if state["model_config"] != model_config:
         raise ValueError(
-            f"{resume_from} was written for a different model config; use a new out_dir or the same "
+            f"{path} was written for a different model config; use a new out_dir or the same "
             f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
+        )
+    asked = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    saved = list(state["scheduler"].get("base_lrs", asked))
+    if not np.allclose(saved, asked, rtol=1e-6, atol=0):
+        raise ValueError(
+            f"{path} was trained at learning rate(s) {saved}, now asked for {asked}; use a new out_dir "
+            "or the same lr"
+        )
+    if ema is not None and not math.isclose(float(state["ema"]["decay"]), float(ema.decay), rel_tol=1e-9):
+        raise ValueError(
+            f"{path} was trained with EMA decay {state['ema']['decay']}, now asked for {ema.decay}; use a "
+            "new out_dir or the same ema_decay"
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     restore_rng_state(state["rng"])
     return state
 
@@ -145,20 +187,53 @@ class CheckpointClock:
 
     ``save`` writes a checkpoint of the loop's current state. Call :meth:`tick` after each step and run the loop
     inside :meth:`guard`, which saves unsaved steps when the loop ends or is interrupted (then re-raises).
+
+    Inside :meth:`guard` (main thread), SIGINT and SIGTERM do not interrupt a step: the optimizer and the EMA
+    update their parameters one tensor at a time, so a checkpoint of a half-applied step would resume as a
+    state no run ever had. The signal is held until the step ends, where :meth:`tick` raises
+    ``KeyboardInterrupt``; a second signal interrupts at once.
     """
 
     def __init__(self, save: Callable[[], None], step: int, every: int, minutes: float) -> None:
         self.save, self.every, self.minutes = save, every, minutes
         self.step = self.saved_step = step
         self.saved_at = time.monotonic()
+        self.held_signal: int | None = None
 
     def tick(self, step: int) -> bool:
-        """Record ``step``; save if one is due. True when it saved (callers evaluate then)."""
+        """Record ``step``; save if one is due. True when it saved (callers evaluate then).
+
+        Raises ``KeyboardInterrupt`` if a signal arrived during the step (:meth:`guard` then saves).
+        """
         self.step = step
+        if self.held_signal is not None:
+            raise KeyboardInterrupt(f"signal {self.held_signal}, held until step {step} was complete")
         if step % self.every == 0 or time.monotonic() - self.saved_at >= self.minutes * 60:
             self._save()
             return True
         return False
+
+    def _hold(self, signum: int, frame: object) -> None:
+        if self.held_signal is not None:  # asked twice: stop now
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.held_signal = signum
+
+    @contextlib.contextmanager
+    def _holding_signals(self) -> Iterator[None]:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signal.signal works only there
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._hold)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _save(self) -> None:
         self.save()
@@ -172,7 +247,8 @@ class CheckpointClock:
     def guard(self, bar: Any) -> Iterator[None]:
         """Close ``bar`` and save unsaved steps however the loop ends; an interrupt is re-raised after saving."""
         try:
-            yield
+            with self._holding_signals():
+                yield
         except KeyboardInterrupt:
             self._flush()  # keep the work done so far; the next call resumes from here
             raise

@@ -20,7 +20,6 @@ CPU-second of one thread with bf16 autocast vs ~60 in fp32; see ``models/latent_
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -49,6 +48,7 @@ from adaworld_gym.training.common import (
     resume_state,
     save_model_atomic,
     validate_run,
+    write_json,
 )
 
 # Model settings that only enter the loss: a run may start from weights trained with other values (e.g. to
@@ -239,7 +239,7 @@ def run_lam_training(
     writer = SummaryWriter(str(out_dir / "logs")) if is_main else None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+        write_json(out_dir / "train_config.json", asdict(cfg))
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
@@ -325,7 +325,7 @@ def run_lam_training(
             if writer is not None:
                 _log_eval(writer, summary["eval"], step)
         save_model_atomic(raw_model, model_dir)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_json(out_dir / "summary.json", summary)
     if writer is not None:
         writer.close()
     accelerator.wait_for_everyone()

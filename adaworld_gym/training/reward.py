@@ -31,7 +31,6 @@ Episodes are held in memory (uint8 frames, 12 KB each): pass ``max_episodes`` fo
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -55,6 +54,7 @@ from adaworld_gym.training.common import (
     resume_state,
     save_model_atomic,
     validate_run,
+    write_json,
 )
 
 __all__ = [
@@ -311,7 +311,7 @@ def run_reward_training(
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    write_json(out_dir / "train_config.json", asdict(cfg))
     writer = SummaryWriter(str(out_dir / "logs"))
     sampler = _BatchSampler(train, cfg.batch_size, cfg.event_fraction, seed=cfg.seed + 7919 * step)
     bf16 = cfg.mixed_precision == "bf16"
@@ -392,7 +392,7 @@ def run_reward_training(
         "eval_on": eval_on,
         "eval": metrics,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(out_dir / "summary.json", summary)
     return model_dir
 
 

@@ -24,7 +24,6 @@ One process (CPU or one GPU): ``training_loss`` is called on the unwrapped model
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +52,7 @@ from adaworld_gym.training.common import (
     save_model_atomic,
     training_state,
     validate_run,
+    write_json,
 )
 
 __all__ = [
@@ -270,9 +270,8 @@ def run_world_model_training(
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
     step, samples, train_seconds = 0, 0, 0.0
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler)
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema)
     if state is not None:
-        ema.load_state_dict(state["ema"])
         noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -284,7 +283,7 @@ def run_world_model_training(
     writer = SummaryWriter(str(out_dir / "logs")) if is_main else None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+        write_json(out_dir / "train_config.json", asdict(cfg))
 
     eval_set = None
     if eval_data is not None:
@@ -373,7 +372,7 @@ def run_world_model_training(
                 log_eval(writer, summary["eval"], step)
         with ema_weights(ema, raw_model):  # the saved model holds the EMA weights
             save_model_atomic(raw_model, model_dir)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        write_json(out_dir / "summary.json", summary)
     if writer is not None:
         writer.close()
     accelerator.wait_for_everyone()
