@@ -63,13 +63,15 @@ def test_missing_file_and_directory(tmp_path):
         EpisodeStore(tmp_path / "nowhere")
 
 
-def test_orphan_shard_is_adopted_and_broken_one_dropped(tmp_path):
+def test_orphan_shard_is_adopted_and_broken_one_set_aside(tmp_path):
     store = EpisodeStore(tmp_path, create=True)
     store.write("a", _episode())
     (tmp_path / "manifest.json").unlink()  # as if killed between rename and manifest update
     store.path("b").write_bytes(b"garbage")
-    again = EpisodeStore(tmp_path, create=True)
+    with pytest.warns(UserWarning, match="moved aside"):
+        again = EpisodeStore(tmp_path, create=True)
     assert again.names() == ["a"] and not store.path("b").exists()
+    assert (tmp_path / "b.awe.corrupt").read_bytes() == b"garbage"  # kept for a look, never deleted
 
 
 @pytest.mark.parametrize(
@@ -79,6 +81,31 @@ def test_orphan_shard_is_adopted_and_broken_one_dropped(tmp_path):
         ({"frames": np.zeros((3, 64, 64), np.uint8)}, "uint8"),
         ({"frames": np.zeros((3, 64, 64, 3), np.uint8), "actions": np.zeros(5)}, "actions"),
         ({"frames": np.zeros((3, 64, 64, 3), np.uint8), "actions": np.array([0.0, np.nan])}, "NaN"),
+        ({"frames": np.zeros((3, 64, 64, 3), np.uint8), "rewards": np.array([0.0, np.inf])}, "rewards"),
+        (
+            {
+                "frames": np.zeros((3, 64, 64, 3), np.uint8),
+                "actions": np.array([0, 15]),
+                "action_space": {"type": "discrete", "n": 15},
+            },
+            r"\[0, 15\)",
+        ),
+        (
+            {
+                "frames": np.zeros((3, 64, 64, 3), np.uint8),
+                "actions": np.zeros((2, 3), np.float32),
+                "action_space": {"type": "box", "shape": [4], "low": -1.0, "high": 1.0},
+            },
+            "shape",
+        ),
+        (
+            {
+                "frames": np.zeros((3, 64, 64, 3), np.uint8),
+                "actions": np.full((2, 4), 1.5, np.float32),
+                "action_space": {"type": "box", "shape": [4], "low": -1.0, "high": 1.0},
+            },
+            "must lie in",
+        ),
     ],
 )
 def test_bad_episodes_are_rejected(kwargs, match):
