@@ -391,6 +391,8 @@ def test_plan_arguments_are_checked():
         MPPIPlanner(object())
     with pytest.raises(ValueError, match="execute"):
         CEMPlanner(ToyDynamics(), horizon=3, execute=4)
+    with pytest.raises(ValueError, match="finite gamma"):
+        MPPIPlanner(ToyDynamics(), gamma=float("inf"))  # would weigh the best candidate with -inf * 0 = NaN
     assert isinstance(ToyDynamics(), Dynamics)
 
 
@@ -541,6 +543,18 @@ def test_simulator_dynamics_workers_match_in_process_and_report_errors():
     assert not any(p.is_alive() for p in processes)
 
 
+def test_a_dead_simulator_worker_closes_the_pool_with_a_clear_error():
+    actions = np.zeros((4, 2, 2), np.float32)
+    state = np.array([20.0, 30.0])
+    with SimulatorDynamics(ToyEnv, workers=2) as pool:
+        pool._procs[1].kill()
+        pool._procs[1].join()
+        with pytest.raises(RuntimeError, match="worker 1 died.*pool is closed"):
+            pool.rollout(None, actions, state=state)
+        with pytest.raises(RuntimeError, match="closed"):  # never a stale reply from worker 0
+            pool.rollout(None, actions[:1], state=state)
+
+
 class NoStateEnv(ToyEnv):
     get_state = None  # type: ignore[assignment]
 
@@ -613,3 +627,17 @@ def test_simulator_dynamics_with_robosuite_push_equals_stepping_the_env():
         for pool in pools:
             pool.close()
         env.close()
+
+
+def test_a_planner_seed_makes_an_episode_independent_of_the_ones_before(bundles):
+    dynamics = WorldModelDynamics(bundles["continuous"], generator_seed=0)
+    planner = MPPIPlanner(dynamics, samples=3, horizon=2, seed=0)
+
+    def episode(**kwargs):
+        return run_mpc_episode(
+            ToyEnv(), planner, None, render(GOAL), max_steps=2, state=START, **kwargs
+        ).actions
+
+    first = episode(planner_seed=5)
+    episode()  # another episode moves both random streams on
+    np.testing.assert_array_equal(episode(planner_seed=5), first)

@@ -405,15 +405,27 @@ class SimulatorDynamics:
         if not self._conns:
             raise RuntimeError("SimulatorDynamics is closed")
         blocks = [b for b in np.array_split(np.arange(batch), min(self.workers, batch)) if len(b)]
-        for conn, block in zip(self._conns, blocks, strict=False):
-            conn.send(("rollout", state, actions[block]))
-        # Collect every answer before raising, so no reply is left in a pipe for the next call to misread.
-        results, error = [], None
-        for i in range(len(blocks)):
-            try:
-                results.append(self._receive(i))
-            except RuntimeError as e:
-                error = error or e
+        try:
+            for i, block in enumerate(blocks):
+                if not self._procs[i].is_alive():
+                    raise RuntimeError(f"simulator worker {i} died (exit code {self._procs[i].exitcode})")
+                self._conns[i].send(("rollout", state, actions[block]))
+            # Collect every answer before raising: a worker's own error leaves the pool usable.
+            results, error = [], None
+            for i in range(len(blocks)):
+                try:
+                    results.append(self._receive(i))
+                except RuntimeError as e:
+                    if not self._procs[i].is_alive():
+                        raise
+                    error = error or e
+        except (RuntimeError, OSError) as e:
+            if all(proc.is_alive() for proc in self._procs):
+                raise
+            # A dead worker leaves the others' answers unread in their pipes: close the pool rather than
+            # let a later call read a stale reply.
+            self.close()
+            raise RuntimeError(f"{e}; the simulator pool is closed, build a new SimulatorDynamics") from e
         if error is not None:
             raise error
         return np.concatenate(results)

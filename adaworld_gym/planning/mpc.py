@@ -132,6 +132,7 @@ def run_mpc_episode(
     success_fn: SuccessFn | None = None,
     stop_on_success: bool = False,
     record_states: bool = False,
+    planner_seed: int | None = None,
 ) -> MPCEpisode:
     """Reset ``env`` and control it towards ``goal`` with ``planner`` for at most ``max_steps`` steps.
 
@@ -152,6 +153,9 @@ def run_mpc_episode(
             :func:`procgen_success`.
         stop_on_success: end the episode at the first success.
         record_states: keep ``env.unwrapped.get_state()`` after reset and every step.
+        planner_seed: reseeds the planner's sampling and, when it has ``reseed``, the dynamics' diffusion noise,
+            so the episode does not depend on what the planner and model did before. None keeps both streams
+            going (a planner reused across episodes then gives each a result that depends on the ones before).
 
     The episode also ends when the env terminates or truncates (Procgen's terminal step, a ``TimeLimit``).
     """
@@ -173,7 +177,9 @@ def run_mpc_episode(
     if state is not None:
         options["state"] = state
     obs, _ = env.reset(seed=seed, options=options or None)
-    planner.reset()
+    planner.reset(planner_seed)
+    if planner_seed is not None and callable(getattr(dyn, "reseed", None)):
+        dyn.reseed(planner_seed)
     space = env.action_space
 
     frames, actions, rewards, infos, planned, success = [obs], [], [], [], [], []

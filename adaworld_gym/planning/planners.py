@@ -20,6 +20,7 @@ Example (``dynamics`` from :mod:`adaworld_gym.planning.dynamics`, ``context`` th
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any
@@ -310,8 +311,8 @@ class MPPIPlanner(Planner):
         super().__init__(dynamics, cost, horizon, execute, warm_start, default_action, seed)
         if not isinstance(samples, int) or samples < 1 or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"samples and iterations must be ints >= 1, got {samples!r}, {iterations!r}")
-        if not gamma > 0 or not 0 <= beta < 1:
-            raise ValueError(f"need gamma > 0 and 0 <= beta < 1, got {gamma}, {beta}")
+        if not 0 < gamma < math.inf or not 0 <= beta < 1:
+            raise ValueError(f"need a finite gamma > 0 and 0 <= beta < 1, got {gamma}, {beta}")
         self.samples, self.iterations = samples, iterations
         self.gamma, self.beta = float(gamma), float(beta)
         self.init_std = _resolve_std(init_std, space)
