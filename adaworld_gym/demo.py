@@ -29,11 +29,17 @@ def _procgen_episodes(out: Path, seed: int, steps: int = 60):
     from adaworld_gym.data.collect import collect_procgen
     from adaworld_gym.data.episodes import EpisodeStore
 
-    collect_procgen(DEMO_GAMES, 4, steps, out / "data", levels="test", seed=seed, batch=4)
+    data = _data_dir(out, seed)
+    collect_procgen(DEMO_GAMES, 4, steps, data, levels="test", seed=seed, batch=4)
     return {
-        game: [EpisodeStore(out / "data" / f"procgen-{game}").read(n) for n in ("ep_000000", "ep_000001")]
+        game: [EpisodeStore(data / f"procgen-{game}").read(n) for n in ("ep_000000", "ep_000001")]
         for game in DEMO_GAMES
     }
+
+
+def _data_dir(out: Path, seed: int) -> Path:
+    """One data folder per seed, so a rerun with another seed does not meet the first one's episodes."""
+    return out / ("data" if seed == 0 else f"data-seed{seed}")
 
 
 def _push_episode(seed: int, steps: int = 15) -> np.ndarray:
@@ -59,7 +65,7 @@ def _latent_model(out: Path, seed: int):
 
     print("[demo] no shipped latent action model yet: training a tiny one for 1 minute on the demo data")
     path = train_lam(
-        [out / "data"], out / "tiny_lam", preset="tiny", max_minutes=1.0, seed=seed, progress=True
+        [_data_dir(out, seed)], out / "tiny_lam", preset="tiny", max_minutes=1.0, seed=seed, progress=True
     )
     return LatentActionModel.from_pretrained(path).eval(), "tiny, trained by the demo for 1 minute"
 

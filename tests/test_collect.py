@@ -25,6 +25,11 @@ def test_procgen_collection_is_resumable_without_duplicates(tmp_path):
         np.testing.assert_array_equal(ea.frames, eb.frames)
         np.testing.assert_array_equal(ea.actions, eb.actions)
         assert ea.env_id == "AdaWorld/Procgen-heist-v0" and ea.action_space == {"type": "discrete", "n": 15}
+    # Other settings into the same subset would mix two data sets under one name: refused, nothing written.
+    for kwargs, changed in (({"levels": "test"}, "levels"), ({"seed": 2}, "seed")):
+        with pytest.raises(ValueError, match=f"other settings \\({changed}"):
+            collect_procgen(["heist"], 8, 20, tmp_path / "twice", batch=4, **{"seed": 1, **kwargs})
+    assert len(EpisodeStore(tmp_path / "twice" / "procgen-heist").names()) == 6
 
 
 def test_clip_dataset_windows_and_determinism(tmp_path):

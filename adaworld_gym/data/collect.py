@@ -172,6 +172,10 @@ def collect_procgen(
     for game in games:
         subset = f"procgen-{game}"
         store = EpisodeStore(Path(out) / subset, create=True)
+        store.check_collection(
+            {"collector": "procgen", "game": game, "steps": steps, "levels": list(levels_range),
+             "distribution_mode": distribution_mode, "seed": seed}
+        )  # fmt: skip
         todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
 
         def jobs(store=store, todo=todo, game=game, subset=subset):
@@ -298,6 +302,7 @@ def collect_push(
     if episodes < 1 or steps < 1:
         raise ValueError(f"episodes and steps must be positive, got {episodes} and {steps}")
     store = EpisodeStore(Path(out) / "push", create=True)
+    store.check_collection({"collector": "push", "steps": steps, "seed": seed})
     todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
     args = [(i, episode_seed(seed, "push", i), steps) for i in todo]
     if workers <= 1:

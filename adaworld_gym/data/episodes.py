@@ -31,6 +31,9 @@ from adaworld_gym._version import __version__
 
 FORMAT = "adaworld-episode/1"
 MANIFEST = "manifest.json"
+COLLECTION = (
+    "collection.json"  # the settings a collector wrote the subset with (EpisodeStore.check_collection)
+)
 SHARD_SUFFIX = ".awe"
 FRAMES_MEMBER = "frames.npy.xz"
 LZMA_PRESET = 3
@@ -331,6 +334,29 @@ class EpisodeStore:
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}{SHARD_SUFFIX}"
+
+    def check_collection(self, settings: dict[str, Any]) -> None:
+        """Record what a collector writes here (``collection.json``) or refuse settings that differ from it.
+
+        Collectors skip episode names already present, so collecting into a subset written with other settings
+        (other levels, seed or episode length) would silently mix the two; the number of episodes may grow.
+        """
+        path = self.root / COLLECTION
+        settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
+        if path.is_file():
+            try:
+                recorded = json.loads(path.read_text())
+            except ValueError as e:
+                raise EpisodeError(f"corrupt collection record {path}: {e}") from e
+            if recorded != settings:
+                changed = sorted(k for k in {*recorded, *settings} if recorded.get(k) != settings.get(k))
+                raise ValueError(
+                    f"{self.root} was collected with other settings ({', '.join(changed)}: "
+                    f"{ {k: recorded.get(k) for k in changed} } there, { {k: settings.get(k) for k in changed} } "
+                    "now); collect into another directory"
+                )
+            return
+        atomic_write_bytes(path, json.dumps(settings, indent=1).encode())
 
     def __contains__(self, name: str) -> bool:
         return name in self.manifest and self.path(name).exists()
