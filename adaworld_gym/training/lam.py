@@ -152,6 +152,9 @@ def train_lam(
         max_minutes: total training wall-clock budget (across resumes).
         batch_size, lr: override the preset defaults.
         seed: seeds Python, numpy and torch; the same seed gives the same run on CPU.
+            A resumed run restores the weights, optimizer and RNG states but draws its remaining batches from a
+            new shuffle seeded by the step it resumed at, so it matches an uninterrupted run only in
+            distribution.
         mixed_precision: ``bf16`` (default) or ``no``.
         eval_data: held-out clips; evaluated at every checkpoint and at the end (``out_dir/summary.json``).
         model_overrides: extra model config (e.g. ``{"image_size": 32}``).

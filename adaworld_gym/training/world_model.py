@@ -177,6 +177,9 @@ def train_world_model(
         max_minutes: total training wall-clock budget (across resumes).
         batch_size, lr, ema_decay: override the preset defaults.
         seed: seeds Python, numpy, torch and the diffusion noise; the same seed gives the same run on CPU.
+            A resumed run restores the weights, optimizer and RNG states but draws its remaining batches from a
+            new shuffle seeded by the step it resumed at, so it matches an uninterrupted run only in
+            distribution.
         eval_data: held-out windows (same forms as ``data``); a fixed sample of them is evaluated at every
             checkpoint and at the end (``out_dir/summary.json``).
         progress: show a tqdm progress bar.
