@@ -37,6 +37,7 @@ import numpy as np
 from gymnasium import spaces
 
 from adaworld_gym.planning import (
+    PUSH_INIT_STD,
     VP2_COST,
     CEMPlanner,
     MPCEpisode,
@@ -144,8 +145,10 @@ def make_planner(
     ``mppi``: :class:`MPPIPlanner` (gamma 0.05, beta 0.5, init std (0.5, 0.5, 0.5, 0), one update).
     ``cem``: :class:`CEMPlanner`, 3 iterations, elite fraction 0.05 (at least 1), best sample returned.
     """
+    # VP2's std for the push action; any other Box gets the planners' generic default.
+    init_std = PUSH_INIT_STD if dynamics.action_space == push_action_space() else None
     if name == "mppi":
-        return MPPIPlanner(dynamics, VP2_COST, samples=samples, horizon=horizon, seed=seed)
+        return MPPIPlanner(dynamics, VP2_COST, samples=samples, horizon=horizon, init_std=init_std, seed=seed)
     if name == "cem":
         elites = max(1, int(round(0.05 * samples)))
         return CEMPlanner(
@@ -156,6 +159,7 @@ def make_planner(
             elites=elites,
             iterations=3,
             execute=1,
+            init_std=init_std,
             seed=seed,
         )
     raise ValueError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}")
@@ -188,7 +192,7 @@ class RandomPlanner(Planner):
     def _optimise(self, dynamics, context, goal, state, previous):  # type: ignore[no-untyped-def]
         space = self.action_space
         plan = self.rng.uniform(space.low, space.high, (self.horizon, *space.shape)).astype(space.dtype)
-        if space.shape == (4,):
+        if space == push_action_space():  # VP2's planners leave the gripper closed
             plan[:, 3] = 0.0
         return plan, {"best_cost": np.nan}
 

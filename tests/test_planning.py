@@ -304,7 +304,12 @@ def test_planners_are_deterministic_under_a_seed():
 
 
 def test_mppi_defaults_follow_vp2():
-    planner = MPPIPlanner(ToyDynamics(spaces.Box(-1, 1, (4,), np.float32)))
+    from adaworld_gym.plan import make_planner
+
+    box4 = spaces.Box(-1, 1, (4,), np.float32)
+    # Any other 4-D box keeps every dimension; VP2's push planners freeze the gripper.
+    np.testing.assert_array_equal(MPPIPlanner(ToyDynamics(box4)).init_std, [0.5, 0.5, 0.5, 0.5])
+    planner = make_planner("mppi", ToyDynamics(box4))
     assert (planner.samples, planner.horizon, planner.gamma, planner.beta, planner.execute) == (
         200,
         10,
@@ -313,6 +318,7 @@ def test_mppi_defaults_follow_vp2():
         1,
     )
     np.testing.assert_array_equal(planner.init_std, PUSH_INIT_STD)
+    np.testing.assert_array_equal(make_planner("cem", ToyDynamics(box4)).init_std, PUSH_INIT_STD)
     plan = planner.plan(toy_context(), render(GOAL))
     assert plan.shape == (10, 4) and plan.dtype == np.float32
     assert np.all(plan[:, 3] == 0) and np.all(plan[:, 2] != 0)  # the gripper entry is never perturbed

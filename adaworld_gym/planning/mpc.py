@@ -11,7 +11,8 @@ Example (VP2 push with the simulator oracle; ``sims.push`` provides the env and 
     env = RobosuitePushEnv()
     with SimulatorDynamics(RobosuitePushEnv, workers=2) as oracle:
         episode = run_mpc_episode(
-            env, MPPIPlanner(oracle), None, task.goal_image, max_steps=15, state=task.init_state,
+            env, MPPIPlanner(oracle, init_std=PUSH_INIT_STD), None, task.goal_image, max_steps=15,
+            state=task.init_state,
             warmup_actions=[np.zeros(4, np.float32)], success_fn=push_success_fn(task.goal_state),
         )
     print(episode.succeeded, episode.seconds_per_replan)

@@ -38,10 +38,10 @@ PUSH_INIT_STD = (0.5, 0.5, 0.5, 0.0)
 
 
 def default_init_std(space: spaces.Box) -> np.ndarray:
-    """Initial sampling std: VP2's :data:`PUSH_INIT_STD` for the push space ``Box(-1, 1, (4,))``, otherwise half
-    of each dimension's half-range (0.5 where a bound is infinite)."""
-    if space.shape == (4,) and np.all(space.low == -1) and np.all(space.high == 1):
-        return np.array(PUSH_INIT_STD)
+    """Initial sampling std: half of each dimension's half-range (0.5 where a bound is infinite).
+
+    VP2's push planners pass :data:`PUSH_INIT_STD` instead (:func:`adaworld_gym.plan.make_planner`).
+    """
     half = (space.high.astype(np.float64) - space.low.astype(np.float64)) / 2
     return np.where(np.isfinite(half), 0.5 * half, 0.5)
 
@@ -279,8 +279,8 @@ class MPPIPlanner(Planner):
         gamma: inverse temperature of the weights ``exp(-gamma * (cost - min cost))`` (VP2: 0.05, written there
             as ``exp(gamma * (R - max R))`` with reward ``R = -cost``).
         beta: noise correlation across steps (VP2: 0.5; 0 = white noise).
-        init_std: sampling std per action dimension (default :func:`default_init_std`: VP2's (0.5, 0.5, 0.5, 0)
-            for the push action).
+        init_std: sampling std per action dimension (default :func:`default_init_std`; VP2's push uses
+            :data:`PUSH_INIT_STD`, whose gripper entry stays 0).
         iterations: updates per plan (VP2: 1).
         execute: actions executed per plan (VP2 replans every step: 1).
         warm_start, default_action, seed: see :class:`Planner`.
