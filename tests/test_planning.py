@@ -379,6 +379,8 @@ def test_all_non_finite_falls_back_to_the_shifted_previous_plan_and_warns():
             second = planner.plan(toy_context(), goal, dynamics=broken)
         np.testing.assert_array_equal(second, np.concatenate([first[1:], first[-1:]]))  # VP2's shift
         assert planner.last_info["fallback"] and planner.last_info["nonfinite"] == 16 * planner.iterations
+        if isinstance(planner, MPPIPlanner):  # no spread to measure: not counted as a blind replan
+            assert np.isnan(planner.last_info["cost_spread"])
         fresh = type(planner)(broken, samples=16, horizon=4, seed=0)
         with pytest.warns(RuntimeWarning, match="default action"):
             third = fresh.plan(toy_context(), goal)

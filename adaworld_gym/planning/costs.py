@@ -113,7 +113,9 @@ def sanitize_costs(costs: np.ndarray) -> np.ndarray:
 
 _METRICS = ("mse", "cosine")
 _REDUCTIONS = ("sum", "mean", "best", "last", "best_then_mean")
-_TIEBREAK = 1e-9  # mean-cost weight of "best_then_mean": below any real difference of best costs
+# Mean-cost weight of "best_then_mean", below any real difference of best costs: for "mse" the smallest one is
+# one pixel level, (1/255)^2, and a mean cost is at most one per value, so the weight is divided by the frame size.
+_TIEBREAK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,8 @@ class GoalCost:
             elif self.reduce == "best":
                 costs = steps.min(axis=1)
             elif self.reduce == "best_then_mean":
-                costs = steps.min(axis=1) + _TIEBREAK * steps.mean(axis=1)
+                weight = _TIEBREAK if self.metric == "cosine" else 0.1 / 255**2 / frames[0, 0].size
+                costs = steps.min(axis=1) + weight * steps.mean(axis=1)
             else:
                 costs = steps[:, -1].copy()
         # Checked per step: "best" or "last" would otherwise hide a NaN step (and min would pick a -inf one).

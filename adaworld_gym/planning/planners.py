@@ -332,7 +332,7 @@ class MPPIPlanner(Planner):
         mean = (previous if previous is not None else self._default_plan()).astype(np.float64)
         shape = (self.samples, self.horizon, *space.shape)
         best_cost, nonfinite, found = np.inf, 0, False
-        spread, effective = 0.0, 0.0
+        spread, effective = np.nan, np.nan  # stay NaN unless two or more candidates had a finite cost
         for _ in range(self.iterations):
             candidates = _clip(mean + correlated_noise(self.rng, shape, self.init_std, self.beta), space)
             costs = self._evaluate(dynamics, context, goal, state, candidates)
@@ -347,8 +347,9 @@ class MPPIPlanner(Planner):
             mean = np.tensordot(weights / weights.sum(), candidates.astype(np.float64), axes=1)
             # Diagnostics: a spread of 0 means every candidate looked the same (a blind planner: the plan is the
             # mean of the noise); effective samples near 1 mean one candidate took all the weight.
-            spread = float(costs[finite].max() - costs[finite].min())
-            effective = float(weights.sum() ** 2 / (weights**2).sum())
+            if finite.sum() >= 2:
+                spread = float(costs[finite].max() - costs[finite].min())
+                effective = float(weights.sum() ** 2 / (weights**2).sum())
         info = {
             "best_cost": best_cost,
             "nonfinite": nonfinite,
