@@ -44,7 +44,12 @@ def motion_context(
     if history.dtype != np.uint8 or history.ndim != 5:
         raise ValueError(f"history must be uint8 [B, k, H, W, 3], got {history.dtype} {history.shape}")
     batch, k = history.shape[:2]
-    lengths = np.full(batch, k) if history_len is None else np.asarray(history_len, np.int64).reshape(-1)
+    if history_len is None:
+        lengths = np.full(batch, k)
+    else:
+        lengths = np.asarray(history_len).reshape(-1)
+        if lengths.dtype.kind not in "iu":
+            raise ValueError(f"history_len must hold integers, got {lengths.dtype} {lengths.tolist()}")
     if lengths.shape != (batch,) or (lengths < 1).any() or (lengths > k).any():
         raise ValueError(f"history_len must hold {batch} lengths in 1..{k}, got {lengths.tolist()}")
     dim = int(lam.config.latent_dim)
@@ -70,7 +75,7 @@ def compose(*latents: np.ndarray, weights: Sequence[float] | None = None) -> np.
     if not np.isfinite(stack).all():
         raise ValueError("latent actions contain NaN or inf")
     w = np.ones(len(latents)) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (len(latents),) or w.sum() <= 0:
+    if w.shape != (len(latents),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"need {len(latents)} non-negative weights with a positive sum, got {weights}")
     return (np.tensordot(w / w.sum(), stack, axes=1)).astype(np.float32)
 

@@ -175,3 +175,21 @@ def test_an_adapter_without_motion_rejects_a_motion_context():
         ActionCodebook(5, D).to_latent(np.array([0]), np.zeros((1, D + 1), np.float32))
     with pytest.raises(ValueError, match="motion_dim > 0"):
         ActionCodebook(5, D).fit_motion(np.array([0]), np.zeros((1, D)), np.zeros((1, D + 1)))
+
+
+def test_an_mlp_needs_action_and_latent_dimensions():
+    for dims in ((0, 4), (2, 0)):
+        with pytest.raises(ValueError, match="action_dim >= 1, latent_dim >= 1"):
+            ActionMLP(*dims)
+
+
+def test_motion_context_refuses_fractional_history_lengths():
+    from adaworld_gym.latent import motion_context
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    lam = tiny_random_bundle("discrete").lam
+    history = np.zeros((2, 2, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="integers"):
+        motion_context(lam, history, [1.7, 2.9])
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        lam.encode(history[:, 0], history[:, 1], chunk_size=0)

@@ -31,6 +31,9 @@ def test_compose_averages_and_checks():
         compose(a, np.full(4, np.nan))
     with pytest.raises(ValueError, match="at least one"):
         compose()
+    for weights in ([2, -1], [np.nan, 1]):
+        with pytest.raises(ValueError, match="non-negative weights"):
+            compose(a, b, weights=weights)
 
 
 def test_kmeans_finds_separated_clusters():

@@ -275,3 +275,37 @@ def test_residual_model_adds_the_last_frame_to_the_same_sample() -> None:
     assert unclipped.mean() > 0.2
     # uint8 [0,255] <-> [-1,1]: b = ((a/127.5 - 1) + (last/127.5 - 1) + 1) * 127.5 = a + last - 127.5
     assert np.abs(b - (a + last - 127.5))[unclipped].max() <= 1.5
+
+
+def test_generators_and_steps_are_checked(model: DiffusionWorldModel) -> None:
+    h, z = frames(2, 2), actions(2)
+    one = model.predict_next(h, z, steps=np.int64(1), generator=gen(0))  # numpy integers are integers
+    np.testing.assert_array_equal(one, model.predict_next(h, z, steps=1, generator=gen(0)))
+    np.testing.assert_array_equal(  # any sequence of per-sample generators
+        model.predict_next(h, z, steps=1, generator=(gen(0), gen(1))),
+        model.predict_next(h, z, steps=1, generator=[gen(0), gen(1)]),
+    )
+    with pytest.raises(ValueError, match="torch.Generator per sample"):
+        model.predict_next(h, z, steps=1, generator=[None, None])  # would draw from the global RNG
+    with pytest.raises(ValueError, match="one torch.Generator"):
+        model.training_loss(*moving_square_batch(2, np.random.default_rng(0)), generator=[gen(0), gen(1)])
+
+
+def test_a_config_the_unet_cannot_halve_is_refused() -> None:
+    with pytest.raises(ValueError, match="sample_size 63 must be a positive multiple"):
+        DiffusionWorldModel(**{**world_model_preset("tiny"), "sample_size": 63})
+
+
+def test_incomplete_or_foreign_weights_are_refused(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    make_model().save_pretrained(tmp_path / "m")
+    weights = next((tmp_path / "m").glob("*.safetensors"))
+    tensors = load_file(weights)
+    dropped = sorted(tensors)[0]
+    del tensors[dropped]
+    save_file(tensors, weights)
+    with pytest.raises(ValueError, match=f"do not fit.*{dropped}"):
+        DiffusionWorldModel.from_pretrained(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="model directory not found"):  # never a hub download
+        DiffusionWorldModel.from_pretrained(tmp_path / "elsewhere")

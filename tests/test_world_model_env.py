@@ -475,3 +475,25 @@ def test_every_shipped_id_runs_on_the_bundles_in_the_package():
             frames = [env.step(env.action_space.sample())[0] for _ in range(2)]
             assert all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames)
             assert not np.array_equal(first, frames[-1])
+
+
+def test_a_bundle_refuses_a_lam_that_does_not_fit_its_world_model():
+    from dataclasses import replace
+
+    from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
+
+    bundle = tiny_random_bundle("discrete")
+    other = LatentActionModel(**{**lam_preset("tiny"), "latent_dim": bundle.lam.config.latent_dim + 1})
+    with pytest.raises(ValueError, match="does not fit the world model"):
+        replace(bundle, lam=other)
+
+
+def test_the_reward_head_refuses_bad_latent_actions():
+    from adaworld_gym.models.reward import RewardHead
+
+    head = RewardHead(latent_dim=2, channels=(8, 8, 8, 8), hidden=16)
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="NaN"):
+        head.predict(frames, frames, np.array([[np.nan, 0.0], [0.0, 0.0]], np.float32))
+    with pytest.raises(ValueError, match="floats"):
+        head.predict(frames, frames, np.zeros((2, 2), np.int64))

@@ -320,8 +320,11 @@ class ActionMLP(LatentAdapter):
         motion_dim: int = 0,
     ) -> None:
         super().__init__()
-        if motion_dim < 0:
-            raise ValueError(f"motion_dim must be >= 0, got {motion_dim}")
+        if action_dim < 1 or latent_dim < 1 or motion_dim < 0:
+            raise ValueError(
+                f"need action_dim >= 1, latent_dim >= 1 and motion_dim >= 0, got {action_dim}, {latent_dim}, "
+                f"{motion_dim}"
+            )
         self.action_dim, self.latent_dim, self.motion_dim = action_dim, latent_dim, motion_dim
         self.hidden = hidden or latent_dim
         self._space = spaces.Box(

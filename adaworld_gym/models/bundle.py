@@ -116,6 +116,13 @@ class AdaWorldBundle:
                 f"adapter latent_dim {self.adapter.latent_dim} does not match the world model's "
                 f"action_dim {self.world_model.config.action_dim}"
             )
+        if self.lam is not None:
+            lam = self.lam.config
+            if lam.image_size != size or lam.latent_dim != self.world_model.config.action_dim:
+                raise ValueError(
+                    f"the LAM ({lam.image_size}x{lam.image_size} frames, latent_dim {lam.latent_dim}) does not "
+                    f"fit the world model ({size}x{size} frames, action_dim {self.world_model.config.action_dim})"
+                )
         if self.adapter.uses_motion:
             if self.lam is None:
                 raise ValueError(

@@ -22,8 +22,6 @@ Images enter the public helpers (:meth:`LatentActionModel.encode`, :meth:`Latent
 from __future__ import annotations
 
 import functools
-import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +32,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from torch import nn
+
+from adaworld_gym.models.loading import CheckedLoadingMixin
 
 REGULARIZERS: tuple[str, ...] = ("kl", "vq", "sparse", "none")
 
@@ -163,7 +163,7 @@ class _SpaceTimeBlock(nn.Module):
         return x + self.mlp(self.norm_m(x))
 
 
-class LatentActionModel(ModelMixin, ConfigMixin):
+class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
     """Latent action autoencoder over frame pairs (see the module docstring).
 
     Args:
@@ -474,6 +474,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             ``[B, latent_dim]`` (or ``[latent_dim]`` for unbatched input): float32 numpy for numpy input,
             else a tensor on the model's device.
         """
+        _check_chunk_size(chunk_size)
         if f_t1 is None:
             f_t, f_t1 = self._split_pairs(f_t)
         a, unbatched_a, as_numpy = self._to_model_images(f_t, "f_t")
@@ -512,6 +513,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             Predicted frames in the format of ``f_t``: uint8 ``[B, H, W, 3]`` numpy for numpy input, uint8
             channels-last tensors for uint8 tensors, float ``[B, 3, H, W]`` tensors for float tensors.
         """
+        _check_chunk_size(chunk_size)
         x, unbatched, as_numpy = self._to_model_images(f_t, "f_t")
         zt = self._check_latent(z, x.shape[0], unbatched)
         channels_last_uint8 = _is_uint8(f_t)
@@ -617,25 +619,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
             raise ValueError(f"a single frame takes a single latent action [{dim}], got {tuple(z.shape)}")
         return z.to(device=self.device, dtype=self.dtype)
 
-    # ---------------------------------------------------------------------------------------------- loading
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
-    ) -> LatentActionModel:
-        """Load a model saved with ``save_pretrained``; refuses a directory holding another kind of model."""
-        path = os.fspath(pretrained_model_name_or_path)
-        config_file = os.path.join(path, kwargs.get("subfolder") or "", cls.config_name)
-        if os.path.isfile(config_file):
-            try:
-                with open(config_file, encoding="utf-8") as fh:
-                    class_name = json.load(fh).get("_class_name")
-            except (json.JSONDecodeError, AttributeError) as err:
-                raise ValueError(f"{config_file} is not a valid model config: {err}") from err
-            if class_name != cls.__name__:
-                raise ValueError(
-                    f"{config_file} describes a {class_name!r}, not a {cls.__name__}: mismatched checkpoint"
-                )
-        return super().from_pretrained(path, **kwargs)
+
+def _check_chunk_size(chunk_size: Any) -> None:
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
 
 def _is_uint8(x: Any) -> bool:

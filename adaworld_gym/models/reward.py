@@ -32,12 +32,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from adaworld_gym.models.loading import CheckedLoadingMixin
+
 __all__ = ["RewardHead"]
 
 FrameArray = np.ndarray | torch.Tensor
 
 
-class RewardHead(ModelMixin, ConfigMixin):
+class RewardHead(CheckedLoadingMixin, ModelMixin, ConfigMixin):
     """Reward regression and termination logit from (previous frame, next frame[, latent action]).
 
     Args:
@@ -134,7 +136,14 @@ class RewardHead(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"prev and next_frame differ in shape: {tuple(prev_t.shape)} vs {tuple(next_t.shape)}"
             )
-        z_t = None if z is None else _tensor(z, "z").float()
+        z_t = None
+        if z is not None:
+            z_t = _tensor(z, "z")
+            if not z_t.is_floating_point():
+                raise ValueError(f"z must be floats, got {z_t.dtype}")
+            if not torch.isfinite(z_t).all():
+                raise ValueError("z contains NaN or inf")
+            z_t = z_t.float()
         was_training = self.training
         self.eval()
         try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,8 @@ from diffusers import EDMEulerScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from adaworld_gym.models.loading import CheckedLoadingMixin
 
 __all__ = ["DiffusionWorldModel", "world_model_preset", "WORLD_MODEL_PRESETS"]
 
@@ -94,7 +97,7 @@ class _ChannelsLastSafeGroupNorm(nn.GroupNorm):
         return super().forward(x)
 
 
-class DiffusionWorldModel(ModelMixin, ConfigMixin):
+class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
     """Predicts the next 64x64 RGB frame from up to ``num_history`` past frames and a latent action.
 
     Args:
@@ -151,6 +154,11 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         if autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {autocast_dtype!r}")
         channels = tuple(block_out_channels)
+        if sample_size < 1 or sample_size % 2 ** (len(channels) - 1):
+            raise ValueError(
+                f"sample_size {sample_size} must be a positive multiple of {2 ** (len(channels) - 1)} "
+                f"(the U-Net halves it {len(channels) - 1} times)"
+            )
         self.unet = UNet2DModel(
             sample_size=sample_size,
             in_channels=3 * (num_history + 1),
@@ -292,12 +300,16 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
             history_len: [B] number of most recent frames to keep (1..h); None draws it uniformly in 1..h
                 (AdaWorld), so pass the full k frames and let the model drop the rest.
             generator: source of every random draw (history length, augmentation level, condition dropout,
-                sigma, noise); None uses torch's global RNG.
+                sigma, noise): one ``torch.Generator`` for the batch; None uses torch's global RNG.
 
         Per sample: history noise augmentation with level in {0, 0.1, ..., 0.7} given as a condition; z
         replaced by the learned null action with probability ``cond_drop_prob``; ln(sigma) ~ N(p_mean, p_std);
         loss weight (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (EDM), i.e. unit-weight MSE on F.
         """
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(
+                f"training_loss takes one torch.Generator for the batch, got {type(generator).__name__}"
+            )
         hist, _ = self._frames(history, "history", ndim=5, allow_float=True)
         target, _ = self._frames(next_frame, "next_frame", ndim=4, allow_float=True)
         batch, h = hist.shape[:2]
@@ -394,10 +406,10 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
                 f"z_seq must have shape [B={batch}, T>=1, {self.config.action_dim}], got {tuple(z_seq.shape)}"
             )
         lengths = self._check_history_len(history_len, batch, h)
+        zs = [self._check_z(z_seq[:, t], batch, f"z_seq[:, {t}]") for t in range(z_seq.shape[1])]  # all first
         window = self._pad_history(hist, lengths)
         frames = []
-        for t in range(z_seq.shape[1]):
-            z = self._check_z(z_seq[:, t], batch, f"z_seq[:, {t}]")
+        for z in zs:
             frame = _to_uint8(self._sample(window, lengths, z, steps, generator, guidance_scale))
             frames.append(frame)
             window = torch.cat([window[:, 1:], _to_unit(frame)[:, None]], dim=1)
@@ -415,8 +427,9 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         guidance_scale: float,
     ) -> torch.Tensor:
         """Euler EDM sampling from a prepared [B,k,3,H,W] window; returns float [B,3,H,W] in [-1, 1]."""
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = int(steps)
         if not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
         batch = window.shape[0]
@@ -433,9 +446,15 @@ class DiffusionWorldModel(ModelMixin, ConfigMixin):
         # work, instead of a final near-identity call at sigma_min (3 steps: sigma 5, 0.84, 0.078 -> 0).
         sched.set_timesteps(sigmas=torch.linspace(0, 1, steps + 1)[:-1])
         shape = (batch, 3, *window.shape[-2:])
-        if isinstance(generator, (list, tuple)):  # one generator per sample, as diffusers' randn_tensor
+        if generator is not None and not isinstance(generator, torch.Generator):
+            generator = list(generator)  # one generator per sample, as diffusers' randn_tensor
             if len(generator) != batch:
                 raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
+            if not all(isinstance(g, torch.Generator) for g in generator):
+                raise ValueError(
+                    "generator lists must hold a torch.Generator per sample (None would draw from "
+                    "the global RNG)"
+                )
             x = torch.cat([_draw(torch.randn, (1, *shape[1:]), g, self.device) for g in generator])
         else:
             x = _draw(torch.randn, shape, generator, self.device)

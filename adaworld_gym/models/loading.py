@@ -1,0 +1,53 @@
+"""Loading saved models from local directories only, and only when the weights fill the whole model."""
+
+from __future__ import annotations
+
+import json
+import os
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CheckedLoadingMixin"]
+
+_LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
+
+
+class CheckedLoadingMixin:
+    """``from_pretrained`` for a directory written by ``save_pretrained``, with errors that name the problem.
+
+    Put it before diffusers' ``ModelMixin`` in the bases. It refuses, before or instead of what diffusers does:
+    a directory that does not exist (diffusers would try the Hugging Face hub; this package never downloads),
+    a missing or unreadable ``config.json``, a config saved by another model class, and weights that do not
+    cover every parameter (diffusers only logs a warning and leaves those parameters empty on the ``meta``
+    device, which fails much later).
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+        path = Path(os.fspath(pretrained_model_name_or_path)) / (kwargs.get("subfolder") or "")
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory not found: {path}")
+        config_file = path / cls.config_name  # type: ignore[attr-defined]
+        if not config_file.is_file():
+            raise FileNotFoundError(f"not a saved {cls.__name__}: {config_file} is missing")
+        try:
+            class_name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name")
+        except (ValueError, AttributeError) as err:
+            raise ValueError(f"{config_file} is not a valid model config: {err}") from err
+        if class_name != cls.__name__:
+            raise ValueError(
+                f"{config_file} describes a {class_name!r}, not a {cls.__name__}: mismatched checkpoint"
+            )
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(  # type: ignore[misc]
+            os.fspath(pretrained_model_name_or_path), output_loading_info=True, **kwargs
+        )
+        problems = {key: info[key] for key in _LOADING_PROBLEMS if info.get(key)}
+        empty = [name for name, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+        if problems or empty:
+            found = "; ".join(f"{key}: {value}" for key, value in problems.items())
+            if empty:
+                found += f"{'; ' if found else ''}left empty: {empty[:8]}{' ...' if len(empty) > 8 else ''}"
+            raise ValueError(f"{path}: the weights do not fit the {cls.__name__} of its config ({found})")
+        return (model, info) if want_info else model
