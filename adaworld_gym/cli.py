@@ -8,7 +8,10 @@ import sys
 import threading
 from pathlib import Path
 
-from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES, PROCGEN_GAMES
+from adaworld_gym.sims.games import ADAPTATION_GAMES, DISTRIBUTION_MODES, PRETRAIN_GAMES, PROCGEN_GAMES
+
+# Commands whose work is checkpointed or skipped when already on disk, so a rerun carries on.
+RESUMABLE_COMMANDS = {"collect", "train-lam", "train-wm", "train-reward", "adapt"}
 
 # Named game sets for --games; "adaptation" = the four games held out of pretraining.
 GAME_SETS = {"pretrain": PRETRAIN_GAMES, "adaptation": ADAPTATION_GAMES, "all": PROCGEN_GAMES}
@@ -72,8 +75,29 @@ def _model_settings(pairs: list[str], model_cls: type, own_flags: set[str]) -> d
     return settings
 
 
+def _at_least_two(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("a 2-D projection needs at least 2 samples")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _data_spec(args: argparse.Namespace):
-    """``--data`` directories, or ``{directory: share}`` when ``--shares`` is given."""
+    """``--data`` directories (checked to hold episodes before any training starts), or ``{directory: share}``
+    when ``--shares`` is given."""
+    from adaworld_gym.data.clips import find_subsets
+
+    find_subsets(args.data)  # a missing or empty --data fails now, not after the run folder is written
     if args.shares is None:
         return args.data
     if len(args.shares) != len(args.data):
@@ -110,10 +134,12 @@ def _load_lam(path: Path | None):
     from adaworld_gym.models.latent_action import LatentActionModel
 
     if path is None:
-        path = shipped(DEFAULT_LAM, "latent action model")
+        return LatentActionModel.from_pretrained(shipped(DEFAULT_LAM, "latent action model")).eval()
     if not Path(path).is_dir():
         raise ValueError(f"latent action model directory not found: {path}")
-    return LatentActionModel.from_pretrained(path).eval()
+    from adaworld_gym.training.world_model import load_lam
+
+    return load_lam(path)  # its model directory or the training run's directory
 
 
 def _save_npy(array, path: Path) -> None:
@@ -153,6 +179,8 @@ def _cmd_compose(args: argparse.Namespace) -> None:
     latents = []
     for path in args.latents:
         z = _load_npy(path)
+        if z.ndim not in (1, 2):
+            raise ValueError(f"{path}: expected latent actions of shape [d] or [N, d], got {z.shape}")
         latents.append(z.mean(axis=0) if z.ndim == 2 else z)  # a file of many latents counts as its mean
     dims = {z.shape for z in latents}
     if len(dims) != 1:
@@ -186,6 +214,8 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if args.lam is None and not args.action_agnostic:
         raise ValueError("--lam is required unless --action-agnostic")
+    if args.lam is not None and args.action_agnostic:
+        raise ValueError("--action-agnostic trains without latent actions: drop --lam")
     path = train_world_model(
         _data_spec(args),
         args.out,
@@ -225,6 +255,10 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
     from adaworld_gym.training.reward import attach_reward_head, train_reward
 
     torch.set_num_threads(args.threads)
+    if args.bundle is not None:  # before training: a wrong path or a bundle the head cannot fit fails now
+        from adaworld_gym.models.bundle import AdaWorldBundle
+
+        AdaWorldBundle.from_pretrained(args.bundle)
     path = train_reward(
         args.data,
         args.out,
@@ -248,7 +282,14 @@ def _cmd_play(args: argparse.Namespace) -> None:
 
     # One thread by default: on a busy 2-core machine two threads step the world model ~50x slower.
     torch.set_num_threads(args.threads)
-
+    if args.policy is not None and not args.headless:
+        raise ValueError(
+            "--policy plays without a window: add --headless (interactive play reads the keyboard)"
+        )
+    if not args.headless and _no_display():
+        raise ValueError(
+            "no display to open a window on (DISPLAY is unset): add --headless to let a policy play"
+        )
     result = play(
         args.env,
         args.bundle,
@@ -256,12 +297,21 @@ def _cmd_play(args: argparse.Namespace) -> None:
         headless=args.headless,
         steps=args.steps,
         seed=args.seed,
-        policy=args.policy,
+        policy=args.policy or "random",
     )
     finished = f", {len(result.episode_returns)} episodes ended" if result.episode_returns else ""
     print(f"played {result.steps} steps, total reward {result.rewards.sum():.3f}{finished}")
     if result.record is not None:
         print(f"recording written to {result.record}")
+
+
+def _no_display() -> bool:
+    """True on a Linux machine without X11 or Wayland, where SDL would fall back to an invisible window."""
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -299,6 +349,7 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     space = adaptation_space(args.env)
+    _check_adapt_inputs(args)  # before a collection that can take minutes
     data = args.data or collect_adaptation_data(
         args.env,
         args.out / "data",
@@ -325,6 +376,24 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         meta={"env_id": args.env},
     )
     print(f"adapted bundle saved to {path} (action space {space}; summary in {args.out / 'summary.json'})")
+
+
+def _check_adapt_inputs(args: argparse.Namespace) -> None:
+    """The model, its LAM and flags that would be ignored, checked before any data is collected."""
+    from adaworld_gym.training.world_model import check_lam_compatible, load_lam, load_world_model
+
+    model = load_world_model(args.model)
+    if model.config.action_agnostic:
+        if args.lam is not None:
+            raise ValueError(f"{args.model} is action-agnostic: it takes no LAM, drop --lam")
+    elif args.lam is None:
+        raise ValueError(f"{args.model} is LAM-conditioned: pass the LAM that labelled its data with --lam")
+    else:
+        check_lam_compatible(load_lam(args.lam), model)
+    if args.data and args.episode_steps is not None:
+        raise ValueError(
+            "--episode-steps sets the length of collected episodes; with --data nothing is collected"
+        )
 
 
 def _add_shares_argument(parser: argparse.ArgumentParser) -> None:
@@ -355,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--episodes", type=int, default=100, help="episodes per game")
     pg.add_argument("--steps", type=int, default=200, help="max actions per episode")
     pg.add_argument("--levels", choices=["train", "test"], default="train")
-    pg.add_argument("--distribution-mode", default="easy")
+    pg.add_argument("--distribution-mode", default="easy", choices=DISTRIBUTION_MODES)
     pg.add_argument("--batch", type=int, default=16, help="episodes run side by side")
     push = csub.add_parser(
         "push", help="RobosuitePush episodes: scripted pushes, noisy pushes, random actions"
@@ -382,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--max-minutes", type=float, default=None)
     lam.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     lam.add_argument("--seed", type=int, default=0)
-    lam.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    lam.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     lam.add_argument(
         "--init-from",
         type=Path,
@@ -419,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from this saved world model's weights (same preset), e.g. to train it longer",
     )
     wm.add_argument("--seed", type=int, default=0)
-    wm.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    wm.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     wm.add_argument("--out", type=Path, required=True)
     wm.set_defaults(func=_cmd_train_wm)
 
@@ -460,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="2-D projection of latent actions by true action and by game (PNG)")
     plot.add_argument("--lam", type=Path, default=None)
     plot.add_argument("--data", type=Path, nargs="+", required=True)
-    plot.add_argument("--samples", type=int, default=3000)
+    plot.add_argument("--samples", type=_at_least_two, default=3000)
     plot.add_argument("--seed", type=int, default=0)
     plot.add_argument("--out", type=Path, required=True)
     plot.set_defaults(func=_cmd_plot)
@@ -477,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--lam", type=Path, default=None, help="also condition on this LAM's latent actions")
     rw.add_argument("--bundle", type=Path, default=None, help="attach the trained head to this bundle")
     rw.add_argument("--seed", type=int, default=0)
-    rw.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    rw.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     rw.set_defaults(func=_cmd_train_reward)
 
     pl = sub.add_parser("play", help="play an environment with the keyboard (pygame), or headless")
@@ -485,10 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--bundle", type=Path, default=None, help="bundle directory for world-model envs")
     pl.add_argument("--record", type=Path, default=None, help="write the frames to this GIF")
     pl.add_argument("--headless", action="store_true", help="no window: a policy plays (for CI)")
-    pl.add_argument("--policy", choices=["random", "keys"], default="random", help="headless policy")
+    pl.add_argument(
+        "--policy", choices=["random", "keys"], default=None, help="headless policy (default: random)"
+    )
     pl.add_argument("--steps", type=int, default=None, help="stop after N steps (headless default 100)")
     pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    pl.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     pl.set_defaults(func=_cmd_play)
 
     plan = sub.add_parser(
@@ -516,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--seed", type=int, default=0, help="seeds the tasks, the planner and the model's noise"
     )
-    plan.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    plan.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     plan.add_argument("--out", type=Path, default=Path("plan.gif"))
     plan.set_defaults(func=_cmd_plan)
 
@@ -547,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the adapter also sees the LAM's latent action of the last history transition (motion context)",
     )
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ad.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")
     ad.set_defaults(func=_cmd_adapt)
 
@@ -581,7 +652,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adaworld {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"adaworld {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        resumable = args.command in RESUMABLE_COMMANDS
+        print(
+            f"adaworld {args.command}: interrupted"
+            + ("; rerun the same command to resume" if resumable else ""),
+            file=sys.stderr,
+        )
         return 130
     return 0
 

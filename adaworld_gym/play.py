@@ -187,6 +187,11 @@ def make_env(env_id: str, bundle: str | os.PathLike | None = None, **kwargs: Any
     except TypeError as e:
         if bundle is not None and "bundle" in str(e):
             raise ValueError(f"--bundle applies to world-model envs only; {env_id} takes none") from e
+        if bundle is None and "'bundle'" in str(e):
+            raise ValueError(
+                f"{env_id} imagines with an adapted bundle: pass --bundle DIR (adaworld adapt writes one), or "
+                "play a shipped world model such as AdaWorld/WorldModel-Procgen-coinrun-v0"
+            ) from e
         raise
 
 

@@ -144,3 +144,80 @@ def test_game_lists_and_unknown_games():
     assert _games(" Maze, heist ") == ["maze", "heist"]
     with pytest.raises(argparse.ArgumentTypeError, match="mazee"):
         _games("maze,mazee")
+
+
+@pytest.fixture
+def cli_main(monkeypatch):
+    """``adaworld_gym.cli.main`` in-process (fast, for errors that come before any work), signals restored."""
+    import signal
+
+    from adaworld_gym import cli
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield cli.main
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train-lam", "--data", "DATA", "--max-steps", "0", "--out", "OUT"], "max_steps must be >= 1"),
+        (["train-lam", "--data", "NOWHERE", "--max-steps", "1", "--out", "OUT"], "data directory not found"),
+        (
+            [
+                "train-wm",
+                "--action-agnostic",
+                "--lam",
+                "L",
+                "--data",
+                "DATA",
+                "--max-steps",
+                "1",
+                "--out",
+                "OUT",
+            ],
+            "drop --lam",
+        ),
+        (["play", "--env", "AdaWorld/WorldModel-v0", "--headless", "--steps", "1"], "pass --bundle"),
+        (["play", "--env", "AdaWorld/Procgen-heist-v0", "--policy", "keys"], "add --headless"),
+    ],
+)
+def test_bad_commands_fail_fast_with_one_line(cli_main, data_dir, tmp_path, capsys, argv, message):
+    argv = [str(data_dir) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    argv = [str(tmp_path / "nowhere") if a == "NOWHERE" else a for a in argv]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_interactive_play_without_a_display_is_refused(cli_main, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    assert cli_main(["play", "--env", "AdaWorld/Procgen-heist-v0", "--steps", "1"]) == 2
+    assert "no display" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train-lam", "--data", "d", "--threads", "0", "--out", "o"],
+        ["collect", "procgen", "--games", "heist", "--distribution-mode", "bogus", "--out", "o"],
+        ["plot", "--data", "d", "--samples", "1", "--out", "p.png"],
+    ],
+)
+def test_bad_values_are_refused_by_the_parser(cli_main, argv):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv)
+    assert stop.value.code == 2
+
+
+def test_adapt_checks_the_model_before_collecting(cli_main, tmp_path, capsys):
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+
+    twin = tmp_path / "twin"
+    DiffusionWorldModel(**world_model_preset("tiny"), action_agnostic=True).save_pretrained(twin)
+    argv = ["adapt", "--model", str(twin), "--lam", str(twin), "--env", "AdaWorld/Procgen-heist-v0"]
+    assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert "takes no LAM" in capsys.readouterr().err and not (tmp_path / "run" / "data").exists()

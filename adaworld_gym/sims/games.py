@@ -38,3 +38,6 @@ def check_game(game: str) -> str:
     if game not in PROCGEN_GAMES:
         raise ValueError(f"unknown Procgen game {game!r}; known games: {', '.join(PROCGEN_GAMES)}")
     return game
+
+
+DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")  # Procgen's difficulty settings

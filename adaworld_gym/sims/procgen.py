@@ -14,9 +14,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from adaworld_gym.sims.games import TEST_LEVELS, TRAIN_LEVELS, check_game
+from adaworld_gym.sims.games import DISTRIBUTION_MODES, TEST_LEVELS, TRAIN_LEVELS, check_game
 
-DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory", "exploration")
 NUM_ACTIONS = 15
 
 

@@ -693,11 +693,9 @@ def _adapter_inputs(adapter: LatentAdapter, lam: Any, batch: Mapping[str, torch.
 
 
 def _validate(cfg: AdaptConfig) -> None:
-    validate_run(cfg)
+    validate_run(cfg, min_steps=0)
     if cfg.init not in INIT_MODES:
         raise ValueError(f"unknown init {cfg.init!r}; choose one of {', '.join(INIT_MODES)}")
-    if cfg.max_steps is not None and cfg.max_steps < 0:
-        raise ValueError(f"max_steps must be >= 0, got {cfg.max_steps}")
     if not 0 < cfg.pretrained_lr_scale <= 1 or not cfg.lr > 0:
         raise ValueError(
             f"need lr > 0 and 0 < pretrained_lr_scale <= 1, got {cfg.lr}, {cfg.pretrained_lr_scale}"

@@ -86,10 +86,17 @@ def config_from_preset(
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def validate_run(cfg: Any) -> None:
-    """Checks every training config shares: budget, schedule, precision, batch size."""
+def validate_run(cfg: Any, min_steps: int = 1) -> None:
+    """Checks every training config shares: budget, schedule, precision, batch size.
+
+    ``min_steps``: the smallest ``max_steps`` that makes sense (0 for adaptation, whose step 0 is a bundle).
+    """
     if cfg.max_steps is None and cfg.max_minutes is None:
         raise ValueError("give a budget: max_steps and/or max_minutes")
+    if cfg.max_steps is not None and cfg.max_steps < min_steps:
+        raise ValueError(f"max_steps must be >= {min_steps}, got {cfg.max_steps}")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise ValueError(f"max_minutes must be > 0, got {cfg.max_minutes}")
     if cfg.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected 'cosine' or 'constant'")
     if cfg.lr_schedule == "cosine" and cfg.max_steps is None:
