@@ -234,7 +234,9 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 
         Autocast re-casts every weight on every call and runs group norm in fp32 around bf16 convolutions; a
         bf16 copy does neither: predict_next at batch 1 / 16 / 64 is 1.14x / 1.16x / 1.18x faster at 2 threads
-        (``scripts/ab_cpu_bf16.py``, interleaved A/B).
+        (``scripts/ab_cpu_bf16.py``, interleaved A/B). Changes are detected from version counters and a
+        sample of the values; code that writes only a few weights through ``.data`` should call
+        :meth:`invalidate_sampling_cache` afterwards.
         """
         cached = self.__dict__.get("_bf16_unet")
         # Walking the module tree costs ~0.9 ms a call, so the tensor list is kept with the copy (replacing
@@ -260,6 +262,10 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             cached["copy"] = copy.eval().requires_grad_(False)
             self.__dict__["_bf16_unet"] = cached
         return cached["copy"]
+
+    def invalidate_sampling_cache(self) -> None:
+        """Drop the CPU sampling copy of the weights; the next sample re-casts them."""
+        self.__dict__.pop("_bf16_unet", None)
 
     def condition_embedding(
         self, z: torch.Tensor, history_len: torch.Tensor, aug_level: torch.Tensor

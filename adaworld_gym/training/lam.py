@@ -483,4 +483,4 @@ def _validate(cfg: LamTrainConfig) -> None:
         raise ValueError(
             f"unknown regularizer {cfg.regularizer!r}; expected one of {', '.join(REGULARIZERS)}"
         )
-    validate_run(cfg)
+    validate_run(cfg, min_steps=0 if cfg.init_from else 1)  # 0 steps re-saves the model it starts from

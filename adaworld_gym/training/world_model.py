@@ -595,7 +595,7 @@ def _validate(cfg: WorldModelTrainConfig) -> None:
         raise ValueError(
             f"unknown world model preset {cfg.preset!r}; known presets: {', '.join(_TRAIN_PRESETS)}"
         )
-    validate_run(cfg)
+    validate_run(cfg, min_steps=0 if cfg.init_from else 1)  # 0 steps re-saves the model it starts from
     if not cfg.action_agnostic and cfg.lam_dir is None:
         raise ValueError(
             "an action-conditioned world model needs a LAM: pass lam_dir (or action_agnostic=True)"
