@@ -135,7 +135,10 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         rows["real"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
         rows["random"].append(evaluate(game, None, p.eval_episodes, p.eval_max_steps, seed)[0])
     result: dict[str, Any] = {name: float(np.mean(v)) for name, v in rows.items()}
-    result.update({f"{name}_std": float(np.std(v)) for name, v in rows.items()})
+    # Sample standard deviation over seeds (ddof=1), as the adaptation benchmark reports it.
+    result.update(
+        {f"{name}_std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for name, v in rows.items()}
+    )
     result.update(
         seeds=len(seeds),
         per_seed=rows,

@@ -340,7 +340,9 @@ def main(args: Args) -> dict:
         also.append({"path": path, **extra})
     for reg, runs in per_seed.items():
         results[reg] = {k: float(np.mean([r[k] for r in runs])) for k in SCALARS}
-        results[reg]["std"] = {k: float(np.std([r[k] for r in runs])) for k in SCALARS}
+        results[reg]["std"] = {  # sample standard deviation over seeds (ddof=1)
+            k: float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else 0.0 for k in SCALARS
+        }
         results[reg]["gain_by_game"] = {
             g: float(np.mean([r["gain_by_game"][g] for r in runs])) for g in runs[0]["gain_by_game"]
         }
