@@ -188,8 +188,20 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(job["threads"])
     run_dir = Path(job["run_dir"])
     done = run_dir / "result.json"
+    provenance = run_provenance(job)
     if done.is_file():
-        return json.loads(done.read_text())
+        earlier = json.loads(done.read_text())
+        if earlier.get("provenance") != provenance:
+            raise ValueError(
+                f"{done} was computed for another model, LAM, data or protocol (or before session 19, when runs "
+                "began to record them): use a new --out, or delete that run to redo it"
+            )
+        return earlier
+    if (run_dir / "checkpoints").is_dir() and (run_dir / "provenance.json").is_file():
+        if json.loads((run_dir / "provenance.json").read_text()) != provenance:
+            raise ValueError(f"{run_dir} holds checkpoints of another run: use a new --out, or delete it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "provenance.json", json.dumps(provenance, indent=1).encode())
     start = time.time()
     p = job["p"]
     train, held = split_sets(job)
@@ -221,9 +233,30 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "held_out_windows": len(held),
         "samples_per_s": summary["samples_per_s"],
         "minutes": (time.time() - start) / 60,
+        "provenance": provenance,
     }
     atomic_write_bytes(done, json.dumps(result, indent=1).encode())
     return result
+
+
+def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
+    """What a run's result depends on: digests of the world model and LAM weights, the data directories, env,
+    model name, seed and preset settings. A finished run is taken over only when all of them match."""
+    from adaworld_gym.models.loading import directory_digest
+
+    return json.loads(
+        json.dumps(
+            {
+                "model": directory_digest(job["model"]),
+                "lam": directory_digest(job["lam"]) if job["lam"] else None,
+                "data": job["data"],
+                "env": job["env"],
+                "name": job["name"],
+                "seed": job["seed"],
+                "settings": job["p"],
+            }
+        )
+    )
 
 
 def evaluate_options(job: dict[str, Any], train: Any, held: Any) -> dict[str, float]:

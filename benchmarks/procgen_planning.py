@@ -71,6 +71,7 @@ import torch
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
+from adaworld_gym.models.bundle import bundle_digest
 from adaworld_gym.plan import RandomPlanner, episode_video, imagine_one_step
 from adaworld_gym.planning import (
     ADAWORLD_COST,
@@ -637,7 +638,12 @@ def main(args: Args) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="procgen_planning_") as tmp:
         paths, skipped = bundle_dirs(args, games, Path(tmp))
-        bundle_meta = {game: dict(paths[game]) for game in games}
+        # A bundle is identified by its path and a digest of its weights, so that a result is never taken
+        # over for another model behind the same path.
+        bundle_meta = {
+            game: {name: f"{path} sha256:{bundle_digest(path)}" for name, path in paths[game].items()}
+            for game in games
+        }
         # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
         finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
         for game in games:

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaworld_gym.models.bundle import tiny_random_bundle
+from adaworld_gym.models.bundle import bundle_digest, tiny_random_bundle
 from adaworld_gym.plan import (
     PUSH_ENV_ID,
     VP2_STEPS,
@@ -318,8 +318,11 @@ def main(args: Args) -> dict[str, Any]:
                 skipped.setdefault(name, "not selected (--models)")
         bundles = {name: load_learned(name, path) for name, path in paths.items() if name not in skipped}
         given = {"adaworld": args.adaworld, "action_agnostic": args.action_agnostic}
+        # A bundle is identified by its path and a digest of its weights, so that a result is never taken
+        # over for another model behind the same path.
         bundle_meta = {
-            name: path if given[name] else f"{path} ({bundles[name].meta.get('source', 'shipped')})"
+            name: (path if given[name] else f"{path} ({bundles[name].meta.get('source', 'shipped')})")
+            + f" sha256:{bundle_digest(path)}"
             for name, path in paths.items()
             if name in bundles
         }

@@ -494,6 +494,7 @@ def main(args: Args) -> dict:
         "training": summaries,
         "procgen_games": [s.name for s in procgen_subsets],
         "psnr": "pooled MSE over windows, uint8 [0, 255]",
+        "jobs": args.jobs or p["jobs"],  # the trainings' processes actually used (the preset's when 0)
         "wall_minutes": (time.time() - start) / 60,
     }
     atomic_write_bytes(args.out / "results.json", json.dumps(results, indent=1).encode())

@@ -77,6 +77,13 @@ def test_finished_runs_are_reused_and_models_not_given_are_skipped(smoke):
     assert again["push"]["vq"] is None and again["skipped"]["vq"] == "not selected (--models)"
     assert again["average"]["psnr"]["adaworld"] is not None and again["average"]["psnr"]["vq"] is None
     assert "skipped: not selected" in (out / "results.md").read_text()
+    # A finished run computed for other weights (or with no record of them) is never taken over silently.
+    done = out / "runs" / "push" / "adaworld" / "seed0" / "result.json"
+    result = json.loads(done.read_text())
+    result["provenance"]["model"] = "another model"
+    done.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match="another model, LAM, data or protocol"):
+        main(Args(preset="smoke", seed=0, out=out, models="adaworld", envs="push"))
 
 
 def test_bad_inputs_are_refused(tmp_path, smoke):

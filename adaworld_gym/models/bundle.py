@@ -50,7 +50,7 @@ from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
 from adaworld_gym.training.common import save_model_atomic
 
-__all__ = ["BUNDLE_FORMAT", "AdaWorldBundle", "describe_space", "tiny_random_bundle"]
+__all__ = ["BUNDLE_FORMAT", "AdaWorldBundle", "bundle_digest", "describe_space", "tiny_random_bundle"]
 
 BUNDLE_FORMAT = "adaworld-bundle/1"
 BUNDLE_JSON = "bundle.json"
@@ -304,6 +304,19 @@ def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:
         return model_cls.from_pretrained(path).to(device).eval()
     except (OSError, ValueError, RuntimeError) as e:  # diffusers reports missing/damaged weights as these
         raise ValueError(f"cannot load {model_cls.__name__} from {path}: {e}") from e
+
+
+def bundle_digest(directory: str | os.PathLike) -> str:
+    """The :func:`~adaworld_gym.models.loading.directory_digest` of a saved bundle and the model directories it
+    shares (``bundle.json``'s ``shared``), i.e. of everything that decides what it imagines."""
+    from adaworld_gym.models.loading import directory_digest
+
+    directory = Path(directory)
+    header_path = directory / BUNDLE_JSON
+    if not header_path.is_file():
+        raise FileNotFoundError(f"not an AdaWorld bundle: {header_path} is missing")
+    shared = json.loads(header_path.read_text()).get("shared", {})
+    return directory_digest(directory, *(directory / rel for _, rel in sorted(shared.items())))
 
 
 def tiny_random_bundle(

@@ -8,7 +8,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CheckedLoadingMixin"]
+__all__ = ["CheckedLoadingMixin", "directory_digest"]
 
 _LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
 
@@ -51,3 +51,31 @@ class CheckedLoadingMixin:
                 found += f"{'; ' if found else ''}left empty: {empty[:8]}{' ...' if len(empty) > 8 else ''}"
             raise ValueError(f"{path}: the weights do not fit the {cls.__name__} of its config ({found})")
         return (model, info) if want_info else model
+
+
+DIGEST_SUFFIXES = (".safetensors", ".json", ".npy")  # what decides a saved model's or bundle's behaviour
+
+
+def directory_digest(*dirs: str | os.PathLike) -> str:
+    """SHA-256 over the weights, configs and arrays under ``dirs`` (by relative path), for provenance checks.
+
+    Benchmarks record it next to a result and reuse the result only when it matches, so a path whose contents
+    changed (a retrained model behind the same name) is never mistaken for the one that was measured.
+    A model's training run directory is hashed as its ``model/`` folder.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root in map(Path, dirs):
+        if not (root / "config.json").is_file() and (root / "model" / "config.json").is_file():
+            root = root / "model"
+        if not root.is_dir():
+            raise FileNotFoundError(f"cannot fingerprint {root}: not a directory")
+        files = sorted(
+            p for p in root.rglob("*")
+            if p.is_file() and p.suffix in DIGEST_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+        )  # fmt: skip
+        for path in files:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
