@@ -31,9 +31,8 @@ from adaworld_gym._version import __version__
 
 FORMAT = "adaworld-episode/1"
 MANIFEST = "manifest.json"
-COLLECTION = (
-    "collection.json"  # the settings a collector wrote the subset with (EpisodeStore.check_collection)
-)
+# The settings a collector wrote the subset with (EpisodeStore.check_collection).
+COLLECTION = "collection.json"
 SHARD_SUFFIX = ".awe"
 FRAMES_MEMBER = "frames.npy.xz"
 LZMA_PRESET = 3

@@ -65,6 +65,8 @@ def directory_digest(*dirs: str | os.PathLike) -> str:
     """
     import hashlib
 
+    from adaworld_gym.data.episodes import sha256_file
+
     digest = hashlib.sha256()
     for root in map(Path, dirs):
         if not (root / "config.json").is_file() and (root / "model" / "config.json").is_file():
@@ -77,5 +79,5 @@ def directory_digest(*dirs: str | os.PathLike) -> str:
         )  # fmt: skip
         for path in files:
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()

@@ -198,7 +198,8 @@ class CheckpointClock:
     Inside :meth:`guard` (main thread), SIGINT and SIGTERM do not interrupt a step: the optimizer and the EMA
     update their parameters one tensor at a time, so a checkpoint of a half-applied step would resume as a
     state no run ever had. The signal is held until the step ends, where :meth:`tick` raises
-    ``KeyboardInterrupt``; a second signal interrupts at once.
+    ``KeyboardInterrupt``. A second signal interrupts at once; the save that follows may then hold a partly
+    applied step (labelled as the last complete one), the price of not waiting.
     """
 
     def __init__(self, save: Callable[[], None], step: int, every: int, minutes: float) -> None:
