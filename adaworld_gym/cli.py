@@ -130,16 +130,14 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
 
 
 def _load_lam(path: Path | None):
+    """The given LAM (its model directory or the training run's directory), else the shipped one."""
     from adaworld_gym.defaults import DEFAULT_LAM, shipped
-    from adaworld_gym.models.latent_action import LatentActionModel
-
-    if path is None:
-        return LatentActionModel.from_pretrained(shipped(DEFAULT_LAM, "latent action model")).eval()
-    if not Path(path).is_dir():
-        raise ValueError(f"latent action model directory not found: {path}")
     from adaworld_gym.training.world_model import load_lam
 
-    return load_lam(path)  # its model directory or the training run's directory
+    path = shipped(DEFAULT_LAM, "latent action model") if path is None else path
+    if not Path(path).is_dir():
+        raise ValueError(f"latent action model directory not found: {path}")
+    return load_lam(path)
 
 
 def _save_npy(array, path: Path) -> None:
