@@ -7,6 +7,13 @@ all states. The real simulator's spread is what a planner could exploit; a model
 (``ratio``) says how much of that its imagined frames keep. Every model sees the same states, context frames and
 diffusion seeds (common noise across the moves, as in planning), so its spread comes from the actions alone.
 
+Spread says how much the moves change the imagined frames, not whether they change them the right way: the
+*move agreement* (:func:`move_agreement`) is the mean cosine between the imagined and the real frame difference
+of every pair of moves. Each world model is also driven by its LAM's latent actions of the real frames
+(``true_z``: what a perfect adapter could hand it), with the LAM decoder's own first step beside it, which tells
+where the direction of a move is lost: in the latent, the world model or the adapter. ``--guidance`` applies
+classifier-free guidance on z to every learned model.
+
     python -m benchmarks.controllability --bundles shipped=adaworld_gym/assets/bundles \\
         adaworld=out/planning_bundles_s16/adaworld twin=out/planning_bundles_s16/action_agnostic \\
         --out out/controllability
@@ -45,6 +52,7 @@ class Args:
     states: int = 16  # per game
     horizon: int = 5  # steps of the same move (the Procgen planner executes 5 before replanning)
     denoise_steps: int = 1
+    guidance: float = 1.0  # classifier-free guidance on z for the learned models (1: off, as in planning)
     seed: int = 0
     threads: int = 1
     out: Path = Path("out/controllability")
@@ -114,16 +122,78 @@ def real_states(spec: EnvSpec, n: int, seed: int, context: int) -> list[tuple[np
     return out
 
 
-def spreads(
+def move_rollouts(
     dynamics: Any, states: list[tuple[np.ndarray, Any]], moves: np.ndarray, horizon: int
 ) -> np.ndarray:
-    """Mean action spread per step over ``states`` for one dynamics, each move held for ``horizon`` steps."""
+    """Frames uint8 [S, A, H, 64, 64, 3] of one dynamics: from each state, each move held for ``horizon`` steps."""
     moves = np.repeat(np.asarray(moves)[:, None], horizon, axis=1)
-    per_state = []
+    out = []
     for context, state in states:
         batch_context = np.repeat(context[None], len(moves), axis=0)
-        per_state.append(action_spread(dynamics.rollout(batch_context, moves, state=state)))
-    return np.mean(per_state, axis=0)
+        out.append(dynamics.rollout(batch_context, moves, state=state))
+    return np.stack(out)
+
+
+def spreads(rollouts: np.ndarray) -> np.ndarray:
+    """Mean action spread per step over states: ``[S, A, H, ...] -> [H]``."""
+    return np.mean([action_spread(per_state) for per_state in rollouts], axis=0)
+
+
+def move_agreement(model: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Per step, how alike the imagined and the real difference between two moves are: ``[S, A, H, ...] x2 -> [H]``.
+
+    For every state and pair of moves (a, b), the cosine between the imagined frame difference (a minus b) and the
+    real one, averaged over states and pairs: 1 when every imagined pair differs the way the real pair does (at any
+    scale), 0 when the differences are unrelated or the imagined frames do not differ at all, negative when moves
+    are imagined the wrong way round. Spread says how far apart the imagined frames of two moves lie; agreement
+    says whether they lie apart the way the real ones do, which is what a planner ranking candidates needs.
+    """
+    if model.shape != real.shape:
+        raise ValueError(f"model frames {model.shape} and real frames {real.shape} differ in shape")
+    s, a, h = model.shape[:3]
+    if a < 2:
+        raise ValueError(f"need at least two moves, got {a}")
+    first, second = np.triu_indices(a, k=1)
+
+    def unit_differences(frames: np.ndarray) -> np.ndarray:
+        x = frames.astype(np.float32).reshape(s, a, h, -1)
+        d = x[:, first] - x[:, second]  # [S, pairs, H, D]
+        norm = np.linalg.norm(d, axis=-1, keepdims=True)
+        return np.where(norm > 1e-6, d / np.maximum(norm, 1e-6), 0.0)
+
+    cos = (unit_differences(model) * unit_differences(real)).sum(axis=-1)  # [S, pairs, H]
+    return cos.mean(axis=(0, 1))
+
+
+def true_latent_rollouts(
+    bundle: Any,
+    states: list[tuple[np.ndarray, Any]],
+    real: np.ndarray,
+    steps: int,
+    seed: int,
+    guidance: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's world model driven by its LAM's latent actions of the real frames of each move, [S, A, H, ...],
+    and the LAM decoder's own first step from the same latents, [S, A, 1, ...].
+
+    What a perfect adapter could give: the adapter's only job is to produce these latents from the action. The
+    decoder's step tells whether what is missing was lost in the latent or in the world model. Common noise over
+    the moves, as in :func:`move_rollouts`.
+    """
+    from adaworld_gym.training.world_model import label_actions
+
+    model, k = bundle.world_model, bundle.world_model.config.num_history
+    out, decoded = np.empty_like(real), np.empty_like(real[:, :, :1])
+    for i, (context, _) in enumerate(states):
+        moves, horizon = real.shape[1:3]
+        seq = np.concatenate([np.repeat(context[None, -1:], moves, axis=0), real[i]], axis=1)
+        frames_t, frames_t1 = (x.reshape(-1, *seq.shape[2:]) for x in (seq[:, :-1], seq[:, 1:]))
+        z = label_actions(bundle.lam, frames_t, frames_t1).reshape(moves, horizon, -1)
+        history = np.ascontiguousarray(np.repeat(context[None, -k:], moves, axis=0))
+        generators = [torch.Generator().manual_seed(seed) for _ in range(moves)]
+        out[i] = model.rollout(history, z, steps=steps, generator=generators, guidance_scale=guidance)
+        decoded[i, :, 0] = bundle.lam.decode(np.ascontiguousarray(seq[:, 0]), z[:, 0])
+    return out, decoded
 
 
 def parse_bundles(pairs: list[str]) -> dict[str, Path]:
@@ -161,13 +231,46 @@ def markdown_table(results: dict[str, Any]) -> str:
             )
             cells.append(f"{s[0]:.2f} / {s[-1]:.2f} ({ratios})")
         rows.append(f"| {game} | " + " | ".join(cells) + " |")
+    rows += [
+        "",
+        f"Move agreement after 1 and {meta['horizon']} steps: the mean cosine, over states and pairs of moves, between "
+        "the imagined and the real frame difference of the two moves (1: every pair differs the real way; 0: "
+        "unrelated or no difference):",
+        "",
+        "| game | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for game in games:
+        agreement = results[game].get("agreement", {})
+        cells = [f"{agreement[n][0]:.2f} / {agreement[n][-1]:.2f}" if n in agreement else "—" for n in names]
+        rows.append(f"| {game} | " + " | ".join(cells) + " |")
+    rows += [
+        "",
+        "The same world models driven by their LAM's latent actions of the real frames (what a perfect adapter "
+        "could give; bundles without a LAM, and twins, have none), spread (fraction of real) and agreement after 1 "
+        f"and {meta['horizon']} steps; in brackets the LAM decoder's own agreement at the first step:",
+        "",
+        "| game | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for game in games:
+        real, true_z = results[game]["real"], results[game].get("true_z", {})
+        cells = []
+        for n in names:
+            if n not in true_z:
+                cells.append("—")
+                continue
+            sp, m, dec = true_z[n]["spread"], true_z[n]["agreement"], true_z[n]["lam_decoder_agreement"]
+            spread = f"{sp[0] / real[0]:.0%} / {sp[-1] / real[-1]:.0%}" if min(real[0], real[-1]) > 0 else "—"
+            cells.append(f"{spread}; {m[0]:.2f} / {m[-1]:.2f} ({dec:.2f})")
+        rows.append(f"| {game} | " + " | ".join(cells) + " |")
     skipped = [f"{g}/{n}: {why}" for g in games for n, why in results[g].get("skipped", {}).items()]
     if skipped:
         rows += ["", "Skipped: " + "; ".join(skipped) + "."]
     rows += [
         "",
         f"{meta['states']} states per game (test levels, easy), {meta['denoise_steps']} denoising step(s), "
-        f"seed {meta['seed']}; {meta['wall_minutes']:.1f} min.",
+        f"guidance {meta.get('guidance', 1.0):g}, seed {meta['seed']}; {meta['wall_minutes']:.1f} min.",
     ]
     return "\n".join(rows) + "\n"
 
@@ -195,11 +298,25 @@ def main(args: Args) -> dict[str, Any]:
         context = max([b.world_model.config.num_history for b in loaded.values()], default=1)
         index = PROCGEN_GAMES.index(game) if game in PROCGEN_GAMES else len(PROCGEN_GAMES)
         states = real_states(spec, args.states, _common.derived_seed(args.seed, index), context)
-        with SimulatorDynamics(spec.make_env, workers=0) as real:
-            row: dict[str, Any] = {"real": spreads(real, states, spec.moves, args.horizon).tolist()}
+        with SimulatorDynamics(spec.make_env, workers=0) as sim:
+            real = move_rollouts(sim, states, spec.moves, args.horizon)
+        row: dict[str, Any] = {"real": spreads(real).tolist(), "agreement": {}, "true_z": {}}
         for name, bundle in loaded.items():
-            dynamics = WorldModelDynamics(bundle, steps=args.denoise_steps, generator_seed=args.seed)
-            row[name] = spreads(dynamics, states, spec.moves, args.horizon).tolist()
+            dynamics = WorldModelDynamics(
+                bundle, steps=args.denoise_steps, generator_seed=args.seed, guidance_scale=args.guidance
+            )
+            imagined = move_rollouts(dynamics, states, spec.moves, args.horizon)
+            row[name] = spreads(imagined).tolist()
+            row["agreement"][name] = move_agreement(imagined, real).tolist()
+            if bundle.lam is not None and not bundle.world_model.config.action_agnostic:
+                true_z, decoded = true_latent_rollouts(
+                    bundle, states, real, args.denoise_steps, args.seed, args.guidance
+                )
+                row["true_z"][name] = {
+                    "spread": spreads(true_z).tolist(),
+                    "agreement": move_agreement(true_z, real).tolist(),
+                    "lam_decoder_agreement": float(move_agreement(decoded, real[:, :, :1])[0]),
+                }
         row["skipped"] = skipped
         results[game] = row
     results["meta"] = {

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.controllability import Args, action_spread, main, parse_bundles
+from benchmarks.controllability import Args, action_spread, main, move_agreement, parse_bundles
 from benchmarks.procgen_planning import tiny_procgen_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,6 +20,20 @@ def test_action_spread_is_the_mean_pairwise_rms_distance_per_step():
     assert action_spread(frames) == pytest.approx([0.0, 4.0])
     with pytest.raises(ValueError, match="at least two actions"):
         action_spread(frames[:1])
+
+
+def test_move_agreement_asks_whether_moves_differ_the_real_way_at_any_scale():
+    real = np.full((1, 3, 1, 4, 4, 3), 100, np.uint8)
+    real[0, 0, 0, 0], real[0, 1, 0, 1], real[0, 2, 0, 2] = 200, 200, 200  # each move lights up its own row
+    assert move_agreement(real, real) == pytest.approx([1.0])
+    timid = np.full_like(real, 100)
+    timid[0, 0, 0, 0], timid[0, 1, 0, 1], timid[0, 2, 0, 2] = 110, 110, 110  # right rows, a tenth as bright
+    assert move_agreement(timid, real) == pytest.approx([1.0])
+    # Moves 0 and 1 imagined the wrong way round: pair (0, 1) reversed (-1), pairs (0, 2) and (1, 2) half right.
+    assert move_agreement(real[:, [1, 0, 2]], real) == pytest.approx([0.0])
+    assert move_agreement(np.full_like(real, 100), real) == pytest.approx([0.0])  # moves change nothing
+    with pytest.raises(ValueError, match="differ in shape"):
+        move_agreement(real[:, :2], real)
 
 
 def test_models_that_ignore_the_action_have_no_spread(tmp_path):
@@ -38,6 +52,10 @@ def test_models_that_ignore_the_action_have_no_spread(tmp_path):
     assert maze == json.loads(json.dumps(results["maze"]))
     assert len(maze["real"]) == len(maze["tuned"]) == 2 and min(maze["real"] + maze["tuned"]) >= 0
     assert maze["twin"] == [0.0, 0.0]
+    assert set(maze["agreement"]) == {"tuned", "twin"}
+    assert set(maze["true_z"]) == {"tuned"}  # the twin has no latent actions to be driven by
+    assert all(-1 <= m <= 1 for m in maze["agreement"]["tuned"])
+    assert -1 <= maze["true_z"]["tuned"]["lam_decoder_agreement"] <= 1
     assert "absent" in maze["skipped"] and "absent" not in maze
     assert "| maze |" in (tmp_path / "out" / "results.md").read_text()
 
