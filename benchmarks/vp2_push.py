@@ -35,6 +35,9 @@ Presets:
 - ``smoke``: 1 task, 2 samples x horizon 2, the simulator in-process, tiny random-weight bundles (saved to a
   temporary directory and loaded back) for the learned models: for tests, not a measurement.
 
+``--samples N`` changes only the number of MPPI candidates (a planner-budget study, e.g. a learned model at the
+oracle's seconds per replan); it is part of the protocol, so runs at other budgets are never taken over.
+
 Writes ``results.json`` (after every model, so an interrupted run keeps what it finished), ``results.md`` and
 GIFs of the first few episodes of each model (goal | real | the learned model's one-step prediction).
 
@@ -106,6 +109,7 @@ class Args:
     adaworld: str = ""  # adapted AdaWorld push bundle (default: the shipped one, if any; smoke: tiny random)
     action_agnostic: str = ""  # adapted action-agnostic twin bundle (smoke: tiny random)
     tasks: int = 0  # 0: the preset's
+    samples: int = 0  # MPPI candidates per replan; 0: the preset's (a planner-budget study changes only this)
     workers: int = -1  # simulator processes for the oracle; -1: the preset's
     threads: int = 1  # torch threads (1 is the fastest per core on a shared 2-core machine)
     models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
@@ -301,8 +305,14 @@ def main(args: Args) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     p = dict(PRESETS[args.preset])
+    if args.tasks < 0 or args.samples < 0:
+        raise SystemExit(
+            f"--tasks and --samples must be >= 0 (0: the preset's), got {args.tasks}, {args.samples}"
+        )
     if args.tasks:
         p["tasks"] = args.tasks
+    if args.samples:
+        p["samples"] = args.samples
     if args.workers >= 0:
         p["workers"] = args.workers
     torch.set_num_threads(args.threads)

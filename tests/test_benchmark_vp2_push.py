@@ -71,6 +71,13 @@ def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_
     assert results["meta"]["complete"]
 
 
+def test_the_planner_budget_can_be_set_and_is_recorded(tmp_path, no_shipped_bundle):
+    results = main(Args(preset="smoke", samples=3, models="random", out=tmp_path / "out"))
+    assert results["meta"]["samples"] == 3
+    with pytest.raises(SystemExit, match="--samples"):
+        main(Args(preset="smoke", samples=-1, out=tmp_path / "bad"))
+
+
 def test_bundles_of_the_wrong_kind_are_refused(tmp_path: Path):
     tiny_random_bundle("continuous", seed=0, action_size=4, action_agnostic=True).save_pretrained(
         tmp_path / "twin"
