@@ -92,6 +92,16 @@ def test_same_seed_same_frames(autocast_dtype: str | None) -> None:
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("autocast_dtype", [None, "bfloat16"])
+def test_seeded_sampling_leaves_the_global_rng_alone(autocast_dtype: str | None) -> None:
+    """Callers seed their own torch RNG (a PPO agent, say): sampling, first call included, must not move it."""
+    model = make_model(autocast_dtype=autocast_dtype)
+    state = torch.get_rng_state()
+    model.predict_next(frames(2, 3), actions(2), steps=2, generator=[gen(0), gen(1)])
+    model.rollout(frames(2, 1), np.stack([actions(2)] * 2, axis=1), steps=1, generator=gen(2))
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_cpu_bf16_copy_matches_autocast_and_follows_weight_updates(monkeypatch) -> None:
     from adaworld_gym.models import world_model
 

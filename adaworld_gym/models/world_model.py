@@ -250,7 +250,11 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         with torch.no_grad():
             sample = torch.stack([t.reshape(-1)[::97].float().sum() for t in tensors[::8]])
         if cached is None or cached["key"] != key or not torch.equal(cached["sample"], sample):
-            copy = UNet2DModel.from_config(self.unet.config)
+            # The constructor's random init is overwritten at once; forking the RNG keeps it from moving the
+            # caller's global torch RNG (a PPO agent seeded before the first imagined step would otherwise
+            # train differently depending on whether a world model had sampled before).
+            with torch.random.fork_rng(devices=[]):
+                copy = UNet2DModel.from_config(self.unet.config)
             copy.load_state_dict(self.unet.state_dict())
             # ModelMixin.to warns about fp32-only modules; this UNet has none.
             nn.Module.to(copy, torch.bfloat16)
