@@ -36,6 +36,7 @@ from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundle_dir, 
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
+from adaworld_gym.training.common import write_json
 from adaworld_gym.training.reward import attach_reward_head, train_reward
 
 MIN_EVAL_EVENTS = 5
@@ -77,11 +78,18 @@ def build_reward(name: str, work: Path, seed: int, episodes: int, steps: int, tr
     data = work / name / "reward-data"
     # Another seed than the adaptation set's, so these are other episodes of the training levels.
     collect_procgen([game], episodes, steps, data, seed=seed + 1)
-    run = work / name / f"reward-{train_steps}"
+    # The run resumes from its checkpoints, so its name must change with the data it is trained on.
+    run = work / name / f"reward-{episodes}x{steps}-{train_steps}"
     head = train_reward([data / f"procgen-{game}"], run, max_steps=train_steps, seed=seed, progress=False)
     ev = json.loads((run / "summary.json").read_text())["eval"]
     r2 = 1 - ev["reward_mse"] / ev["reward_mse_predict_mean"] if ev["reward_mse_predict_mean"] > 0 else 0.0
-    report = {"eval_events": ev["reward_events"], "eval_pairs": ev["pairs"], "eval_reward_r2": round(r2, 3)}
+    report = {
+        "episodes": episodes,
+        "train_steps": train_steps,
+        "eval_events": ev["reward_events"],
+        "eval_pairs": ev["pairs"],
+        "eval_reward_r2": round(r2, 3),
+    }
     if ev["reward_events"] < MIN_EVAL_EVENTS:
         report.update(
             attached=False, why=f"{ev['reward_events']} rewarded held-out transitions (< {MIN_EVAL_EVENTS})"
@@ -116,9 +124,8 @@ def main() -> None:
             print(json.dumps({name: build(name, args.work, args.seed)}), flush=True)
         return
     path = shipped_bundles_root() / "rewards.json"  # what each shipped bundle's reward is, and why
-    reports = json.loads(path.read_text()) if path.is_file() else {}
     for name in args.envs:
-        reports[name] = build_reward(
+        report = build_reward(
             name,
             args.work,
             args.seed,
@@ -126,8 +133,11 @@ def main() -> None:
             args.reward_episode_steps,
             args.reward_train_steps,
         )
-        path.write_text(json.dumps(reports, indent=1))
-        print(json.dumps({name: reports[name]}), flush=True)
+        # Re-read before writing: several processes may be training other games' heads.
+        reports = json.loads(path.read_text()) if path.is_file() else {}
+        reports[name] = report
+        write_json(path, reports)
+        print(json.dumps({name: report}), flush=True)
 
 
 if __name__ == "__main__":
