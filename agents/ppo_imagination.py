@@ -15,7 +15,8 @@ turn, same bundle and denoising steps.
 
 writes ``DIR/results.json`` (the shape of ``benchmarks/results/imagination.json``), ``DIR/results.md`` and
 tensorboard logs under ``DIR/tb``. Bundles come from ``--bundles DIR`` (``DIR/procgen-<game>``; default: the
-shipped ones); a game without a bundle or reward head is skipped and listed under ``"skipped"``.
+shipped ones); a game without a bundle or reward head is skipped and listed under ``"skipped"``, so by default
+every game whose bundle pays rewards is tried.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 from adaworld_gym.envs.shipped import shipped_bundles_root
 from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
-from adaworld_gym.sims.games import ADAPTATION_GAMES, check_game
+from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
 from adaworld_gym.sims.procgen import ProcgenEnv
 from benchmarks._common import write_results
 from benchmarks.env_speed import vector_speedup
@@ -167,7 +168,12 @@ def markdown_table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--games", nargs="+", default=list(ADAPTATION_GAMES))
+    parser.add_argument(
+        "--games",
+        nargs="+",
+        default=list(PROCGEN_GAMES),
+        help="default: all 16 (those without a head are skipped)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument(
         "--bundles", type=Path, default=None, help="holds procgen-<game>/ (default: the shipped bundles)"
@@ -177,6 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=int,
         default=0,
         help="PPO timesteps in the world model per seed (0: the preset's)",
+    )
+    parser.add_argument(
+        "--denoise-steps", type=int, default=0, help="sampler steps per imagined frame (0: the preset's)"
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
@@ -188,6 +197,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--imagination-steps must be >= 0, got {args.imagination_steps}")
     if args.imagination_steps:
         p = dataclasses.replace(p, imagination_steps=args.imagination_steps)
+    if not 0 <= args.denoise_steps <= 5:
+        raise SystemExit(f"--denoise-steps must be in 1..5 (0: the preset's), got {args.denoise_steps}")
+    if args.denoise_steps:
+        p = dataclasses.replace(p, denoise_steps=args.denoise_steps)
     games = [check_game(g) for g in args.games]
     args.out.mkdir(parents=True, exist_ok=True)
 

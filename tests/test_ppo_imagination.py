@@ -24,7 +24,9 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
     bundles = _procgen_bundle(tmp_path, "coinrun", {"labelled_transitions": 32})
     out = tmp_path / "out"
     argv = ["--preset", "smoke", "--games", "coinrun", "chaser", "--seeds", "0", "--bundles", str(bundles)]
-    results = ppo_imagination.main([*argv, "--imagination-steps", "96", "--out", str(out)])
+    results = ppo_imagination.main(
+        [*argv, "--imagination-steps", "96", "--denoise-steps", "2", "--out", str(out)]
+    )
 
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["ppo"].keys() == {"coinrun"}
@@ -34,6 +36,7 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
         assert np.isfinite(row[key])
     assert row["seeds"] == 1 and row["real_frames"] == 32 and row["real_frames_seen"] >= 32
     assert row["imagination_frames"] == on_disk["settings"]["imagination_steps"] == 96  # the preset's is 64
+    assert on_disk["settings"]["denoise_steps"] == 2  # the preset's is 1
     assert on_disk["vector_speedup_n16"] == pytest.approx(results["vector_speedup_n16"])
     assert on_disk["vector_speedup_n16"] > 0
     assert "coinrun" in (out / "results.md").read_text()
@@ -48,4 +51,13 @@ def test_bundle_without_real_frame_count_is_rejected(tmp_path):
     bundles = _procgen_bundle(tmp_path, "coinrun", {})
     argv = ["--preset", "smoke", "--games", "coinrun", "--seeds", "0", "--bundles", str(bundles)]
     with pytest.raises(ValueError, match="labelled_transitions"):
+        ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--denoise-steps", "9"), ("--denoise-steps", "-1"), ("--imagination-steps", "-5")]
+)
+def test_out_of_range_budgets_are_refused(tmp_path, flag, value):
+    argv = ["--preset", "smoke", "--games", "coinrun", "--bundles", str(tmp_path), flag, value]
+    with pytest.raises(SystemExit, match=flag):
         ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
