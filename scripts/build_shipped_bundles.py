@@ -13,9 +13,9 @@ world model is the shipped pretrained one, which the adaptation benchmark measur
 ``--rewards`` collects ``--reward-episodes`` random-play episodes per Procgen game, trains a reward /
 termination head on them (``adaworld train-reward``) and attaches it to the shipped bundle only when, on its
 held-out episodes, it explains at least ``MIN_R2`` of the reward variance (with at least ``MIN_EVAL_EVENTS``
-rewarded transitions there); otherwise the bundle keeps paying 0. ``assets/bundles/rewards.json`` records
-each game's held-out R^2 and why a head was or was not attached. RobosuitePush
-has no head: its reward is the goal image's.
+rewarded transitions there); otherwise the bundle keeps paying 0, or keeps a head attached earlier (and its
+record). ``assets/bundles/rewards.json`` records each game's held-out R^2 and why a head was or was not
+attached. RobosuitePush has no head: its reward is the goal image's.
 
 Collected data and the full (unshared) bundles go to ``--work`` (default ``out/shipped_bundles``); a rerun
 reuses the data already there.
@@ -135,6 +135,10 @@ def main() -> None:
         )
         # Re-read before writing: several processes may be training other games' heads.
         reports = json.loads(path.read_text()) if path.is_file() else {}
+        if not report["attached"] and reports.get(name, {}).get("attached"):
+            # A retrain that fails the gate leaves the attached head, and the record that explains it, alone.
+            print(json.dumps({name: {**report, "kept": "the head attached earlier"}}), flush=True)
+            continue
         reports[name] = report
         write_json(path, reports)
         print(json.dumps({name: report}), flush=True)
