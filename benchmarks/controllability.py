@@ -184,8 +184,8 @@ def true_latent_rollouts(
 
     model, k = bundle.world_model, bundle.world_model.config.num_history
     out, decoded = np.empty_like(real), np.empty_like(real[:, :, :1])
+    moves, horizon = real.shape[1:3]
     for i, (context, _) in enumerate(states):
-        moves, horizon = real.shape[1:3]
         seq = np.concatenate([np.repeat(context[None, -1:], moves, axis=0), real[i]], axis=1)
         frames_t, frames_t1 = (x.reshape(-1, *seq.shape[2:]) for x in (seq[:, :-1], seq[:, 1:]))
         z = label_actions(bundle.lam, frames_t, frames_t1).reshape(moves, horizon, -1)
@@ -208,19 +208,24 @@ def parse_bundles(pairs: list[str]) -> dict[str, Path]:
     return models
 
 
+def _first_last(x: list[float], fmt: str = ".2f") -> str:
+    """A per-step series as "after 1 step / after the horizon"."""
+    return f"{x[0]:{fmt}} / {x[-1]:{fmt}}"
+
+
+def _game_table(intro: str, columns: list[str], games: list[str], cells: Any) -> list[str]:
+    """An intro line and a markdown table with one row per game; ``cells(game)`` gives the row's cells."""
+    rows = [intro, "", "| game | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    return rows + [f"| {game} | " + " | ".join(cells(game)) + " |" for game in games]
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     meta, games = results["meta"], results["meta"]["game_list"]
-    names = meta["models"]
-    rows = [
-        f"Action spread after 1 and {meta['horizon']} steps of the same move (mean RMS pixel distance between two "
-        "moves' frames, [0, 255]); in brackets the fraction of the real simulator's spread:",
-        "",
-        "| game | real | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 2) + "|",
-    ]
-    for game in games:
+    names, horizon = meta["models"], meta["horizon"]
+
+    def spread_cells(game: str) -> list[str]:
         real = results[game]["real"]
-        cells = [f"{real[0]:.2f} / {real[-1]:.2f}"]
+        cells = [_first_last(real)]
         for name in names:
             s = results[game].get(name)
             if s is None:
@@ -229,41 +234,48 @@ def markdown_table(results: dict[str, Any]) -> str:
             ratios = " / ".join(
                 f"{m / r:.0%}" if r > 0 else "—" for m, r in ((s[0], real[0]), (s[-1], real[-1]))
             )
-            cells.append(f"{s[0]:.2f} / {s[-1]:.2f} ({ratios})")
-        rows.append(f"| {game} | " + " | ".join(cells) + " |")
-    rows += [
-        "",
-        f"Move agreement after 1 and {meta['horizon']} steps: the mean cosine, over states and pairs of moves, between "
-        "the imagined and the real frame difference of the two moves (1: every pair differs the real way; 0: "
-        "unrelated or no difference):",
-        "",
-        "| game | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for game in games:
+            cells.append(f"{_first_last(s)} ({ratios})")
+        return cells
+
+    def agreement_cells(game: str) -> list[str]:
         agreement = results[game].get("agreement", {})
-        cells = [f"{agreement[n][0]:.2f} / {agreement[n][-1]:.2f}" if n in agreement else "—" for n in names]
-        rows.append(f"| {game} | " + " | ".join(cells) + " |")
-    rows += [
-        "",
-        "The same world models driven by their LAM's latent actions of the real frames (what a perfect adapter "
-        "could give; bundles without a LAM, and twins, have none), spread (fraction of real) and agreement after 1 "
-        f"and {meta['horizon']} steps; in brackets the LAM decoder's own agreement at the first step:",
-        "",
-        "| game | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for game in games:
+        return [_first_last(agreement[n]) if n in agreement else "—" for n in names]
+
+    def true_z_cells(game: str) -> list[str]:
         real, true_z = results[game]["real"], results[game].get("true_z", {})
         cells = []
         for n in names:
             if n not in true_z:
                 cells.append("—")
                 continue
-            sp, m, dec = true_z[n]["spread"], true_z[n]["agreement"], true_z[n]["lam_decoder_agreement"]
+            sp, dec = true_z[n]["spread"], true_z[n]["lam_decoder_agreement"]
             spread = f"{sp[0] / real[0]:.0%} / {sp[-1] / real[-1]:.0%}" if min(real[0], real[-1]) > 0 else "—"
-            cells.append(f"{spread}; {m[0]:.2f} / {m[-1]:.2f} ({dec:.2f})")
-        rows.append(f"| {game} | " + " | ".join(cells) + " |")
+            cells.append(f"{spread}; {_first_last(true_z[n]['agreement'])} ({dec:.2f})")
+        return cells
+
+    rows = _game_table(
+        f"Action spread after 1 and {horizon} steps of the same move (mean RMS pixel distance between two "
+        "moves' frames, [0, 255]); in brackets the fraction of the real simulator's spread:",
+        ["real", *names],
+        games,
+        spread_cells,
+    )
+    rows += [""] + _game_table(
+        f"Move agreement after 1 and {horizon} steps: the mean cosine, over states and pairs of moves, between "
+        "the imagined and the real frame difference of the two moves (1: every pair differs the real way; 0: "
+        "unrelated or no difference):",
+        names,
+        games,
+        agreement_cells,
+    )
+    rows += [""] + _game_table(
+        "The same world models driven by their LAM's latent actions of the real frames (what a perfect adapter "
+        "could give; bundles without a LAM, and twins, have none), spread (fraction of real) and agreement after 1 "
+        f"and {horizon} steps; in brackets the LAM decoder's own agreement at the first step:",
+        names,
+        games,
+        true_z_cells,
+    )
     skipped = [f"{g}/{n}: {why}" for g in games for n, why in results[g].get("skipped", {}).items()]
     if skipped:
         rows += ["", "Skipped: " + "; ".join(skipped) + "."]
