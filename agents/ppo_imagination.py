@@ -5,7 +5,8 @@ For each game and seed, three policies are scored by their mean return on held-o
 - ``imagination``: stable-baselines3 PPO trained in :class:`WorldModelVectorEnv` over the game's adapted bundle
   (reward and termination from the bundle's reward head); the real simulator is never stepped in training;
 - ``real``: the same PPO trained on the real simulator for as many frames as the bundle was built from
-  (``meta["labelled_transitions"]``: the labelled transitions of the adaptation set), the fair equal-data comparison;
+  (``meta["labelled_transitions"]``: the labelled transitions of the adaptation set; with ``--starts real``, every
+  frame of the adaptation collection), the fair equal-data comparison;
 - ``random``: uniform random actions.
 
 The run also measures ``vector_speedup_n16``: frames/s of one 16-row vector env over 16 single envs stepped in
@@ -17,6 +18,11 @@ writes ``DIR/results.json`` (the shape of ``benchmarks/results/imagination.json`
 tensorboard logs under ``DIR/tb``. Bundles come from ``--bundles DIR`` (``DIR/procgen-<game>``; default: the
 shipped ones); a game without a bundle or reward head is skipped and listed under ``"skipped"``, so by default
 every game whose bundle pays rewards is tried.
+
+Imagined episodes start from the bundle's start contexts (``--starts bundle``: first frames of real levels) or,
+with ``--starts real``, from every k-frame window of the real random-play episodes the bundle's adapter was
+built from (recollected with the bundle's recipe and seed), so imagination branches off states met anywhere in
+a level, as Dyna and DIAMOND do, and needs no real frame beyond those the bundle already used.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelVector
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
 from adaworld_gym.sims.procgen import ProcgenEnv
+from adaworld_gym.training.adapt import collect_adaptation_data, read_episodes
 from benchmarks._common import write_results
 from benchmarks.env_speed import vector_speedup
 
@@ -51,6 +58,9 @@ class Preset:
     eval_max_steps: int  # real episodes are cut here (Procgen's own limit is 1000)
     n_steps: int  # PPO rollout length per env
     speed_steps: int  # vector steps timed for the speedup figure
+    starts: str = (
+        "bundle"  # "bundle": the bundle's start contexts; "real": windows of its adaptation episodes
+    )
 
 
 PRESETS: dict[str, Preset] = {
@@ -107,6 +117,30 @@ def evaluate(
     return float(np.mean(returns)), returns
 
 
+def real_start_contexts(game: str, bundle: AdaWorldBundle, root: Path) -> tuple[np.ndarray, int]:
+    """Every full k-frame window of the bundle's adaptation episodes, and the real frames those episodes hold.
+
+    The episodes are recollected with the recipe of ``adaworld adapt`` (uniform random play until every action
+    has ``labelled_transitions / n`` transitions) and the bundle's seed; collected episodes end at a game's end,
+    so no window spans two levels.
+    """
+    n_actions = int(bundle.adapter.action_space.n)
+    per_action = int(bundle.meta["labelled_transitions"]) // n_actions
+    env_id = bundle.meta.get("env_id", f"AdaWorld/Procgen-{game}-v0")
+    data = collect_adaptation_data(
+        env_id, root, samples_per_action=per_action, seed=int(bundle.meta.get("seed", 0))
+    )
+    k = bundle.world_model.config.num_history
+    episodes = read_episodes(data)
+    windows = [
+        np.lib.stride_tricks.sliding_window_view(e.frames, k, axis=0).transpose(0, 4, 1, 2, 3)
+        for e in episodes
+        if len(e.frames) >= k
+    ]
+    real_frames = sum(e.num_transitions for e in episodes)
+    return np.ascontiguousarray(np.concatenate(windows)), real_frames
+
+
 def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecMonitor
@@ -117,6 +151,11 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
             f"procgen-{game} bundle: meta['labelled_transitions'] is missing (adaworld adapt records it); "
             "the real-env baseline is trained on that many frames"
         )
+    start_contexts = len(bundle.initial_frames)
+    if p.starts == "real":
+        contexts, collected = real_start_contexts(game, bundle, out / "starts")
+        bundle = dataclasses.replace(bundle, initial_frames=contexts)
+        start_contexts, real_frames = len(contexts), max(real_frames, collected)
     rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
     real_seen = []  # SB3 collects whole rollouts, so the real agent may see a little more than asked
     for seed in seeds:
@@ -145,6 +184,7 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         per_seed=rows,
         real_frames=real_frames,
         real_frames_seen=max(real_seen),
+        start_contexts=start_contexts,
         imagination_frames=p.imagination_steps,
     )
     return result
@@ -187,6 +227,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--denoise-steps", type=int, default=0, help="sampler steps per imagined frame (0: the preset's)"
     )
+    parser.add_argument(
+        "--starts",
+        choices=("bundle", "real"),
+        default="bundle",
+        help="imagined episodes start from the bundle's start contexts or from windows of its real adaptation episodes",
+    )
+    parser.add_argument(
+        "--horizon", type=int, default=0, help="imagined episode length before truncation (0: the preset's)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -201,6 +250,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--denoise-steps must be in 1..5 (0: the preset's), got {args.denoise_steps}")
     if args.denoise_steps:
         p = dataclasses.replace(p, denoise_steps=args.denoise_steps)
+    if args.horizon < 0:
+        raise SystemExit(f"--horizon must be >= 0, got {args.horizon}")
+    if args.horizon:
+        p = dataclasses.replace(p, horizon=args.horizon)
+    p = dataclasses.replace(p, starts=args.starts)
     games = [check_game(g) for g in args.games]
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -55,9 +55,42 @@ def test_bundle_without_real_frame_count_is_rejected(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--denoise-steps", "9"), ("--denoise-steps", "-1"), ("--imagination-steps", "-5")]
+    "flag, value",
+    [("--denoise-steps", "9"), ("--denoise-steps", "-1"), ("--imagination-steps", "-5"), ("--horizon", "-2")],
 )
 def test_out_of_range_budgets_are_refused(tmp_path, flag, value):
     argv = ["--preset", "smoke", "--games", "coinrun", "--bundles", str(tmp_path), flag, value]
     with pytest.raises(SystemExit, match=flag):
         ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
+
+
+def test_real_starts_are_windows_of_the_adaptation_episodes(tmp_path):
+    bundles = _procgen_bundle(tmp_path, "coinrun", {"labelled_transitions": 30, "seed": 3})
+    from adaworld_gym.models.bundle import AdaWorldBundle
+
+    bundle = AdaWorldBundle.from_pretrained(bundles / "procgen-coinrun")
+    contexts, real_frames = ppo_imagination.real_start_contexts("coinrun", bundle, tmp_path / "starts")
+    k = bundle.world_model.config.num_history
+    assert contexts.dtype == np.uint8 and contexts.shape[1:] == (k, 64, 64, 3)
+    episodes = ppo_imagination.read_episodes(tmp_path / "starts" / "procgen-coinrun")
+    assert real_frames == sum(e.num_transitions for e in episodes)
+    assert len(contexts) == sum(len(e.frames) - k + 1 for e in episodes)
+    first = episodes[0].frames
+    np.testing.assert_array_equal(contexts[0], first[:k])  # consecutive frames, oldest first
+    np.testing.assert_array_equal(contexts[1], first[1 : k + 1])
+    again, _ = ppo_imagination.real_start_contexts("coinrun", bundle, tmp_path / "starts_again")
+    np.testing.assert_array_equal(again, contexts)  # the bundle's seed fixes the collection
+
+
+def test_smoke_run_with_real_starts_gives_the_real_agent_every_collected_frame(tmp_path):
+    bundles = _procgen_bundle(tmp_path, "coinrun", {"labelled_transitions": 30, "seed": 0})
+    out = tmp_path / "out"
+    argv = ["--preset", "smoke", "--games", "coinrun", "--seeds", "0", "--bundles", str(bundles)]
+    results = ppo_imagination.main([*argv, "--starts", "real", "--horizon", "5", "--out", str(out)])
+    row = results["ppo"]["coinrun"]
+    collected = sum(
+        e.num_transitions for e in ppo_imagination.read_episodes(out / "starts" / "procgen-coinrun")
+    )
+    assert row["real_frames"] == collected > 30 and row["real_frames_seen"] >= collected
+    assert row["start_contexts"] > 16  # the tiny bundle ships 16 one-frame starts
+    assert results["settings"]["starts"] == "real" and results["settings"]["horizon"] == 5
