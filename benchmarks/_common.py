@@ -100,3 +100,16 @@ def check_bundle_kind(name: str, path: str, bundle: Any) -> None:
     if agnostic != (name == "action_agnostic"):
         kind = "an action-agnostic" if name == "action_agnostic" else "a latent-action-conditioned"
         raise SystemExit(f"--{name.replace('_', '-')} {path}: expected {kind} world model")
+
+
+def parse_bundles(pairs: list[str]) -> dict[str, Path]:
+    """``--bundles NAME=DIR`` pairs as ``{name: Path(DIR)}``; "real" is reserved for the simulator."""
+    models = {}
+    for pair in pairs:
+        name, sep, directory = pair.partition("=")
+        if not sep or not name or not directory:
+            raise SystemExit(f"--bundles takes NAME=DIR pairs, got {pair!r}")
+        if name in models or name == "real":
+            raise SystemExit(f"--bundles: the name {name!r} is taken")
+        models[name] = Path(directory)
+    return models

@@ -196,18 +196,6 @@ def true_latent_rollouts(
     return out, decoded
 
 
-def parse_bundles(pairs: list[str]) -> dict[str, Path]:
-    models = {}
-    for pair in pairs:
-        name, sep, directory = pair.partition("=")
-        if not sep or not name or not directory:
-            raise SystemExit(f"--bundles takes NAME=DIR pairs, got {pair!r}")
-        if name in models or name == "real":
-            raise SystemExit(f"--bundles: the name {name!r} is taken")
-        models[name] = Path(directory)
-    return models
-
-
 def _first_last(x: list[float], fmt: str = ".2f") -> str:
     """A per-step series as "after 1 step / after the horizon"."""
     return f"{x[0]:{fmt}} / {x[-1]:{fmt}}"
@@ -290,7 +278,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 def main(args: Args) -> dict[str, Any]:
     from adaworld_gym.models.bundle import AdaWorldBundle
 
-    models = parse_bundles(args.bundles)
+    models = _common.parse_bundles(args.bundles)
     names = [g.strip() for g in args.games.split(",") if g.strip()]
     if not names or args.states < 1 or args.horizon < 1:
         raise SystemExit("need at least one game, --states >= 1 and --horizon >= 1")

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.controllability import Args, action_spread, main, move_agreement, parse_bundles
+from benchmarks._common import parse_bundles
+from benchmarks.controllability import Args, action_spread, main, move_agreement
 from benchmarks.procgen_planning import tiny_procgen_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
