@@ -266,6 +266,8 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         max_episodes=args.max_episodes,
+        imagined_by=args.imagined_by,
+        imagined_denoise_steps=args.imagined_denoise_steps,
     )
     print(f"reward head saved to {path} (held-out metrics in {args.out / 'summary.json'})")
     if args.bundle is not None:
@@ -543,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
     rw.add_argument("--lam", type=Path, default=None, help="also condition on this LAM's latent actions")
     rw.add_argument("--bundle", type=Path, default=None, help="attach the trained head to this bundle")
+    rw.add_argument(
+        "--imagined-by",
+        type=Path,
+        default=None,
+        help="train on next frames this bundle's world model makes from the real ones (what imagination shows)",
+    )
+    rw.add_argument("--imagined-denoise-steps", type=_positive_int, default=None, help="default 1")
     rw.add_argument("--seed", type=int, default=0)
     rw.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     rw.set_defaults(func=_cmd_train_reward)

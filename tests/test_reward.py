@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.training.reward import (
     attach_reward_head,
+    imagine_next_frames,
     load_reward_data,
     reward_targets,
     train_reward,
@@ -315,3 +317,37 @@ def test_env_with_a_reward_head_passes_gymnasium_and_sb3_checkers(kind):
         warnings.simplefilter("error")
         check_env(WorldModelEnv(bundle), skip_render_check=True)
         sb3_check_env(WorldModelEnv(bundle, max_episode_steps=5))
+
+
+def test_imagine_next_frames_replaces_only_the_next_frames(tmp_path):
+    write_synthetic_episodes(tmp_path / "data", episodes=2, steps=5)
+    data = load_reward_data([tmp_path / "data"])
+    bundle = tiny_random_bundle("discrete")  # 4 actions, as the synthetic episodes
+    imagined = imagine_next_frames(data, bundle, seed=0)
+    rows = np.arange(len(data))
+    (prev, real_next), (imagined_prev, imagined_next) = data.pairs(rows), imagined.pairs(rows)
+    np.testing.assert_array_equal(imagined_prev, prev)  # the pairs start on the real frames
+    assert imagined_next.shape == real_next.shape and not np.array_equal(imagined_next, real_next)
+    np.testing.assert_array_equal(imagined.rewards, data.rewards)
+    np.testing.assert_array_equal(imagined.terminated, data.terminated)
+    np.testing.assert_array_equal(imagine_next_frames(data, bundle, seed=0).pairs(rows)[1], imagined_next)
+    assert not np.array_equal(imagine_next_frames(data, bundle, seed=1).pairs(rows)[1], imagined_next)
+    held_out = imagined.subset(np.array([1]))  # an episode split keeps its imagined frames
+    np.testing.assert_array_equal(
+        held_out.pairs(np.arange(len(held_out)))[1], imagined_next[data.index[:, 0] == 1]
+    )
+    with pytest.raises(ValueError, match="actions"):
+        imagine_next_frames(replace(data, actions=None), bundle)
+
+
+def test_train_reward_cli_on_imagined_frames_records_the_bundle(tmp_path):
+    write_synthetic_episodes(tmp_path / "data", episodes=3, steps=6)
+    tiny_random_bundle("discrete").save_pretrained(tmp_path / "bundle")
+    argv = ["train-reward", "--data", str(tmp_path / "data"), "--max-steps", "3", "--batch-size", "8"]
+    code = main([*argv, "--out", str(tmp_path / "run"), "--imagined-by", str(tmp_path / "bundle")])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert code == 0 and summary["imagined_by"] == str(tmp_path / "bundle") and summary["eval"]["pairs"] > 0
+    with pytest.raises(ValueError, match="imagined_denoise_steps"):
+        train_reward(
+            [tmp_path / "data"], tmp_path / "run2", imagined_by=tmp_path / "bundle", imagined_denoise_steps=0
+        )

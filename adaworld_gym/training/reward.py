@@ -89,6 +89,10 @@ class RewardTrainConfig:
     checkpoint_every: int = 500
     checkpoint_minutes: float = 10.0
     lam_dir: str | None = None
+    # A bundle whose world model makes every next frame (from the real frames before it and the real action):
+    # the head then learns what the model's frames show at an event, which is what it sees in imagination.
+    imagined_by: str | None = None
+    imagined_denoise_steps: int = 1
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +126,7 @@ class RewardData:
     rewards: np.ndarray
     terminated: np.ndarray
     names: list[str]
+    actions: list[np.ndarray] | None = None  # per episode, as ``frames``; needed to imagine the next frames
 
     def __len__(self) -> int:
         return len(self.index)
@@ -139,7 +144,7 @@ class RewardData:
     def subset(self, episodes: np.ndarray) -> RewardData:
         keep = np.isin(self.index[:, 0], episodes)
         return RewardData(
-            self.frames, self.index[keep], self.rewards[keep], self.terminated[keep], self.names
+            self.frames, self.index[keep], self.rewards[keep], self.terminated[keep], self.names, self.actions
         )
 
 
@@ -172,12 +177,13 @@ def load_reward_data(
     if max_episodes is not None and len(entries) > max_episodes:
         chosen = np.sort(np.random.default_rng(seed).choice(len(entries), max_episodes, replace=False))
         entries = [entries[i] for i in chosen]
-    frames, index, rewards, terminated, names = [], [], [], [], []
+    frames, index, rewards, terminated, names, actions = [], [], [], [], [], []
     for store, name in entries:
         episode = store.read(name, verify=verify)
         t_prev, t_next, r, term = reward_targets(episode)
         e = len(frames)
         frames.append(episode.frames)
+        actions.append(episode.actions)
         names.append(f"{store.root.name}/{name}")
         index.append(np.stack([np.full(len(t_prev), e), t_prev, t_next], axis=1))
         rewards.append(r)
@@ -188,7 +194,52 @@ def load_reward_data(
         np.concatenate(rewards).astype(np.float32),
         np.concatenate(terminated).astype(bool),
         names,
+        actions if all(a is not None for a in actions) else None,
     )
+
+
+@torch.no_grad()
+def imagine_next_frames(
+    data: RewardData,
+    bundle: Any,
+    denoise_steps: int = 1,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> RewardData:
+    """The same pairs, each next frame replaced by the bundle world model's prediction of it.
+
+    The model sees the real frames up to the pair's first (at most its ``num_history``) and the real action
+    taken there, through the bundle's adapter: one imagined step from a real state, as at the start of every
+    imagined episode. Episodes keep their real frames (the pairs' first frames); the imagined ones are appended.
+    """
+    from tqdm.auto import tqdm
+
+    if data.actions is None:
+        raise ValueError("imagining next frames needs the episodes' actions; these episodes have none")
+    k = bundle.world_model.config.num_history
+    extended = list(data.frames)
+    index = data.index.copy()
+    for e in tqdm(range(len(data.frames)), desc="imagine", unit="ep", disable=not progress):
+        rows = np.flatnonzero(data.index[:, 0] == e)
+        frames, made = data.frames[e], []
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + e)
+        for start in range(0, len(rows), batch_size):
+            firsts = data.index[rows[start : start + batch_size], 1]
+            lengths = np.minimum(firsts + 1, k)
+            history = np.zeros((len(firsts), k, *frames.shape[1:]), np.uint8)
+            for i, (t, h) in enumerate(zip(firsts, lengths, strict=True)):
+                history[i, k - h :] = frames[t - h + 1 : t + 1]
+            z = bundle.latents(data.actions[e][firsts], history, lengths)
+            made.append(
+                bundle.world_model.predict_next(
+                    history, z, steps=denoise_steps, generator=generator, history_len=lengths
+                )
+            )
+        if made:
+            extended[e] = np.concatenate([frames, *made])
+            index[rows, 2] = len(frames) + np.arange(len(rows))
+    return replace(data, frames=extended, index=index)
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -207,6 +258,8 @@ def train_reward(
     max_episodes: int | None = None,
     mixed_precision: str | None = None,
     model_overrides: Mapping[str, Any] | None = None,
+    imagined_by: str | os.PathLike | None = None,
+    imagined_denoise_steps: int | None = None,
     progress: bool = True,
     log_every: int | None = None,
     checkpoint_every: int | None = None,
@@ -226,6 +279,9 @@ def train_reward(
         seed: seeds the weights, the held-out split and the batches.
         max_episodes: read at most this many episodes (a seeded random choice).
         model_overrides: :class:`RewardHead` arguments (e.g. ``{"channels": (8, 8, 8, 8)}`` for tests).
+        imagined_by: a bundle directory: train (and hold out) on pairs whose next frame its world model made
+            (:func:`imagine_next_frames`, ``imagined_denoise_steps`` sampler steps, default 1), so the head
+            pays for what the model shows at an event rather than for what the real frame shows.
         progress: show a tqdm progress bar.
         log_every, checkpoint_every, checkpoint_minutes: tensorboard and checkpoint intervals.
 
@@ -243,12 +299,14 @@ def train_reward(
         checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes,
         max_minutes=max_minutes,
+        imagined_denoise_steps=imagined_denoise_steps,
     )
     cfg = replace(
         RewardTrainConfig(),
         seed=seed,
         max_episodes=max_episodes,
         lam_dir=None if lam_dir is None else os.fspath(lam_dir),
+        imagined_by=None if imagined_by is None else os.fspath(imagined_by),
         model_overrides=dict(model_overrides or {}),
         **{k: v for k, v in overrides.items() if v is not None},
     )
@@ -272,6 +330,8 @@ def run_reward_training(
     validate_run(cfg)
     if cfg.max_steps is not None:
         cfg = replace(cfg, warmup_steps=min(cfg.warmup_steps, cfg.max_steps // 10))
+    if not isinstance(cfg.imagined_denoise_steps, int) or cfg.imagined_denoise_steps < 1:
+        raise ValueError(f"imagined_denoise_steps must be an int >= 1, got {cfg.imagined_denoise_steps!r}")
     if not 0.0 <= cfg.event_fraction < 1.0 or not 0.0 <= cfg.eval_fraction < 1.0:
         raise ValueError(
             f"event_fraction and eval_fraction must lie in [0, 1), got {cfg.event_fraction}, {cfg.eval_fraction}"
@@ -281,6 +341,11 @@ def run_reward_training(
     torch.manual_seed(cfg.seed)
 
     data = load_reward_data(data_dirs, cfg.max_episodes, cfg.seed)
+    if cfg.imagined_by is not None:
+        from adaworld_gym.models.bundle import AdaWorldBundle
+
+        bundle = AdaWorldBundle.from_pretrained(cfg.imagined_by)
+        data = imagine_next_frames(data, bundle, cfg.imagined_denoise_steps, cfg.seed, progress=progress)
     train, held_out = _split(data, cfg.eval_fraction, cfg.seed)
     if not (data.events).any():
         warnings.warn(
@@ -389,6 +454,7 @@ def run_reward_training(
         "train_events": int(train.events.sum()),
         "reward_scale": scale,
         "latent_actions": lam is not None,
+        "imagined_by": cfg.imagined_by,
         "eval_on": eval_on,
         "eval": metrics,
     }
