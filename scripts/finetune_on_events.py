@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", required=True)
     parser.add_argument("--data", type=Path, required=True, help="episodes with real rewards (reward-data)")
+    parser.add_argument("--max-episodes", type=int, default=None, help="use the first N episodes only")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--event-share", type=float, default=0.25)
     parser.add_argument("--pretrained-lr-scale", type=float, default=0.1)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     head = shipped_bundles_root() / f"procgen-{args.game}" / "reward"
     if not head.is_dir():
         raise SystemExit(f"the shipped procgen-{args.game} bundle has no reward head to attach")
-    windows, counts = event_windows(read_episodes(args.data), args.event_share)
+    windows, counts = event_windows(read_episodes(args.data)[: args.max_episodes], args.event_share)
     print(f"{args.game}: {counts}", flush=True)
     start = time.monotonic()
     bundle = adapt(
@@ -80,7 +81,13 @@ def main(argv: list[str] | None = None) -> None:
         seed=0,
         pretrained_lr_scale=args.pretrained_lr_scale,
         expected_action_space=adaptation_space(env_id),
-        meta={"env_id": env_id, "event_share": args.event_share, **counts},
+        # The real transitions it was built from (each once): the equal-data budget of real-env baselines.
+        meta={
+            "env_id": env_id,
+            "event_share": args.event_share,
+            **counts,
+            "labelled_transitions": counts["transitions"],
+        },
     )
     attach_reward_head(bundle, head)
     print(f"bundle with the shipped head: {bundle} ({(time.monotonic() - start) / 60:.1f} min)")
