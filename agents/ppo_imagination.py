@@ -22,7 +22,8 @@ every game whose bundle pays rewards is tried.
 Imagined episodes start from the bundle's start contexts (``--starts bundle``: first frames of real levels) or,
 with ``--starts real``, from every k-frame window of the real random-play episodes the bundle's adapter was
 built from (recollected with the bundle's recipe and seed), so imagination branches off states met anywhere in
-a level, as Dyna and DIAMOND do, and needs no real frame beyond those the bundle already used.
+a level, as Dyna and DIAMOND do. For a bundle adapted with ``adaworld adapt`` these are the frames it was
+built from; the real-env agent gets as many as the larger of the two counts.
 """
 
 from __future__ import annotations
@@ -58,9 +59,8 @@ class Preset:
     eval_max_steps: int  # real episodes are cut here (Procgen's own limit is 1000)
     n_steps: int  # PPO rollout length per env
     speed_steps: int  # vector steps timed for the speedup figure
-    starts: str = (
-        "bundle"  # "bundle": the bundle's start contexts; "real": windows of its adaptation episodes
-    )
+    # "bundle": the bundle's start contexts; "real": windows of its adaptation episodes
+    starts: str = "bundle"
 
 
 PRESETS: dict[str, Preset] = {
