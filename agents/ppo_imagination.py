@@ -23,7 +23,8 @@ Imagined episodes start from the bundle's start contexts (``--starts bundle``: f
 with ``--starts real``, from every k-frame window of the real random-play episodes the bundle's adapter was
 built from (recollected with the bundle's recipe and seed), so imagination branches off states met anywhere in
 a level, as Dyna and DIAMOND do. For a bundle adapted with ``adaworld adapt`` these are the frames it was
-built from; the real-env agent gets as many as the larger of the two counts.
+built from; the real-env agent gets as many as the larger of the two counts. ``--start-data DIR`` takes the
+windows of other real episodes instead (e.g. those a finetuned world model was built from).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Preset:
     speed_steps: int  # vector steps timed for the speedup figure
     # "bundle": the bundle's start contexts; "real": windows of its adaptation episodes
     starts: str = "bundle"
+    start_data: str | None = None  # with starts="real": windows of these episodes instead
 
 
 PRESETS: dict[str, Preset] = {
@@ -117,28 +119,38 @@ def evaluate(
     return float(np.mean(returns)), returns
 
 
-def real_start_contexts(game: str, bundle: AdaWorldBundle, root: Path) -> tuple[np.ndarray, int]:
-    """Every full k-frame window of the bundle's adaptation episodes, and the real frames those episodes hold.
+def episode_windows(episodes: Sequence[Any], k: int) -> tuple[np.ndarray, int]:
+    """Every full k-frame window of ``episodes`` (uint8 ``[N, k, 64, 64, 3]``) and their transition count.
 
-    The episodes are recollected with the recipe of ``adaworld adapt`` (uniform random play until every action
-    has ``labelled_transitions / n`` transitions) and the bundle's seed; collected episodes end at a game's end,
-    so no window spans two levels.
+    Collected episodes end at a game's end, so no window spans two levels.
     """
-    n_actions = int(bundle.adapter.action_space.n)
-    per_action = int(bundle.meta["labelled_transitions"]) // n_actions
-    env_id = bundle.meta.get("env_id", f"AdaWorld/Procgen-{game}-v0")
-    data = collect_adaptation_data(
-        env_id, root, samples_per_action=per_action, seed=int(bundle.meta.get("seed", 0))
-    )
-    k = bundle.world_model.config.num_history
-    episodes = read_episodes(data)
     windows = [
         np.lib.stride_tricks.sliding_window_view(e.frames, k, axis=0).transpose(0, 4, 1, 2, 3)
         for e in episodes
         if len(e.frames) >= k
     ]
-    real_frames = sum(e.num_transitions for e in episodes)
-    return np.ascontiguousarray(np.concatenate(windows)), real_frames
+    if not windows:
+        raise ValueError(f"no episode holds the {k} frames a start context needs")
+    return np.ascontiguousarray(np.concatenate(windows)), sum(e.num_transitions for e in episodes)
+
+
+def real_start_contexts(
+    game: str, bundle: AdaWorldBundle, root: Path, data: Path | None = None
+) -> tuple[np.ndarray, int]:
+    """Start windows from real episodes, and the real frames those episodes hold.
+
+    From ``data`` (episode directories) if given, else from the bundle's adaptation episodes, recollected with
+    the recipe of ``adaworld adapt`` (uniform random play until every action has ``labelled_transitions / n``
+    transitions) and the bundle's seed under ``root``.
+    """
+    if data is None:
+        n_actions = int(bundle.adapter.action_space.n)
+        per_action = int(bundle.meta["labelled_transitions"]) // n_actions
+        env_id = bundle.meta.get("env_id", f"AdaWorld/Procgen-{game}-v0")
+        data = collect_adaptation_data(
+            env_id, root, samples_per_action=per_action, seed=int(bundle.meta.get("seed", 0))
+        )
+    return episode_windows(read_episodes(data), bundle.world_model.config.num_history)
 
 
 def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int], out: Path) -> dict[str, Any]:
@@ -153,7 +165,8 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         )
     start_contexts = len(bundle.initial_frames)
     if p.starts == "real":
-        contexts, collected = real_start_contexts(game, bundle, out / "starts")
+        data = None if p.start_data is None else Path(p.start_data.format(game=game))
+        contexts, collected = real_start_contexts(game, bundle, out / "starts", data)
         bundle = dataclasses.replace(bundle, initial_frames=contexts)
         start_contexts, real_frames = len(contexts), max(real_frames, collected)
     rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
@@ -234,6 +247,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="imagined episodes start from the bundle's start contexts or from windows of its real adaptation episodes",
     )
     parser.add_argument(
+        "--start-data",
+        default=None,
+        help="with --starts real: windows of the episodes under this directory ({game} is replaced by the game)",
+    )
+    parser.add_argument(
         "--horizon", type=int, default=0, help="imagined episode length before truncation (0: the preset's)"
     )
     parser.add_argument("--threads", type=int, default=1)
@@ -254,7 +272,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--horizon must be >= 0, got {args.horizon}")
     if args.horizon:
         p = dataclasses.replace(p, horizon=args.horizon)
-    p = dataclasses.replace(p, starts=args.starts)
+    if args.start_data is not None and args.starts != "real":
+        raise SystemExit("--start-data needs --starts real")
+    p = dataclasses.replace(p, starts=args.starts, start_data=args.start_data)
     games = [check_game(g) for g in args.games]
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -94,3 +94,29 @@ def test_smoke_run_with_real_starts_gives_the_real_agent_every_collected_frame(t
     assert row["real_frames"] == collected > 30 and row["real_frames_seen"] >= collected
     assert row["start_contexts"] > 16  # the tiny bundle ships 16 one-frame starts
     assert results["settings"]["starts"] == "real" and results["settings"]["horizon"] == 5
+
+
+def test_episode_windows_and_start_data_needing_real_starts(tmp_path):
+    from adaworld_gym.data.episodes import Episode
+
+    frames = np.arange(6, dtype=np.uint8)[:, None, None, None] * np.ones((1, 64, 64, 3), np.uint8)
+    short = Episode(frames[:2], actions=np.zeros(1, np.int64))
+    windows, transitions = ppo_imagination.episode_windows(
+        [Episode(frames, actions=np.zeros(5, np.int64)), short], 3
+    )
+    np.testing.assert_array_equal(windows[:, :, 0, 0, 0], [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]])
+    assert transitions == 6  # the short episode adds its transition but no window
+    with pytest.raises(ValueError, match="3 frames"):
+        ppo_imagination.episode_windows([short], 3)
+    argv = [
+        "--preset",
+        "smoke",
+        "--games",
+        "coinrun",
+        "--bundles",
+        str(tmp_path),
+        "--start-data",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit, match="--starts real"):
+        ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
