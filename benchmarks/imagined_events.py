@@ -125,18 +125,18 @@ def measure(bundle: Any, events: Transitions, others: Transitions, denoise_steps
         }
     threshold = 0.5 * float(np.median(np.abs(events.rewards))) if len(events.rewards) else np.inf
 
-    def share(mask: np.ndarray) -> float | None:
-        return float(np.mean(mask)) if len(mask) else None
+    def mean_or_none(values: np.ndarray) -> float | None:  # a share for masks, a mean for rewards
+        return float(np.mean(values)) if len(values) else None
 
     return {
-        "recall": share(paid_events(paid["events"]["imagined"], events.rewards)),
-        "recall_real_frames": share(paid_events(paid["events"]["real"], events.rewards)),
-        "false_events": share(np.abs(paid["others"]["imagined"]) >= threshold),
-        "false_events_real_frames": share(np.abs(paid["others"]["real"]) >= threshold),
+        "recall": mean_or_none(paid_events(paid["events"]["imagined"], events.rewards)),
+        "recall_real_frames": mean_or_none(paid_events(paid["events"]["real"], events.rewards)),
+        "false_events": mean_or_none(np.abs(paid["others"]["imagined"]) >= threshold),
+        "false_events_real_frames": mean_or_none(np.abs(paid["others"]["real"]) >= threshold),
         "mean_paid": {
-            "imagined": share(paid["events"]["imagined"]),
-            "real_frames": share(paid["events"]["real"]),
-            "real_reward": share(events.rewards),
+            "imagined": mean_or_none(paid["events"]["imagined"]),
+            "real_frames": mean_or_none(paid["events"]["real"]),
+            "real_reward": mean_or_none(events.rewards),
         },
     }
 

@@ -215,30 +215,33 @@ def imagine_next_frames(
     """
     from tqdm.auto import tqdm
 
+    from adaworld_gym.training.adapt import LabelledWindows
+
     if data.actions is None:
         raise ValueError("imagining next frames needs the episodes' actions; these episodes have none")
-    k = bundle.world_model.config.num_history
+    episodes = [Episode(f, actions=a) for f, a in zip(data.frames, data.actions, strict=True)]
+    # The windows ending at each pair's first frame: history right-aligned and zero-padded, and the action.
+    windows = LabelledWindows(episodes, data.index[:, :2], history=bundle.world_model.config.num_history)
     extended = list(data.frames)
     index = data.index.copy()
+    order = np.argsort(data.index[:, 0], kind="stable")
+    bounds = np.searchsorted(data.index[order, 0], np.arange(len(data.frames) + 1))
     for e in tqdm(range(len(data.frames)), desc="imagine", unit="ep", disable=not progress):
-        rows = np.flatnonzero(data.index[:, 0] == e)
-        frames, made = data.frames[e], []
+        rows, made = order[bounds[e] : bounds[e + 1]], []
         generator = torch.Generator().manual_seed(seed * 1_000_003 + e)
         for start in range(0, len(rows), batch_size):
-            firsts = data.index[rows[start : start + batch_size], 1]
-            lengths = np.minimum(firsts + 1, k)
-            history = np.zeros((len(firsts), k, *frames.shape[1:]), np.uint8)
-            for i, (t, h) in enumerate(zip(firsts, lengths, strict=True)):
-                history[i, k - h :] = frames[t - h + 1 : t + 1]
-            z = bundle.latents(data.actions[e][firsts], history, lengths)
+            items = [windows[i] for i in rows[start : start + batch_size]]
+            history = np.stack([item["history"] for item in items])
+            lengths = np.array([item["history_len"] for item in items])
+            z = bundle.latents(np.array([item["action"] for item in items]), history, lengths)
             made.append(
                 bundle.world_model.predict_next(
                     history, z, steps=denoise_steps, generator=generator, history_len=lengths
                 )
             )
         if made:
-            extended[e] = np.concatenate([frames, *made])
-            index[rows, 2] = len(frames) + np.arange(len(rows))
+            extended[e] = np.concatenate([data.frames[e], *made])
+            index[rows, 2] = len(data.frames[e]) + np.arange(len(rows))
     return replace(data, frames=extended, index=index)
 
 
