@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,6 +21,28 @@ T = TypeVar("T")
 def derived_seed(*keys: int) -> int:
     """A 32-bit seed derived from ``keys`` (e.g. run seed and episode index): the same for every model."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def machine_info() -> dict[str, Any]:
+    """The CPU a speed figure was measured on: model name, the matrix/vector extensions bf16 kernels use."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    wanted = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "extensions": [f for f in wanted if f in flags],
+        "torch": torch.__version__,
+    }
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -24,7 +24,7 @@ import torch
 
 from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
-from benchmarks._common import write_results
+from benchmarks._common import machine_info, write_results
 
 
 def vector_speedup(
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "repeats": args.repeats,
         "threads": args.threads,
         "seed": args.seed,
+        "machine": machine_info(),
         "wall_seconds": time.perf_counter() - start,
     }
     args.out.mkdir(parents=True, exist_ok=True)

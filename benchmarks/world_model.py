@@ -303,7 +303,11 @@ def sampling_speed(model: DiffusionWorldModel, repeats: int, seed: int) -> dict[
     k, size, d = model.config.num_history, model.config.sample_size, model.config.action_dim
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    speed: dict[str, Any] = {"threads": torch.get_num_threads(), "repeats": repeats}
+    speed: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "machine": _common.machine_info(),
+    }
     for batch in SPEED_BATCHES:
         history = rng.integers(0, 256, (batch, k, size, size, 3), dtype=np.uint8)
         z = rng.standard_normal((batch, d)).astype(np.float32)

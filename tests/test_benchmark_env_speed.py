@@ -12,6 +12,8 @@ def test_env_speed_writes_single_and_vector_rates(tmp_path):
     results = env_speed.main([*argv, "--repeats", "2", "--threads", "1", "--out", str(tmp_path / "out")])
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     assert on_disk.keys() == {"1", "2", "meta"} and on_disk["meta"]["num_envs"] == 3
+    machine = on_disk["meta"]["machine"]  # a speed figure names the hardware it was measured on
+    assert machine["cpu"] and machine["cpu_count"] >= 1 and isinstance(machine["extensions"], list)
     for key in ("1", "2"):
         row = on_disk[key]
         assert row["single_fps"] > 0 and row["vector_fps"] > 0
