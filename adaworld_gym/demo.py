@@ -5,7 +5,9 @@ It runs what the package can do on the shipped defaults, on fresh data from the 
 2. labels every transition with the shipped latent action model and shows what the latent actions
    explain: the LAM's reconstruction next to the real frames, PSNR against copying the last frame,
    and a PCA plot of the latent actions coloured by true action and game;
-3. with a shipped world model, drives it with latent actions from the real episode (action transfer).
+3. with a shipped world model, drives it with latent actions from the real episode (action transfer);
+4. steps the shipped ``AdaWorld/WorldModel-Procgen-coinrun-v0`` Gymnasium env and the real game side by side
+   from the same held-out start frame with the same random actions, and times its batched vector env.
 Without shipped LAM weights it trains a tiny LAM for a minute first and says so.
 """
 
@@ -23,6 +25,7 @@ from adaworld_gym.metrics import psnr_pooled
 from adaworld_gym.viz import save_gif, side_by_side
 
 DEMO_GAMES = ("heist", "maze", "jumper", "caveflyer", "bigfish", "starpilot")
+ENV_GAME, ENV_STEPS = "coinrun", 30  # the imagined-vs-real episode of step 4
 
 
 def _procgen_episodes(out: Path, seed: int, steps: int = 60):
@@ -70,20 +73,80 @@ def _latent_model(out: Path, seed: int):
     return LatentActionModel.from_pretrained(path).eval(), "tiny, trained by the demo for 1 minute"
 
 
+def _imagined_vs_real(out: Path, seed: int) -> dict:
+    """The shipped world-model env and the real game, same start frame and actions; a GIF and figures."""
+    import gymnasium
+
+    from adaworld_gym.envs.shipped import shipped_env_id
+
+    real = gymnasium.make(f"AdaWorld/Procgen-{ENV_GAME}-v0", distribution_mode="easy", levels="test")
+    imagined = gymnasium.make(shipped_env_id(f"Procgen-{ENV_GAME}"), denoise_steps=1)
+    frame, _ = real.reset(seed=seed)
+    imagined.action_space.seed(seed)
+    real_frames, imagined_frames = [frame], [imagined.reset(seed=seed, options={"frames": frame[None]})[0]]
+    rewards = {"real": 0.0, "imagined": 0.0}
+    start = time.perf_counter()
+    for _ in range(ENV_STEPS):
+        action = imagined.action_space.sample()
+        frame, reward, terminated, truncated, _ = real.step(action)
+        if terminated or truncated:  # Procgen's terminal frame already starts a new try: stop before it
+            break
+        dream, dream_reward, *_ = imagined.step(action)
+        real_frames.append(frame)
+        imagined_frames.append(dream)
+        rewards["real"] += float(reward)
+        rewards["imagined"] += float(dream_reward)
+    seconds = time.perf_counter() - start
+    real.close()
+    real_frames, imagined_frames = np.stack(real_frames), np.stack(imagined_frames)
+    save_gif(side_by_side(real_frames, imagined_frames), out / "imagined_vs_real.gif", fps=5)
+    steps = len(real_frames) - 1
+    horizon = min(steps, 10)
+    return {
+        "env": imagined.spec.id,
+        "steps": steps,
+        "steps_per_second": steps / seconds if steps else None,
+        "psnr_vs_real_first_10": psnr_pooled(imagined_frames[1 : horizon + 1], real_frames[1 : horizon + 1]),
+        "copy_start_psnr_first_10": psnr_pooled(
+            np.repeat(real_frames[:1], horizon, axis=0), real_frames[1 : horizon + 1]
+        ),
+        "return": rewards,
+        "vector_env_frames_per_second": _vector_env_fps(imagined.spec.id, seed),
+    }
+
+
+def _vector_env_fps(env_id: str, seed: int, num_envs: int = 16, steps: int = 4) -> float:
+    """Frames/s of the batched vector env (one denoiser call for all ``num_envs`` rows)."""
+    import gymnasium
+
+    vec = gymnasium.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", denoise_steps=1
+    )
+    vec.reset(seed=seed)
+    vec.action_space.seed(seed)
+    vec.step(vec.action_space.sample())  # warm-up: the first call builds the sampling copy of the weights
+    start = time.perf_counter()
+    for _ in range(steps):
+        vec.step(vec.action_space.sample())
+    fps = num_envs * steps / (time.perf_counter() - start)
+    vec.close()
+    return fps
+
+
 def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     summary: dict = {"seed": seed}
 
-    print("[demo] 1/3 real simulators: held-out Procgen levels and a scripted RobosuitePush episode")
+    print("[demo] 1/4 real simulators: held-out Procgen levels and a scripted RobosuitePush episode")
     episodes = _procgen_episodes(out, seed)
     push = _push_episode(seed)
     clips = [episodes[g][0].frames[:16] for g in DEMO_GAMES[:3]] + [push[:16]]
     length = min(len(c) for c in clips)
     save_gif(side_by_side(*[c[:length] for c in clips]), out / "real.gif", fps=4)
 
-    print("[demo] 2/3 latent actions: what the latent action model explains")
+    print("[demo] 2/4 latent actions: what the latent action model explains")
     lam, lam_source = _latent_model(out, seed)
     summary["lam"] = lam_source
     f_t = np.concatenate([ep.frames[:-1] for eps in episodes.values() for ep in eps] + [push[:-1]])
@@ -105,7 +168,7 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
     )
     plot_latents(mu[: len(actions)], actions, groups, out / "latent_actions.png", group_names=DEMO_GAMES)
 
-    print("[demo] 3/3 world model")
+    print("[demo] 3/4 world model: action transfer")
     if (DEFAULT_WORLD_MODEL / "config.json").exists():
         from adaworld_gym.models.world_model import DiffusionWorldModel
         from adaworld_gym.transfer import transfer_gif
@@ -115,6 +178,8 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
         target = episodes["maze"][1].frames[:1]
         transfer_gif(source, target, out / "transfer.gif", lam, wm, steps=20, seed=seed)
         summary["world_model"] = "shipped"
+        print(f"[demo] 4/4 the world model as a Gymnasium env: Procgen {ENV_GAME}, imagined vs real")
+        summary["gym_env"] = _imagined_vs_real(out, seed)
     else:
         summary["world_model"] = "none shipped yet: transfer and imagined rollouts skipped"
     summary["seconds"] = round(time.time() - start, 1)
@@ -124,8 +189,16 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
         f"vs copy-last {summary['copy_last_psnr']:.2f} dB, with another transition's z "
         f"{summary['lam_shuffled_z_psnr']:.2f} dB"
     )
+    if "gym_env" in summary:
+        env = summary["gym_env"]
+        print(
+            f"[demo] {env['env']}: {env['steps']} steps beside the real game, PSNR to the real frames "
+            f"{env['psnr_vs_real_first_10']:.2f} dB over the first 10 (the start frame held still: "
+            f"{env['copy_start_psnr_first_10']:.2f} dB); vector env, 16 rows: "
+            f"{env['vector_env_frames_per_second']:.0f} frames/s"
+        )
     gifs = "real.gif, push_lam_reconstruction.gif" + (
-        ", transfer.gif" if (out / "transfer.gif").exists() else ""
+        ", transfer.gif, imagined_vs_real.gif" if (out / "transfer.gif").exists() else ""
     )
     print(f"[demo] wrote {out}/{gifs}, latent_actions.png, summary.json")
     return summary

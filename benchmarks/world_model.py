@@ -239,7 +239,12 @@ def latent_actions(lam: LatentActionModel, frames: np.ndarray) -> np.ndarray:
 
 
 def predict_rollouts(
-    model: DiffusionWorldModel, windows: dict[str, np.ndarray], z: np.ndarray, denoise_steps: int, seed: int
+    model: DiffusionWorldModel,
+    windows: dict[str, np.ndarray],
+    z: np.ndarray,
+    denoise_steps: int,
+    seed: int,
+    guidance_scale: float = 1.0,
 ) -> np.ndarray:
     """Rollouts [n,T,H,W,3] driven by z [n,T,d], in chunks of 64 windows."""
     gen = torch.Generator().manual_seed(seed)
@@ -252,6 +257,7 @@ def predict_rollouts(
                 steps=denoise_steps,
                 generator=gen,
                 history_len=windows["history_len"][i : i + 64],
+                guidance_scale=guidance_scale,
             )
         )
     return np.concatenate(out)

@@ -6,7 +6,9 @@ full benchmark runs (``benchmarks.world_model`` also does rollouts, the shuffled
 Samples ``--windows`` held-out windows per env with a fixed seed (``push``: ``DATA/push-test/push``;
 ``procgen``: test levels of the pretraining games, ``DATA/procgen-test``), labels each transition with the LAM's
 mu (zeros for an action-agnostic model) and prints, per env, copy-last PSNR and each model's 1-step PSNR at
-``--denoise-steps`` (pooled MSE on [0, 255]). Writes ``--out`` (JSON) when given.
+``--denoise-steps`` (pooled MSE on [0, 255]), keyed ``MODEL@STEPS``; with ``--guidance`` scales other than 1
+(classifier-free guidance on z) also ``MODEL@STEPS/gSCALE``. ``--envs push`` probes push only;
+``--push-dir`` points it at other held-out push episodes. Writes ``--out`` (JSON) when given.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Args:
     data: Path = Path("data")
     windows: int = 256  # per env
     denoise_steps: list[int] = field(default_factory=lambda: [1, 3])
+    guidance: list[float] = field(default_factory=lambda: [1.0])  # classifier-free guidance scales on z
+    envs: list[str] = field(default_factory=lambda: ["push", "procgen"])
+    push_dir: str = ""  # held-out push episodes; default DATA/push-test/push
     seed: int = 0
     threads: int = 1
     out: str = ""  # optional JSON path
@@ -49,24 +54,35 @@ def probe(args: Args) -> dict[str, dict[str, float]]:
             f"the models take different history lengths {sorted(lengths)}; probe them separately"
         )
     (history,) = lengths
-    envs = {
-        "push": [args.data / "push-test" / "push"],
-        "procgen": pretrain_subsets(args.data / "procgen-test"),
-    }
+    unknown = set(args.envs) - {"push", "procgen"}
+    if unknown or not args.envs:
+        raise SystemExit(f"--envs takes push and/or procgen, got {args.envs}")
+    push = Path(args.push_dir) if args.push_dir else args.data / "push-test" / "push"
     results: dict[str, dict[str, float]] = {}
-    for env, subsets in envs.items():
+    for env in args.envs:
+        subsets = [push] if env == "push" else pretrain_subsets(args.data / "procgen-test")
         windows = sample_windows(subsets, args.windows, 1, history, np.random.default_rng(args.seed))
         z, target = latent_actions(lam, windows["frames"]), windows["frames"][:, 1]
         row = {"copy_last": psnr_pooled(windows["history"][:, -1], target)}
         for path, model in models.items():
             drive = np.zeros_like(z) if model.config.action_agnostic else z
+            # The twin has no z to guide: one entry per step count.
+            scales = [1.0] if model.config.action_agnostic else args.guidance
             for steps in args.denoise_steps:
-                pred = predict_rollouts(model, windows, drive, steps, args.seed)[:, 0]
-                row[f"{path}@{steps}"] = psnr_pooled(pred, target)
+                for scale in scales:
+                    pred = predict_rollouts(model, windows, drive, steps, args.seed, scale)[:, 0]
+                    key = f"{path}@{steps}" + ("" if scale == 1.0 else f"/g{scale:g}")
+                    row[key] = psnr_pooled(pred, target)
         results[env] = row
         print(env, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     if args.out:
-        meta = {"windows": args.windows, "seed": args.seed, "lam": args.lam, "metric": "1-step PSNR, dB"}
+        meta = {
+            "windows": args.windows,
+            "seed": args.seed,
+            "lam": args.lam,
+            "push_dir": str(push),
+            "metric": "1-step PSNR, dB",
+        }
         atomic_write_bytes(Path(args.out), json.dumps({**results, "meta": meta}, indent=1).encode())
     return results
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.world_model import sample_windows, synthetic_push_like
 
@@ -112,3 +113,42 @@ def test_probe_scores_copy_last_and_each_model(tmp_path):
         assert set(row) == {"copy_last", f"{tmp_path / 'twin'}@1"}
         assert all(np.isfinite(v) for v in row.values())
     assert json.loads((tmp_path / "p.json").read_text())["push"] == results["push"]
+
+
+def test_probe_guidance_and_push_only(tmp_path):
+    import torch
+
+    from adaworld_gym.models import LatentActionModel, lam_preset
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+    from benchmarks._common import parse_dataclass_args
+    from benchmarks.world_model_probe import Args, probe
+
+    push = synthetic_push_like(tmp_path / "val", episodes=2, steps=6, seed=0)
+    torch.manual_seed(0)
+    model = DiffusionWorldModel(**world_model_preset("tiny"))
+    with torch.no_grad():  # the z projection starts at zero: give z (and so guidance) an effect
+        for weight in model.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    model.save_pretrained(tmp_path / "wm")
+    DiffusionWorldModel(**world_model_preset("tiny"), action_agnostic=True).save_pretrained(tmp_path / "twin")
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(tmp_path / "lam")
+    wm, twin = str(tmp_path / "wm"), str(tmp_path / "twin")
+    argv = ["--models", wm, twin, "--lam", str(tmp_path / "lam"), "--envs", "push", "--push-dir", str(push)]
+    argv += [
+        "--windows",
+        "4",
+        "--denoise-steps",
+        "1",
+        "--guidance",
+        "1",
+        "2",
+        "--out",
+        str(tmp_path / "p.json"),
+    ]
+    results = probe(parse_dataclass_args(Args, "", argv))
+    assert set(results) == {"push"}  # no procgen-test data needed
+    # guidance applies to the latent-conditioned model only; scale 1 keeps the plain key
+    assert set(results["push"]) == {"copy_last", f"{wm}@1", f"{wm}@1/g2", f"{twin}@1"}
+    assert results["push"][f"{wm}@1"] != results["push"][f"{wm}@1/g2"]
+    with pytest.raises(SystemExit, match="--envs"):
+        probe(parse_dataclass_args(Args, "", [*argv[:-2], "--envs", "atari"]))
