@@ -367,6 +367,57 @@ def test_bundle_load_names_missing_or_corrupt_files(bundles, tmp_path):
         AdaWorldBundle.from_pretrained(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", "npz"])
+def test_initial_frames_that_are_not_one_npy_array_name_the_file(bundles, tmp_path, content):
+    bundles["discrete"].save_pretrained(tmp_path)
+    path = tmp_path / "initial_frames.npy"
+    if content == "npz":  # an archive under the .npy name
+        with path.open("wb") as f:
+            np.savez(f, frames=np.zeros((1, 1, 64, 64, 3), np.uint8))
+    else:  # empty, or a broken zip
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="corrupt initial frames.*initial_frames.npy"):
+        AdaWorldBundle.from_pretrained(tmp_path)
+
+
+def test_weights_are_only_read_from_safetensors(bundles, tmp_path):
+    import torch
+
+    bundles["discrete"].save_pretrained(tmp_path)
+    weights = next((tmp_path / "world_model").glob("*.safetensors"))
+    torch.save(
+        bundles["discrete"].world_model.state_dict(), tmp_path / "world_model" / "diffusion_pytorch_model.bin"
+    )
+    weights.unlink()  # only the pickled copy is left: refused, not unpickled
+    with pytest.raises(ValueError, match="no safetensors weights.*world_model"):
+        AdaWorldBundle.from_pretrained(tmp_path)
+
+
+def test_bundle_header_must_agree_with_its_parts(bundles, tmp_path):
+    bundles["discrete"].save_pretrained(tmp_path)
+    header = json.loads((tmp_path / "bundle.json").read_text())
+    n = int(bundles["discrete"].action_space.n)
+    (tmp_path / "bundle.json").write_text(
+        json.dumps({**header, "action_space": {"type": "Discrete", "n": n + 3}})
+    )
+    with pytest.raises(ValueError, match="corrupt bundle header.*adapter serves"):
+        AdaWorldBundle.from_pretrained(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({**header, "shared": {"world_model": 5}}))
+    with pytest.raises(ValueError, match="bad 'shared' entry"):
+        AdaWorldBundle.from_pretrained(tmp_path)
+
+
+def test_a_rejected_goal_env_reset_leaves_the_seed_stream_alone(bundles):
+    envs = [GoalWorldModelEnv(bundles["discrete"]) for _ in range(2)]
+    for env in envs:
+        env.reset(seed=3)
+    with pytest.raises(ValueError, match="frames"):
+        envs[0].reset(options={"frames": np.zeros((9, 64, 64, 3), np.uint8)})
+    first, second = (env.reset()[0] for env in envs)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
 def test_registered_ids_build_from_a_bundle_path(tmp_path):
     import gymnasium
 

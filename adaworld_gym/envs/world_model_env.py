@@ -337,6 +337,7 @@ class GoalWorldModelEnv(WorldModelEnv):
         )
 
     def _fill_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        self._core.check_options(options)  # a rejected reset must not draw from np_random first
         options = dict(options or {})
         if options.get("goal") is None:
             contexts = self.bundle.initial_frames

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import types
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +256,11 @@ class AdaWorldBundle:
                 raise ValueError(f"bundle {directory} has action space {found}, expected {expected}")
 
         shared = header.get("shared", {})
-        if not isinstance(shared, dict) or not set(shared) <= {"world_model", "lam", "reward"}:
+        if (
+            not isinstance(shared, dict)
+            or not set(shared) <= {"world_model", "lam", "reward"}
+            or not all(isinstance(rel, str) for rel in shared.values())
+        ):
             raise ValueError(f"corrupt bundle header {header_path}: bad 'shared' entry {shared!r}")
 
         def load(name: str, model_cls: type) -> Any:
@@ -270,8 +275,11 @@ class AdaWorldBundle:
             raise FileNotFoundError(f"bundle file missing: {frames_path}")
         try:
             frames = np.load(frames_path, allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:  # truncated, empty or not .npy
             raise ValueError(f"corrupt initial frames {frames_path}: {e}") from e
+        if not isinstance(frames, np.ndarray):  # an .npz archive under the .npy name
+            frames.close()
+            raise ValueError(f"corrupt initial frames {frames_path}: an .npz archive, not one .npy array")
         try:
             bundle = cls(
                 lam,
@@ -284,6 +292,11 @@ class AdaWorldBundle:
             )
         except ValueError as e:
             raise ValueError(f"inconsistent bundle {directory}: {e}") from e
+        if describe_space(bundle.action_space) != header["action_space"]:
+            raise ValueError(
+                f"corrupt bundle header {header_path}: it names action space {header['action_space']}, "
+                f"but the saved adapter serves {describe_space(bundle.action_space)}"
+            )
         if expected_action_space is not None and bundle.action_space != expected_action_space:
             raise ValueError(
                 f"bundle {directory} has action space {bundle.action_space}, expected {expected_action_space}"

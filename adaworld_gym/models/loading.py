@@ -11,6 +11,7 @@ from typing import Any
 __all__ = ["CheckedLoadingMixin", "directory_digest"]
 
 _LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
+SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 
 
 class CheckedLoadingMixin:
@@ -18,9 +19,10 @@ class CheckedLoadingMixin:
 
     Put it before diffusers' ``ModelMixin`` in the bases. It refuses, before or instead of what diffusers does:
     a directory that does not exist (diffusers would try the Hugging Face hub; this package never downloads),
-    a missing or unreadable ``config.json``, a config saved by another model class, and weights that do not
-    cover every parameter (diffusers only logs a warning and leaves those parameters empty on the ``meta``
-    device, which fails much later).
+    a missing or unreadable ``config.json``, a config saved by another model class, a directory without
+    safetensors weights (diffusers would fall back to unpickling a ``.bin`` file; nothing is ever unpickled
+    here), and weights that do not cover every parameter (diffusers only logs a warning and leaves those
+    parameters empty on the ``meta`` device, which fails much later).
     """
 
     @classmethod
@@ -39,6 +41,14 @@ class CheckedLoadingMixin:
             raise ValueError(
                 f"{config_file} describes a {class_name!r}, not a {cls.__name__}: mismatched checkpoint"
             )
+        if not any(path.glob("*.safetensors")):
+            raise FileNotFoundError(
+                f"no safetensors weights in {path} (expected {SAFETENSORS_WEIGHTS}); other weight formats are "
+                "refused, since loading them would unpickle"
+            )
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("use_safetensors=False is refused: weights are only read from safetensors")
+        kwargs["use_safetensors"] = True
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(  # type: ignore[misc]
             os.fspath(pretrained_model_name_or_path), output_loading_info=True, **kwargs
