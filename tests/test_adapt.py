@@ -272,3 +272,21 @@ def test_adapt_with_motion_fits_and_saves_a_motion_adapter(grid, tmp_path):
     twin_dir, _, _ = save_pretrained(tmp_path / "twin", action_agnostic=True)
     with pytest.raises(ValueError, match="motion=True needs"):
         adapt(twin_dir, None, grid, tmp_path / "t", motion=True, **kw)
+
+
+def test_a_resumed_adaptation_collection_keeps_the_uninterrupted_set(tmp_path):
+    from adaworld_gym.data.collect import collect_procgen
+    from adaworld_gym.data.episodes import EpisodeStore
+    from adaworld_gym.training.adapt import collect_adaptation_data
+
+    kwargs = dict(samples_per_action=3, episode_steps=10, seed=0)
+    (whole,) = collect_adaptation_data("AdaWorld/Procgen-coinrun-v0", tmp_path / "whole", **kwargs)
+    kept = EpisodeStore(whole).names()
+    # a run killed during its last round: fewer episodes on disk than that round asks for
+    collect_procgen(["coinrun"], len(kept) - 1, 10, tmp_path / "resumed", seed=0)
+    (resumed,) = collect_adaptation_data("AdaWorld/Procgen-coinrun-v0", tmp_path / "resumed", **kwargs)
+    assert EpisodeStore(resumed).names() == kept
+    # more episodes on disk than this collection keeps (other settings before): refused, not mixed in
+    collect_procgen(["coinrun"], len(kept) + 2, 10, tmp_path / "resumed", seed=0)
+    with pytest.raises(ValueError, match="beyond the .* fresh --out"):
+        collect_adaptation_data("AdaWorld/Procgen-coinrun-v0", tmp_path / "resumed", **kwargs)

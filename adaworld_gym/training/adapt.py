@@ -285,14 +285,25 @@ def collect_adaptation_data(
         return [root / "push"]
     game = procgen_game(env_id)
     steps = episode_steps or 100
+    subset = root / f"procgen-{game}"
     # Uniform random actions: about steps / n transitions per action and episode; collect until each has N.
     episodes = math.ceil(1.3 * samples_per_action * space.n / steps)
     for _ in range(20):
         collect.collect_procgen([game], episodes, steps, root, seed=seed)
-        windows = labelled_windows(read_episodes(root / f"procgen-{game}"), samples=10**9)
+        # Only this round's episodes count: a killed, larger round may have left more on disk, and counting
+        # them would stop a resumed run earlier, with another set than an uninterrupted run keeps.
+        store = EpisodeStore(subset)
+        names = [f"ep_{i:06d}" for i in range(episodes)]  # collect_procgen's names
+        windows = labelled_windows([store.read(name) for name in names], samples=10**9)
         counts = np.bincount(windows.actions, minlength=space.n)
         if counts.min() >= samples_per_action:
-            return [root / f"procgen-{game}"]
+            extra = sorted(set(store.names()) - set(names))
+            if extra:  # adapt reads the whole folder: it must hold exactly this set
+                raise ValueError(
+                    f"{subset} holds {len(extra)} episodes beyond the {episodes} this collection needs "
+                    f"(from a run with other settings, e.g. {extra[0]}); collect into a fresh --out"
+                )
+            return [subset]
         episodes = math.ceil(episodes * 1.5)
     raise ValueError(f"could not collect {samples_per_action} samples of every action of {env_id}")
 
