@@ -6,7 +6,7 @@ import pytest
 
 from adaworld_gym.data.clips import ClipDataset
 from adaworld_gym.data.collect import collect_procgen, collect_videos, square_resize
-from adaworld_gym.data.episodes import EpisodeError, EpisodeStore
+from adaworld_gym.data.episodes import Episode, EpisodeError, EpisodeStore
 
 
 def test_procgen_collection_is_resumable_without_duplicates(tmp_path):
@@ -102,6 +102,19 @@ def test_video_collection(tmp_path):
     assert gif_store.read(gif_store.names()[0]).frames.shape == (8, 64, 64, 3)
     assert collect_videos(tmp_path / "src", tmp_path / "out").episodes_skipped == 2
     ClipDataset(tmp_path / "out", history=2).sample(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="other settings.*size"):  # a rerun at another size would mix two
+        collect_videos(tmp_path / "src", tmp_path / "out", size=32)
+
+
+def test_clips_of_two_frame_sizes_are_refused_naming_the_subset(tmp_path):
+    for name, size in (("video-a", 8), ("video-b", 16)):
+        EpisodeStore(tmp_path / name, create=True).write(
+            "ep_0", Episode(np.zeros((4, size, size, 3), np.uint8))
+        )
+    dataset = ClipDataset(tmp_path, history=1)
+    with pytest.raises(EpisodeError, match="video-b.*16x16"):
+        for subset in range(2):
+            dataset.sample_from(subset, np.random.default_rng(0))
 
 
 def test_square_resize_crops_the_centre():
@@ -118,6 +131,10 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no video files"):
         collect_videos(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(ValueError, match="target_hz"):
+        collect_videos(tmp_path / "empty", tmp_path / "out", target_hz=0)
+    with pytest.raises(ValueError, match="batch must be positive"):
+        collect_procgen(["coinrun"], 1, 1, tmp_path, batch=0)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.mp4").write_bytes(b"not a video")
     with pytest.raises(ValueError, match="x.mp4"):

@@ -113,6 +113,21 @@ def test_bad_episodes_are_rejected(kwargs, match):
         Episode(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rewards": np.zeros((2, 2), np.float32)}, r"rewards must have shape .*\(2,\)"),
+        ({"rewards": 0.0}, "rewards must have shape"),
+        ({"terminations": [0.5, 0.0]}, "terminations must be booleans"),
+        ({"actions": np.zeros((2, 2, 2), np.int64)}, r"actions must be \[T-1\]"),
+        ({"frames": np.zeros((3, 0, 0, 3), np.uint8)}, "non-empty frame"),
+    ],
+)
+def test_malformed_per_step_fields_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Episode(**{"frames": np.zeros((3, 8, 8, 3), np.uint8), **kwargs})
+
+
 def test_unwritable_output_is_reported(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -112,6 +112,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         self.subset_probs = weights / weights.sum()
         self._cache: dict[tuple[int, str], tuple[Episode, np.ndarray]] = {}
         self._action_space: dict[str, Any] | None = None
+        self._frame_shape: tuple[int, ...] | None = None
 
     @property
     def subset_names(self) -> list[str]:
@@ -125,6 +126,14 @@ class ClipDataset(torch.utils.data.IterableDataset):
         key = (subset, name)
         if key not in self._cache:
             episode = self.subsets[subset].store.read(name, verify=self.verify)
+            shape = episode.frames.shape[1:]
+            if self._frame_shape is None:
+                self._frame_shape = shape
+            elif shape != self._frame_shape:  # batches stack windows: one frame size for every subset
+                raise EpisodeError(
+                    f"{name} in {self.subsets[subset].name} has {shape[0]}x{shape[1]} frames, earlier episodes "
+                    f"{self._frame_shape[0]}x{self._frame_shape[1]}; collect every subset at one size"
+                )
             if self.with_actions:
                 if self._action_space is None:
                     self._action_space = episode.action_space

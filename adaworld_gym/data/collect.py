@@ -166,8 +166,8 @@ def collect_procgen(
     """
     games = [check_game(g) for g in games]
     levels_range = level_range(levels)
-    if episodes < 1 or steps < 1:
-        raise ValueError(f"episodes and steps must be positive, got {episodes} and {steps}")
+    if episodes < 1 or steps < 1 or batch < 1:
+        raise ValueError(f"episodes, steps and batch must be positive, got {episodes}, {steps} and {batch}")
     reports = []
     for game in games:
         subset = f"procgen-{game}"
@@ -373,6 +373,10 @@ def collect_videos(
     src = Path(src)
     if not src.is_dir():
         raise ValueError(f"video source directory not found: {src}")
+    if size < 1 or not target_hz > 0 or min_frames < 1:
+        raise ValueError(
+            f"size, target_hz and min_frames must be positive, got {size}, {target_hz} and {min_frames}"
+        )
     files = sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
         raise ValueError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) under {src}")
@@ -383,6 +387,10 @@ def collect_videos(
     for folder, folder_files in by_folder.items():
         label = "root" if folder == src else "-".join(folder.relative_to(src).parts)
         store = EpisodeStore(Path(out) / f"video-{label}", create=True)
+        # Frames of another size or rate must not join this subset on a rerun.
+        store.check_collection(
+            {"collector": "videos", "size": size, "target_hz": target_hz, "min_frames": min_frames}
+        )
         names = {f: f"ep_{zlib.crc32(str(f.relative_to(src)).encode()):08x}" for f in folder_files}
         todo = [f for f in folder_files if names[f] not in store]
 

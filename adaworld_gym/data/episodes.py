@@ -76,24 +76,31 @@ class Episode:
             raise ValueError(
                 f"frames must be uint8 [T,H,W,3], got {self.frames.dtype} {tuple(self.frames.shape)}"
             )
-        if len(self.frames) < 1:
-            raise ValueError("an episode needs at least one frame")
+        if len(self.frames) < 1 or 0 in self.frames.shape[1:3]:
+            raise ValueError(f"an episode needs at least one non-empty frame, got {tuple(self.frames.shape)}")
         n = len(self.frames) - 1
         if self.rewards is None:
             self.rewards = np.zeros(n, np.float32)
         if self.terminations is None:
             self.terminations = np.zeros(n, bool)
         self.rewards = np.asarray(self.rewards, np.float32)
-        self.terminations = np.asarray(self.terminations, bool)
+        terminations = np.asarray(self.terminations)
+        for name, value in (("rewards", self.rewards), ("terminations", terminations)):
+            if value.shape != (n,):  # one per transition: [T-1], not a scalar or a table
+                raise ValueError(f"{name} must have shape [len(frames)-1] = ({n},), got {value.shape}")
         if not np.isfinite(self.rewards).all():
             raise ValueError("rewards contain NaN or inf")
-        for name in ("rewards", "terminations"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"{name} must have len(frames)-1 = {n} entries, got {len(getattr(self, name))}"
-                )
+        if terminations.dtype != bool and not np.isin(terminations, (0, 1)).all():
+            raise ValueError(
+                f"terminations must be booleans (or 0/1), got values {np.unique(terminations)[:5]}"
+            )
+        self.terminations = terminations.astype(bool)
         if self.actions is not None:
             self.actions = np.asarray(self.actions)
+            if self.actions.ndim == 0 or (self.actions.dtype.kind in "iu" and self.actions.ndim != 1):
+                raise ValueError(
+                    f"actions must be [T-1] (discrete) or [T-1, A] (continuous), got {self.actions.shape}"
+                )
             if len(self.actions) != n:
                 raise ValueError(f"actions must have len(frames)-1 = {n} entries, got {len(self.actions)}")
             if self.actions.dtype.kind in "iu":
@@ -155,6 +162,15 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory to disk (a directory's fsync makes the renames in it survive a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
@@ -166,6 +182,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

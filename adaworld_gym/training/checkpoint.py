@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from adaworld_gym.data.episodes import sha256_file
+from adaworld_gym.data.episodes import fsync_path, sha256_file
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "tensors.safetensors"
@@ -147,7 +147,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
     try:
         tensor_path = tmp / TENSORS_FILE
         save_file(tensors, str(tensor_path))
-        _fsync(tensor_path)
+        fsync_path(tensor_path)
         manifest = {
             "format_version": FORMAT_VERSION,
             "step": step,
@@ -156,14 +156,14 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
         }
         state_path = tmp / STATE_FILE
         state_path.write_text(json.dumps(manifest), encoding="utf-8")
-        _fsync(state_path)
+        fsync_path(state_path)
         if final.exists():  # re-saving the same step: move the old one aside first
             _remove(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync(root)
+    fsync_path(root)
     for old in list_checkpoints(root)[:-keep]:
         _remove(old)
     for stale in root.glob(".tmp-*"):  # left over by a killed save
@@ -221,15 +221,6 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _fsync(path: Path) -> None:
-    # Directories need an fsync too, so the rename itself survives a power cut.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove(path: Path) -> None:
     # Rename first (atomic) so a kill mid-deletion never leaves a half-deleted "step-N" directory behind.
     trash = path.with_name(f".tmp-del-{path.name}")
