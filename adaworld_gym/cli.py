@@ -157,9 +157,13 @@ def _load_npy(path: Path):
     import numpy as np
 
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"cannot read latent actions from {path}: {e}") from e
+    if not isinstance(array, np.ndarray):  # an .npz archive under another name
+        array.close()
+        raise ValueError(f"cannot read latent actions from {path}: an .npz archive, not one .npy array")
+    return array
 
 
 def _cmd_encode(args: argparse.Namespace) -> None:

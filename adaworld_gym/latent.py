@@ -146,7 +146,10 @@ def plot_latents(
             cmap = plt.get_cmap("tab20")
             for j, value in enumerate(np.unique(labels)):
                 sel = labels == value
-                name = names[int(value)] if names is not None else str(value)
+                if value < 0:  # transitions without a discrete action
+                    name = "unlabelled"
+                else:
+                    name = names[int(value)] if names is not None else str(value)
                 ax.scatter(xy[sel, 0], xy[sel, 1], s=3, alpha=0.6, color=cmap(j % 20), label=name)
             ax.legend(markerscale=4, fontsize=7, loc="best", ncol=2)
         ax.set_title(f"{title} {subtitle}")

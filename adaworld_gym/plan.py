@@ -16,8 +16,8 @@ Models (``--model``):
   restored to the current state), VP2's upper bound;
 * a bundle directory: an adapted :class:`AdaWorldBundle` whose action space is the push env's
   ``Box(-1, 1, (4,), float32)``, planned through :class:`WorldModelDynamics`;
-* ``default``: the shipped push bundle (``adaworld_gym/assets/bundles/robosuite-push``); none is shipped yet,
-  so this raises ``FileNotFoundError`` naming the path and suggesting ``--model oracle``.
+* ``default``: the shipped push bundle (``adaworld_gym/assets/bundles/robosuite-push``: zero-shot, not
+  finetuned); where it is missing, a ``FileNotFoundError`` names the path and suggests ``--model oracle``.
 
 The GIF shows goal | real frames, plus, for a learned model, its one-step prediction of each executed action from
 the frames seen so far (what the model imagined the step would do).

@@ -150,6 +150,10 @@ def _read_image(path: Path) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] < 3:
         raise ValueError(f"{path}: expected an RGB(A) or greyscale image, got shape {image.shape}")
+    if image.dtype == np.uint16:  # 16-bit PNGs: keep the high byte rather than wrap around
+        image = image >> 8
+    elif image.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an 8- or 16-bit image, got {image.dtype}")
     return image[..., :3].astype(np.uint8)
 
 

@@ -123,6 +123,21 @@ def test_load_names_missing_and_corrupt_files(tmp_path):
     (tmp_path / "adapter.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="adapter.safetensors"):
         load_adapter(tmp_path)
+    codebook = ActionCodebook(3, D)
+    with torch.no_grad():
+        codebook.embedding.weight[1, 0] = float("nan")
+    codebook.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="NaN or inf in embedding.weight"):
+        load_adapter(tmp_path)
+
+
+def test_fitting_on_non_finite_latents_is_refused():
+    mu = np.zeros((6, D), np.float32)
+    mu[2, 1] = np.nan
+    with pytest.raises(ValueError, match="mu contains NaN"):
+        ActionCodebook(3, D).init_from_labelled(np.arange(6) % 3, mu)
+    with pytest.raises(ValueError, match="mu contains NaN"):
+        ActionMLP(2, D, low=-1.0, high=1.0).fit(np.zeros((6, 2), np.float32), mu, steps=1)
 
 
 def test_motion_adapters_add_a_fitted_term_that_round_trips(tmp_path):

@@ -107,3 +107,7 @@ def test_cli_errors_are_clear(tmp_path):
     (tmp_path / "z.npy").write_bytes(b"junk")
     r = _cli("compose", tmp_path / "z.npy", "--out", tmp_path / "o.npy")
     assert r.returncode == 2 and "z.npy" in r.stderr
+    with (tmp_path / "a.npy").open("wb") as f:  # an .npz archive under the .npy name
+        np.savez(f, z=np.zeros(32, np.float32))
+    r = _cli("compose", tmp_path / "a.npy", "--out", tmp_path / "o.npy")
+    assert r.returncode == 2 and "a.npy" in r.stderr and ".npz archive" in r.stderr

@@ -80,6 +80,12 @@ def test_load_frames_from_shard_gif_and_image(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match="unsupported file type '.txt'"):
         load_frames(tmp_path / "notes.txt")
+    import imageio.v3 as iio
+
+    ramp = np.repeat(np.linspace(0, 65535, 64).astype(np.uint16)[None], 64, axis=0)
+    iio.imwrite(tmp_path / "deep.png", ramp)  # 16-bit greyscale: scaled to 8 bits, not wrapped around
+    deep = load_frames(tmp_path / "deep.png")
+    assert deep.dtype == np.uint8 and deep.min() == 0 and deep.max() == 255
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image"):
         load_frames(tmp_path / "broken.png")

@@ -128,6 +128,21 @@ def test_cpu_bf16_copy_matches_autocast_and_follows_weight_updates(monkeypatch) 
         model.unet.conv_out.bias.data += 0.5
     model.invalidate_sampling_cache()
     assert np.abs(sample(True) - sample(False)).mean() < 1.0
+    other = make_model(autocast_dtype="bfloat16")
+    randomise_condition(other)
+    model.load_state_dict(
+        other.state_dict(), assign=True
+    )  # new tensors, nothing bumped: the hook drops the copy
+    assert np.abs(sample(True) - sample(False)).mean() < 1.0
+    model.unet.load_state_dict(other.unet.state_dict(), assign=True)  # on the UNet itself too
+    assert np.abs(sample(True) - sample(False)).mean() < 1.0
+
+
+def test_bad_generators_and_guidance_are_named(model: DiffusionWorldModel) -> None:
+    with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+        model.predict_next(frames(1, 2), actions(1), steps=1, generator=0)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number"):
+        model.predict_next(frames(1, 2), actions(1), steps=1, generator=gen(0), guidance_scale=None)
 
 
 def test_rollout_equals_chained_predictions(model: DiffusionWorldModel) -> None:

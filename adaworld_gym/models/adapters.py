@@ -155,13 +155,27 @@ def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"corrupt adapter config {config_path}: {e!r}") from e
     try:
-        adapter.load_state_dict(load_file(str(weights_path)))
+        weights = load_file(str(weights_path))
+        adapter.load_state_dict(weights)
     except Exception as e:  # safetensors and load_state_dict raise their own error types
         raise ValueError(f"corrupt adapter weights {weights_path}: {e}") from e
+    bad = sorted(name for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:
+        raise ValueError(f"corrupt adapter weights {weights_path}: NaN or inf in {', '.join(bad)}")
     return adapter.eval()
 
 
 # ---------------------------------------------------------------------------------------------- validation
+def _check_mu(mu: Any, n: int, latent_dim: int, dtype: type = np.float32) -> np.ndarray:
+    """Latent actions ``[n, latent_dim]`` to fit an adapter on: right shape, all finite."""
+    mu = np.asarray(mu, dtype=dtype)
+    if mu.shape != (n, latent_dim):
+        raise ValueError(f"mu must have shape [{n}, {latent_dim}], got {mu.shape}")
+    if not np.isfinite(mu).all():
+        raise ValueError("mu contains NaN or inf")
+    return mu
+
+
 def _check_discrete_batch(actions: Any, n: int) -> np.ndarray:
     array = np.asarray(actions)
     if array.ndim != 1:
@@ -254,9 +268,7 @@ class ActionCodebook(LatentAdapter):
             The actions that had no samples; their rows keep the random initialisation.
         """
         actions = _check_discrete_batch(actions, self.num_actions)
-        mu = np.asarray(mu, dtype=np.float32)
-        if mu.shape != (len(actions), self.latent_dim):
-            raise ValueError(f"mu must have shape [{len(actions)}, {self.latent_dim}], got {mu.shape}")
+        mu = _check_mu(mu, len(actions), self.latent_dim)
         rng = np.random.default_rng(seed)
         missing = []
         for a in range(self.num_actions):
@@ -282,9 +294,7 @@ class ActionCodebook(LatentAdapter):
             raise ValueError("fit_motion needs a codebook built with motion_dim > 0")
         actions = _check_discrete_batch(actions, self.num_actions)
         context = self.check_motion(motion, len(actions)).astype(np.float64)
-        mu = np.asarray(mu, np.float64)
-        if mu.shape != (len(actions), self.latent_dim):
-            raise ValueError(f"mu must have shape [{len(actions)}, {self.latent_dim}], got {mu.shape}")
+        mu = _check_mu(mu, len(actions), self.latent_dim, np.float64)
         seen = np.unique(actions)
         onehot = (actions[:, None] == seen[None]).astype(np.float64)
         x = np.hstack([onehot, context])
@@ -385,9 +395,7 @@ class ActionMLP(LatentAdapter):
             motion: the transitions' motion contexts ``[N, motion_dim + 1]``, exactly when :attr:`uses_motion`.
         """
         x = torch.from_numpy(self._check_actions(actions))
-        y = torch.from_numpy(np.asarray(mu, dtype=np.float32))
-        if y.shape != (len(x), self.latent_dim):
-            raise ValueError(f"mu must have shape [{len(x)}, {self.latent_dim}], got {tuple(y.shape)}")
+        y = torch.from_numpy(_check_mu(mu, len(x), self.latent_dim))
         context = self.check_motion(motion, len(x))
         device = self.offset.device
         x, y = x.to(device), y.to(device)

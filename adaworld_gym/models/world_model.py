@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -235,8 +236,9 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         Autocast re-casts every weight on every call and runs group norm in fp32 around bf16 convolutions; a
         bf16 copy does neither: predict_next at batch 1 / 16 / 64 is 1.14x / 1.16x / 1.18x faster at 2 threads
         (``scripts/ab_cpu_bf16.py``, interleaved A/B). Changes are detected from version counters and a
-        sample of the values; code that writes only a few weights through ``.data`` should call
-        :meth:`invalidate_sampling_cache` afterwards.
+        sample of the values, and ``load_state_dict`` (also with ``assign=True``, which swaps in new tensors)
+        drops the copy through a hook; code that writes only a few weights through ``.data`` or assigns new
+        ``nn.Parameter`` objects should call :meth:`invalidate_sampling_cache` afterwards.
         """
         cached = self.__dict__.get("_bf16_unet")
         # Walking the module tree costs ~0.9 ms a call, so the tensor list is kept with the copy (replacing
@@ -244,6 +246,15 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         tensors = cached["tensors"] if cached and cached["unet"] == id(self.unet) else None
         if tensors is None:
             tensors = [*self.unet.parameters(), *self.unet.buffers()]
+            if self.__dict__.get("_hooked_unet") != id(self.unet):  # once per UNet (a deepcopy has its own)
+                owner = weakref.ref(self)
+
+                def drop_copy(module: nn.Module, incompatible_keys: Any) -> None:
+                    if (model := owner()) is not None:
+                        model.invalidate_sampling_cache()
+
+                self.unet.register_load_state_dict_post_hook(drop_copy)
+                self.__dict__["_hooked_unet"] = id(self.unet)
         key = (id(self.unet), *((t.data_ptr(), t._version) for t in tensors))
         # In-place updates bump _version, but writes through ``.data`` (diffusers' EMA swaps) do not: a strided
         # sample of every 8th tensor's values catches those (they rewrite every tensor). Both: ~0.3 ms a call.
@@ -440,8 +451,8 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         steps = int(steps)
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         batch = window.shape[0]
         history = window.flatten(1, 2)
         aug = torch.full((batch,), self.config.inference_aug_level, device=self.device)
@@ -457,6 +468,11 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         sched.set_timesteps(sigmas=torch.linspace(0, 1, steps + 1)[:-1])
         shape = (batch, 3, *window.shape[-2:])
         if generator is not None and not isinstance(generator, torch.Generator):
+            if not isinstance(generator, Sequence):
+                raise ValueError(
+                    f"generator must be a torch.Generator, a list of them (one per sample) or None, "
+                    f"got {type(generator).__name__}"
+                )
             generator = list(generator)  # one generator per sample, as diffusers' randn_tensor
             if len(generator) != batch:
                 raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
