@@ -563,6 +563,23 @@ def test_a_dead_simulator_worker_closes_the_pool_with_a_clear_error():
             pool.rollout(None, actions[:1], state=state)
 
 
+def test_an_interrupted_simulator_rollout_closes_the_pool(monkeypatch):
+    actions = np.zeros((4, 2, 2), np.float32)
+    state = np.array([20.0, 30.0])
+    with SimulatorDynamics(ToyEnv, workers=2) as pool:
+        receive = pool._receive
+
+        def interrupted(i):  # Ctrl-C while waiting for worker 0: worker 1's reply stays in its pipe
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(pool, "_receive", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            pool.rollout(None, actions, state=state)
+        monkeypatch.setattr(pool, "_receive", receive)
+        with pytest.raises(RuntimeError, match="closed"):  # never that stale reply as the next answer
+            pool.rollout(None, actions[:1], state=state)
+
+
 class NoStateEnv(ToyEnv):
     get_state = None  # type: ignore[assignment]
 

@@ -64,8 +64,28 @@ def test_level_ranges():
     for seed in range(5):
         _, info = env.reset(seed=seed)
         assert TEST_LEVELS[0] <= info["level"] < TEST_LEVELS[1]
-    _, info = env.reset(options={"level": 42})
-    assert info["level"] == 42
+    _, info = env.reset(options={"level": 9042})
+    assert info["level"] == 9042
+    with pytest.raises(ValueError, match=r"levels \[9000, 10000\)"):  # a training level in a test env
+        env.reset(options={"level": 42})
+
+
+def test_restores_check_the_game_and_report_the_restored_level():
+    coinrun = gymnasium.make("AdaWorld/Procgen-coinrun-v0").unwrapped
+    _, first = coinrun.reset(seed=0)
+    state = coinrun.get_state()
+    _, other = coinrun.reset(seed=3)
+    assert other["level"] != first["level"]
+    coinrun.set_state(state)
+    assert coinrun.step(4)[4]["level"] == first["level"]  # the restored level, not the one reset drew
+    _, info = coinrun.reset(seed=3, options={"state": state})
+    assert info["level"] == first["level"]
+    maze = gymnasium.make("AdaWorld/Procgen-maze-v0").unwrapped
+    maze.reset(seed=0)
+    with pytest.raises(
+        ValueError, match="not a state of Procgen maze"
+    ):  # Procgen itself would kill the process
+        maze.set_state(state)
 
 
 @pytest.mark.parametrize(
@@ -109,3 +129,31 @@ def test_step_before_reset():
     env = gymnasium.make("AdaWorld/Procgen-heist-v0").unwrapped
     with pytest.raises(RuntimeError, match="reset"):
         env.step(0)
+
+
+def test_modes_procgen_lacks_for_a_game_are_refused_before_it_kills_the_process():
+    from adaworld_gym.sims.procgen import ProcgenEnv
+
+    with pytest.raises(ValueError, match="no 'extreme' mode for bigfish"):
+        ProcgenEnv("bigfish", distribution_mode="extreme")
+    with pytest.raises(ValueError, match="no 'memory' mode for coinrun"):
+        ProcgenEnv("coinrun", distribution_mode="memory")
+    with pytest.raises(ValueError, match="unknown distribution_mode 'exploration'"):
+        ProcgenEnv("coinrun", distribution_mode="exploration")
+    assert ProcgenEnv("jumper", distribution_mode="memory").timeout == 2000
+
+
+def test_a_timed_out_episode_is_truncated_and_a_death_terminated():
+    from adaworld_gym.sims.procgen import ProcgenEnv
+
+    maze = ProcgenEnv("maze")  # no way to die: standing still ends only at Procgen's 500-step limit
+    maze.reset(seed=0)
+    ends = [maze.step(4)[2:4] for _ in range(maze.timeout)]
+    assert ends[-1] == (False, True) and not any(any(e) for e in ends[:-1])
+    chaser = ProcgenEnv("chaser")  # standing still, the chaser is caught long before its time limit
+    chaser.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, info = chaser.step(4)
+        steps += 1
+    assert terminated and not truncated and steps < chaser.timeout and not info["level_complete"]

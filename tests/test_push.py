@@ -281,3 +281,11 @@ def test_vp2_cost_prefers_the_demo_at_the_benchmark_horizon(env: RobosuitePushEn
         frames = np.stack([env.step(action)[0] for action in plan])
         costs[name] = VP2_COST(frames[None], task.goal_image)[0]
     assert costs["demo"] < min(costs["still"], costs["lift"]), costs
+
+
+def test_stepping_a_closed_push_env_names_the_problem() -> None:
+    env = RobosuitePushEnv()
+    env.reset(seed=0)
+    env.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        env.step(np.zeros(4, np.float32))

@@ -269,8 +269,8 @@ def _simulate(env: gymnasium.Env, state: Any, actions: np.ndarray) -> np.ndarray
         done, last = False, None
         for t, action in enumerate(sequence):
             if not done:
-                obs, _, terminated, _, _ = base.step(_env_action(action, space))
-                done = bool(terminated)
+                obs, _, terminated, truncated, _ = base.step(_env_action(action, space))
+                done = bool(terminated or truncated)  # a Procgen time-out also shows the next try
                 # On termination keep the previous frame; on the first step there is none, so show this one.
                 if not done or last is None:
                     last = _frame_of(base, obs)
@@ -426,6 +426,9 @@ class SimulatorDynamics:
             # let a later call read a stale reply.
             self.close()
             raise RuntimeError(f"{e}; the simulator pool is closed, build a new SimulatorDynamics") from e
+        except BaseException:  # interrupted mid-call (KeyboardInterrupt, ...): replies may be left unread
+            self.close()
+            raise
         if error is not None:
             raise error
         return np.concatenate(results)

@@ -14,7 +14,13 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from adaworld_gym.sims.games import DISTRIBUTION_MODES, TEST_LEVELS, TRAIN_LEVELS, check_game
+from adaworld_gym.sims.games import (
+    TEST_LEVELS,
+    TRAIN_LEVELS,
+    check_distribution_mode,
+    check_game,
+    episode_timeout,
+)
 
 NUM_ACTIONS = 15
 
@@ -72,7 +78,9 @@ class ProcgenEnv(gymnasium.Env):
     ``reset`` options: ``{"level": int}`` to pick the level, ``{"state": array}`` to restore a state from
     :meth:`get_state`. Procgen resets itself when an episode ends, so the observation returned with
     ``terminated=True`` is already the first frame of a new try at the same level; ``info["level_complete"]``
-    says whether the level was solved.
+    says whether the level was solved. An episode that reaches Procgen's own time limit (:attr:`timeout`: 1000
+    steps in most games) without being completed ends with ``truncated=True`` instead (steps counted from the
+    last reset or restore).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -86,13 +94,12 @@ class ProcgenEnv(gymnasium.Env):
         render_mode: str | None = "rgb_array",
     ):
         self.game = check_game(game)
-        if distribution_mode not in DISTRIBUTION_MODES:
-            raise ValueError(
-                f"unknown distribution_mode {distribution_mode!r}; choose from {DISTRIBUTION_MODES}"
-            )
+        check_distribution_mode(self.game, distribution_mode)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.distribution_mode = distribution_mode
+        self.timeout = episode_timeout(self.game, distribution_mode)
+        self._episode_steps = 0
         self.levels = level_range(levels)
         self.use_backgrounds = use_backgrounds
         self.render_mode = render_mode
@@ -116,6 +123,9 @@ class ProcgenEnv(gymnasium.Env):
             rand_seed=int(game_seed),
         )
         self.level = int(level)
+        # A serialized state starts with a 4-byte field, the name's length and the game's name: Procgen's C code
+        # kills the whole process on a state of another game, so set_state compares this prefix first.
+        self._state_header = self._env.callmethod("get_state")[0][: 8 + len(self.game)]
 
     def _observe(self) -> np.ndarray:
         _, obs, _ = self._env.observe()
@@ -128,12 +138,16 @@ class ProcgenEnv(gymnasium.Env):
         level = options.get("level")
         if level is None:
             level = int(self.np_random.integers(low, high))
-        elif not isinstance(level, (int, np.integer)) or level < 0:
-            raise ValueError(f"options['level'] must be a non-negative int, got {level!r}")
+        elif not isinstance(level, (int, np.integer)) or not low <= level < high:
+            # outside the configured range would quietly cross the train/test split
+            raise ValueError(
+                f"options['level'] must be an int in this env's levels [{low}, {high}), got {level!r}"
+            )
         self._make(level, int(self.np_random.integers(0, 2**31 - 1)))
         if "state" in options:
             self.set_state(options["state"])
         self._obs = self._observe()
+        self._episode_steps = 0
         return self._obs, {"level": self.level}
 
     def step(self, action):
@@ -145,10 +159,19 @@ class ProcgenEnv(gymnasium.Env):
         info = self._env.get_info()[0]
         terminated = bool(first[0])
         self._obs = obs["rgb"][0].copy()
+        self.level = int(
+            info.get("level_seed", self.level)
+        )  # the level being played (a restore may change it)
+        self._episode_steps += 1
         step_info = {"level": self.level}
+        truncated = False
         if terminated:
-            step_info["level_complete"] = bool(info.get("prev_level_complete", 0))
-        return self._obs, float(reward[0]), terminated, False, step_info
+            step_info["level_complete"] = complete = bool(info.get("prev_level_complete", 0))
+            # Procgen ends a timed-out episode like a finished one; Gymnasium calls that truncation.
+            truncated = not complete and self._episode_steps >= self.timeout
+            terminated = not truncated
+            self._episode_steps = 0
+        return self._obs, float(reward[0]), terminated, truncated, step_info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
@@ -169,8 +192,12 @@ class ProcgenEnv(gymnasium.Env):
         raw = bytes(state) if isinstance(state, (bytes, bytearray)) else np.asarray(state, np.uint8).tobytes()
         if len(raw) < 16:
             raise ValueError(f"not a Procgen state: {len(raw)} bytes")
+        if raw[: len(self._state_header)] != self._state_header:
+            raise ValueError(f"not a state of Procgen {self.game} (its header is {raw[:24]!r})")
         self._env.callmethod("set_state", [raw])
         self._obs = self._observe()
+        self._episode_steps = 0  # counted from the restore: a timeout soon after reads as an ordinary end
+        self.level = int(self._env.get_info()[0].get("level_seed", self.level))
 
     def close(self) -> None:
         if self._env is not None:

@@ -385,6 +385,8 @@ class RobosuitePushEnv(gymnasium.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one 4-D action for 1 s of simulation (500 substeps) and render."""
+        if getattr(self, "_renderer", None) is None:
+            raise RuntimeError("this RobosuitePushEnv is closed; make a new one")
         delta = self._validate_action(action)[:3] * self.action_scale
         self._simulate(delta)
         self._steps += 1
