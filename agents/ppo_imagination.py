@@ -4,9 +4,11 @@ For each game and seed, three policies are scored by their mean return on held-o
 
 - ``imagination``: stable-baselines3 PPO trained in :class:`WorldModelVectorEnv` over the game's adapted bundle
   (reward and termination from the bundle's reward head); the real simulator is never stepped in training;
-- ``real``: the same PPO trained on the real simulator for as many frames as the bundle was built from
+- ``real``: the same PPO trained on the real simulator for as many frames as the bundle's adapter was built from
   (``meta["labelled_transitions"]``: the labelled transitions of the adaptation set; with ``--starts real``, every
-  frame of the adaptation collection), the fair equal-data comparison;
+  frame of the adaptation collection). Not counted: the real play the reward head learned from (for the shipped
+  heads 200-2,500 random-play episodes of up to 200 steps, ``assets/bundles/rewards.json``) and the world model's
+  pretraining data, so the imagination agent has had more real frames behind it than this agent gets;
 - ``random``: uniform random actions.
 
 The run also measures ``vector_speedup_n16``: frames/s of one 16-row vector env over 16 single envs stepped in
@@ -207,7 +209,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines = [
         f"vector env speedup at N=16: **{results['vector_speedup_n16']:.2f}x**",
         "",
-        "| game | imagination PPO | real PPO (equal real frames) | random | seeds |",
+        "| game | imagination PPO | real PPO (adapter's real frames) | random | seeds |",
         "|---|---|---|---|---|",
     ]
     for game, r in results["ppo"].items():
