@@ -42,6 +42,7 @@ from adaworld_gym.latent import plot_latents
 from adaworld_gym.metrics import psnr_pooled
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.sims.games import PRETRAIN_GAMES
+from adaworld_gym.training.common import training_provenance
 from adaworld_gym.training.lam import train_lam
 from benchmarks import _common
 
@@ -229,8 +230,11 @@ def _train_one(job: tuple) -> Path:
     """One training run in its own process (one torch thread, so parallel runs do not fight)."""
     train_dirs, run_dir, model, reg, steps, seed = job
     summary = run_dir / "summary.json"
-    if summary.exists() and json.loads(summary.read_text()).get("steps") == steps:
-        return run_dir / "model"  # finished earlier: a rerun only evaluates
+    if summary.exists():
+        done = json.loads(summary.read_text())
+        # finished earlier on the same data: a rerun only evaluates (other data: train_lam refuses the run dir)
+        if done.get("steps") == steps and done.get("provenance") == training_provenance(train_dirs):
+            return run_dir / "model"
     torch.set_num_threads(1)
     return train_lam(
         train_dirs, run_dir, preset=model, regularizer=reg, max_steps=steps, seed=seed, progress=False

@@ -63,6 +63,16 @@ def test_train_logs_saves_and_resumes(tmp_path, data, lam_dir):
     with pytest.raises(ValueError, match="different model config"):
         train_world_model(data, out, lam_dir, "tiny", max_steps=6, model_overrides={"num_history": 2}, **FAST)
 
+    # Resuming on another LAM (other labels) or other data would mix two runs: refused, naming what changed.
+    other_lam = tmp_path / "other_lam"
+    torch.manual_seed(1)
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(other_lam)
+    with pytest.raises(ValueError, match="trained with other lam"):
+        train_world_model(data, out, other_lam, "tiny", max_steps=6, **FAST)
+    other_data = str(synthetic_push_like(tmp_path / "more", episodes=2, steps=8, seed=2))
+    with pytest.raises(ValueError, match="trained with other data"):
+        train_world_model(other_data, out, lam_dir, "tiny", max_steps=6, **FAST)
+
 
 def test_twin_trains_without_lam(tmp_path, data):
     # {directory: share} goes through the mixture sampler.

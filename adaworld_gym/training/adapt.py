@@ -56,6 +56,7 @@ from adaworld_gym.training.common import (
     optimizer_step,
     plain_config,
     resume_state,
+    training_provenance,
     training_state,
     validate_run,
     write_json,
@@ -539,7 +540,8 @@ def adapt(
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
     step, samples, train_seconds, evals = 0, 0, 0.0, []
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema)
+    provenance = training_provenance(data, pretrained=model_dir, lam=None if lam is None else lam_dir)
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
     if state is not None:
         noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
@@ -562,7 +564,7 @@ def adapt(
     def checkpoint() -> None:
         state = training_state(
             raw, optimizer, scheduler, ema, noise_gen, model_config,
-            step=step, samples=samples, train_seconds=train_seconds, evals=evals,
+            step=step, samples=samples, train_seconds=train_seconds, evals=evals, provenance=provenance,
         )  # fmt: skip
         save_checkpoint(ckpt_root, step, state)
 

@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -124,14 +124,37 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
     )
 
 
+def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[str, Any]:
+    """What a run learns from, to refuse resuming it on something else: the data directories (resolved paths,
+    with their shares when fixed; None for in-memory windows) and the digest of each frozen model it uses."""
+    from adaworld_gym.models.loading import directory_digest
+
+    if isinstance(data, (str, os.PathLike)):
+        spec: Any = [str(Path(data).resolve())]
+    elif isinstance(data, Mapping):
+        spec = {str(Path(k).resolve()): float(v) for k, v in data.items()}
+    elif isinstance(data, (list, tuple)) and data and all(isinstance(d, (str, os.PathLike)) for d in data):
+        spec = [str(Path(d).resolve()) for d in data]
+    else:
+        spec = None
+    return {"data": spec, **{k: None if v is None else directory_digest(v) for k, v in models.items()}}
+
+
 def resume_state(
-    ckpt_root: Path, model_config: dict[str, Any], model, optimizer, scheduler, ema: Any = None
+    ckpt_root: Path,
+    model_config: dict[str, Any],
+    model,
+    optimizer,
+    scheduler,
+    ema: Any = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict | None:
     """Load the latest checkpoint into model, optimizer, scheduler and ``ema`` (and the RNGs); None if there is none.
 
     A corrupt newest checkpoint (a kill during a copy, a full disk) falls back to the one before it, with a
     warning. A checkpoint written with another model config, learning rate or EMA decay is refused: resuming
-    would silently keep the old rate and decay (they live in the optimizer and EMA states).
+    would silently keep the old rate and decay (they live in the optimizer and EMA states). So is one whose
+    ``provenance`` (:func:`training_provenance`: data directories, frozen models) differs where both are known.
     The returned state also holds ``step``, ``samples``, ``train_seconds`` and any loop-specific extras.
     """
     import warnings
@@ -154,6 +177,17 @@ def resume_state(
             if i + 1 == len(candidates):
                 raise
             warnings.warn(f"{e}; resuming from the checkpoint before it, {candidates[i + 1]}", stacklevel=2)
+    saved = state.get("provenance") or {}
+    changed = sorted(
+        key
+        for key, value in (provenance or {}).items()
+        if value is not None and saved.get(key) is not None and saved[key] != value
+    )
+    if changed:
+        raise ValueError(
+            f"{path} was trained with other {' and '.join(changed)} ({', '.join(f'{k}: {saved[k]}' for k in changed)}); "
+            "use a new out_dir or the same inputs"
+        )
     if state["model_config"] != model_config:
         raise ValueError(
             f"{path} was written for a different model config; use a new out_dir or the same "

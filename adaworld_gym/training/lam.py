@@ -47,6 +47,7 @@ from adaworld_gym.training.common import (
     plain_config,
     resume_state,
     save_model_atomic,
+    training_provenance,
     validate_run,
     write_json,
 )
@@ -232,7 +233,8 @@ def run_lam_training(
     scheduler = make_lr_scheduler(optimizer, cfg)
 
     step, samples, train_seconds = 0, 0, 0.0
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler)
+    provenance = training_provenance(data)
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance)
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -259,6 +261,7 @@ def run_lam_training(
                     "train_seconds": train_seconds,
                     "rng": capture_rng_state(),
                     "model_config": model_config,
+                    "provenance": provenance,
                 },
             )
 
@@ -322,6 +325,7 @@ def run_lam_training(
             "train_minutes": train_seconds / 60,
             "samples_per_s": samples / max(train_seconds, 1e-9),
             "params": sum(p.numel() for p in raw_model.parameters()),
+            "provenance": provenance,
         }
         if eval_data is not None:
             summary["eval"] = evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches)

@@ -53,6 +53,7 @@ from adaworld_gym.training.common import (
     plain_config,
     resume_state,
     save_model_atomic,
+    training_provenance,
     validate_run,
     write_json,
 )
@@ -374,7 +375,8 @@ def run_reward_training(
     scheduler = make_lr_scheduler(optimizer, cfg)
 
     step, samples, train_seconds = 0, 0, 0.0
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler)
+    provenance = training_provenance(data_dirs, lam=cfg.lam_dir, imagined_by=cfg.imagined_by)
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance)
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
 
@@ -397,6 +399,7 @@ def run_reward_training(
                 "train_seconds": train_seconds,
                 "rng": capture_rng_state(),
                 "model_config": model_config,
+                "provenance": provenance,
             },
         )
 

@@ -50,6 +50,7 @@ from adaworld_gym.training.common import (
     plain_config,
     resume_state,
     save_model_atomic,
+    training_provenance,
     training_state,
     validate_run,
     write_json,
@@ -273,7 +274,8 @@ def run_world_model_training(
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
     step, samples, train_seconds = 0, 0, 0.0
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema)
+    provenance = training_provenance(data, lam=cfg.lam_dir)  # the labels come from this LAM
+    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
     if state is not None:
         noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
@@ -303,7 +305,7 @@ def run_world_model_training(
         if is_main:
             state = training_state(
                 raw_model, optimizer, scheduler, ema, noise_gen, model_config,
-                step=step, samples=samples, train_seconds=train_seconds,
+                step=step, samples=samples, train_seconds=train_seconds, provenance=provenance,
             )  # fmt: skip
             save_checkpoint(ckpt_root, step, state)
 
@@ -368,6 +370,7 @@ def run_world_model_training(
             "train_minutes": train_seconds / 60,
             "samples_per_s": samples / max(train_seconds, 1e-9),
             "params": sum(p.numel() for p in raw_model.parameters()),
+            "provenance": provenance,
         }
         if eval_set is not None:
             summary["eval"] = evaluate()
