@@ -375,10 +375,19 @@ def markdown_table(results: dict[str, Any]) -> str:
             + " | ".join(f"{speed[f'batch_{b}'][str(steps)]:.1f}" for b in SPEED_BATCHES)
             + " |"
         )
+    trained = meta.get("training") or {}
+    steps = {name: (t or {}).get("steps") for name, t in trained.items()}
+    if trained and all(steps.values()):  # given models: say what they had, not the preset's budget
+        budget = ", ".join(f"{name} {n:,} steps" for name, n in steps.items())
+        if len(set(steps.values())) > 1:
+            budget += " (unequal budgets)"
+        budget = f"given models: {budget}; their `train_summary.json` lists the stages"
+    else:
+        budget = f"{meta['train_steps']} steps of {meta['batch_size']} each"
     rows += [
         "",
-        f"`{meta['preset']}` preset ({meta['model']} world model, {meta['train_steps']} steps of "
-        f"{meta['batch_size']} each, seed {meta['seed']}); held-out windows per env: {meta['eval_1step']} "
+        f"`{meta['preset']}` preset ({meta['model']} world model, {budget}, "
+        f"seed {meta['seed']}); held-out windows per env: {meta['eval_1step']} "
         f"(1-step), {meta['eval_rollout']} (rollouts); {meta['denoise_steps']} denoising steps; PSNR from the "
         "MSE pooled over windows on [0, 255]; z from the LAM applied to the true frames (zeros for the twin).",
     ]
@@ -442,6 +451,15 @@ def train_models(args: Args, p: dict, lam_dir: Path, train_dirs: list[Path], eva
     return {name: _train(dict(kw)) for name, kw in todo.items()}
 
 
+def training_summary(model_dir: Path) -> dict[str, Any] | None:
+    """How a model was trained: its run's ``summary.json`` (a model trained here) or the ``train_summary.json``
+    kept beside the weights (the shipped model and the committed twin, trained in stages); None if neither."""
+    for path in (model_dir.parent / "summary.json", model_dir / "train_summary.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
 def main(args: Args) -> dict:
     if args.preset not in PRESETS:
         raise SystemExit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
@@ -492,10 +510,7 @@ def main(args: Args) -> dict:
         )
     results["speed"] = sampling_speed(models["adaworld"], p["speed_repeats"], args.seed)
 
-    summaries = {}
-    for name, path in model_dirs.items():
-        summary = Path(path).parent / "summary.json"
-        summaries[name] = json.loads(summary.read_text()) if summary.exists() else None
+    summaries = {name: training_summary(Path(path)) for name, path in model_dirs.items()}
     results["meta"] = {
         **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
         **p,
@@ -523,7 +538,12 @@ def remeasure_speed(args: Args, p: dict) -> dict:
     if not path.is_file():
         raise SystemExit(f"--speed-only needs an earlier run's {path}")
     results = json.loads(path.read_text())
-    model_dir = args.adaworld_model or results["meta"]["model_dirs"]["adaworld"]
+    model_dir = results["meta"]["model_dirs"]["adaworld"]
+    if args.adaworld_model and Path(args.adaworld_model).resolve() != Path(model_dir).resolve():
+        raise SystemExit(
+            f"{path} scored {model_dir}; --speed-only times that model (leave out --adaworld-model "
+            f"{args.adaworld_model}, or run the whole benchmark for it)"
+        )
     model = DiffusionWorldModel.from_pretrained(model_dir).eval()
     results["speed"] = sampling_speed(model, p["speed_repeats"], args.seed)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
