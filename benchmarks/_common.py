@@ -45,8 +45,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (``successes`` may be a mean over repeats of each trial)."""
     if n == 0:
         return (math.nan, math.nan)
     phat = successes / n

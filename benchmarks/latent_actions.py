@@ -3,7 +3,7 @@
     python -m benchmarks.latent_actions --preset cpu --seed 0 --out out/latent_actions
 
 Trains a LAM per regulariser (``kl``, ``vq``, ``sparse``, ``none``) and per seed on the Procgen pretraining
-games (training levels) plus RobosuitePush, with the same model size, data and wall-clock budget, then
+games (training levels) plus RobosuitePush, with the same model size, data and number of training steps, then
 reports on held-out data (Procgen test levels of the pretraining games, held-out push episodes):
 
 - ``recon_psnr``: PSNR of the decoder's next frame given z = mu(f_t, f_t+1), pooled MSE on [0, 255];

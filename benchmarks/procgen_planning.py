@@ -488,7 +488,13 @@ def markdown_table(results: dict[str, Any]) -> str:
     meta, games = results["meta"], results["meta"]["game_list"]
     head = "| model | " + " | ".join(games) + " | avg |"
     rule = "|---" * (len(games) + 2) + "|"
-    rows = ["Success (level completed within 20 steps; k/n, 95% Wilson interval):", "", head, rule]
+    rows = [
+        "Success (level completed within 20 steps; k/n episodes, 95% Wilson interval over scenes: the planner "
+        "seeds of one scene are not independent trials):",
+        "",
+        head,
+        rule,
+    ]
     for name in MODELS:
         cells = []
         for game in games:
@@ -497,7 +503,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 cells.append("—")
                 continue
             k = int(round(rate * n))
-            low, high = wilson(k, n)
+            scenes = meta.get("n_scenes", {}).get(game) or n
+            low, high = wilson(rate * scenes, scenes)
             cells.append(f"{100 * rate:.1f}% ({k}/{n}, {100 * low:.0f}-{100 * high:.0f})")
         avg = results["average"]["success"][name]
         rows.append(
