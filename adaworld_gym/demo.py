@@ -85,7 +85,6 @@ def _imagined_vs_real(out: Path, seed: int) -> dict:
     imagined.action_space.seed(seed)
     real_frames, imagined_frames = [frame], [imagined.reset(seed=seed, options={"frames": frame[None]})[0]]
     rewards = {"real": 0.0, "imagined": 0.0}
-    start = time.perf_counter()
     for _ in range(ENV_STEPS):
         action = imagined.action_space.sample()
         frame, reward, terminated, truncated, _ = real.step(action)
@@ -96,7 +95,6 @@ def _imagined_vs_real(out: Path, seed: int) -> dict:
         imagined_frames.append(dream)
         rewards["real"] += float(reward)
         rewards["imagined"] += float(dream_reward)
-    seconds = time.perf_counter() - start
     real.close()
     real_frames, imagined_frames = np.stack(real_frames), np.stack(imagined_frames)
     save_gif(side_by_side(real_frames, imagined_frames), out / "imagined_vs_real.gif", fps=5)
@@ -105,7 +103,6 @@ def _imagined_vs_real(out: Path, seed: int) -> dict:
     return {
         "env": imagined.spec.id,
         "steps": steps,
-        "steps_per_second": steps / seconds if steps else None,
         "psnr_vs_real_first_10": psnr_pooled(imagined_frames[1 : horizon + 1], real_frames[1 : horizon + 1]),
         "copy_start_psnr_first_10": psnr_pooled(
             np.repeat(real_frames[:1], horizon, axis=0), real_frames[1 : horizon + 1]
