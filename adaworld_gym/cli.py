@@ -76,13 +76,13 @@ def _model_settings(pairs: list[str], model_cls: type, own_flags: set[str]) -> d
 
 
 def _at_least_two(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError("a 2-D projection needs at least 2 samples")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--max-minutes", type=float, default=None)
     lam.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     lam.add_argument("--seed", type=int, default=0)
-    lam.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    lam.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     lam.add_argument(
         "--init-from",
         type=Path,
@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from this saved world model's weights (same preset), e.g. to train it longer",
     )
     wm.add_argument("--seed", type=int, default=0)
-    wm.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    wm.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     wm.add_argument("--out", type=Path, required=True)
     wm.set_defaults(func=_cmd_train_wm)
 
@@ -555,9 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train on next frames this bundle's world model makes from the real ones (what imagination shows)",
     )
-    rw.add_argument("--imagined-denoise-steps", type=_positive_int, default=None, help="default 1")
+    rw.add_argument("--imagined-denoise-steps", type=positive_int, default=None, help="default 1")
     rw.add_argument("--seed", type=int, default=0)
-    rw.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    rw.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     rw.set_defaults(func=_cmd_train_reward)
 
     pl = sub.add_parser("play", help="play an environment with the keyboard (pygame), or headless")
@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--steps", type=int, default=None, help="stop after N steps (headless default 100)")
     pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    pl.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     pl.set_defaults(func=_cmd_play)
 
     plan = sub.add_parser(
@@ -598,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--seed", type=int, default=0, help="seeds the tasks, the planner and the model's noise"
     )
-    plan.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    plan.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     plan.add_argument("--out", type=Path, default=Path("plan.gif"))
     plan.set_defaults(func=_cmd_plan)
 
@@ -629,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the adapter also sees the LAM's latent action of the last history transition (motion context)",
     )
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    ad.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")
     ad.set_defaults(func=_cmd_adapt)
 

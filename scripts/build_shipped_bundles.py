@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from adaworld_gym import defaults
+from adaworld_gym.cli import positive_int
 from adaworld_gym.data.collect import collect_procgen
 from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundle_dir, shipped_bundles_root
 from adaworld_gym.models.bundle import AdaWorldBundle
@@ -110,13 +111,15 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, default=Path("out/shipped_bundles"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument(
         "--rewards", action="store_true", help="train and attach reward heads (bundles must exist)"
     )
-    parser.add_argument("--reward-episodes", type=int, default=200, help="random-play episodes per game")
-    parser.add_argument("--reward-episode-steps", type=int, default=200)
-    parser.add_argument("--reward-train-steps", type=int, default=4000)
+    parser.add_argument(
+        "--reward-episodes", type=positive_int, default=200, help="random-play episodes per game"
+    )
+    parser.add_argument("--reward-episode-steps", type=positive_int, default=200)
+    parser.add_argument("--reward-train-steps", type=positive_int, default=4000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.rewards:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from adaworld_gym import defaults
+from adaworld_gym.cli import positive_int
 from adaworld_gym.data.clips import valid_targets
 from adaworld_gym.envs.shipped import shipped_bundles_root
 from adaworld_gym.training.adapt import LabelledWindows, adapt, adaptation_space, read_episodes
@@ -55,11 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", required=True)
     parser.add_argument("--data", type=Path, required=True, help="episodes with real rewards (reward-data)")
-    parser.add_argument("--max-episodes", type=int, default=None, help="use the first N episodes only")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument(
+        "--max-episodes", type=positive_int, default=None, help="use the first N episodes only"
+    )
+    parser.add_argument("--steps", type=positive_int, default=800)
     parser.add_argument("--event-share", type=float, default=0.25)
     parser.add_argument("--pretrained-lr-scale", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if not 0 < args.event_share < 1:
