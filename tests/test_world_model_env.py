@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import gymnasium
@@ -548,3 +550,10 @@ def test_the_reward_head_refuses_bad_latent_actions():
         head.predict(frames, frames, np.array([[np.nan, 0.0], [0.0, 0.0]], np.float32))
     with pytest.raises(ValueError, match="floats"):
         head.predict(frames, frames, np.zeros((2, 2), np.int64))
+
+
+def test_importing_the_envs_prints_nothing():
+    # stable-baselines3 and procgen import the retired `gym`, whose banner would land in every command's output
+    code = "import adaworld_gym.envs.world_model_env, adaworld_gym.sims.procgen as p; p._import_procgen()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "" and done.stderr == ""

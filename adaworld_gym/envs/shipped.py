@@ -124,6 +124,9 @@ def gymnasium_shipped_env(name: str, bundle: str | os.PathLike | None = None, **
     return make_shipped_env(name, bundle, **kwargs, max_episode_steps=None)
 
 
+gymnasium_shipped_env.metadata = WorldModelEnv.metadata  # read by gymnasium.make (see make_world_model_env)
+
+
 def make_shipped_vector_env(
     name: str, bundle: str | os.PathLike | None = None, **kwargs: Any
 ) -> WorldModelVectorEnv:

@@ -45,11 +45,14 @@ import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
-from stable_baselines3.common.vec_env import VecEnv
 
+from adaworld_gym._imports import quiet_imports
 from adaworld_gym.envs.viewer import PygameViewer
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.registration import WORLD_MODEL_EPISODE_STEPS
+
+with quiet_imports():  # stable-baselines3 imports the retired `gym`, which prints a banner
+    from stable_baselines3.common.vec_env import VecEnv
 
 __all__ = [
     "GoalWorldModelEnv",
@@ -94,6 +97,21 @@ def _row_seeds(seed: Any, num_envs: int) -> list[int | None]:
     if bad:
         raise ValueError(f"seeds must be integers or None, got {bad[0]!r}")
     return [None if s is None else int(s) for s in seeds]
+
+
+def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
+    """``options["reset_mask"]`` checked as Gymnasium's vector envs check it; None: every row."""
+    if mask is None:
+        return np.ones(num_envs, bool)
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
+    if mask.shape != (num_envs,):
+        raise ValueError(f"`options['reset_mask']` must have shape `({num_envs},)`, got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
+    if not mask.any():
+        raise ValueError(f"`options['reset_mask']` must contain at least one True value, got {mask}")
+    return mask
 
 
 def _check_image(image: Any, name: str, ndim: int) -> np.ndarray:
@@ -320,6 +338,10 @@ class WorldModelEnv(gymnasium.Env):
             self._window.close()
             self._window = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A pygame window cannot be pickled or copied; the copy opens its own on its next frame.
+        return {**self.__dict__, "_window": None}
+
 
 class GoalWorldModelEnv(WorldModelEnv):
     """Goal-conditioned variant: Dict observations ``observation`` / ``achieved_goal`` / ``desired_goal``.
@@ -377,7 +399,9 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         num_envs: N.
         render_mode: ``"rgb_array"`` or None.
 
-    ``reset`` options: ``"frames"`` uint8 ``[N, h, 64, 64, 3]`` and/or ``"goal"`` uint8 ``[N, 64, 64, 3]``.
+    ``reset`` options: ``"frames"`` uint8 ``[N, h, 64, 64, 3]`` and/or ``"goal"`` uint8 ``[N, 64, 64, 3]``;
+    ``"reset_mask"`` (bool ``[N]``, as in Gymnasium >= 1.1): reset only those rows (with their seeds and option
+    entries); the other rows go on and return their current frames.
     """
 
     metadata = {
@@ -426,19 +450,21 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         seeds = _row_seeds(seed, self.num_envs)
-        options = options or {}
+        # Not popped from the caller's dict: vector wrappers (RecordEpisodeStatistics) read the mask after us.
+        options = dict(options or {})
+        mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
         for key, value in options.items():
             if value is not None and len(value) != self.num_envs:
                 raise ValueError(
                     f'options["{key}"] must have one entry per env ({self.num_envs}), got {len(value)}'
                 )
-        rows = [
-            {key: value[i] for key, value in options.items() if value is not None}
-            for i in range(self.num_envs)
-        ]
-        rows = [self._core.check_options(row) for row in rows]  # all rows checked before any is reset
-        for i, (s, row) in enumerate(zip(seeds, rows, strict=True)):
-            self._reset_row(i, s, row)
+        rows = {
+            i: {key: value[i] for key, value in options.items() if value is not None}
+            for i in np.flatnonzero(mask)
+        }
+        rows = {i: self._core.check_options(row) for i, row in rows.items()}  # all checked before any reset
+        for i, row in rows.items():
+            self._reset_row(i, seeds[i], row)
         return self._frames.copy(), {}
 
     def step(self, actions: Any):
@@ -449,14 +475,14 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         restarting = np.flatnonzero(self._autoreset)
-        for i in restarting:
-            self._autoreset_row(i)
-        active = np.flatnonzero(~np.isin(np.arange(self.num_envs), restarting))
-        if len(active):
+        active = np.flatnonzero(~self._autoreset)
+        if len(active):  # first: a rejected action must raise before any row is reset
             frames, rewards[active], terminated[active], truncated[active] = self._core.step(
                 active, actions[active]
             )
             self._frames[active] = frames
+        for i in restarting:
+            self._autoreset_row(i)
         self._autoreset = terminated | truncated
         return self._frames.copy(), rewards, terminated, truncated, {}
 
@@ -508,7 +534,8 @@ class SB3VecEnvAdapter(VecEnv):
             self.venv._autoreset_row(i)
             frames[i] = self.venv._frames[i]
         self.venv._frames[:] = frames
-        return frames, rewards, dones, infos
+        # predict_next's frames are a strided view; SB3 (like DummyVecEnv) hands out C-contiguous buffers.
+        return self.venv._frames.copy(), rewards, dones, infos
 
     def close(self) -> None:
         self.venv.close()
@@ -552,6 +579,13 @@ def make_world_model_env(**kwargs: Any) -> WorldModelEnv:
     return WorldModelEnv(**kwargs, max_episode_steps=None)
 
 
+# gymnasium.make reads the entry point's render modes: without them "rgb_array_list" (RenderCollection) fails.
+make_world_model_env.metadata = WorldModelEnv.metadata
+
+
 def make_goal_env(**kwargs: Any) -> GoalWorldModelEnv:
     """``gymnasium.make`` entry point of ``AdaWorld/GoalWorldModel-v0`` (see :func:`make_world_model_env`)."""
     return GoalWorldModelEnv(**kwargs, max_episode_steps=None)
+
+
+make_goal_env.metadata = GoalWorldModelEnv.metadata

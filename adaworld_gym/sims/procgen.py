@@ -6,14 +6,13 @@ and a game seed from ``self.np_random``, so ``reset(seed=s)`` is exactly reprodu
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Any
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from adaworld_gym._imports import quiet_imports
 from adaworld_gym.sims.games import (
     TEST_LEVELS,
     TRAIN_LEVELS,
@@ -26,8 +25,7 @@ NUM_ACTIONS = 15
 
 
 def _import_procgen():
-    # procgen-mirror imports the retired `gym` package, which prints a banner on import; keep it quiet.
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with quiet_imports():
         from procgen import ProcgenGym3Env
     return ProcgenGym3Env
 
@@ -178,7 +176,7 @@ class ProcgenEnv(gymnasium.Env):
             return None
         if self._obs is None:
             raise RuntimeError("call reset() before render()")
-        return self._obs
+        return self._obs.copy()  # not the array handed out as the observation
 
     def get_state(self) -> np.ndarray:
         """The exact game state (RNG included) as a uint8 array; restore it with :meth:`set_state`."""
@@ -203,3 +201,10 @@ class ProcgenEnv(gymnasium.Env):
         if self._env is not None:
             self._env.close()
             self._env = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The game lives in Procgen's C library; without this, pickle fails on an internal module object.
+        raise TypeError(
+            "a ProcgenEnv cannot be pickled or copied: copy its game with get_state() and restore it in a new "
+            "env with set_state() or reset(options={'state': ...})"
+        )

@@ -406,6 +406,13 @@ class RobosuitePushEnv(gymnasium.Env):
             renderer.close()
             self._renderer = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # robosuite's scene and the GL renderer cannot be copied; unguarded, deepcopy fails on a GL buffer.
+        raise TypeError(
+            "a RobosuitePushEnv cannot be pickled or copied: copy its simulator with get_state() and restore it "
+            "in a new env with set_state() or reset(options={'state': ...})"
+        )
+
     # ------------------------------------------------------------------------------------------ state API
 
     def get_state(self) -> np.ndarray:

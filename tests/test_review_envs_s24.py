@@ -1,0 +1,151 @@
+"""Regression tests from a review of the envs against Gymnasium 1.x and SB3 semantics (tiny bundles, CPU)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import gymnasium
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import adaworld_gym  # noqa: F401  (registers the ids)
+from adaworld_gym.envs import SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def bundle() -> AdaWorldBundle:
+    return tiny_random_bundle("discrete")
+
+
+def test_vector_reset_mask_resets_only_the_masked_rows(bundle):
+    venv = WorldModelVectorEnv(bundle, num_envs=3, denoise_steps=1, max_episode_steps=1)
+    venv.reset(seed=0)
+    stepped = venv.step(np.zeros(3, np.int64))[0]  # every row truncated: autoreset on the next step
+    mask = np.array([False, True, False])
+    options = {"reset_mask": mask}
+    obs, info = venv.reset(seed=10, options=options)
+    assert info == {} and list(options) == ["reset_mask"]  # the caller's dict is left for vector wrappers
+    np.testing.assert_array_equal(obs[[0, 2]], stepped[[0, 2]])  # unmasked rows keep their frames
+    np.testing.assert_array_equal(obs[1], WorldModelEnv(bundle).reset(seed=11)[0])  # row i gets seed + i
+    # Row 1 runs its new episode; rows 0 and 2 still autoreset (reward 0, not done).
+    _, _, terminated, truncated, _ = venv.step(np.zeros(3, np.int64))
+    assert truncated.tolist() == [False, True, False] and not terminated.any() and venv._core.elapsed[1] == 1
+    for bad, error in [
+        ([True, False, True], TypeError),
+        (np.array([1, 0, 1]), TypeError),
+        (np.array([True, False]), ValueError),
+        (np.zeros(3, bool), ValueError),
+    ]:
+        with pytest.raises(error, match="reset_mask"):
+            venv.reset(options={"reset_mask": bad})
+
+    # Gymnasium's vector RecordEpisodeStatistics sees the mask too and restarts only that row's statistics.
+    stats = gymnasium.wrappers.vector.RecordEpisodeStatistics(
+        WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1, max_episode_steps=3)
+    )
+    stats.reset(seed=0)
+    stats.step(np.zeros(2, np.int64))
+    stats.reset(options={"reset_mask": np.array([True, False])})
+    assert stats.episode_lengths.tolist() == [0, 1]
+
+
+def test_a_rejected_vector_step_resets_no_row(bundle):
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1, max_episode_steps=1)
+    venv.reset(seed=0)
+    venv.step(np.zeros(2, np.int64))  # both truncated
+    venv.reset(options={"reset_mask": np.array([True, False])})  # row 1 still waits for its autoreset
+    frames, rngs = venv._core.windows.copy(), [r.bit_generator.state for r in venv._rngs]
+    with pytest.raises(ValueError, match="out of range"):
+        venv.step(np.array([9, 0]))
+    np.testing.assert_array_equal(venv._core.windows, frames)
+    assert [r.bit_generator.state for r in venv._rngs] == rngs and venv._autoreset.tolist() == [False, True]
+    # The valid retry does the autoreset the rejected call must not have done: row 1's new first frame.
+    obs, rewards, *_ = venv.step(np.array([0, 0]))
+    np.testing.assert_array_equal(obs[1], venv._core.windows[1, -1])
+    assert rewards[1] == 0.0 and venv._core.elapsed[1] == 0
+
+
+def test_sb3_adapter_matches_dummy_vec_env_with_contiguous_observations(bundle):
+    def make() -> WorldModelEnv:
+        return WorldModelEnv(bundle, denoise_steps=1, max_episode_steps=2)
+
+    dummy = DummyVecEnv([make])
+    ours = SB3VecEnvAdapter(WorldModelVectorEnv(bundle, num_envs=1, denoise_steps=1, max_episode_steps=2))
+    assert dummy.seed(5) == ours.seed(5)
+    obs = ours.reset()
+    np.testing.assert_array_equal(obs, dummy.reset())
+    for t in range(4):
+        action = np.array([t % 4])
+        want, got = dummy.step(action), ours.step(action)
+        assert got[0].flags.c_contiguous and got[0].dtype == np.uint8 and got[0].shape == (1, 64, 64, 3)
+        np.testing.assert_array_equal(got[0], want[0])  # after a done: the new episode's first frame
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[2], want[2])
+        if want[2][0]:
+            assert got[3][0]["TimeLimit.truncated"] is want[3][0]["TimeLimit.truncated"]
+            terminal = got[3][0]["terminal_observation"]
+            np.testing.assert_array_equal(terminal, want[3][0]["terminal_observation"])
+            assert not np.shares_memory(terminal, got[0])
+
+
+def test_registered_world_model_ids_support_rgb_array_list(bundle, tmp_path):
+    from gymnasium.envs.registration import load_env_creator
+
+    ids = [i for i in gymnasium.registry if i.startswith("AdaWorld/WorldModel") or "GoalWorldModel" in i]
+    for env_id in ids:  # gymnasium.make reads render modes from the entry point
+        creator = load_env_creator(gymnasium.spec(env_id).entry_point)
+        assert creator.metadata["render_modes"] == ["rgb_array", "human"], env_id
+    bundle.save_pretrained(tmp_path / "b")
+    env = gymnasium.make(
+        "AdaWorld/WorldModel-v0", bundle=tmp_path / "b", denoise_steps=1, render_mode="rgb_array_list"
+    )
+    assert isinstance(env, gymnasium.wrappers.RenderCollection) and env.unwrapped.render_mode == "rgb_array"
+    first, _ = env.reset(seed=0)
+    last = env.step(1)[0]
+    frames = env.render()
+    assert len(frames) == 2
+    np.testing.assert_array_equal(frames[0], first)
+    np.testing.assert_array_equal(frames[1], last)
+
+
+def test_a_world_model_env_with_a_window_can_be_pickled_and_copied(bundle, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+    pytest.importorskip("pygame")
+    env = WorldModelEnv(bundle, denoise_steps=1, render_mode="human")
+    env.reset(seed=0)
+    twin, thawed = copy.deepcopy(env), pickle.loads(pickle.dumps(env))
+    assert env._window is not None and twin._window is None and thawed._window is None
+    frame = env.step(2)[0]
+    np.testing.assert_array_equal(twin.step(2)[0], frame)  # same state, same noise stream
+    np.testing.assert_array_equal(thawed.step(2)[0], frame)
+    assert twin._window is not None  # the copy opened its own window
+    for e in (env, twin, thawed):
+        e.close()
+
+
+def test_procgen_env_renders_a_copy_and_refuses_pickling_clearly():
+    from adaworld_gym.sims.procgen import ProcgenEnv
+
+    env = ProcgenEnv("heist")
+    obs, _ = env.reset(seed=0)
+    assert not np.shares_memory(env.render(), obs)
+    for copier in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="get_state"):
+            copier(env)
+    env.close()
+
+
+def test_push_env_refuses_pickling_clearly():
+    from adaworld_gym.sims.push import RobosuitePushEnv
+
+    env = RobosuitePushEnv(render_size=64)
+    for copier in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError, match="get_state"):
+            copier(env)
+    env.close()
