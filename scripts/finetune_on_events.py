@@ -1,6 +1,6 @@
 """Adapt the shipped world model to one Procgen game on reward-labelled episodes, rewarded steps oversampled.
 
-An experiment for RL in imagination (README, "World models as Gymnasium environments"): the shipped world model
+An experiment for RL in imagination (docs/environments_and_rl.md, "Rewarded events in imagined frames (session 22)"): the shipped world model
 does not draw the events a reward head pays for (a hit ship vanishing, a level's end), so this finetunes it on
 every transition of a game's reward-head collection, with the transitions the head is trained to pay on
 (:func:`~adaworld_gym.training.reward.reward_targets`) repeated until they make up ``--event-share`` of the
