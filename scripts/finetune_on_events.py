@@ -1,11 +1,11 @@
 """Adapt the shipped world model to one Procgen game on reward-labelled episodes, rewarded steps oversampled.
 
-An experiment for RL in imagination (docs/environments_and_rl.md, "Rewarded events in imagined frames (session 22)"): the shipped world model
-does not draw the events a reward head pays for (a hit ship vanishing, a level's end), so this finetunes it on
-every transition of a game's reward-head collection, with the transitions the head is trained to pay on
-(:func:`~adaworld_gym.training.reward.reward_targets`) repeated until they make up ``--event-share`` of the
-set. The bundle it writes carries the shipped head of that game; ``benchmarks.imagined_events`` says whether
-its frames now make the head pay.
+An experiment for RL in imagination (docs/environments_and_rl.md, "Rewarded events in imagined frames (session
+22)"): the shipped world model does not draw the events a reward head pays for (a hit ship vanishing, a
+level's end), so this finetunes it on every transition of a game's reward-head collection, with the transitions
+the head is trained to pay on (:func:`~adaworld_gym.training.reward.reward_targets`) repeated until they make up
+``--event-share`` of the set. The bundle it writes carries the shipped head of that game;
+``benchmarks.imagined_events`` says whether its frames now make the head pay.
 
     python scripts/finetune_on_events.py --game plunder \\
         --data out/shipped_bundles/Procgen-plunder/reward-data --out out/event_ft/plunder
