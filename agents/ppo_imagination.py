@@ -16,10 +16,15 @@ turn, same bundle and denoising steps.
 
     python -m agents.ppo_imagination --preset cpu --seeds 0 1 --out out/imagination
 
-writes ``DIR/results.json`` (the shape of ``benchmarks/results/imagination.json``), ``DIR/results.md`` and
-tensorboard logs under ``DIR/tb``. Bundles come from ``--bundles DIR`` (``DIR/procgen-<game>``; default: the
-shipped ones); a game without a bundle or reward head is skipped and listed under ``"skipped"``, so by default
-every game whose bundle pays rewards is tried.
+writes ``DIR/results.json`` (the shape of ``benchmarks/results/imagination.json``; rewritten after every game),
+``DIR/results.md`` and tensorboard logs under ``DIR/tb``. Each finished game also leaves
+``DIR/games/procgen-<game>.json``; a rerun into the same ``DIR`` takes those over (``"reused"``) when the bundle,
+preset settings and seeds match and refuses a record of other ones, so a killed run resumes with the numbers one
+run would give. ``wall_seconds`` times this invocation, ``game_minutes`` each game's own run.
+
+Bundles come from ``--bundles DIR`` (``DIR/procgen-<game>``; default: the shipped ones); a game without a bundle or
+reward head is skipped and listed under ``"skipped"``, so by default every game whose bundle pays rewards is
+tried.
 
 Imagined episodes start from the bundle's start contexts (``--starts bundle``: first frames of real levels) or,
 with ``--starts real``, from every k-frame window of the real random-play episodes the bundle's adapter was
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,13 +48,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.envs.shipped import shipped_bundles_root
 from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
 from adaworld_gym.sims.procgen import ProcgenEnv
 from adaworld_gym.training.adapt import collect_adaptation_data, read_episodes
-from benchmarks._common import write_results
+from benchmarks._common import read_json, write_results
 from benchmarks.env_speed import vector_speedup
 
 
@@ -217,6 +224,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append(f"| {game} | {' | '.join(cells)} | {r['seeds']} |")
     if results.get("skipped"):
         lines += ["", "skipped: " + "; ".join(f"{g} ({why})" for g, why in results["skipped"].items())]
+    if results.get("reused"):  # played (and timed) by an earlier invocation into the same directory
+        lines += [
+            "",
+            "finished earlier with the same bundle, settings and seeds: " + ", ".join(results["reused"]),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -283,6 +295,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     results: dict[str, Any] = {"preset": args.preset, "seeds": args.seeds, "ppo": {}, "skipped": {}}
     results["settings"] = dataclasses.asdict(p)
+    results.update(reused=[], game_minutes={})
+    # A game finished earlier in --out is taken over; a record of other settings stops the run before any
+    # game is played (not after hours of them).
+    records = {game: args.out / "games" / f"procgen-{game}.json" for game in games}
+    provenances = {
+        game: game_provenance(game, args.bundles / f"procgen-{game}", p, args.seeds)
+        for game in games
+        if (args.bundles / f"procgen-{game}" / "bundle.json").is_file()
+    }
+    finished = {game: finished_game(records[game], prov) for game, prov in provenances.items()}
     speed = None
     for game in games:
         bundle_dir = args.bundles / f"procgen-{game}"
@@ -297,15 +319,69 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         if speed is None:
             speed = vector_speedup(bundle, 16, p.speed_steps, p.denoise_steps, args.seeds[0])
-        results["ppo"][game] = run_game(game, bundle, p, args.seeds, args.out)
+            results["vector_speedup_n16"] = speed["speedup"]
+            results["vector_speed"] = speed
+        record = finished[game]
+        if record is not None:  # every seed reseeds PPO and the envs: the numbers one run would give
+            print(f"[{game}] finished earlier with the same bundle and settings: taken from {records[game]}")
+            results["reused"].append(game)
+        else:
+            game_start = time.perf_counter()
+            row = run_game(game, bundle, p, args.seeds, args.out)
+            record = {"provenance": provenances[game], "result": row}
+            record["minutes"] = (time.perf_counter() - game_start) / 60
+            records[game].parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(records[game], json.dumps(record, indent=1).encode())
+        results["ppo"][game], results["game_minutes"][game] = record["result"], record.get("minutes")
+        # After every game, so that a killed run keeps what it finished.
+        results["wall_seconds"] = time.perf_counter() - start
+        write_results(args.out, {**results, "complete": False}, markdown_table)
     if speed is None:
         raise SystemExit(f"no usable bundle under {args.bundles}: {results['skipped']}")
-    results["vector_speedup_n16"] = speed["speedup"]
-    results["vector_speed"] = speed
-    results["wall_seconds"] = time.perf_counter() - start
+    results["wall_seconds"] = time.perf_counter() - start  # this invocation's; game_minutes: each game's own
+    results["complete"] = True
     write_results(args.out, results, markdown_table)
     print(markdown_table(results))
     return results
+
+
+def game_provenance(game: str, bundle_dir: Path, p: Preset, seeds: Sequence[int]) -> dict[str, Any]:
+    """What a game's row depends on: the bundle's weights (not its path, which may be spelled another way),
+    the preset settings and the seeds."""
+    from adaworld_gym.models.bundle import bundle_digest
+
+    return json.loads(
+        json.dumps(
+            {
+                "game": game,
+                "bundle": f"sha256:{bundle_digest(bundle_dir)}",
+                "settings": dataclasses.asdict(p),
+                "seeds": list(seeds),
+            }
+        )
+    )
+
+
+# What markdown_table and the benchmark's readers take from a game's row.
+ROW_KEYS = ("imagination", "real", "random", "imagination_std", "real_std", "random_std", "seeds")
+
+
+def finished_game(path: Path, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a game finished under ``provenance`` at ``path``, None if there is none; exits naming the
+    file if it is unreadable, incomplete or was computed with another bundle, settings or seeds."""
+    if not path.is_file():
+        return None
+    record = read_json(path, "game record")
+    if not isinstance(record, dict) or record.get("provenance") != provenance:
+        raise SystemExit(
+            f"{path} was computed with another bundle, preset settings or seeds: use a new --out, or delete "
+            "it to play that game again"
+        )
+    row = record.get("result")
+    missing = [key for key in ROW_KEYS if not isinstance(row, dict) or key not in row]
+    if missing:
+        raise SystemExit(f"{path} is not a finished game's record (lacks {', '.join(missing)}): delete it")
+    return record
 
 
 if __name__ == "__main__":

@@ -93,6 +93,32 @@ def write_results(
     atomic_write_bytes(out / "results.md", markdown_table(results).encode())
 
 
+def read_json(path: Path, what: str) -> Any:
+    """``path`` parsed as JSON, else an exit naming the file. The benchmarks write theirs atomically, so an
+    unreadable one was cut short or edited elsewhere: say so rather than fail deep inside a resume."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise SystemExit(f"cannot read {what} {path}: {e}; fix or delete it") from None
+
+
+def reuse_problem(directory: Path, protocol: dict[str, Any]) -> str | None:
+    """Why the ``results.json`` of a ``--reuse`` directory cannot contribute to a run under ``protocol`` (none
+    there, no ``meta``, other settings), or None when it can; an unreadable file exits (:func:`read_json`)."""
+    path = Path(directory) / "results.json"
+    if not path.is_file():
+        return f"no {path}"
+    earlier = read_json(path, "results file")
+    meta = earlier.get("meta") if isinstance(earlier, dict) else None
+    if not isinstance(meta, dict):
+        return f"{path} has no meta section"
+    changed = [key for key, value in protocol.items() if meta.get(key) != value]
+    if changed:
+        there = ", ".join(f"{key} {meta.get(key)!r} there, {protocol[key]!r} now" for key in changed)
+        return f"{path} was run under another protocol ({there})"
+    return None
+
+
 def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any] | None:
     """The ``results.json`` in ``directory`` if its ``meta`` matches every ``protocol`` setting, else None
     (also for a missing or unreadable file): what a ``--reuse`` directory may contribute."""

@@ -38,7 +38,8 @@ Presets:
   finetune steps (0, 2): for tests, not a measurement.
 
 ``results["average"]`` holds each model's PSNR averaged over the envs (the issue's bars are stated on it) and
-the margins ``adaworld_minus_<model>_at_<steps>``; ``results["run_minutes"]`` sums the runs' own times.
+the margins ``adaworld_minus_<model>_at_<steps>``; ``results["run_minutes"]`` sums the runs' own times (a run
+resumed from the checkpoint of a killed session counts its last session; ``results["resumed_runs"]`` counts them).
 
 Writes ``results.json`` and ``results.md`` after every run (each finished run also leaves
 ``runs/<env>/<model>/seed<s>/result.json``, so an interrupted benchmark resumes), and ``psnr_vs_steps.png`` at the end.
@@ -184,22 +185,15 @@ def split_sets(job: dict[str, Any]) -> tuple[Any, Any]:
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Adapt one pretrained model to one env with one seed; a top-level function for worker processes."""
     from adaworld_gym.training.adapt import AdaptConfig, adapt
+    from adaworld_gym.training.checkpoint import list_checkpoints
 
     torch.set_num_threads(job["threads"])
     run_dir = Path(job["run_dir"])
     done = run_dir / "result.json"
     provenance = run_provenance(job)
-    if done.is_file():
-        earlier = json.loads(done.read_text())
-        if earlier.get("provenance") != provenance:
-            raise ValueError(
-                f"{done} was computed for another model, LAM, data or protocol (or before session 19, when runs "
-                "began to record them): use a new --out, or delete that run to redo it"
-            )
+    earlier = earlier_run(run_dir, provenance)
+    if earlier is not None:
         return earlier
-    if (run_dir / "checkpoints").is_dir() and (run_dir / "provenance.json").is_file():
-        if json.loads((run_dir / "provenance.json").read_text()) != provenance:
-            raise ValueError(f"{run_dir} holds checkpoints of another run: use a new --out, or delete it")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "provenance.json", json.dumps(provenance, indent=1).encode())
     start = time.time()
@@ -222,6 +216,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         keep_checkpoints=False,
         motion=motion,
     )
+    # adapt() resumes from a checkpoint of a killed session; "minutes" then times only this last session.
+    resumed = bool(list_checkpoints(run_dir / "checkpoints"))
     adapt(job["model"], job["lam"], train, run_dir, cfg, eval_data=held, progress=job["progress"])
     summary = json.loads((run_dir / "summary.json").read_text())
     evals = {str(e["step"]): e for e in summary["evals"]}
@@ -233,10 +229,40 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "held_out_windows": len(held),
         "samples_per_s": summary["samples_per_s"],
         "minutes": (time.time() - start) / 60,
+        "resumed": resumed,
         "provenance": provenance,
     }
     atomic_write_bytes(done, json.dumps(result, indent=1).encode())
     return result
+
+
+# What aggregate() and the progress line read from a finished run's result.json.
+RESULT_KEYS = ("steps", "copy_last", "options", "provenance")
+
+
+def earlier_run(run_dir: Path, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished result in ``run_dir`` if it was computed under ``provenance``, None if there is none.
+
+    Raises ValueError (naming the file) for a record of another run or one that lacks what a result holds, and
+    for checkpoints of another run: never taken over, never trained over; exits naming an unreadable record.
+    """
+    done = run_dir / "result.json"
+    if done.is_file():
+        earlier = _common.read_json(done, "run record")
+        if not isinstance(earlier, dict) or earlier.get("provenance") != provenance:
+            raise ValueError(
+                f"{done} was computed for another model, LAM, data or protocol (or before session 19, when runs "
+                "began to record them): use a new --out, or delete that run to redo it"
+            )
+        missing = [key for key in RESULT_KEYS if key not in earlier]
+        steps = earlier.get("steps")
+        if missing or not isinstance(steps, dict) or not steps:
+            raise ValueError(f"{done} is not a finished run's record (lacks {missing or 'steps'}): delete it")
+        return earlier
+    if (run_dir / "checkpoints").is_dir() and (run_dir / "provenance.json").is_file():
+        if _common.read_json(run_dir / "provenance.json", "run provenance") != provenance:
+            raise ValueError(f"{run_dir} holds checkpoints of another run: use a new --out, or delete it")
+    return None
 
 
 def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
@@ -375,6 +401,7 @@ def aggregate(
             results["copy_last"][env] = done[0]["copy_last"]
     results["average"] = average_over_envs(results, envs)
     results["run_minutes"] = float(sum(r.get("minutes", 0.0) for r in runs.values()))
+    results["resumed_runs"] = sum(bool(r.get("resumed")) for r in runs.values())
     return results
 
 
@@ -451,7 +478,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"{meta['samples_per_action']} samples per action (Procgen) / {meta['trajectories']} trajectories (push); "
         f"options: k-means with k={meta['options_k']} of the labelled set's mu, nearest centre to each held-out "
         f"mu, no finetuning; {meta['denoise_steps']} denoising steps; {meta['wall_minutes']:.1f} min of wall time in this "
-        f"invocation, {results.get('run_minutes', 0.0):.1f} min summed over the runs' own times ({meta['jobs']} side by side)."
+        f"invocation, {results.get('run_minutes', 0.0):.1f} min summed over the runs' own times ({meta['jobs']} side by side"
+        + (
+            f"; {results['resumed_runs']} run(s) resumed from a checkpoint count only their last session)."
+            if results.get("resumed_runs")
+            else ")."
+        )
     )
     return "\n".join(rows) + "\n"
 
@@ -536,6 +568,10 @@ def main(args: Args) -> dict[str, Any]:
             for name, (wm, lam) in models.items()
             for seed in seeds
         ]
+        # Every run directory's record is checked before any run starts: a stale or unreadable one stops the
+        # benchmark at once (in worker processes it would surface only after the other runs had finished).
+        for job in todo:
+            earlier_run(Path(job["run_dir"]), run_provenance(job))
         runs: dict[tuple[str, str, int], dict[str, Any]] = {}
 
         def snapshot(complete: bool) -> dict[str, Any]:

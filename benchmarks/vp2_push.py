@@ -46,7 +46,8 @@ protocol (preset settings, seed, tasks, and the same bundle for a learned model)
 being run again, with its GIFs. Everything is seeded per task, so this gives the numbers a single run would;
 it lets a killed run resume and lets the learned models run in a second process beside the oracle, e.g.
 ``--models adaworld,action_agnostic --out DIR2``, then the full command with ``--reuse DIR2``. ``meta.reused``
-names the models taken over and ``meta.model_minutes`` gives each model's own wall time.
+names the models taken over and ``meta.model_minutes`` gives each model's own wall time. A ``--reuse``
+directory without a ``results.json`` or run under another protocol is refused with the reason.
 """
 
 from __future__ import annotations
@@ -319,6 +320,16 @@ def main(args: Args) -> dict[str, Any]:
     start = time.time()
     args.out = Path(args.out)
     reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
+    protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
+    protocol.update(preset=args.preset, seed=args.seed, episode_steps=VP2_STEPS)
+    # A directory named in --reuse that cannot contribute is a mistake: say why before anything runs (rather
+    # than run its models again). An unreadable results.json, here or in --out, stops the run too.
+    for directory in args.reuse:
+        problem = _common.reuse_problem(Path(directory), protocol)
+        if problem is not None:
+            raise SystemExit(f"--reuse {directory}: {problem}")
+    if (args.out / "results.json").is_file():
+        _common.read_json(args.out / "results.json", "results file")
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="vp2_push_") as tmp:
@@ -344,8 +355,6 @@ def main(args: Args) -> dict[str, Any]:
             minutes: dict[str, float | None] = {}
             reused: dict[str, str] = {}
             results: dict[str, Any] = {}
-            protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
-            protocol.update(preset=args.preset, seed=args.seed, episode_steps=VP2_STEPS)
             # Read once, before anything runs: earlier runs' finished models, the out directory's first.
             finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
 
@@ -372,6 +381,8 @@ def main(args: Args) -> dict[str, Any]:
                     },
                 }
 
+            # Take over every finished model before running any, so that each snapshot written below holds
+            # them: a snapshot without them would replace the only record of them in --out.
             for name in MODELS:
                 if name in skipped:
                     print(f"[{name}] skipped: {skipped[name]}")
@@ -381,6 +392,8 @@ def main(args: Args) -> dict[str, Any]:
                     per_task[name], minutes[name], reused[name] = finished[source][name]
                     copy_gifs(source, args.out, f"{name}_task*.gif")
                     print(f"[{name}] finished earlier under the same protocol: taken from {reused[name]}")
+            for name in MODELS:
+                if name in skipped or name in per_task:
                     continue
                 model_start = time.time()
                 per_task[name] = evaluate_model(name, env, tasks, p, args, bundles.get(name))

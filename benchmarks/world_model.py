@@ -142,6 +142,9 @@ def synthetic_push_like(out: Path, episodes: int, steps: int, seed: int) -> Path
     Written to ``out/push`` in the episode format; only for smoke runs and tests (robosuite is slow to start).
     """
     store = EpisodeStore(out / "push", create=True)
+    # Episodes already there are kept: refuse a directory written with other settings (or by collect_push)
+    # rather than mix its episodes with these.
+    store.check_collection({"collector": "synthetic_push_like", "steps": steps, "seed": seed})
     rng = np.random.default_rng(seed)
     for i in range(episodes):
         table = rng.integers(90, 140, (64, 64, 3), dtype=np.uint8)
@@ -537,8 +540,11 @@ def remeasure_speed(args: Args, p: dict) -> dict:
     path = args.out / "results.json"
     if not path.is_file():
         raise SystemExit(f"--speed-only needs an earlier run's {path}")
-    results = json.loads(path.read_text())
-    model_dir = results["meta"]["model_dirs"]["adaworld"]
+    results = _common.read_json(path, "results file")
+    try:
+        model_dir = results["meta"]["model_dirs"]["adaworld"]
+    except (KeyError, TypeError):
+        raise SystemExit(f"{path} names no scored AdaWorld model (meta.model_dirs.adaworld)") from None
     if args.adaworld_model and Path(args.adaworld_model).resolve() != Path(model_dir).resolve():
         raise SystemExit(
             f"{path} scored {model_dir}; --speed-only times that model (leave out --adaworld-model "
