@@ -53,6 +53,7 @@ model) is taken from there with its GIFs instead of being run again. Every episo
 game and the scene, so the merged file holds the numbers one run would; e.g. ``--models oracle,random,adaworld
 --out A`` and ``--models adaworld_zero_shot,action_agnostic --out B`` side by side, then the full command with
 ``--reuse A B``. ``meta.reused`` names what was taken over and ``meta.model_minutes`` each model's own wall time.
+A ``--reuse`` directory without a ``results.json`` or run under another protocol is refused with the reason.
 """
 
 from __future__ import annotations
@@ -587,9 +588,17 @@ def main(args: Args) -> dict[str, Any]:
     start = time.time()
     args.out = Path(args.out)
     reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
-    args.out.mkdir(parents=True, exist_ok=True)
     protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
     protocol.update(preset=args.preset, seed=args.seed, cost=args.cost, episode_steps=EPISODE_STEPS)
+    # A --reuse directory that cannot contribute is a mistake: say why before anything runs (rather than run
+    # its models again). An unreadable results.json, there or in --out, stops the run too.
+    for directory in args.reuse:
+        problem = _common.reuse_problem(Path(directory), protocol)
+        if problem is not None:
+            raise SystemExit(f"--reuse {directory}: {problem}")
+    if (args.out / "results.json").is_file():
+        _common.read_json(args.out / "results.json", "results file")
+    args.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {}
     per_game: dict[str, dict[str, Any]] = {}
@@ -653,11 +662,12 @@ def main(args: Args) -> dict[str, Any]:
         }
         # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
         finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
+        # Every game's scenes first, and every finished model taken over before any runs, so that each
+        # snapshot written below holds them: a snapshot without them would replace their only record in --out.
         for game in games:
             for name in MODELS:
                 if name not in models:
                     skipped[game].setdefault(name, "not selected (--models)")
-            bundles = {n: load_bundle(n, path) for n, path in paths[game].items() if n not in skipped[game]}
             scenes, search = find_scenes(
                 game, p["scenes"], args.seed, p["max_candidates"], p["bfs_budget"], p["rollouts"]
             )
@@ -669,7 +679,6 @@ def main(args: Args) -> dict[str, Any]:
             summaries = [scene.summary() for scene in scenes]
             for name in MODELS:
                 if name in skipped[game]:
-                    print(f"[{game}/{name}] skipped: {skipped[game][name]}")
                     continue
                 # Only episodes played on these very scenes count.
                 done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
@@ -678,6 +687,14 @@ def main(args: Args) -> dict[str, Any]:
                     g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
                     copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")
                     print(f"[{game}/{name}] finished earlier under the same protocol: taken from {source}")
+        for game in games:
+            g, scenes = per_game[game], per_game[game]["scenes"]
+            to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]
+            bundles = {n: load_bundle(n, path) for n, path in paths[game].items() if n in to_run}
+            for name in MODELS:
+                if name in skipped[game]:
+                    print(f"[{game}/{name}] skipped: {skipped[game][name]}")
+                if name not in to_run:
                     continue
                 model_start = time.time()
                 g["rows"][name] = evaluate_model(name, game, scenes, p, args, bundles.get(name))

@@ -244,3 +244,48 @@ def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
     assert finished_models(tmp_path / "missing", protocol, bundles) == {}
     (tmp_path / "results.json").write_text("{not json")
     assert finished_models(tmp_path, protocol, bundles) == {}
+
+
+def _fake_scenes(game, n, seed, *args):
+    blank = np.zeros((64, 64, 3), np.uint8)
+    scene = procgen_planning.Scene(game, 9000, 1, np.zeros(1, np.uint8), blank, blank, (1, 2))
+    return [scene], {"tried": 1, "rejected": 0, "found": 1, "seconds": 0.0}
+
+
+def _fake_rows(name, game, scenes, p, args, bundle=None):
+    return [{"scene": 0, "level": 9000, "planner_seed": 0, "success": True, "steps": 2, "actions": [1, 2],
+             "seconds_per_replan": 0.1, "replans": 1}]  # fmt: skip
+
+
+def test_snapshots_keep_every_finished_model_taken_over(tmp_path, monkeypatch):
+    # Resumed with one more game in front: the snapshot written after it must still hold maze's earlier
+    # episodes, which it is about to replace on disk.
+    monkeypatch.setattr(procgen_planning, "find_scenes", _fake_scenes)
+    monkeypatch.setattr(procgen_planning, "evaluate_model", _fake_rows)
+    main(Args(preset="smoke", games="maze", models="random", out=tmp_path))
+    snapshots: list[dict] = []
+    write = procgen_planning.write_results
+    monkeypatch.setattr(
+        procgen_planning,
+        "write_results",
+        lambda out, r: snapshots.append(json.loads(json.dumps(r))) or write(out, r),
+    )
+    main(Args(preset="smoke", games="heist,maze", models="random", out=tmp_path))
+    assert snapshots and all(s["maze"]["per_episode"]["random"] is not None for s in snapshots)
+    assert snapshots[-1]["meta"]["reused"] == {"maze": {"random": str(tmp_path)}}
+
+
+def test_a_reuse_directory_that_cannot_contribute_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(procgen_planning, "find_scenes", _fake_scenes)
+    monkeypatch.setattr(procgen_planning, "evaluate_model", _fake_rows)
+    first = tmp_path / "first"
+    main(Args(preset="smoke", games="maze", models="random", out=first))
+    with pytest.raises(SystemExit, match=r"--reuse .*seed 0 there, 1 now"):
+        main(Args(preset="smoke", seed=1, games="maze", models="random", out=tmp_path / "b", reuse=[first]))
+    with pytest.raises(SystemExit, match=r"--reuse .*no .*results.json"):
+        main(
+            Args(preset="smoke", games="maze", models="random", out=tmp_path / "c", reuse=[tmp_path / "none"])
+        )
+    (first / "results.json").write_text("{cut sh")
+    with pytest.raises(SystemExit, match="cannot read results file"):
+        main(Args(preset="smoke", games="maze", models="random", out=first))
