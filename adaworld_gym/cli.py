@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -102,6 +103,8 @@ def _data_spec(args: argparse.Namespace):
         return args.data
     if len(args.shares) != len(args.data):
         raise ValueError(f"--shares has {len(args.shares)} values for {len(args.data)} --data directories")
+    if not all(math.isfinite(s) and s >= 0 for s in args.shares) or sum(args.shares) <= 0:
+        raise ValueError(f"--shares must be finite, >= 0 and with a positive sum, got {args.shares}")
     return {str(d): s for d, s in zip(args.data, args.shares, strict=True)}
 
 
@@ -112,6 +115,7 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
     from adaworld_gym.training.lam import train_lam
 
     overrides = _model_settings(args.set, LatentActionModel, {"regularizer", "beta", "preset"})
+    _check_out_dir(args.out)
     torch.set_num_threads(args.threads)
     path = train_lam(
         _data_spec(args),
@@ -166,11 +170,29 @@ def _load_npy(path: Path):
     return array
 
 
+def _check_out_file(path: Path, suffixes: tuple[str, ...] | None = None) -> None:
+    """A bad --out (a directory, under a file, a wrong suffix) fails before the work, not after it."""
+    from adaworld_gym.viz import check_output_file
+
+    check_output_file(path, suffixes, "--out")
+
+
+def _check_out_dir(path: Path) -> None:
+    """An --out directory that is a file (or lies under one) fails with a message, not ``[Errno 17]``."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"--out {path}: {p} is a file, not a directory")
+            return
+
+
 def _cmd_encode(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import encode_frames
     from adaworld_gym.transfer import load_frames
 
-    mu = encode_frames(_load_lam(args.lam), load_frames(args.input))
+    _check_out_file(args.out)
+    lam = _load_lam(args.lam)
+    mu = encode_frames(lam, load_frames(args.input, size=lam.config.image_size))  # any LAM's frame size
     _save_npy(mu, args.out)
     print(f"{len(mu)} latent actions of dimension {mu.shape[1]} written to {args.out}")
 
@@ -178,11 +200,16 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 def _cmd_compose(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import compose
 
+    _check_out_file(args.out)
     latents = []
     for path in args.latents:
         z = _load_npy(path)
         if z.ndim not in (1, 2):
             raise ValueError(f"{path}: expected latent actions of shape [d] or [N, d], got {z.shape}")
+        if z.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: expected numbers, got an array of {z.dtype}")
+        if z.size == 0:  # its mean would be NaN, reported as "contain NaN" without the file's name
+            raise ValueError(f"{path} holds no latent actions (shape {z.shape})")
         latents.append(z.mean(axis=0) if z.ndim == 2 else z)  # a file of many latents counts as its mean
     dims = {z.shape for z in latents}
     if len(dims) != 1:
@@ -201,8 +228,9 @@ def _cmd_cluster(args: argparse.Namespace) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
-    from adaworld_gym.latent import plot_latents, sample_latents
+    from adaworld_gym.latent import PLOT_SUFFIXES, plot_latents, sample_latents
 
+    _check_out_file(args.out, PLOT_SUFFIXES)
     mu, actions, groups, names = sample_latents(_load_lam(args.lam), args.data, args.samples, seed=args.seed)
     plot_latents(mu, actions if (actions >= 0).any() else None, groups, args.out, group_names=names)
     print(f"plot of {len(mu)} latent actions written to {args.out}")
@@ -218,6 +246,7 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
         raise ValueError("--lam is required unless --action-agnostic")
     if args.lam is not None and args.action_agnostic:
         raise ValueError("--action-agnostic trains without latent actions: drop --lam")
+    _check_out_dir(args.out)
     path = train_world_model(
         _data_spec(args),
         args.out,
@@ -238,7 +267,9 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
 def _cmd_transfer(args: argparse.Namespace) -> None:
     from adaworld_gym.defaults import DEFAULT_LAM, DEFAULT_WORLD_MODEL, shipped
     from adaworld_gym.transfer import transfer_gif
+    from adaworld_gym.viz import GIF_SUFFIXES
 
+    _check_out_file(args.out, GIF_SUFFIXES)
     lam = args.lam or shipped(DEFAULT_LAM, "latent action model")
     model = args.model or shipped(DEFAULT_WORLD_MODEL, "world model")
     out = transfer_gif(args.source, args.target, args.out, lam, model, steps=args.steps, seed=args.seed)
@@ -248,6 +279,7 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from adaworld_gym.demo import run_demo
 
+    _check_out_dir(args.out)
     run_demo(args.out, seed=args.seed)
 
 
@@ -257,6 +289,7 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
     from adaworld_gym.training.reward import attach_reward_head, train_reward
 
     torch.set_num_threads(args.threads)
+    _check_out_dir(args.out)
     if args.bundle is not None:  # before training: a wrong path or a bundle the head cannot fit fails now
         from adaworld_gym.models.bundle import AdaWorldBundle
 
@@ -337,11 +370,16 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         steps=args.steps,
         denoise_steps=args.denoise_steps,
     )
+    replans = len(result.result.episode.replan_seconds)
+    timing = (
+        f"{result.seconds_per_replan:.2f} s per replan"
+        if replans
+        else "no replans (--steps 1: the zero action)"
+    )
     print(
         f"task {result.task} with {result.model} ({result.dynamics}): "
         f"{'success' if result.success else 'failure'}, best max object distance {result.best_distance:.3f} m "
-        f"(start {result.result.distances[0]:.3f} m, success below 0.05 m), "
-        f"{result.seconds_per_replan:.2f} s per replan"
+        f"(start {result.result.distances[0]:.3f} m, success below 0.05 m), {timing}"
     )
     print(f"wrote {result.out} (goal | real{' | imagined' if result.result.imagined is not None else ''})")
 
@@ -383,9 +421,10 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
 
 
 def _check_adapt_inputs(args: argparse.Namespace) -> None:
-    """The model, its LAM and flags that would be ignored, checked before any data is collected."""
+    """The model, its LAM, --out and flags that would be ignored, checked before any data is collected."""
     from adaworld_gym.training.world_model import check_lam_compatible, load_lam, load_world_model
 
+    _check_out_dir(args.out)
     model = load_world_model(args.model)
     if model.config.action_agnostic:
         if args.lam is not None:
@@ -525,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     clu = sub.add_parser("cluster", help="k-means control options over latent actions, stored with the LAM")
     clu.add_argument("--lam", type=Path, required=True)
     clu.add_argument("--data", type=Path, nargs="+", required=True)
-    clu.add_argument("--k", type=int, default=8)
-    clu.add_argument("--samples", type=int, default=5000)
+    clu.add_argument("--k", type=positive_int, default=8)
+    clu.add_argument("--samples", type=positive_int, default=5000)
     clu.add_argument("--seed", type=int, default=0)
     clu.set_defaults(func=_cmd_cluster)
 
@@ -546,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--max-steps", type=int, default=None, help="default 2000")
     rw.add_argument("--max-minutes", type=float, default=None)
     rw.add_argument("--batch-size", type=int, default=None, help="default 64")
-    rw.add_argument("--max-episodes", type=int, default=None, help="read at most this many episodes")
+    rw.add_argument("--max-episodes", type=positive_int, default=None, help="read at most this many episodes")
     rw.add_argument("--lam", type=Path, default=None, help="also condition on this LAM's latent actions")
     rw.add_argument("--bundle", type=Path, default=None, help="attach the trained head to this bundle")
     rw.add_argument(
@@ -614,12 +653,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, nargs="+", default=None, help="collected episodes (default: collect)"
     )
     ad.add_argument(
-        "--samples-per-action", type=int, default=100, help="discrete actions: labelled samples each"
+        "--samples-per-action", type=positive_int, default=100, help="discrete actions: labelled samples each"
     )
-    ad.add_argument("--trajectories", type=int, default=100, help="continuous actions: labelled episodes")
-    ad.add_argument("--episode-steps", type=int, default=None, help="collection: actions per episode")
+    ad.add_argument(
+        "--trajectories", type=positive_int, default=100, help="continuous actions: labelled episodes"
+    )
+    ad.add_argument(
+        "--episode-steps", type=positive_int, default=None, help="collection: actions per episode"
+    )
     ad.add_argument("--steps", type=int, default=800, help="finetuning steps")
-    ad.add_argument("--batch-size", type=int, default=32)
+    ad.add_argument("--batch-size", type=positive_int, default=32)
     ad.add_argument("--lr", type=float, default=5e-4, help="adapter rate; pretrained weights get a tenth")
     ad.add_argument("--init", choices=["auto", "mean_mu", "random"], default="auto")
     ad.add_argument("--mlp-fit-steps", type=int, default=3000, help="continuous: MLP pre-fit steps")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from adaworld_gym.data.episodes import Episode, atomic_write_bytes
 
 OPTIONS_FILE = "latent_options.safetensors"
 OPTIONS_META = "latent_options.json"
+PLOT_SUFFIXES = (".png",)  # plot_latents writes PNG whatever the name says
 
 
 def encode_frames(model, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -96,9 +97,8 @@ def save_options(model_dir: str | os.PathLike, centres: np.ndarray, source: str 
     """Store k-means control options with the model (safetensors + JSON; written atomically)."""
     model_dir = Path(model_dir)
     path = model_dir / OPTIONS_FILE
-    tmp = model_dir / f".{OPTIONS_FILE}.tmp"
-    save_file({"centres": torch.from_numpy(np.ascontiguousarray(centres, np.float32))}, str(tmp))
-    os.replace(tmp, path)
+    # Serialised in memory then written atomically: an interrupt leaves no stray temporary file behind.
+    atomic_write_bytes(path, save({"centres": torch.from_numpy(np.ascontiguousarray(centres, np.float32))}))
     meta = {"k": int(len(centres)), "dim": int(centres.shape[1]), "source": source}
     atomic_write_bytes(model_dir / OPTIONS_META, json.dumps(meta, indent=1).encode())
     return path
@@ -129,12 +129,17 @@ def plot_latents(
     group_names: Sequence[str] | None = None,
     title: str = "latent actions (PCA)",
 ) -> Path:
-    """2-D PCA projection of latent actions, coloured by true action and by game/env, as one PNG."""
+    """2-D PCA projection of latent actions, coloured by true action and by game/env, as one PNG (atomically)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from adaworld_gym.viz import check_output_file
+
+    path = check_output_file(path, PLOT_SUFFIXES, "plot")
     xy = pca_2d(np.asarray(mu, np.float32))
     panels = [(actions, action_names, "by true action"), (groups, group_names, "by game / env")]
     panels = [p for p in panels if p[0] is not None]
@@ -156,12 +161,11 @@ def plot_latents(
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()  # rendered in memory, so an interrupt leaves no half-written file
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

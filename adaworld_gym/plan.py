@@ -90,6 +90,22 @@ def make_env(env_id: str = PUSH_ENV_ID, **kwargs: Any) -> gymnasium.Env:
     return gymnasium.make(env_id, **kwargs)
 
 
+def _worker_env(env_id: str) -> gymnasium.Env:
+    """:func:`make_env` for the oracle's simulator workers, which leave quietly on Ctrl-C.
+
+    A terminal's Ctrl-C reaches the workers too; without this each one prints a KeyboardInterrupt traceback
+    under the command's own one-line "interrupted" (the parent stops the pool either way).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, _leave_quietly)  # runs in the worker's main thread
+    return make_env(env_id)
+
+
+def _leave_quietly(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # multiprocessing reports a SystemExit without a traceback
+
+
 def _check_env_id(env_id: str) -> None:
     if env_id != PUSH_ENV_ID:
         raise ValueError(
@@ -328,7 +344,8 @@ def _build_dynamics(
     resolved: str | Path, env_id: str, workers: int, denoise_steps: int, seed: int
 ) -> tuple[Dynamics, Callable[[], None]]:
     if resolved == "oracle":
-        oracle = SimulatorDynamics(functools.partial(make_env, env_id), workers=workers)
+        factory = _worker_env if workers > 0 else make_env  # workers=0: this process keeps its handler
+        oracle = SimulatorDynamics(functools.partial(factory, env_id), workers=workers)
         return oracle, oracle.close
     dynamics = WorldModelDynamics(load_push_bundle(resolved), steps=denoise_steps, generator_seed=seed)
     return dynamics, lambda: None
@@ -364,7 +381,7 @@ def plan_push(
     from tqdm.auto import tqdm
 
     from adaworld_gym.sims.push import make_push_tasks
-    from adaworld_gym.viz import save_gif
+    from adaworld_gym.viz import GIF_SUFFIXES, check_output_file, save_gif
 
     _check_env_id(env_id)
     if planner not in PLANNERS:
@@ -372,9 +389,15 @@ def plan_push(
     for name, value in (("task", task), ("workers", workers)):
         if value < 0:
             raise ValueError(f"--{name} must be >= 0, got {value}")
-    for name, value in (("samples", samples), ("horizon", horizon), ("steps", steps)):
+    for name, value in (
+        ("samples", samples),
+        ("horizon", horizon),
+        ("steps", steps),
+        ("denoise-steps", denoise_steps),
+    ):
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
+    check_output_file(out, GIF_SUFFIXES, "--out")  # before any slow work, as are the checks above and below
     resolved = resolve_model(model)  # before any slow work: a missing bundle fails at once
 
     dynamics, close = _build_dynamics(resolved, env_id, workers, denoise_steps, seed)

@@ -208,6 +208,7 @@ def play(
     scale: int = 6,
     env_kwargs: dict[str, Any] | None = None,
     viewer: Any = None,
+    progress: bool = True,
 ) -> PlayResult:
     """Play ``env_id`` with the keyboard in a pygame window, or headless with ``policy``.
 
@@ -224,13 +225,19 @@ def play(
         scale: window upscaling.
         env_kwargs: more keywords for ``gymnasium.make``.
         viewer: an open :class:`~adaworld_gym.envs.viewer.PygameViewer` to use (tests, embedding).
+        progress: a progress bar over the steps of headless play (a world model takes a while per step).
 
     Raises:
-        ValueError: unknown id, bad arguments, or an action space keyboard play cannot map.
+        ValueError: unknown id, bad arguments (a ``record`` path that is not a writable ``.gif`` among them), or
+            an action space keyboard play cannot map.
         FileNotFoundError: a world-model env without its bundle (the message says how to get one).
     """
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if record is not None:  # now, not after a session of play that a bad path would throw away
+        from adaworld_gym.viz import GIF_SUFFIXES, check_output_file
+
+        check_output_file(record, GIF_SUFFIXES, "recording")
     if headless:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -247,7 +254,8 @@ def play(
 
                 viewer = PygameViewer(caption=env_id, scale=scale, fps=fps)
             act = KeyboardPolicy(mapper, viewer)
-        return _run(env, env_id, act, viewer if not headless else None, steps, seed, record, fps)
+        shown = viewer if not headless else None
+        return _run(env, env_id, act, shown, steps, seed, record, fps, progress=progress and headless)
     finally:
         env.close()
         if viewer is not None and not headless:
@@ -283,7 +291,10 @@ def _run(
     seed: int,
     record: str | os.PathLike | None,
     fps: float,
+    progress: bool = False,
 ) -> PlayResult:
+    from tqdm.auto import tqdm
+
     obs, _ = env.reset(seed=seed)
     frames, actions, rewards, returns = [_frame(obs)], [], [], []
     episode_return = 0.0
@@ -294,6 +305,7 @@ def _run(
             viewer.show(frames[-1], caption)
 
     show()
+    bar = tqdm(total=steps, desc=f"play {env_id}", unit="step", disable=not progress)
     while steps is None or len(actions) < steps:
         action = act(len(actions))
         if isinstance(act, KeyboardPolicy):
@@ -310,6 +322,7 @@ def _run(
             show()
             continue
         obs, reward, terminated, truncated, _ = env.step(action)
+        bar.update(1)
         actions.append(action)
         rewards.append(float(reward))
         episode_return += float(reward)
@@ -321,6 +334,7 @@ def _run(
             obs, _ = env.reset()
             frames.append(_frame(obs))
             show()
+    bar.close()
     result = PlayResult(np.stack(frames), actions, np.array(rewards, np.float32), returns)
     if record is not None:
         from adaworld_gym.viz import save_gif

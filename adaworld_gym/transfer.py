@@ -20,7 +20,7 @@ from adaworld_gym.data.episodes import SHARD_SUFFIX, read_episode
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import DiffusionWorldModel
 from adaworld_gym.training.world_model import check_lam_compatible, label_actions, load_lam, load_world_model
-from adaworld_gym.viz import save_gif, side_by_side
+from adaworld_gym.viz import GIF_SUFFIXES, check_output_file, save_gif, side_by_side
 
 __all__ = ["IMAGE_SUFFIXES", "load_frames", "transfer", "transfer_gif"]
 
@@ -75,9 +75,11 @@ def load_frames(path: str | os.PathLike, size: int = 64, target_hz: float | None
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names it).
-        ValueError: an unsupported suffix or an unreadable file.
+        ValueError: a directory, an unsupported suffix or an unreadable file.
     """
     path = Path(path)
+    if path.is_dir():  # not "no such file": it is there, just not a file
+        raise ValueError(f"{path} is a directory; give an episode (.awe), video or image file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
@@ -116,7 +118,7 @@ def transfer_gif(
 
     Args:
         source, target: file paths (see :func:`load_frames`) or uint8 [T,H,W,3] arrays.
-        out: the GIF to write.
+        out: the GIF to write (a ``.gif`` path; checked before any work).
         lam, model: loaded models, or their directories (the ``model`` directory or the run directory).
         steps, denoise_steps, seed: as in :func:`transfer`.
         target_frames: how many leading target frames form the history the rollout starts from.
@@ -126,6 +128,7 @@ def transfer_gif(
         ``out``. The GIF's first frame shows both starting frames, then the source's next ``steps`` frames
         beside their transferred counterparts.
     """
+    check_output_file(out, GIF_SUFFIXES, "out")  # before the models load and the rollout runs
     lam = lam if isinstance(lam, LatentActionModel) else load_lam(lam)
     model = model if isinstance(model, DiffusionWorldModel) else load_world_model(model)
     size = model.config.sample_size
@@ -145,7 +148,9 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         image = np.asarray(iio.imread(path))
     except Exception as e:  # imageio raises several unrelated types for a bad file
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        # Its first line only: the rest suggests plugins to install, which a damaged file does not need.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read image {path} (corrupt or not an image): {reason}") from e
     if image.ndim == 2:  # greyscale
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] < 3:

@@ -10,6 +10,8 @@ import numpy as np
 
 from adaworld_gym.data.episodes import atomic_write_bytes
 
+GIF_SUFFIXES = (".gif",)
+
 
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour upscaling of ``[..., H, W, C]`` so 64x64 frames are visible."""
@@ -33,10 +35,33 @@ def side_by_side(*videos: np.ndarray, gap: int = 2) -> np.ndarray:
     return np.concatenate(parts, axis=2)
 
 
+def check_output_file(
+    path: str | os.PathLike, suffixes: Sequence[str] | None = None, what: str = "output"
+) -> Path:
+    """``path`` if a file can be written there, else a ``ValueError`` that says why.
+
+    Called before the work that makes the file, so a bad path fails at once rather than after minutes of
+    play or planning. ``suffixes``: the accepted suffixes (the writers encode one format whatever the name).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory: give a file path")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"{what} {path}: only {' / '.join(suffixes)} files are written, got {path.suffix or 'no suffix'!r}"
+        )
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == p.parent)
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {what} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {what} {path}: no write permission in {parent}")
+    return path
+
+
 def save_gif(
     frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 5, scale: int = 3
 ) -> Path:
-    """Write an endlessly looping GIF atomically."""
+    """Write an endlessly looping GIF atomically (``path`` must end in ``.gif``)."""
     import io
 
     import imageio.v3 as iio
@@ -44,7 +69,7 @@ def save_gif(
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4:
         raise ValueError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
-    path = Path(path)
+    path = check_output_file(path, GIF_SUFFIXES, "GIF")
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     iio.imwrite(buf, upscale(frames, scale), extension=".gif", duration=1000 / fps, loop=0)

@@ -16,14 +16,15 @@ import numpy as np
 import torch
 
 from adaworld_gym import defaults
+from adaworld_gym.cli import positive_int
 from adaworld_gym.models import world_model
 from adaworld_gym.models.world_model import DiffusionWorldModel
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 16, 64])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = DiffusionWorldModel.from_pretrained(defaults.DEFAULT_WORLD_MODEL).eval()

@@ -25,6 +25,7 @@ from adaworld_gym import defaults
 from adaworld_gym.cli import positive_int
 from adaworld_gym.data.clips import valid_targets
 from adaworld_gym.envs.shipped import shipped_bundles_root
+from adaworld_gym.sims.games import PROCGEN_GAMES
 from adaworld_gym.training.adapt import LabelledWindows, adapt, adaptation_space, read_episodes
 from adaworld_gym.training.reward import attach_reward_head, reward_targets
 
@@ -54,7 +55,7 @@ def event_windows(episodes: list, event_share: float) -> tuple[LabelledWindows, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--game", required=True)
+    parser.add_argument("--game", required=True, choices=PROCGEN_GAMES)
     parser.add_argument("--data", type=Path, required=True, help="episodes with real rewards (reward-data)")
     parser.add_argument(
         "--max-episodes", type=positive_int, default=None, help="use the first N episodes only"
@@ -72,7 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     head = shipped_bundles_root() / f"procgen-{args.game}" / "reward"
     if not head.is_dir():
         raise SystemExit(f"the shipped procgen-{args.game} bundle has no reward head to attach")
-    windows, counts = event_windows(read_episodes(args.data)[: args.max_episodes], args.event_share)
+    try:
+        episodes = read_episodes(args.data)[: args.max_episodes]
+    except ValueError as e:  # a missing or empty --data: one line, not a traceback
+        raise SystemExit(f"--data: {e}") from None
+    windows, counts = event_windows(episodes, args.event_share)
     print(f"{args.game}: {counts}", flush=True)
     start = time.monotonic()
     bundle = adapt(

@@ -1,0 +1,250 @@
+"""Review of the user-facing commands: bad paths, counts and interrupts fail at once with one clear line."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adaworld_gym.data.episodes import Episode, EpisodeStore
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def cli_main():
+    """``adaworld_gym.cli.main`` in-process, with the signal handlers it installs restored afterwards."""
+    from adaworld_gym import cli
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield cli.main
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    path = tmp_path_factory.mktemp("bundle") / "discrete"
+    tiny_random_bundle("discrete").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """One subset of two short 64 px episodes with discrete actions."""
+    root = tmp_path_factory.mktemp("data")
+    store = EpisodeStore(root / "procgen-maze", create=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        frames = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+        store.write(f"ep_{i:06d}", Episode(frames=frames, actions=rng.integers(0, 15, 5)))
+    return root
+
+
+def _fails(cli_main, capsys, argv, message):
+    assert cli_main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------------------------------- output paths
+def test_gif_and_png_outputs_refuse_other_suffixes_before_any_work(cli_main, capsys, tmp_path, bundle_dir):
+    # Before: a GIF (or PNG) was written under the .mp4 (.jpg) name; now nothing loads, runs or is written.
+    nowhere = tmp_path / "no-model"
+    argv = ["transfer", "--source", "s.awe", "--target", "t.png", "--lam", nowhere, "--model", nowhere]
+    _fails(cli_main, capsys, [*argv, "--out", tmp_path / "t.mp4"], "only .gif files are written, got '.mp4'")
+    _fails(cli_main, capsys, ["plan", "--model", nowhere, "--out", tmp_path / "p.mp4"], "only .gif files")
+    _fails(
+        cli_main, capsys, ["plot", "--lam", nowhere, "--data", nowhere, "--out", tmp_path / "p.jpg"], ".png"
+    )
+    play = ["play", "--env", "AdaWorld/WorldModel-v0", "--bundle", bundle_dir, "--headless", "--steps", "2"]
+    _fails(cli_main, capsys, [*play, "--record", tmp_path / "run.mp4"], "only .gif files are written")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_record_path_fails_before_the_session_is_played(tmp_path, monkeypatch):
+    import adaworld_gym.play as play_module
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("the env was made before the --record path was checked")
+
+    monkeypatch.setattr(play_module, "make_env", no_env)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="file is a file, not a directory"):
+        play_module.play("AdaWorld/WorldModel-v0", headless=True, record=tmp_path / "file" / "run.gif")
+    with pytest.raises(ValueError, match="is a directory"):
+        play_module.play("AdaWorld/WorldModel-v0", headless=True, record=tmp_path)
+
+
+def test_out_paths_of_the_wrong_kind_are_named(cli_main, capsys, tmp_path, data_dir):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    episode = data_dir / "procgen-maze" / "ep_000000.awe"
+    _fails(cli_main, capsys, ["encode", episode, "--out", tmp_path], "is a directory")
+    _fails(
+        cli_main, capsys, ["encode", episode, "--out", afile / "z.npy"], "afile is a file, not a directory"
+    )
+    _fails(cli_main, capsys, ["demo", "--out", afile], "is a file, not a directory")
+    reward = ["train-reward", "--data", data_dir, "--max-steps", "1", "--out", afile]
+    _fails(cli_main, capsys, reward, "is a file, not a directory")
+    assert afile.read_text() == "x"
+
+
+def test_headless_play_records_with_a_progress_bar(bundle_dir, tmp_path, capsys):
+    from adaworld_gym.play import play
+
+    result = play("AdaWorld/WorldModel-v0", bundle_dir, headless=True, steps=3, record=tmp_path / "r.gif")
+    assert result.record.read_bytes()[:6] == b"GIF89a"
+    assert "3/3" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- counts
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cluster", "--lam", "l", "--data", "d", "--k", "0"],
+        ["cluster", "--lam", "l", "--data", "d", "--samples", "-5"],
+        ["train-reward", "--data", "d", "--out", "o", "--max-episodes", "0"],
+        ["adapt", "--model", "m", "--env", "e", "--out", "o", "--samples-per-action", "0"],
+        ["adapt", "--model", "m", "--env", "e", "--out", "o", "--trajectories", "0"],
+        ["adapt", "--model", "m", "--env", "e", "--out", "o", "--episode-steps", "-5"],
+        ["adapt", "--model", "m", "--env", "e", "--out", "o", "--batch-size", "0"],
+    ],
+)
+def test_zero_and_negative_counts_are_refused_by_the_parser(cli_main, capsys, argv):
+    # Before: sklearn's "n_clusters" message, a silent 1-sample plot, or collect's "episodes ... must be
+    # positive" after the world model loaded.
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv)
+    assert stop.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+
+
+def test_denoise_steps_are_named_in_their_own_error(tmp_path):
+    from adaworld_gym.plan import plan_push
+
+    with pytest.raises(ValueError, match="--denoise-steps must be >= 1, got 0"):
+        # Small settings: if the check were missing this plans one quick step instead of a full episode.
+        plan_push(
+            tmp_path / "p.gif", samples=1, horizon=1, steps=1, workers=0, denoise_steps=0, progress=False
+        )
+
+
+def test_shares_are_checked_before_the_run_folder_is_written(cli_main, capsys, tmp_path, data_dir):
+    out = tmp_path / "lam"
+    argv = ["train-lam", "--data", data_dir, "--preset", "tiny", "--max-steps", "1", "--shares", "0"]
+    _fails(cli_main, capsys, [*argv, "--out", out], "--shares must be finite")
+    assert not out.exists()
+
+
+def test_plan_without_replans_reports_no_nan_timing(cli_main, capsys, tmp_path):
+    argv = ["plan", "--workers", "0", "--samples", "2", "--horizon", "2", "--steps", "1"]
+    assert cli_main([*argv, "--out", str(tmp_path / "p.gif")]) == 0
+    out = capsys.readouterr().out
+    assert "no replans" in out and "nan" not in out
+
+
+# ---------------------------------------------------------------------------------------- inputs and LAMs
+def test_encode_reads_frames_at_the_lams_size(cli_main, capsys, tmp_path, data_dir):
+    from adaworld_gym.models import LatentActionModel, lam_preset
+
+    # Before: frames were always read at 64 px, so a 32 px LAM could encode nothing.
+    lam = LatentActionModel(**{**lam_preset("tiny"), "image_size": 32})
+    lam.save_pretrained(tmp_path / "lam32")
+    out = tmp_path / "z.npy"
+    episode = data_dir / "procgen-maze" / "ep_000000.awe"
+    assert cli_main(["encode", str(episode), "--lam", str(tmp_path / "lam32"), "--out", str(out)]) == 0
+    assert np.load(out).shape == (5, lam.config.latent_dim)
+
+
+def test_compose_names_empty_and_non_numeric_files(cli_main, capsys, tmp_path):
+    import adaworld_gym.latent  # noqa: F401  (imported now: its imports' warnings are not under test)
+
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float32))
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    # Before: NumPy's "mean of empty slice" warnings, then "latent actions contain NaN or inf", no file named.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _fails(cli_main, capsys, ["compose", tmp_path / "empty.npy", "--out", tmp_path / "c.npy"], "holds no")
+    _fails(cli_main, capsys, ["compose", tmp_path / "text.npy", "--out", tmp_path / "c.npy"], "text.npy")
+    assert not (tmp_path / "c.npy").exists()
+
+
+def test_directories_and_damaged_images_as_inputs_are_named(tmp_path):
+    from adaworld_gym.transfer import load_frames
+
+    with pytest.raises(ValueError, match="is a directory"):  # before: "no such file" for a folder that exists
+        load_frames(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="corrupt or not an image") as error:
+        load_frames(tmp_path / "broken.png")
+    assert "\n" not in str(error.value)  # imageio's advice to install plugins is left out
+
+
+# ------------------------------------------------------------------------------------------ interrupts
+def test_plot_and_options_leave_no_temporary_file_when_interrupted(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from adaworld_gym.latent import plot_latents, save_options
+
+    def interrupted(self, target, **kwargs):
+        (open(target, "wb") if isinstance(target, str | os.PathLike) else target).write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    rng = np.random.default_rng(0)
+    with pytest.raises(KeyboardInterrupt):
+        plot_latents(rng.normal(size=(10, 4)), None, None, tmp_path / "p.png")
+    assert not list(tmp_path.iterdir())
+    save_options(tmp_path, np.zeros((2, 4), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latent_options.json", "latent_options.safetensors"]
+
+
+def test_oracle_workers_leave_quietly_on_ctrl_c(capfd):
+    import adaworld_gym.plan as plan_module
+    from adaworld_gym.planning import SimulatorDynamics
+
+    # A terminal's Ctrl-C reaches the workers too; before, each printed a KeyboardInterrupt traceback.
+    oracle = SimulatorDynamics(functools.partial(plan_module._worker_env, plan_module.PUSH_ENV_ID), workers=1)
+    try:
+        worker = oracle._procs[0]
+        os.kill(worker.pid, signal.SIGINT)
+        worker.join(timeout=15)
+        assert worker.exitcode == 128 + signal.SIGINT
+    finally:
+        oracle.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- scripts
+def test_scripts_refuse_bad_arguments_in_one_line(monkeypatch, capsys, tmp_path):
+    finetune = _script("finetune_on_events")
+    with pytest.raises(SystemExit) as stop:  # before: "the shipped procgen-nope bundle has no reward head"
+        finetune.main(["--game", "nope", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert stop.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="data directory not found"):  # before: a traceback
+        finetune.main(["--game", "plunder", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+
+    ab = _script("ab_cpu_bf16")
+    for argv in (["--threads", "0"], ["--batches", "0"]):  # before: torch's or the model's traceback
+        monkeypatch.setattr(sys, "argv", ["ab_cpu_bf16.py", *argv])
+        with pytest.raises(SystemExit) as stop:
+            ab.main()
+        assert stop.value.code == 2 and "positive integer" in capsys.readouterr().err
