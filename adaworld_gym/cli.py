@@ -474,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--episodes", type=int, default=100)
     push.add_argument("--steps", type=int, default=30, help="actions per episode")
-    push.add_argument("--workers", type=int, default=2, help="simulator processes")
+    push.add_argument(
+        "--workers", type=positive_int, default=2, help="simulator processes (1: in this process)"
+    )
     videos = csub.add_parser("videos", help="action-free videos (mp4/avi/gif...), one subset per folder")
     videos.add_argument("src", type=Path)
     videos.add_argument("--size", type=int, default=64)

@@ -166,3 +166,22 @@ def test_cli_collect_procgen(tmp_path):
     assert len(EpisodeStore(out / "procgen-jumper")) == 2
     bad = subprocess.run(cmd[:6] + ["pong"] + cmd[7:], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "unknown Procgen game" in bad.stderr
+
+
+def test_bad_inputs_to_the_collectors_are_named(tmp_path):
+    from pathlib import Path
+
+    from adaworld_gym.data.clips import find_subsets
+    from adaworld_gym.data.collect import collect_push, read_video
+
+    episode = tmp_path / "ep.awe"
+    episode.write_bytes(b"x")
+    with pytest.raises(EpisodeError, match="must be a directory.*the file"):
+        find_subsets([episode])
+    bad_gif = tmp_path / "bad.gif"
+    bad_gif.write_bytes(b"GIF89a not really")
+    with pytest.raises(ValueError, match=r"cannot read GIF .*bad.gif \(corrupt or not a GIF\)") as err:
+        read_video(Path(bad_gif))
+    assert "\n" not in str(err.value)  # one line, not imageio's install advice
+    with pytest.raises(ValueError, match="workers must be positive"):
+        collect_push(1, tmp_path / "push", workers=-1)

@@ -31,6 +31,10 @@ def find_subsets(roots: Sequence[str | os.PathLike]) -> list[Path]:
         roots = [roots]
     found: list[Path] = []
     for root in map(Path, roots):
+        if root.is_file():
+            raise EpisodeError(
+                f"data must be a directory of episodes (or of such directories), got the file {root}"
+            )
         if not root.is_dir():
             raise EpisodeError(f"data directory not found: {root}")
         if (root / MANIFEST).exists():

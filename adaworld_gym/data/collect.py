@@ -299,8 +299,10 @@ def collect_push(
 
     An episode in which an object falls off the table is redrawn (up to ``PUSH_MAX_ATTEMPTS`` times); the
     attempt kept is recorded in ``meta["attempt"]``."""
-    if episodes < 1 or steps < 1:
-        raise ValueError(f"episodes and steps must be positive, got {episodes} and {steps}")
+    if episodes < 1 or steps < 1 or workers < 1:
+        raise ValueError(
+            f"episodes, steps and workers must be positive, got {episodes}, {steps} and {workers}"
+        )
     store = EpisodeStore(Path(out) / "push", create=True)
     store.check_collection({"collector": "push", "steps": steps, "seed": seed})
     todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
@@ -334,7 +336,8 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float]:
             frames = [np.asarray(f)[..., :3] for f in iio.imiter(path)]
             meta = iio.immeta(path)
         except Exception as e:  # imageio raises several unrelated types for a bad file
-            raise ValueError(f"cannot read GIF {path}: {e}") from e
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__  # imageio appends install advice
+            raise ValueError(f"cannot read GIF {path} (corrupt or not a GIF): {reason}") from None
         duration_ms = meta.get("duration") or 100
         return frames, 1000.0 / float(duration_ms)
     import cv2
