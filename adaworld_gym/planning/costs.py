@@ -98,8 +98,9 @@ def rgb_cosine(frames: np.ndarray, goal: np.ndarray) -> np.ndarray:
             cos = np.where(
                 denom > 0, dot / np.where(denom > 0, denom, 1.0), np.where(norm == g_norm, 1.0, 0.0)
             )
-            # NaN or inf frames must give NaN (and so +inf costs), not "no direction" or a finite ratio.
-            cos = np.where(np.isfinite(norm), cos, np.nan)
+            # NaN or inf frames (or goal) must give NaN (and so +inf costs), not "no direction" or a finite
+            # ratio: a NaN goal otherwise read as "no direction", similarity 0 for every candidate.
+            cos = np.where(np.isfinite(norm) & np.isfinite(g_norm), cos, np.nan)
             out[start : start + _BLOCK] = cos.reshape(-1, steps)
     return np.clip(out, -1.0, 1.0)
 
@@ -155,7 +156,8 @@ class GoalCost:
             elif self.reduce == "best":
                 costs = steps.min(axis=1)
             elif self.reduce == "best_then_mean":
-                weight = _TIEBREAK if self.metric == "cosine" else 0.1 / 255**2 / frames[0, 0].size
+                # The frame size from the goal: ``frames`` may be any array-like (a nested list).
+                weight = _TIEBREAK if self.metric == "cosine" else 0.1 / 255**2 / np.size(goal)
                 costs = steps.min(axis=1) + weight * steps.mean(axis=1)
             else:
                 costs = steps[:, -1].copy()

@@ -255,15 +255,25 @@ def _frame_of(env: gymnasium.Env, obs: Any) -> np.ndarray:
     return np.asarray(frame)
 
 
+def _start_frame(base: gymnasium.Env, state: Any, obs: Any) -> np.ndarray:
+    """The frame of ``state`` itself (rendered after restoring it); the terminal ``obs`` if the env cannot
+    render."""
+    base.set_state(state)
+    frame = base.render()
+    return np.asarray(frame) if frame is not None else _frame_of(base, obs)
+
+
 def _simulate(env: gymnasium.Env, state: Any, actions: np.ndarray) -> np.ndarray:
     """Run each candidate from ``state``; uint8 ``[b, T, H, W, 3]``.
 
     After a termination the remaining steps repeat the last frame before it: actions after the end cannot be
-    executed in the real episode either, and Procgen's terminal observation already shows the next try.
+    executed in the real episode either, and Procgen's terminal observation already shows the next try. A
+    candidate that ends on its first step repeats the frame of ``state``.
     """
     base = env.unwrapped  # the state belongs to the base env; wrapper state (time limits) cannot be restored
     space = base.action_space
     frames: np.ndarray | None = None
+    start: np.ndarray | None = None  # the frame of ``state``, rendered once if a candidate ends at once
     for i, sequence in enumerate(actions):
         base.set_state(state)
         done, last = False, None
@@ -271,9 +281,14 @@ def _simulate(env: gymnasium.Env, state: Any, actions: np.ndarray) -> np.ndarray
             if not done:
                 obs, _, terminated, truncated, _ = base.step(_env_action(action, space))
                 done = bool(terminated or truncated)  # a Procgen time-out also shows the next try
-                # On termination keep the previous frame; on the first step there is none, so show this one.
-                if not done or last is None:
+                if not done:
                     last = _frame_of(base, obs)
+                elif last is None:
+                    # Ended on the first step: the frame before it is the start's. Showing the next try
+                    # instead scored completing a level at once below standing still at its goal frame.
+                    if start is None:
+                        start = _start_frame(base, state, obs)
+                    last = start
             if frames is None:
                 frames = np.empty((len(actions), len(sequence), *last.shape), np.uint8)
             frames[i, t] = last
