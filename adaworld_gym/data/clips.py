@@ -9,7 +9,7 @@ subsets are not drowned by large ones, then an episode in proportion to its leng
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,9 +177,13 @@ class ClipDataset(torch.utils.data.IterableDataset):
                 return item
         raise EpisodeError(f"subset {info.name} has no usable transitions")
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def sampler_rng(self) -> np.random.Generator:
+        """The generator :meth:`__iter__` samples with (seeded with the seed and the DataLoader worker id)."""
         worker = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, worker.id if worker else 0])
+        return np.random.default_rng([self.seed, worker.id if worker else 0])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = self.sampler_rng()
         while True:
             yield self.sample(rng)
 
@@ -206,10 +210,18 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         self.probs = probs / probs.sum()
         self.seed = seed
 
+    def sampler_rng(self) -> np.random.Generator:
+        """The generator :meth:`__iter__` samples with."""
+        return np.random.default_rng(self.seed)
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One window: a directory drawn by its share, then a window of it."""
+        return self.datasets[int(rng.choice(len(self.datasets), p=self.probs))].sample(rng)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rng = np.random.default_rng(self.seed)
+        rng = self.sampler_rng()
         while True:
-            yield self.datasets[int(rng.choice(len(self.datasets), p=self.probs))].sample(rng)
+            yield self.sample(rng)
 
 
 def is_path(x: Any) -> bool:
@@ -226,3 +238,119 @@ def open_windows(data: DataSpec, history: int, seed: int) -> Iterable[Mapping[st
     if isinstance(data, (list, tuple)) and data and all(is_path(d) for d in data):
         return ClipDataset([os.fspath(d) for d in data], history=history, seed=seed)
     return data
+
+
+class WindowBatches(Iterator[Any]):
+    """Batches of the windows of a :data:`DataSpec`, at a position a checkpoint can hold.
+
+    Sequences (lists of clips, ``LabelledWindows``) are read in a new permutation every epoch, drawn from
+    ``default_rng(seed)``; a ``ClipDataset`` or ``MixtureDataset`` is sampled endlessly with its own generator;
+    any other iterable is read as it comes (once, if it is a one-shot iterator). ``collate`` turns a list of
+    clips into a batch. Without ``epochs`` the stream is endless (a one-shot iterator ends it, its last partial
+    batch dropped); with ``epochs`` it ends after that many passes, with the last partial batch.
+
+    :meth:`state_dict` is the position after the batches drawn so far (None for other iterables, whose position
+    cannot be saved); :meth:`load_state_dict` on a stream made with the same data continues from there with
+    exactly the windows the saved stream would have drawn next.
+    """
+
+    def __init__(
+        self,
+        data: DataSpec,
+        history: int,
+        batch_size: int,
+        seed: int,
+        collate: Callable[[list[Mapping[str, Any]]], Any],
+        epochs: int | None = None,
+    ) -> None:
+        self.source = open_windows(data, history, seed)
+        self.batch_size, self.collate, self.epochs = batch_size, collate, epochs
+        self.sampled = isinstance(self.source, (ClipDataset, MixtureDataset))
+        self.sequence = not self.sampled and isinstance(self.source, Sequence)
+        self.rng = np.random.default_rng(seed) if self.sequence else None
+        self.epoch, self.done = 0, False
+        self._order: np.ndarray | None = None  # this epoch's permutation (sequences)
+        self._epoch_state: dict[str, Any] | None = None  # the generator before drawing it
+        self._pos = 0  # clips read in this epoch
+        self._items: Iterator[Mapping[str, Any]] | None = None  # other iterables
+
+    def __iter__(self) -> WindowBatches:
+        return self
+
+    def __next__(self) -> Any:
+        buf: list[Mapping[str, Any]] = []
+        while len(buf) < self.batch_size:
+            clip = self._next_clip()
+            if clip is None:
+                if buf and self.epochs is not None:
+                    return self.collate(buf)  # evaluation keeps the last partial batch
+                raise StopIteration
+            buf.append(clip)
+        return self.collate(buf)
+
+    def _next_clip(self) -> Mapping[str, Any] | None:
+        while not self.done and (self.epochs is None or self.epoch < self.epochs):
+            if self.sampled:
+                if self.rng is None:  # made on first use, as ClipDataset.__iter__ does (in its worker)
+                    self.rng = self.source.sampler_rng()
+                return self.source.sample(self.rng)
+            if self.sequence:
+                if self._order is None:
+                    self._epoch_state = self.rng.bit_generator.state
+                    self._order, self._pos = self.rng.permutation(len(self.source)), 0
+                if self._pos < len(self._order):
+                    self._pos += 1
+                    return self.source[self._order[self._pos - 1]]
+                seen, self._order = self._pos, None
+            else:
+                if self._items is None:
+                    self._items, self._pos = iter(self.source), 0
+                clip = next(self._items, None)
+                if clip is not None:
+                    self._pos += 1
+                    return clip
+                seen, self._items = self._pos, None
+            self.epoch += 1
+            # Empty, or a one-shot iterator that is now exhausted.
+            self.done = seen == 0 or (not self.sequence and iter(self.source) is self.source)
+        return None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Where the stream stands (plain JSON values), or None when it cannot be saved."""
+        if self.sampled:
+            if self.rng is None:
+                self.rng = self.source.sampler_rng()
+            return {"kind": "sampled", "rng": self.rng.bit_generator.state}
+        if not self.sequence:
+            return None
+        in_epoch = self._order is not None
+        return {
+            "kind": "sequence",
+            "epoch": self.epoch,
+            "done": self.done,
+            # An epoch under way is replayed from its start: the same permutation, then skipped to the position.
+            "rng": self._epoch_state if in_epoch else self.rng.bit_generator.state,
+            "position": self._pos if in_epoch else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a stream of the same data (ValueError for another kind)."""
+        kind = "sampled" if self.sampled else "sequence" if self.sequence else None
+        if state.get("kind") != kind:
+            names = {"sampled": "episode directories", "sequence": "a list of clips", None: "an iterator"}
+            raise ValueError(
+                f"the saved data position is one in {names.get(state.get('kind'))}, but this run reads "
+                f"{names[kind]}: resume with the same data or use a new out_dir"
+            )
+        if self.sampled:
+            if self.rng is None:
+                self.rng = self.source.sampler_rng()
+            self.rng.bit_generator.state = dict(state["rng"])
+            return
+        self.epoch, self.done = int(state["epoch"]), bool(state["done"])
+        self.rng.bit_generator.state = dict(state["rng"])
+        self._order = None
+        if state["position"] is not None:
+            self._epoch_state = self.rng.bit_generator.state
+            self._order = self.rng.permutation(len(self.source))
+            self._pos = min(int(state["position"]), len(self._order))

@@ -17,7 +17,8 @@ or all transitions of ``trajectories`` episodes for continuous actions):
    step 0 it predicts exactly as the twin; that layer, which holds the new weights, learns at the full rate;
 3. the EMA weights are saved as an :class:`AdaWorldBundle` in ``out_dir/bundle`` (LAM + world model + adapter,
    whose action space is the env's), with ``out_dir/summary.json``, tensorboard logs in ``out_dir/logs`` and
-   atomic checkpoints in ``out_dir/checkpoints`` (resumed automatically).
+   atomic checkpoints in ``out_dir/checkpoints`` (resumed automatically, where the run left off: weights,
+   optimizer, EMA, RNG states and data position, so a resumed run ends as an uninterrupted one would).
 
 Held-out windows (``eval_data``) are evaluated at the steps in ``eval_at`` (1-step PSNR/SSIM of the EMA model,
 ``z`` from the adapter of the true action); the benchmark reads them from ``summary.json``.
@@ -56,6 +57,8 @@ from adaworld_gym.training.common import (
     optimizer_step,
     plain_config,
     resume_state,
+    resume_stream,
+    summary_writer,
     training_provenance,
     training_state,
     validate_run,
@@ -467,7 +470,6 @@ def adapt(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     cfg = replace(config or AdaptConfig(), **{k: v for k, v in overrides.items() if v is not None})
@@ -550,7 +552,7 @@ def adapt(
     raw: AdaptedWorldModel = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out_dir / "logs"))
+    writer = summary_writer(out_dir, None if state is None else step)
     write_json(out_dir / "adapt_config.json", asdict(cfg))
 
     def evaluate() -> dict[str, float]:
@@ -565,26 +567,33 @@ def adapt(
         state = training_state(
             raw, optimizer, scheduler, ema, noise_gen, model_config,
             step=step, samples=samples, train_seconds=train_seconds, evals=evals, provenance=provenance,
+            data_stream=batches.state_dict(), log_window=[loss_sum, window_steps],
         )  # fmt: skip
         save_checkpoint(ckpt_root, step, state)
 
     eval_steps = set(cfg.eval_at) if eval_set is not None else set()
     done = {e["step"] for e in evals}
-    batches = window_batches(train, k, cfg.batch_size, seed=cfg.seed + step)
+
+    def evaluate_if_due() -> None:  # before the step's checkpoint, so that it holds the evaluation
+        if step in eval_steps and step not in done:
+            evals.append(evaluate())
+            done.add(step)
+            bar.set_postfix(psnr=f"{evals[-1]['psnr_1step']:.2f}")
+
+    batches = resume_stream(
+        lambda s: window_batches(train, k, cfg.batch_size, seed=s), cfg.seed, state, cfg.seed + step
+    )
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="adapt", unit="step")
     loss_sum, window_steps, losses = 0.0, 0, []
+    if state is not None and "log_window" in state:  # the steps since the last log, for the next one
+        loss_sum, window_steps = state["log_window"]
     session_start = time.monotonic()
     clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
     model.train()
     with clock.guard(bar):
-        while True:
-            if step in eval_steps and step not in done:
-                evals.append(evaluate())
-                done.add(step)
-                bar.set_postfix(psnr=f"{evals[-1]['psnr_1step']:.2f}")
-            if budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
-                break
+        evaluate_if_due()
+        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
             batch = to_device(next(batches), accelerator.device)
             z = raw.adapter(*_adapter_inputs(raw.adapter, lam, batch))
             loss = window_loss(raw.world_model, batch, z, noise_gen)
@@ -600,6 +609,7 @@ def adapt(
                 writer.add_scalar("perf/samples_per_s", samples / max(train_seconds, 1e-9), step)
                 bar.set_postfix(loss=f"{loss_sum / window_steps:.4f}")
                 loss_sum, window_steps = 0.0, 0
+            evaluate_if_due()
             clock.tick(step)
 
     summary: dict[str, Any] = {

@@ -214,6 +214,44 @@ def resume_state(
     return state
 
 
+def resume_stream(
+    make: Callable[[int], Any], seed: int, state: Mapping[str, Any] | None, legacy_seed: int
+) -> Any:
+    """A run's batch stream: ``make(seed)``, moved to where the checkpoint ``state`` left it (``data_stream``).
+
+    So a resumed run draws exactly the batches an uninterrupted one would. A checkpoint without that entry
+    (written by older code) resumes as such runs did, on a fresh stream ``make(legacy_seed)`` (other batches,
+    same distribution), with a warning; an entry of None (a position that cannot be saved: other iterables,
+    several processes) does the same silently.
+    """
+    if state is None:
+        return make(seed)
+    if "data_stream" not in state:
+        import warnings
+
+        warnings.warn(
+            f"the checkpoint at step {state['step']} holds no data position (older code): the resumed run draws "
+            "other batches than an uninterrupted one would",
+            stacklevel=2,
+        )
+    if state.get("data_stream") is None:
+        return make(legacy_seed)
+    stream = make(seed)
+    stream.load_state_dict(state["data_stream"])
+    return stream
+
+
+def summary_writer(out_dir: Path, resumed_at: int | None):
+    """The tensorboard writer of ``out_dir/logs``; on resume at step N, events after N are purged.
+
+    A run killed after its last checkpoint logged steps it will redo; purging them (TensorBoard's crash-restart
+    ``purge_step``) keeps one entry per step.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out_dir / "logs"), purge_step=None if resumed_at is None else resumed_at + 1)
+
+
 def optimizer_step(
     accelerator: Any, loss: torch.Tensor, parameters: Any, optimizer, scheduler, ema: Any, grad_clip: float
 ) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.clips import DataSpec, open_windows
+from adaworld_gym.data.clips import DataSpec, WindowBatches
 from adaworld_gym.models.latent_action import PRESETS, REGULARIZERS, LatentActionModel, lam_preset
 from adaworld_gym.training.checkpoint import (
     capture_rng_state,
@@ -46,7 +46,9 @@ from adaworld_gym.training.common import (
     make_lr_scheduler,
     plain_config,
     resume_state,
+    resume_stream,
     save_model_atomic,
+    summary_writer,
     training_provenance,
     validate_run,
     write_json,
@@ -153,9 +155,9 @@ def train_lam(
         max_minutes: total training wall-clock budget (across resumes).
         batch_size, lr: override the preset defaults.
         seed: seeds Python, numpy and torch; the same seed gives the same run on CPU.
-            A resumed run restores the weights, optimizer and RNG states but draws its remaining batches from a
-            new shuffle seeded by the step it resumed at, so it matches an uninterrupted run only in
-            distribution.
+            A resumed run continues the weights, optimizer, RNG states and the data stream where its checkpoint
+            left them, so it ends with the weights of an uninterrupted run (on CPU, one process; with several,
+            each draws a new data order on resume).
         mixed_precision: ``bf16`` (default) or ``no``.
         eval_data: held-out clips; evaluated at every checkpoint and at the end (``out_dir/summary.json``).
         model_overrides: extra model config (e.g. ``{"image_size": 32}``).
@@ -206,7 +208,6 @@ def run_lam_training(
     """Run the training described by ``cfg`` (see :func:`train_lam` for the arguments)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     _validate(cfg)
@@ -241,7 +242,7 @@ def run_lam_training(
     raw_model: LatentActionModel = accelerator.unwrap_model(model)
 
     is_main = accelerator.is_main_process
-    writer = SummaryWriter(str(out_dir / "logs")) if is_main else None
+    writer = summary_writer(out_dir, None if state is None else step) if is_main else None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "train_config.json", asdict(cfg))
@@ -262,15 +263,22 @@ def run_lam_training(
                     "rng": capture_rng_state(),
                     "model_config": model_config,
                     "provenance": provenance,
+                    # Each process draws its own batches; only the main one's position could be saved here.
+                    "data_stream": batches.state_dict() if accelerator.num_processes == 1 else None,
+                    "log_window": vars(window),
                 },
             )
 
-    # Resumed runs (and each process) draw their own data order rather than replaying the same batches.
-    batches = _pair_batches(data, cfg.batch_size, seed=cfg.seed + step + 7919 * accelerator.process_index)
+    seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
+    batches = resume_stream(
+        lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, state, legacy_seed=seed + step
+    )
     bar = tqdm(
         total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc="train-lam", unit="step"
     )
     window = _Window()
+    if state is not None and "log_window" in state:  # the steps since the last log, for the next one
+        vars(window).update(state["log_window"])
     session_start = time.monotonic()
     clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
@@ -377,33 +385,14 @@ def evaluate_lam(
 
 
 # ----------------------------------------------------------------------------------------------------- data
-def _pair_batches(
-    data: Any, batch_size: int, seed: int, epochs: int | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _pair_batches(data: Any, batch_size: int, seed: int, epochs: int | None = None) -> WindowBatches:
     """Batches of (f_t, f_t1) float [B, 3, H, W] in [0, 1]; lists are reshuffled each epoch."""
-    source = open_windows(data, 1, seed)
-    rng = np.random.default_rng(seed)
-    buf_t: list[np.ndarray] = []
-    buf_t1: list[np.ndarray] = []
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        if isinstance(source, Sequence):
-            items: Iterable[Mapping[str, Any]] = (source[i] for i in rng.permutation(len(source)))
-        else:
-            items = source
-        seen = 0
-        for clip in items:
-            seen += 1
-            buf_t.append(np.asarray(clip["history"])[-1])
-            buf_t1.append(np.asarray(clip["next"]))
-            if len(buf_t) == batch_size:
-                yield _to_float(buf_t), _to_float(buf_t1)
-                buf_t, buf_t1 = [], []
-        epoch += 1
-        if seen == 0 or iter(source) is source:
-            break  # empty, or a one-shot iterator that is now exhausted
-    if buf_t and epochs is not None:
-        yield _to_float(buf_t), _to_float(buf_t1)  # evaluation keeps the last partial batch
+    return WindowBatches(data, 1, batch_size, seed, _pair_collate, epochs)
+
+
+def _pair_collate(clips: list[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    f_t = [np.asarray(clip["history"])[-1] for clip in clips]
+    return _to_float(f_t), _to_float([np.asarray(clip["next"]) for clip in clips])
 
 
 def _to_float(frames: list[np.ndarray]) -> torch.Tensor:

@@ -23,8 +23,9 @@ termination probability is a probability.
 reward) plus the binary cross-entropy of the termination logit.
 
 **Run directory.** ``out_dir/model`` (the :class:`RewardHead`, config.json + safetensors, written atomically),
-``out_dir/checkpoints`` (atomic, resumed automatically: step count, wall-clock budget, optimizer and RNG states
-continue), ``out_dir/logs`` (tensorboard), ``out_dir/summary.json`` (held-out metrics), ``train_config.json``.
+``out_dir/checkpoints`` (atomic, resumed automatically: step count, wall-clock budget, optimizer, RNG and
+batch-sampler states continue, so a resumed run ends with the weights of an uninterrupted one), ``out_dir/logs``
+(tensorboard), ``out_dir/summary.json`` (held-out metrics), ``train_config.json``.
 
 Episodes are held in memory (uint8 frames, 12 KB each): pass ``max_episodes`` for very large collections.
 """
@@ -52,7 +53,9 @@ from adaworld_gym.training.common import (
     make_lr_scheduler,
     plain_config,
     resume_state,
+    resume_stream,
     save_model_atomic,
+    summary_writer,
     training_provenance,
     validate_run,
     write_json,
@@ -328,7 +331,6 @@ def run_reward_training(
     progress: bool = True,
 ) -> Path:
     """Run the training described by ``cfg`` (see :func:`train_reward`)."""
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     validate_run(cfg)
@@ -382,8 +384,13 @@ def run_reward_training(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "train_config.json", asdict(cfg))
-    writer = SummaryWriter(str(out_dir / "logs"))
-    sampler = _BatchSampler(train, cfg.batch_size, cfg.event_fraction, seed=cfg.seed + 7919 * step)
+    writer = summary_writer(out_dir, None if state is None else step)
+    sampler = resume_stream(
+        lambda s: _BatchSampler(train, cfg.batch_size, cfg.event_fraction, seed=s),
+        cfg.seed,
+        state,
+        legacy_seed=cfg.seed + 7919 * step,
+    )
     bf16 = cfg.mixed_precision == "bf16"
 
     def checkpoint() -> None:
@@ -400,11 +407,15 @@ def run_reward_training(
                 "rng": capture_rng_state(),
                 "model_config": model_config,
                 "provenance": provenance,
+                "data_stream": sampler.state_dict(),
+                "log_window": sums.tolist(),
             },
         )
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train-reward", unit="step")
     sums = np.zeros(3)  # reward loss, termination loss, steps
+    if state is not None and "log_window" in state:  # the steps since the last log, for the next one
+        sums[:] = state["log_window"]
     session_start = time.monotonic()
     clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
@@ -493,6 +504,12 @@ class _BatchSampler:
         if self.fraction is not None:
             self.w_event, self.w_other = p / self.fraction, (1 - p) / (1 - self.fraction)
         self.n = len(events)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = dict(state["rng"])
 
     def draw(self) -> tuple[np.ndarray, np.ndarray]:
         if self.fraction is None:

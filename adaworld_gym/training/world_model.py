@@ -14,8 +14,8 @@ The loop follows ``training/lam.py``: AdamW, warmup then cosine decay (constant 
 is given), gradient clipping, an EMA of the weights (diffusers ``EMAModel``) that is what gets evaluated and
 saved, tensorboard logs in ``out_dir/logs`` (loss, 1-step PSNR of the EMA model vs copying the last frame on
 the evaluation windows, an image grid of predictions), atomic checkpoints in ``out_dir/checkpoints`` (resumed
-automatically: step count, wall-clock budget, optimizer, EMA and RNG states continue), the EMA model in
-``out_dir/model`` and ``out_dir/summary.json``.
+automatically: step count, wall-clock budget, optimizer, EMA, RNG states and data position continue, so a resumed
+run ends with the weights of an uninterrupted one), the EMA model in ``out_dir/model`` and ``out_dir/summary.json``.
 
 Bf16 autocast is the model's own (``autocast_dtype``): the loop adds no autocast around the world model.
 One process (CPU or one GPU): ``training_loss`` is called on the unwrapped model, which DDP would not see.
@@ -26,15 +26,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from adaworld_gym.data.clips import DataSpec, open_windows
+from adaworld_gym.data.clips import DataSpec, WindowBatches
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
@@ -49,7 +50,9 @@ from adaworld_gym.training.common import (
     optimizer_step,
     plain_config,
     resume_state,
+    resume_stream,
     save_model_atomic,
+    summary_writer,
     training_provenance,
     training_state,
     validate_run,
@@ -178,9 +181,8 @@ def train_world_model(
         max_minutes: total training wall-clock budget (across resumes).
         batch_size, lr, ema_decay: override the preset defaults.
         seed: seeds Python, numpy, torch and the diffusion noise; the same seed gives the same run on CPU.
-            A resumed run restores the weights, optimizer and RNG states but draws its remaining batches from a
-            new shuffle seeded by the step it resumed at, so it matches an uninterrupted run only in
-            distribution.
+            A resumed run continues the weights, optimizer, EMA, RNG states and the data stream where its
+            checkpoint left them, so it ends with the weights of an uninterrupted run (on CPU).
         eval_data: held-out windows (same forms as ``data``); a fixed sample of them is evaluated at every
             checkpoint and at the end (``out_dir/summary.json``).
         progress: show a tqdm progress bar.
@@ -241,7 +243,6 @@ def run_world_model_training(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
     _validate(cfg)
@@ -285,7 +286,7 @@ def run_world_model_training(
     k = raw_model.config.num_history
 
     is_main = accelerator.is_main_process
-    writer = SummaryWriter(str(out_dir / "logs")) if is_main else None
+    writer = summary_writer(out_dir, None if state is None else step) if is_main else None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "train_config.json", asdict(cfg))
@@ -306,14 +307,20 @@ def run_world_model_training(
             state = training_state(
                 raw_model, optimizer, scheduler, ema, noise_gen, model_config,
                 step=step, samples=samples, train_seconds=train_seconds, provenance=provenance,
+                data_stream=batches.state_dict() if accelerator.num_processes == 1 else None,
+                log_window=[loss_sum, grad_sum, window_steps],
             )  # fmt: skip
             save_checkpoint(ckpt_root, step, state)
 
-    # Resumed runs (and each process) draw their own data order rather than replaying the same batches.
-    batches = window_batches(data, k, cfg.batch_size, seed=cfg.seed + step + 7919 * accelerator.process_index)
+    seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
+    batches = resume_stream(
+        lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, state, legacy_seed=seed + step
+    )
     desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
     loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
+    if state is not None and "log_window" in state:  # the steps since the last log, for the next one
+        loss_sum, grad_sum, window_steps = state["log_window"]
     session_start = time.monotonic()
     clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
     base_seconds = train_seconds
@@ -467,26 +474,12 @@ def _actions(
 # ------------------------------------------------------------------------------------------------- data
 def window_batches(
     data: DataSpec, history: int, batch_size: int, seed: int, epochs: int | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of windows (``history`` uint8 [B,h,H,W,3], ``next`` uint8 [B,H,W,3], ``history_len`` [B])."""
-    source = open_windows(data, history, seed)
-    rng = np.random.default_rng(seed)
-    buf: list[Mapping[str, Any]] = []
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        items = (source[i] for i in rng.permutation(len(source))) if isinstance(source, Sequence) else source
-        seen = 0
-        for clip in items:
-            seen += 1
-            buf.append(clip)
-            if len(buf) == batch_size:
-                yield _collate(buf, history)
-                buf = []
-        epoch += 1
-        if seen == 0 or iter(source) is source:
-            break  # empty, or a one-shot iterator that is now exhausted
-    if buf and epochs is not None:
-        yield _collate(buf, history)  # evaluation keeps the last partial batch
+) -> WindowBatches:
+    """Batches of windows (``history`` uint8 [B,h,H,W,3], ``next`` uint8 [B,H,W,3], ``history_len`` [B]).
+
+    Lists are reshuffled each epoch; the returned iterator's ``state_dict`` is its position (for checkpoints).
+    """
+    return WindowBatches(data, history, batch_size, seed, partial(_collate, k=history), epochs)
 
 
 def _collate(clips: list[Mapping[str, Any]], k: int) -> dict[str, torch.Tensor]:
