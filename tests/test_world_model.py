@@ -338,3 +338,14 @@ def test_incomplete_or_foreign_weights_are_refused(tmp_path) -> None:
         DiffusionWorldModel.from_pretrained(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="model directory not found"):  # never a hub download
         DiffusionWorldModel.from_pretrained(tmp_path / "elsewhere")
+
+
+def test_non_finite_predictions_raise_instead_of_turning_black() -> None:
+    broken = make_model()
+    with torch.no_grad():
+        for parameter in broken.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        broken.predict_next(frames(1, K), actions(1), steps=1, generator=gen(0))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        broken.rollout(frames(1, 1), actions(1)[:, None], steps=1, generator=gen(0))

@@ -581,6 +581,11 @@ def _to_unit(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    # NaN would turn into black pixels and pass every check downstream (a planner's NaN guard included).
+    if not torch.isfinite(frames).all():
+        raise FloatingPointError(
+            "the world model produced non-finite values (NaN or inf): its weights are corrupt or diverged"
+        )
     return ((frames + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
