@@ -168,12 +168,19 @@ def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
 # ---------------------------------------------------------------------------------------------- validation
 def _check_mu(mu: Any, n: int, latent_dim: int, dtype: type = np.float32) -> np.ndarray:
     """Latent actions ``[n, latent_dim]`` to fit an adapter on: right shape, all finite."""
-    mu = np.asarray(mu, dtype=dtype)
+    mu = np.array(mu, dtype=dtype)  # a copy: fit() wraps it with torch.from_numpy (read-only input warns)
     if mu.shape != (n, latent_dim):
         raise ValueError(f"mu must have shape [{n}, {latent_dim}], got {mu.shape}")
     if not np.isfinite(mu).all():
         raise ValueError("mu contains NaN or inf")
     return mu
+
+
+def _check_nonempty(actions: np.ndarray) -> np.ndarray:
+    # A fit on no transitions would fail inside torch (fit) or zero the motion term with a NaN error (fit_motion).
+    if len(actions) == 0:
+        raise ValueError("cannot fit an adapter on 0 transitions")
+    return actions
 
 
 def _check_discrete_batch(actions: Any, n: int) -> np.ndarray:
@@ -246,7 +253,8 @@ class ActionCodebook(LatentAdapter):
     def forward(self, actions: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
         z = self.embedding(actions.long())
         if self.motion is not None:
-            z = z + self.motion(self._motion_or_unknown(motion, len(z), z.device))
+            context = self._motion_or_unknown(motion, len(z), z.device)
+            z = z + self.motion(context.to(self.motion.weight.dtype))  # fp32 context, maybe bf16 weights
         return z
 
     def _check_actions(self, actions: Any) -> np.ndarray:
@@ -267,6 +275,9 @@ class ActionCodebook(LatentAdapter):
         Returns:
             The actions that had no samples; their rows keep the random initialisation.
         """
+        if not isinstance(max_per_action, int | np.integer) or max_per_action < 1:
+            # 0 would average no samples: a NaN row that to_latent then serves
+            raise ValueError(f"max_per_action must be an integer >= 1, got {max_per_action!r}")
         actions = _check_discrete_batch(actions, self.num_actions)
         mu = _check_mu(mu, len(actions), self.latent_dim)
         rng = np.random.default_rng(seed)
@@ -292,7 +303,7 @@ class ActionCodebook(LatentAdapter):
         """
         if self.motion is None:
             raise ValueError("fit_motion needs a codebook built with motion_dim > 0")
-        actions = _check_discrete_batch(actions, self.num_actions)
+        actions = _check_nonempty(_check_discrete_batch(actions, self.num_actions))
         context = self.check_motion(motion, len(actions)).astype(np.float64)
         mu = _check_mu(mu, len(actions), self.latent_dim, np.float64)
         seen = np.unique(actions)
@@ -370,7 +381,7 @@ class ActionMLP(LatentAdapter):
         x = (actions.float() - self.offset) / self.scale
         if self.motion_dim:
             x = torch.cat([x, self._motion_or_unknown(motion, len(x), x.device)], dim=1)
-        return self.net(x)
+        return self.net(x.to(self.net[0].weight.dtype))  # fp32 inputs, maybe bf16 weights
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         return _check_box_batch(actions, self._space)
@@ -394,7 +405,9 @@ class ActionMLP(LatentAdapter):
             seed: seed of the minibatch draws.
             motion: the transitions' motion contexts ``[N, motion_dim + 1]``, exactly when :attr:`uses_motion`.
         """
-        x = torch.from_numpy(self._check_actions(actions))
+        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        x = torch.from_numpy(_check_nonempty(self._check_actions(actions)))
         y = torch.from_numpy(_check_mu(mu, len(x), self.latent_dim))
         context = self.check_motion(motion, len(x))
         device = self.offset.device
@@ -419,7 +432,11 @@ class LatentOptions(LatentAdapter):
 
     def __init__(self, centres: np.ndarray | torch.Tensor) -> None:
         super().__init__()
-        centres = torch.as_tensor(np.asarray(centres, dtype=np.float32))
+        # A copy in fp32: the buffer must not alias the caller's array (reusing it would change the options).
+        if isinstance(centres, torch.Tensor):
+            centres = centres.detach().to("cpu", torch.float32, copy=True)
+        else:
+            centres = torch.from_numpy(np.array(centres, dtype=np.float32))
         if centres.ndim != 2 or len(centres) < 1 or not torch.isfinite(centres).all():
             raise ValueError(f"centres must be finite floats of shape [K, d], got {tuple(centres.shape)}")
         self.num_options, self.latent_dim = centres.shape

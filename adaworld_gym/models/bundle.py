@@ -244,12 +244,19 @@ class AdaWorldBundle:
             raise FileNotFoundError(f"not an AdaWorld bundle: {header_path} is missing")
         try:
             header = json.loads(header_path.read_text())
-            if header.get("format") != BUNDLE_FORMAT:
-                raise ValueError(f"format {header.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-            if not isinstance(header.get("action_space"), dict):
-                raise ValueError("no 'action_space' entry")
+            found = header.get("format")
+            other_version = isinstance(found, str) and found.startswith("adaworld-bundle/")
+            if found != BUNDLE_FORMAT and not other_version:
+                raise ValueError(f"format {found!r}, expected {BUNDLE_FORMAT!r}")
         except (ValueError, AttributeError) as e:
             raise ValueError(f"corrupt bundle header {header_path}: {e}") from e
+        if found != BUNDLE_FORMAT:  # not corrupt: written by another adaworld-gym version
+            raise ValueError(
+                f"bundle {directory} has format {found!r} (written by adaworld-gym {header.get('version', '?')}); "
+                f"adaworld-gym {__version__} reads {BUNDLE_FORMAT!r} bundles"
+            )
+        if not isinstance(header.get("action_space"), dict):
+            raise ValueError(f"corrupt bundle header {header_path}: no 'action_space' entry")
         if expected_action_space is not None:  # a cheap check before any weights are read; exact one below
             expected, found = describe_space(expected_action_space), header["action_space"]
             if expected != found:
@@ -264,6 +271,12 @@ class AdaWorldBundle:
             raise ValueError(f"corrupt bundle header {header_path}: bad 'shared' entry {shared!r}")
 
         def load(name: str, model_cls: type) -> Any:
+            if name in shared and not (directory / shared[name]).is_dir():
+                raise FileNotFoundError(
+                    f"bundle {directory} shares its {name} with {shared[name]!r} (relative to the bundle), but "
+                    f"{(directory / shared[name]).resolve()} does not exist: a bundle that shares a model must keep "
+                    "its place next to it (move both, or save it with shared={} to hold a copy)"
+                )
             return _load_model(model_cls, directory / shared.get(name, name), device)
 
         world_model = load("world_model", DiffusionWorldModel)

@@ -327,6 +327,8 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         return self.to_latent(self.enc_norm(x[:, 1, 0]))  # the action token of f_{t+1}
 
     def _decode(self, f_t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # forward() hands over an fp32 z; a model cast to bf16 (``.to(torch.bfloat16)``) needs it in its dtype.
+        z = z.to(self.dec_action.weight.dtype)
         x = self.dec_patch(self._patchify(f_t)) + self.dec_pos + self.dec_action(z).unsqueeze(1)
         for i, block in enumerate(self.dec_blocks):
             if self.config.film:
@@ -489,7 +491,7 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             mu = torch.cat(
                 [
                     self(a[i : i + chunk_size], b[i : i + chunk_size]).mu
-                    for i in range(0, a.shape[0], chunk_size)
+                    for i in range(0, max(a.shape[0], 1), chunk_size)  # an empty batch: one empty call
                 ]
             )
         finally:
@@ -523,7 +525,7 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             out = torch.cat(
                 [
                     self._decode(x[i : i + chunk_size], zt[i : i + chunk_size])
-                    for i in range(0, x.shape[0], chunk_size)
+                    for i in range(0, max(x.shape[0], 1), chunk_size)  # an empty batch: one empty call
                 ]
             )
         finally:
@@ -558,7 +560,7 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         if not as_numpy and not isinstance(images, torch.Tensor):
             raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(images).__name__}")
         if _is_uint8(images):
-            t = torch.from_numpy(np.ascontiguousarray(images)) if as_numpy else images
+            t = _from_numpy(images) if as_numpy else images
             if t.ndim not in (3, 4) or t.shape[-1] != channels:
                 raise ValueError(
                     f"{name}: uint8 images must be [B, H, W, {channels}] or [H, W, {channels}], got shape "
@@ -602,7 +604,7 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         if isinstance(z, np.ndarray):
             if not np.issubdtype(z.dtype, np.floating):
                 raise ValueError(f"z must be a float array, got dtype {z.dtype}")
-            z = torch.from_numpy(np.asarray(z, dtype=np.float32))
+            z = _from_numpy(z.astype(np.float32, copy=False))
         elif not isinstance(z, torch.Tensor) or not z.is_floating_point():
             raise ValueError(f"z must be a float numpy array or tensor, got {type(z).__name__}")
         if z.ndim == 0 or z.shape[-1] != dim or z.ndim > 2:
@@ -623,6 +625,12 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 def _check_chunk_size(chunk_size: Any) -> None:
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    # A read-only array (np.load(mmap_mode="r"), a frozen buffer) is copied: torch.from_numpy would warn that
+    # writing through the tensor is undefined; a negatively strided view is copied too (torch cannot view it).
+    return torch.from_numpy(np.require(array, requirements=("C", "W")))
 
 
 def _is_uint8(x: Any) -> bool:

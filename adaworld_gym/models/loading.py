@@ -62,6 +62,30 @@ class CheckedLoadingMixin:
             raise ValueError(f"{path}: the weights do not fit the {cls.__name__} of its config ({found})")
         return (model, info) if want_info else model
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """diffusers' ``save_pretrained``, minus the weight files of an earlier save that it leaves behind.
+
+        diffusers deletes an earlier save's stale shards but not its shard index: saving unsharded over a
+        sharded save left an index naming deleted files, and the directory no longer loaded; saving sharded
+        over an unsharded save left the old single file next to the new shards.
+        """
+        super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+        if kwargs.get("is_main_process", args[0] if args else True):
+            _drop_stale_weights(Path(os.fspath(save_directory)))
+
+
+def _drop_stale_weights(directory: Path) -> None:
+    for index in directory.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not diffusers' index: leave it alone
+        if all((directory / shard).is_file() for shard in shards):
+            # The shards just written: the single file of the same name is from an earlier save.
+            (directory / index.name.removesuffix(".index.json")).unlink(missing_ok=True)
+        else:  # diffusers removed the shards it names: this save was unsharded
+            index.unlink()
+
 
 DIGEST_SUFFIXES = (".safetensors", ".json", ".npy")  # what decides a saved model's or bundle's behaviour
 
@@ -83,9 +107,12 @@ def directory_digest(*dirs: str | os.PathLike) -> str:
             root = root / "model"
         if not root.is_dir():
             raise FileNotFoundError(f"cannot fingerprint {root}: not a directory")
+        # Hidden entries are skipped below the root only: a root reached through ".." (a bundle's shared model,
+        # "bundle/../../world_model") or inside a hidden folder (~/.cache) would otherwise hash no files at all.
         files = sorted(
             p for p in root.rglob("*")
-            if p.is_file() and p.suffix in DIGEST_SUFFIXES and not any(part.startswith(".") for part in p.parts)
+            if p.is_file() and p.suffix in DIGEST_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )  # fmt: skip
         for path in files:
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")

@@ -95,13 +95,14 @@ class RewardHead(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             z: float ``[B, latent_dim]`` when ``latent_dim > 0``, else None.
         """
         a, b = self._image(prev), self._image(next_frame)
-        features = self.encoder(torch.cat([a, b, b - a], dim=1))
+        dtype = self.mlp[0].weight.dtype  # fp32 unless the head was cast (.to(torch.bfloat16))
+        features = self.encoder(torch.cat([a, b, b - a], dim=1).to(dtype))
         d = self.config.latent_dim
         if d:
             if z is None or z.ndim != 2 or z.shape != (features.shape[0], d):
                 got = None if z is None else tuple(z.shape)
                 raise ValueError(f"this reward head takes latent actions z of shape [B, {d}], got {got}")
-            features = torch.cat([features, z.to(features.device, torch.float32)], dim=1)
+            features = torch.cat([features, z.to(features.device, dtype)], dim=1)
         elif z is not None:
             raise ValueError("this reward head was trained without latent actions; pass z=None")
         out = self.mlp(features)
@@ -158,7 +159,8 @@ class RewardHead(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 
 def _tensor(x: FrameArray, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        # Read-only arrays (np.load(mmap_mode="r")) are copied: torch.from_numpy warns about them.
+        return torch.from_numpy(np.require(x, requirements=("C", "W")))
     if isinstance(x, torch.Tensor):
         return x
     raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")

@@ -217,6 +217,9 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         # NHWC lets oneDNN pick faster convolutions, and on a CPU a batch runs in chunks of CPU_CHUNK rows, whose
         # activations stay in cache: batch 64, 2 threads: 59 -> 88 frames/s (interleaved A/B, medians of 3).
         x = torch.cat([scaled_noisy, history], dim=1).contiguous(memory_format=torch.channels_last)
+        # Inputs in the weights' dtype: a no-op for fp32 weights, needed for a model cast with .to(torch.bfloat16).
+        weight_dtype = self.unet.conv_in.weight.dtype
+        x, cond = x.to(weight_dtype), cond.to(weight_dtype)
         chunk = CPU_CHUNK if x.device.type == "cpu" else x.shape[0]
         unet, context = self.unet, self._autocast()
         bf16 = self.config.autocast_dtype == "bfloat16"
@@ -288,8 +291,9 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         """Embedding [B,temb] of (z [B,d], history length [B] in 1..k, augmentation level [B])."""
         if self.config.action_agnostic:
             z = torch.zeros_like(z)
-        length = F.one_hot(history_len.long() - 1, self.config.num_history).to(z.dtype)
-        return self.cond_mlp(torch.cat([z, length, aug_level.to(z.dtype)[:, None]], dim=1))
+        dtype = self.cond_mlp[0].weight.dtype  # fp32 z into a model cast to bf16 would not multiply
+        length = F.one_hot(history_len.long() - 1, self.config.num_history)
+        return self.cond_mlp(torch.cat([z.to(dtype), length.to(dtype), aug_level.to(dtype)[:, None]], dim=1))
 
     @property
     def device(self) -> torch.device:
@@ -568,7 +572,8 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 
 def _as_tensor(x: FrameArray | Sequence, name: str, device: torch.device) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        # Read-only arrays (np.load(mmap_mode="r")) are copied: torch.from_numpy warns about them.
+        return torch.from_numpy(np.require(x, requirements=("C", "W"))).to(device)
     if isinstance(x, torch.Tensor):
         return x.to(device)
     if isinstance(x, list | tuple):

@@ -1,0 +1,175 @@
+"""Regression tests for the models review (session 24): digests, stale shards, bf16 casts, edge inputs."""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from adaworld_gym.models import (
+    ActionCodebook,
+    ActionMLP,
+    AdaWorldBundle,
+    DiffusionWorldModel,
+    LatentOptions,
+    tiny_random_bundle,
+    world_model_preset,
+)
+from adaworld_gym.models.bundle import bundle_digest
+from adaworld_gym.models.loading import directory_digest
+
+
+@pytest.fixture(scope="module")
+def bundle(one_thread):
+    return tiny_random_bundle("discrete", reward_head=True)
+
+
+def _frames(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 2, 64, 64, 3), dtype=np.uint8)
+
+
+def _tiny_world_model(seed):
+    torch.manual_seed(seed)
+    return DiffusionWorldModel(**world_model_preset("tiny"), num_history=2, action_dim=8).eval()
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_bundle_digest_covers_shared_models(bundle, tmp_path):
+    # The shared path is "../../shared_wm": its ".." parts used to exclude every file of the shared model.
+    bundle.world_model.save_pretrained(tmp_path / "shared_wm")
+    bundle.save_pretrained(tmp_path / "bundles" / "a", shared={"world_model": tmp_path / "shared_wm"})
+    before = bundle_digest(tmp_path / "bundles" / "a")
+    model = DiffusionWorldModel.from_pretrained(tmp_path / "shared_wm")
+    with torch.no_grad():
+        model.null_action.add_(1.0)
+    model.save_pretrained(tmp_path / "shared_wm")
+    assert bundle_digest(tmp_path / "bundles" / "a") != before
+
+
+def test_directory_digest_under_hidden_folder(bundle, tmp_path):
+    bundle.world_model.save_pretrained(tmp_path / "plain" / "wm")
+    shutil.copytree(tmp_path / "plain", tmp_path / ".cache")
+    (tmp_path / ".cache" / "wm" / ".notes").mkdir()
+    (tmp_path / ".cache" / "wm" / ".notes" / "x.json").write_text("{}")  # hidden below the root: skipped
+    assert directory_digest(tmp_path / ".cache" / "wm") == directory_digest(tmp_path / "plain" / "wm")
+    assert directory_digest(tmp_path / "plain" / "wm") != directory_digest(tmp_path / "plain")  # not empty
+
+
+def test_unsharded_save_over_sharded_save_loads(tmp_path, one_thread):
+    sharded, single = _tiny_world_model(0), _tiny_world_model(1)
+    sharded.save_pretrained(tmp_path / "wm", max_shard_size="50KB")
+    assert (tmp_path / "wm" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    single.save_pretrained(tmp_path / "wm")  # diffusers left the old index, naming deleted shards
+    assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), single)
+    assert sorted(os.listdir(tmp_path / "wm")) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    sharded.save_pretrained(tmp_path / "wm", max_shard_size="50KB")  # the old single file goes
+    assert not (tmp_path / "wm" / "diffusion_pytorch_model.safetensors").exists()
+    assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), sharded)
+
+
+def test_models_cast_to_bfloat16_run(bundle):
+    frames = _frames(2)
+    f_t, f_t1 = frames[:, 0], frames[:, 1]
+    lam = copy.deepcopy(bundle.lam).to(torch.bfloat16)
+    mu32, mu16 = bundle.lam.encode(f_t, f_t1), lam.encode(f_t, f_t1)
+    assert mu16.dtype == np.float32 and np.abs(mu16 - mu32).max() < 0.05
+    assert lam.decode(f_t, mu16).shape == (2, 64, 64, 3)
+    out = lam(torch.rand(2, 3, 64, 64, dtype=torch.bfloat16), torch.rand(2, 3, 64, 64, dtype=torch.bfloat16))
+    assert torch.isfinite(out.loss)
+    z = bundle.adapter.to_latent(np.array([0, 3]))
+    wm = copy.deepcopy(bundle.world_model).to(torch.bfloat16)
+    assert wm.predict_next(frames, z, guidance_scale=1.5).shape == (2, 64, 64, 3)
+    assert torch.isfinite(wm.training_loss(frames, f_t1, z))
+    rewards, _, probs = copy.deepcopy(bundle.reward_head).to(torch.bfloat16).predict(f_t, f_t1, z)
+    assert rewards.shape == probs.shape == (2,)
+    codebook = ActionCodebook(3, 4, motion_dim=2).to(torch.bfloat16)
+    assert codebook.to_latent(np.array([1]), np.zeros((1, 3), np.float32)).shape == (1, 4)
+    mlp = ActionMLP(2, 4, motion_dim=2).to(torch.bfloat16)
+    assert mlp.to_latent(np.zeros((1, 2)), np.zeros((1, 3), np.float32)).dtype == np.float32
+
+
+def test_lam_empty_batch(bundle):
+    empty = np.zeros((0, 64, 64, 3), np.uint8)
+    mu = bundle.lam.encode(empty, empty)
+    assert mu.shape == (0, 32) and mu.dtype == np.float32
+    assert bundle.lam.encode(np.zeros((0, 2, 64, 64, 3), np.uint8)).shape == (0, 32)
+    out = bundle.lam.decode(empty, mu)
+    assert out.shape == (0, 64, 64, 3) and out.dtype == np.uint8
+
+
+def test_read_only_inputs_do_not_warn():
+    # torch warns once per process about read-only arrays: only a fresh process shows it.
+    code = """
+import warnings
+import numpy as np
+import torch
+torch.set_num_threads(1)
+from adaworld_gym.models import tiny_random_bundle
+b = tiny_random_bundle("discrete", reward_head=True)
+warnings.simplefilter("error")
+def frozen(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+frames = frozen(np.random.default_rng(0).integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8))
+z = frozen(b.adapter.to_latent(np.array([0, 1])))
+b.lam.encode(frames[:, 0], frames[:, 1])
+b.lam.decode(frames[:, 0], z)
+b.world_model.predict_next(frames, z, steps=1)
+b.reward_head.predict(frames[:, 0], frames[:, 1], z)
+ActionMLP = type(b.adapter).__mro__[1].registry["ActionMLP"]
+ActionMLP(2, 32).fit(frozen(np.zeros((4, 2), np.float32)), z.repeat(2, 0), steps=1)
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+
+
+def test_latent_options_copies_centres():
+    centres = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    options = LatentOptions(centres)
+    before = options.to_latent(np.array([0])).copy()
+    centres[:] = 0.0  # the caller reuses its array
+    np.testing.assert_array_equal(options.to_latent(np.array([0])), before)
+    grad = torch.ones(2, 4, requires_grad=True)
+    assert LatentOptions(grad).centres.dtype == torch.float32
+    assert LatentOptions(torch.ones(2, 4, dtype=torch.bfloat16)).centres.dtype == torch.float32
+
+
+def test_adapter_fits_reject_empty_or_zero_inputs():
+    codebook = ActionCodebook(3, 4)
+    with pytest.raises(ValueError, match="max_per_action"):  # used to write a NaN row
+        codebook.init_from_labelled(np.zeros(3, np.int64), np.zeros((3, 4)), max_per_action=0)
+    assert torch.isfinite(codebook.embedding.weight).all()
+    assert codebook.init_from_labelled(np.zeros(0, np.int64), np.zeros((0, 4))) == [0, 1, 2]
+    moving = ActionCodebook(3, 4, motion_dim=2)
+    with pytest.raises(ValueError, match="0 transitions"):  # used to zero the motion term, returning NaN
+        moving.fit_motion(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros((0, 3), np.float32))
+    mlp = ActionMLP(2, 4)
+    with pytest.raises(ValueError, match="0 transitions"):
+        mlp.fit(np.zeros((0, 2), np.float32), np.zeros((0, 4), np.float32), steps=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        mlp.fit(np.zeros((3, 2), np.float32), np.zeros((3, 4), np.float32), steps=1, batch_size=0)
+
+
+def test_moved_sharing_bundle_and_newer_format_errors(bundle, tmp_path):
+    bundle.world_model.save_pretrained(tmp_path / "shared_wm")
+    bundle.save_pretrained(tmp_path / "bundles" / "a", shared={"world_model": tmp_path / "shared_wm"})
+    shutil.move(tmp_path / "bundles" / "a", tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match="shares its world_model with '../../shared_wm'"):
+        AdaWorldBundle.from_pretrained(tmp_path / "moved")
+    shutil.move(tmp_path / "moved", tmp_path / "bundles" / "a")
+    header_path = tmp_path / "bundles" / "a" / "bundle.json"
+    header = json.loads(header_path.read_text())
+    header_path.write_text(json.dumps({**header, "format": "adaworld-bundle/2", "version": "9.0"}))
+    with pytest.raises(ValueError, match=r"format 'adaworld-bundle/2' \(written by adaworld-gym 9.0\)"):
+        AdaWorldBundle.from_pretrained(tmp_path / "bundles" / "a")
