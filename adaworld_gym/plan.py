@@ -90,22 +90,6 @@ def make_env(env_id: str = PUSH_ENV_ID, **kwargs: Any) -> gymnasium.Env:
     return gymnasium.make(env_id, **kwargs)
 
 
-def _worker_env(env_id: str) -> gymnasium.Env:
-    """:func:`make_env` for the oracle's simulator workers, which leave quietly on Ctrl-C.
-
-    A terminal's Ctrl-C reaches the workers too; without this each one prints a KeyboardInterrupt traceback
-    under the command's own one-line "interrupted" (the parent stops the pool either way).
-    """
-    import signal
-
-    signal.signal(signal.SIGINT, _leave_quietly)  # runs in the worker's main thread
-    return make_env(env_id)
-
-
-def _leave_quietly(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # multiprocessing reports a SystemExit without a traceback
-
-
 def _check_env_id(env_id: str) -> None:
     if env_id != PUSH_ENV_ID:
         raise ValueError(
@@ -344,8 +328,7 @@ def _build_dynamics(
     resolved: str | Path, env_id: str, workers: int, denoise_steps: int, seed: int
 ) -> tuple[Dynamics, Callable[[], None]]:
     if resolved == "oracle":
-        factory = _worker_env if workers > 0 else make_env  # workers=0: this process keeps its handler
-        oracle = SimulatorDynamics(functools.partial(factory, env_id), workers=workers)
+        oracle = SimulatorDynamics(functools.partial(make_env, env_id), workers=workers)
         return oracle, oracle.close
     dynamics = WorldModelDynamics(load_push_bundle(resolved), steps=denoise_steps, generator_seed=seed)
     return dynamics, lambda: None

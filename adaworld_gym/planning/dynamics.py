@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import os
+import signal
 import traceback
 from collections.abc import Callable
 from multiprocessing import get_context
@@ -306,6 +307,9 @@ def _check_state_api(env: gymnasium.Env) -> None:
 
 def _worker_main(conn: Connection, parent: int, env_factory: Callable[[], gymnasium.Env]) -> None:
     """A simulator worker: build the env, then answer ``("rollout", state, actions)`` until ``("close",)``."""
+    # A terminal's Ctrl-C reaches the whole process group: the parent stops the pool (close()), so a worker
+    # ignores it rather than print a KeyboardInterrupt traceback of its own or die mid-answer.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(parent)
     try:
         env = env_factory()
