@@ -272,7 +272,9 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
     _check_out_file(args.out, GIF_SUFFIXES)
     lam = args.lam or shipped(DEFAULT_LAM, "latent action model")
     model = args.model or shipped(DEFAULT_WORLD_MODEL, "world model")
-    out = transfer_gif(args.source, args.target, args.out, lam, model, steps=args.steps, seed=args.seed)
+    out = transfer_gif(
+        args.source, args.target, args.out, lam, model, steps=args.steps, seed=args.seed, progress=True
+    )
     print(f"wrote {out} (source | transferred)")
 
 

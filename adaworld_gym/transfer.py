@@ -35,6 +35,7 @@ def transfer(
     steps: int = 20,
     denoise_steps: int = 3,
     seed: int = 0,
+    progress: bool = False,
 ) -> np.ndarray:
     """Drive a rollout from ``target_history`` with the latent actions of ``source_frames``.
 
@@ -46,6 +47,7 @@ def transfer(
         steps: frames to generate.
         denoise_steps: Euler steps per frame.
         seed: the sampling noise; the same seed gives the same frames.
+        progress: show a progress bar over the rollout's frames.
 
     Returns:
         uint8 [steps,H,W,3]: frame i is the target scene after the source's action i.
@@ -64,7 +66,7 @@ def transfer(
     z = label_actions(lam, source[:steps], source[1 : steps + 1])  # [steps, d], as in training
     history = target[-wm.config.num_history :]
     gen = torch.Generator().manual_seed(seed)
-    return wm.rollout(history[None], z[None], steps=denoise_steps, generator=gen)[0]
+    return wm.rollout(history[None], z[None], steps=denoise_steps, generator=gen, progress=progress)[0]
 
 
 def load_frames(path: str | os.PathLike, size: int = 64, target_hz: float | None = 10.0) -> np.ndarray:
@@ -113,6 +115,7 @@ def transfer_gif(
     target_frames: int = 1,
     fps: float = 5.0,
     scale: int = 3,
+    progress: bool = False,
 ) -> Path:
     """Transfer the actions of ``source`` to ``target`` and write a side-by-side GIF (source | transferred).
 
@@ -123,6 +126,7 @@ def transfer_gif(
         steps, denoise_steps, seed: as in :func:`transfer`.
         target_frames: how many leading target frames form the history the rollout starts from.
         fps, scale: GIF frame rate and pixel upscaling.
+        progress: show a progress bar over the rollout's frames.
 
     Returns:
         ``out``. The GIF's first frame shows both starting frames, then the source's next ``steps`` frames
@@ -137,7 +141,9 @@ def transfer_gif(
     if target_frames < 1:
         raise ValueError(f"target_frames must be >= 1, got {target_frames}")
     history = _check_frames(tgt, "target", size)[:target_frames]
-    frames = transfer(lam, model, src, history, steps=steps, denoise_steps=denoise_steps, seed=seed)
+    frames = transfer(
+        lam, model, src, history, steps=steps, denoise_steps=denoise_steps, seed=seed, progress=progress
+    )
     video = side_by_side(src[: steps + 1], np.concatenate([history[-1:], frames]))
     return save_gif(video, out, fps=fps, scale=scale)
 

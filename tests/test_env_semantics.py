@@ -1,4 +1,4 @@
-"""Regression tests from a review of the envs against Gymnasium 1.x and SB3 semantics (tiny bundles, CPU)."""
+"""The envs against Gymnasium 1.x and SB3 semantics (tiny bundles, CPU)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Regression tests for the models review (session 24): digests, stale shards, bf16 casts, edge inputs."""
+"""Model edge cases: bundle digests, stale shards, bf16 casts, empty and read-only inputs."""
 
 import copy
 import json

@@ -1,4 +1,4 @@
-"""Regression tests from the planning review: the simulator oracle's frames when a candidate ends on its first
+"""Planning edge cases: the simulator oracle's frames when a candidate ends on its first
 step, and two goal-cost edge cases."""
 
 from __future__ import annotations

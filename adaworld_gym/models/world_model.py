@@ -411,6 +411,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         guidance_scale: float = 1.0,
         history_len: FrameArray | Sequence[int] | None = None,
+        progress: bool = False,
     ) -> FrameArray:
         """Autoregressive rollout: predict, shift the window, append the (uint8-quantised) prediction, repeat.
 
@@ -418,6 +419,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             history: uint8 [B,h,H,W,3] (see :meth:`predict_next`).
             z_seq: float [B,T,action_dim], one latent action per predicted frame.
             steps, generator, guidance_scale, history_len: as in :meth:`predict_next`.
+            progress: show a tqdm bar over the T frames (long rollouts on a CPU take seconds a frame).
 
         Returns:
             uint8 [B,T,H,W,3], the same kind (numpy / tensor) as ``history``. Equal to T chained
@@ -434,6 +436,10 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         zs = [self._check_z(z_seq[:, t], batch, f"z_seq[:, {t}]") for t in range(z_seq.shape[1])]  # all first
         window = self._pad_history(hist, lengths)
         frames = []
+        if progress:
+            from tqdm.auto import tqdm
+
+            zs = tqdm(zs, desc="rollout", unit="frame")
         for z in zs:
             frame = _to_uint8(self._sample(window, lengths, z, steps, generator, guidance_scale))
             frames.append(frame)
