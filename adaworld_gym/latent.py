@@ -88,6 +88,13 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, iters: int = 100) -> np.nd
     points = np.asarray(points, np.float32)
     if points.ndim != 2 or len(points) < k:
         raise ValueError(f"need at least k={k} latent vectors [N, d] to cluster, got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("latent vectors to cluster contain NaN or inf")
+    distinct = len(np.unique(points, axis=0))
+    if distinct < k:  # sklearn would return repeated centres (options that do the same thing) with a warning
+        raise ValueError(
+            f"only {distinct} distinct latent vectors for k={k} options: lower k or encode more data"
+        )
     return (
         KMeans(k, n_init=4, max_iter=iters, random_state=seed).fit(points).cluster_centers_.astype(np.float32)
     )

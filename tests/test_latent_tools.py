@@ -111,3 +111,11 @@ def test_cli_errors_are_clear(tmp_path):
         np.savez(f, z=np.zeros(32, np.float32))
     r = _cli("compose", tmp_path / "a.npy", "--out", tmp_path / "o.npy")
     assert r.returncode == 2 and "a.npy" in r.stderr and ".npz archive" in r.stderr
+
+
+def test_kmeans_refuses_too_few_distinct_points():
+    points = np.repeat(np.eye(2, 4, dtype=np.float32), 5, axis=0)  # 10 vectors, 2 distinct
+    with pytest.raises(ValueError, match="only 2 distinct latent vectors for k=3"):
+        kmeans(points, 3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kmeans(np.full((4, 2), np.nan, np.float32), 2)
