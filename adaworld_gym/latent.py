@@ -91,9 +91,13 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, iters: int = 100) -> np.nd
     if not np.isfinite(points).all():
         raise ValueError("latent vectors to cluster contain NaN or inf")
     distinct = len(np.unique(points, axis=0))
-    if distinct < k:  # sklearn would return repeated centres (options that do the same thing) with a warning
-        raise ValueError(
-            f"only {distinct} distinct latent vectors for k={k} options: lower k or encode more data"
+    if distinct < k:  # sklearn then repeats centres: options that do the same thing (e.g. an untrained LAM)
+        import warnings
+
+        warnings.warn(
+            f"only {distinct} distinct latent vectors for k={k} options: some options will coincide; lower k or "
+            "encode more data",
+            stacklevel=2,
         )
     return (
         KMeans(k, n_init=4, max_iter=iters, random_state=seed).fit(points).cluster_centers_.astype(np.float32)
