@@ -119,6 +119,17 @@ def reuse_problem(directory: Path, protocol: dict[str, Any]) -> str | None:
     return None
 
 
+def check_reuse_dirs(out: Path, reuse: list[Path], protocol: dict[str, Any]) -> None:
+    """Exit before anything runs if a ``--reuse`` directory cannot contribute under ``protocol`` (saying why:
+    rather than run its models again) or if ``out`` holds an unreadable ``results.json``."""
+    for directory in reuse:
+        problem = reuse_problem(Path(directory), protocol)
+        if problem is not None:
+            raise SystemExit(f"--reuse {directory}: {problem}")
+    if (Path(out) / "results.json").is_file():
+        read_json(Path(out) / "results.json", "results file")
+
+
 def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any] | None:
     """The ``results.json`` in ``directory`` if its ``meta`` matches every ``protocol`` setting, else None
     (also for a missing or unreadable file): what a ``--reuse`` directory may contribute."""

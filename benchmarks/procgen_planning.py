@@ -590,14 +590,7 @@ def main(args: Args) -> dict[str, Any]:
     reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
     protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
     protocol.update(preset=args.preset, seed=args.seed, cost=args.cost, episode_steps=EPISODE_STEPS)
-    # A --reuse directory that cannot contribute is a mistake: say why before anything runs (rather than run
-    # its models again). An unreadable results.json, there or in --out, stops the run too.
-    for directory in args.reuse:
-        problem = _common.reuse_problem(Path(directory), protocol)
-        if problem is not None:
-            raise SystemExit(f"--reuse {directory}: {problem}")
-    if (args.out / "results.json").is_file():
-        _common.read_json(args.out / "results.json", "results file")
+    _common.check_reuse_dirs(args.out, args.reuse, protocol)
     args.out.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, Any] = {}

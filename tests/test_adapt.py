@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from synthetic_data import grid_episodes
 
 from adaworld_gym.cli import main as cli_main
-from adaworld_gym.data.episodes import Episode, EpisodeStore
+from adaworld_gym.data.episodes import EpisodeStore
 from adaworld_gym.models.adapters import ActionCodebook, ActionMLP
 from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 from adaworld_gym.training.adapt import (
@@ -29,32 +30,6 @@ from benchmarks.world_model import synthetic_push_like
 
 torch.set_num_threads(1)  # the machine is shared: one thread is the fastest per core
 FAST = dict(batch_size=4, eval_denoise_steps=1, log_every=1, progress=False)
-MOVES = np.array([[0, 0], [-4, 0], [4, 0], [0, -4], [0, 4]])  # action 0 is a no-op; 5..14 never taken
-
-
-def grid_episodes(root, episodes: int = 4, steps: int = 12, seed: int = 0):
-    """Discrete-action episodes (Procgen's Discrete(15) space; actions 0-4 move a square)."""
-    store = EpisodeStore(root / "grid", create=True)
-    rng = np.random.default_rng(seed)
-    for i in range(episodes):
-        pos, frames = rng.integers(16, 48, 2), []
-        actions = rng.integers(0, 5, steps)
-        for t in range(steps + 1):
-            frame = np.full((64, 64, 3), 40, np.uint8)
-            frame[pos[0] - 4 : pos[0] + 4, pos[1] - 4 : pos[1] + 4] = (250, 200, 30)
-            frames.append(frame)
-            if t < steps:
-                pos = np.clip(pos + MOVES[actions[t]], 6, 58)
-        store.write(
-            f"ep_{i:06d}",
-            Episode(
-                frames=np.stack(frames),
-                actions=actions.astype(np.int64),
-                env_id="synthetic:grid",
-                action_space={"type": "discrete", "n": 15},
-            ),
-        )
-    return root / "grid"
 
 
 def save_pretrained(tmp, action_agnostic: bool = False):
@@ -276,7 +251,6 @@ def test_adapt_with_motion_fits_and_saves_a_motion_adapter(grid, tmp_path):
 
 def test_a_resumed_adaptation_collection_keeps_the_uninterrupted_set(tmp_path):
     from adaworld_gym.data.collect import collect_procgen
-    from adaworld_gym.data.episodes import EpisodeStore
     from adaworld_gym.training.adapt import collect_adaptation_data
 
     kwargs = dict(samples_per_action=3, episode_steps=10, seed=0)

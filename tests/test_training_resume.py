@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_data import grid_episodes
 
 from adaworld_gym.data.clips import WindowBatches
 from adaworld_gym.data.episodes import Episode, EpisodeStore
@@ -178,29 +179,6 @@ def test_reward_resumed_after_a_kill_matches_the_uninterrupted_run(tmp_path):
     assert summaries[0] == summaries[1]
 
 
-def grid_episodes(root: Path, episodes: int = 3, steps: int = 12) -> Path:
-    """Discrete-action episodes: actions 0-4 move a square (Procgen's Discrete(15) space)."""
-    store = EpisodeStore(root, create=True)
-    rng = np.random.default_rng(0)
-    moves = np.array([[0, 0], [-4, 0], [4, 0], [0, -4], [0, 4]])
-    for i in range(episodes):
-        pos, frames, actions = rng.integers(16, 48, 2), [], rng.integers(0, 5, steps)
-        for t in range(steps + 1):
-            frame = np.full((64, 64, 3), 40, np.uint8)
-            frame[pos[0] - 4 : pos[0] + 4, pos[1] - 4 : pos[1] + 4] = (250, 200, 30)
-            frames.append(frame)
-            if t < steps:
-                pos = np.clip(pos + moves[actions[t]], 6, 58)
-        store.write(
-            f"ep_{i:06d}",
-            Episode(
-                frames=np.stack(frames), actions=actions.astype(np.int64), env_id="synthetic:grid",
-                action_space={"type": "discrete", "n": 15},
-            ),
-        )  # fmt: skip
-    return root
-
-
 @pytest.fixture(scope="module")
 def adaptation(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
@@ -209,9 +187,9 @@ def adaptation(tmp_path_factory):
     bundle.lam.save_pretrained(root / "lam")
     kw = dict(
         samples_per_action=6, max_steps=7, batch_size=4, eval_denoise_steps=1, log_every=2, eval_at=[0, 3, 7],
-        eval_data=grid_episodes(root / "eval"), eval_samples=8, checkpoint_every=3, progress=False,
+        eval_data=grid_episodes(root / "eval", episodes=3), eval_samples=8, checkpoint_every=3, progress=False,
     )  # fmt: skip
-    return root / "wm", root / "lam", grid_episodes(root / "grid"), kw
+    return root / "wm", root / "lam", grid_episodes(root, episodes=3), kw
 
 
 def test_adapt_resumed_after_sigterm_matches_the_uninterrupted_run(adaptation, tmp_path, monkeypatch):

@@ -1,0 +1,34 @@
+"""Synthetic episode data shared by several test modules (not collected: no ``test_`` prefix)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adaworld_gym.data.episodes import Episode, EpisodeStore
+
+MOVES = np.array([[0, 0], [-4, 0], [4, 0], [0, -4], [0, 4]])  # action 0 is a no-op; 5..14 never taken
+
+
+def grid_episodes(root, episodes: int = 4, steps: int = 12, seed: int = 0):
+    """Discrete-action episodes (Procgen's Discrete(15) space; actions 0-4 move a square)."""
+    store = EpisodeStore(root / "grid", create=True)
+    rng = np.random.default_rng(seed)
+    for i in range(episodes):
+        pos, frames = rng.integers(16, 48, 2), []
+        actions = rng.integers(0, 5, steps)
+        for t in range(steps + 1):
+            frame = np.full((64, 64, 3), 40, np.uint8)
+            frame[pos[0] - 4 : pos[0] + 4, pos[1] - 4 : pos[1] + 4] = (250, 200, 30)
+            frames.append(frame)
+            if t < steps:
+                pos = np.clip(pos + MOVES[actions[t]], 6, 58)
+        store.write(
+            f"ep_{i:06d}",
+            Episode(
+                frames=np.stack(frames),
+                actions=actions.astype(np.int64),
+                env_id="synthetic:grid",
+                action_space={"type": "discrete", "n": 15},
+            ),
+        )
+    return root / "grid"
