@@ -53,6 +53,29 @@ def test_bundle_digest_covers_shared_models(bundle, tmp_path):
         model.null_action.add_(1.0)
     model.save_pretrained(tmp_path / "shared_wm")
     assert bundle_digest(tmp_path / "bundles" / "a") != before
+    with pytest.raises(ValueError, match="changed since the bundle was saved"):
+        AdaWorldBundle.from_pretrained(tmp_path / "bundles" / "a")
+
+
+def test_shared_model_notes_may_change(bundle, tmp_path):
+    bundle.world_model.save_pretrained(tmp_path / "shared_wm")
+    bundle.save_pretrained(tmp_path / "b", shared={"world_model": tmp_path / "shared_wm"})
+    (tmp_path / "shared_wm" / "train_summary.json").write_text('{"stages": 2}')  # not weights: still loads
+    loaded = AdaWorldBundle.from_pretrained(tmp_path / "b")
+    assert _same_weights(loaded.world_model, bundle.world_model)
+
+
+def test_bundle_saved_without_shared_digests_loads(bundle, tmp_path):
+    bundle.world_model.save_pretrained(tmp_path / "shared_wm")
+    bundle.save_pretrained(tmp_path / "b", shared={"world_model": tmp_path / "shared_wm"})
+    header = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert set(header.pop("shared_digests")) == {"world_model"}
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(header))  # as bundles saved before session 25
+    assert _same_weights(AdaWorldBundle.from_pretrained(tmp_path / "b").world_model, bundle.world_model)
+    header["shared_digests"] = {"lam": "0" * 64}  # names a model the bundle does not share
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(header))
+    with pytest.raises(ValueError, match="bad 'shared_digests'"):
+        AdaWorldBundle.from_pretrained(tmp_path / "b")
 
 
 def test_directory_digest_under_hidden_folder(bundle, tmp_path):

@@ -12,7 +12,8 @@ half a bundle)::
 
 A bundle may share a model directory instead of copying it (``save_pretrained(..., shared={"world_model":
 PATH})``): ``bundle.json`` then holds ``"shared": {"world_model": "<PATH relative to the bundle>"}`` and the
-model is loaded from there. The shipped bundles share the package's world model and LAM this way, so seventeen
+model is loaded from there, after checking that its files still have the fingerprint recorded at saving
+(``"shared_digests"``). The shipped bundles share the package's world model and LAM this way, so seventeen
 environments cost the repository a few adapters and start frames, not seventeen copies of the weights.
 
 Example::
@@ -47,6 +48,7 @@ from adaworld_gym.models.adapters import (
     load_adapter,
 )
 from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
+from adaworld_gym.models.loading import directory_digest
 from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
 from adaworld_gym.training.common import save_model_atomic
@@ -181,8 +183,10 @@ class AdaWorldBundle:
         directory = Path(directory)
         shared = self.shared if shared is None else shared
         refs = {name: self._shared_ref(name, Path(path), directory) for name, path in shared.items()}
+        # Recorded so that loading notices a shared model retrained in place (the adapter fits the old weights).
+        digests = {name: directory_digest(path, weights_only=True) for name, path in shared.items()}
         # save_model_atomic writes into a side directory (a sibling, so relative refs hold) and swaps it in.
-        writer = types.SimpleNamespace(save_pretrained=lambda d, **_: self._write(Path(d), refs))
+        writer = types.SimpleNamespace(save_pretrained=lambda d, **_: self._write(Path(d), refs, digests))
         save_model_atomic(writer, directory)
 
     def _components(self) -> dict[str, Any]:
@@ -200,7 +204,7 @@ class AdaWorldBundle:
             raise ValueError(f"cannot share {name!r} with {path}: its config differs from the bundle's")
         return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
 
-    def _write(self, directory: Path, refs: Mapping[str, str]) -> None:
+    def _write(self, directory: Path, refs: Mapping[str, str], digests: Mapping[str, str]) -> None:
         directory.mkdir(parents=True)
         for name, model in self._components().items():
             if model is not None and name not in refs:
@@ -215,6 +219,7 @@ class AdaWorldBundle:
             "has_lam": self.lam is not None,
             "has_reward_head": self.reward_head is not None,
             "shared": dict(refs),
+            "shared_digests": dict(digests),
             "meta": self.meta,
         }
         (directory / BUNDLE_JSON).write_text(json.dumps(header, indent=1))
@@ -269,6 +274,9 @@ class AdaWorldBundle:
             or not all(isinstance(rel, str) for rel in shared.values())
         ):
             raise ValueError(f"corrupt bundle header {header_path}: bad 'shared' entry {shared!r}")
+        digests = header.get("shared_digests", {})  # absent in bundles saved before it was recorded
+        if not isinstance(digests, dict) or not set(digests) <= set(shared):
+            raise ValueError(f"corrupt bundle header {header_path}: bad 'shared_digests' entry {digests!r}")
 
         def load(name: str, model_cls: type) -> Any:
             if name in shared and not (directory / shared[name]).is_dir():
@@ -276,6 +284,15 @@ class AdaWorldBundle:
                     f"bundle {directory} shares its {name} with {shared[name]!r} (relative to the bundle), but "
                     f"{(directory / shared[name]).resolve()} does not exist: a bundle that shares a model must keep "
                     "its place next to it (move both, or save it with shared={} to hold a copy)"
+                )
+            if (
+                name in digests
+                and directory_digest(directory / shared[name], weights_only=True) != digests[name]
+            ):
+                raise ValueError(
+                    f"bundle {directory} shares its {name} with {(directory / shared[name]).resolve()}, which "
+                    "changed since the bundle was saved (its fingerprint differs): the bundle was built on "
+                    "the old weights. Adapt again from the new model, or restore the old one"
                 )
             return _load_model(model_cls, directory / shared.get(name, name), device)
 
@@ -335,8 +352,6 @@ def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:
 def bundle_digest(directory: str | os.PathLike) -> str:
     """The :func:`~adaworld_gym.models.loading.directory_digest` of a saved bundle and the model directories it
     shares (``bundle.json``'s ``shared``), i.e. of everything that decides what it imagines."""
-    from adaworld_gym.models.loading import directory_digest
-
     directory = Path(directory)
     header_path = directory / BUNDLE_JSON
     if not header_path.is_file():

@@ -90,12 +90,13 @@ def _drop_stale_weights(directory: Path) -> None:
 DIGEST_SUFFIXES = (".safetensors", ".json", ".npy")  # what decides a saved model's or bundle's behaviour
 
 
-def directory_digest(*dirs: str | os.PathLike) -> str:
+def directory_digest(*dirs: str | os.PathLike, weights_only: bool = False) -> str:
     """SHA-256 over the weights, configs and arrays under ``dirs`` (by relative path), for provenance checks.
 
     Benchmarks record it next to a result and reuse the result only when it matches, so a path whose contents
     changed (a retrained model behind the same name) is never mistaken for the one that was measured.
-    A model's training run directory is hashed as its ``model/`` folder.
+    A model's training run directory is hashed as its ``model/`` folder. ``weights_only``: hash ``config.json``
+    and the safetensors files only (notes such as ``train_summary.json`` may change without the model changing).
     """
     import hashlib
 
@@ -112,6 +113,7 @@ def directory_digest(*dirs: str | os.PathLike) -> str:
         files = sorted(
             p for p in root.rglob("*")
             if p.is_file() and p.suffix in DIGEST_SUFFIXES
+            and (not weights_only or p.name == "config.json" or ".safetensors" in p.name)
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )  # fmt: skip
         for path in files:
