@@ -99,6 +99,38 @@ def test_unsharded_save_over_sharded_save_loads(tmp_path, one_thread):
     assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), sharded)
 
 
+
+def test_save_pretrained_is_atomic_and_keeps_other_files(tmp_path, one_thread, monkeypatch):
+    first, second = _tiny_world_model(0), _tiny_world_model(1)
+    first.save_pretrained(tmp_path / "wm")
+    (tmp_path / "wm" / "train_summary.json").write_text('{"steps": 1}')
+    (tmp_path / "wm" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"another variant")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "wm").iterdir()}
+
+    import safetensors.torch
+
+    real_save = safetensors.torch.save_file
+
+    def killed(*args, **kwargs):  # the weights file half written, then the process dies
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        second.save_pretrained(tmp_path / "wm")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "wm").iterdir()} == before  # the old save, whole
+    assert sorted(os.listdir(tmp_path)) == ["wm"]  # no side directory left behind
+    assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), first)
+
+    second.save_pretrained(tmp_path / "wm")
+    assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), second)
+    assert (tmp_path / "wm" / "train_summary.json").read_text() == '{"steps": 1}'  # notes and variants stay
+    assert (tmp_path / "wm" / "diffusion_pytorch_model.fp16.safetensors").read_bytes() == b"another variant"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        second.save_pretrained(tmp_path / "file")
+
 def test_models_cast_to_bfloat16_run(bundle):
     frames = _frames(2)
     f_t, f_t1 = frames[:, 0], frames[:, 1]

@@ -188,6 +188,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def swap_in_directory(side: Path, directory: Path) -> None:
+    """Move the finished directory ``side`` into the place of ``directory`` (a sibling; may not exist yet).
+
+    Every file of ``side`` is flushed first. The old directory is moved aside before the new one is moved in and
+    deleted after, so a kill leaves the old one or the new one (or, between the two renames, the old one in
+    ``.NAME-old``).
+    """
+    import shutil
+
+    for path in [*(p for p in side.rglob("*") if p.is_file()), side]:
+        fsync_path(path)
+    old = directory.with_name(f".{directory.name}-old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(side, directory)
+    fsync_path(directory.parent)  # the swap itself, before the old copy goes
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from itertools import chain
 from pathlib import Path
 from typing import Any
+
+from adaworld_gym.data.episodes import swap_in_directory
 
 __all__ = ["CheckedLoadingMixin", "directory_digest"]
 
@@ -63,15 +67,39 @@ class CheckedLoadingMixin:
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """diffusers' ``save_pretrained``, minus the weight files of an earlier save that it leaves behind.
+        """diffusers' ``save_pretrained``, written atomically and without an earlier save's stale weight files.
 
-        diffusers deletes an earlier save's stale shards but not its shard index: saving unsharded over a
-        sharded save left an index naming deleted files, and the directory no longer loaded; saving sharded
-        over an unsharded save left the old single file next to the new shards.
+        The save goes to a side directory, which then replaces ``save_directory`` whole, so a kill leaves the
+        old save or the new one, never new weights beside an old config. What the directory held besides the
+        weights (notes, other variants) is carried over, as diffusers would leave it. diffusers deletes an
+        earlier save's stale shards but not its shard index: saving unsharded over a sharded save left an index
+        naming deleted files, and the directory no longer loaded; saving sharded over an unsharded save left
+        the old single file next to the new shards.
         """
-        super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
-        if kwargs.get("is_main_process", args[0] if args else True):
-            _drop_stale_weights(Path(os.fspath(save_directory)))
+        is_main = kwargs.get("is_main_process", args[0] if args else True)
+        if not is_main or kwargs.get("push_to_hub"):  # nothing written here, or diffusers' hub upload
+            super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+            return
+        target = Path(os.fspath(save_directory)).resolve()
+        if target.exists() and not target.is_dir():
+            raise FileExistsError(f"cannot save a model to {target}: it is a file")
+        side = target.with_name(f".{target.name}-tmp")
+        shutil.rmtree(side, ignore_errors=True)
+        try:
+            super().save_pretrained(side, *args, **kwargs)  # type: ignore[misc]
+            for entry in target.iterdir() if target.is_dir() else ():
+                if not (side / entry.name).exists() and not _SHARD_OR_WEIGHTS.fullmatch(entry.name):
+                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
+                    copy(entry, side / entry.name)
+            _drop_stale_weights(side)
+            swap_in_directory(side, target)
+        except BaseException:
+            shutil.rmtree(side, ignore_errors=True)
+            raise
+
+
+# An earlier save's weights, which the new save replaces (diffusers deletes such shards itself).
+_SHARD_OR_WEIGHTS = re.compile(r"diffusion_pytorch_model(-\d{5}-of-\d{5})?\.(safetensors|bin)")
 
 
 def _drop_stale_weights(directory: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import fsync_path
+from adaworld_gym.data.episodes import swap_in_directory
 
 
 def budget_spent(max_steps: int | None, max_minutes: float | None, step: int, train_seconds: float) -> bool:
@@ -59,17 +59,9 @@ def save_model_atomic(model: Any, model_dir: Path) -> None:
                 "choose an empty or new directory"
             )
     tmp = model_dir.with_name(f".{model_dir.name}-tmp")
-    old = model_dir.with_name(f".{model_dir.name}-old")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    for path in [*(p for p in tmp.rglob("*") if p.is_file()), tmp]:  # on disk before the swap
-        fsync_path(path)
-    if model_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(model_dir, old)
-    os.replace(tmp, model_dir)
-    fsync_path(model_dir.parent)  # the swap itself, before the old copy goes
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in_directory(tmp, model_dir)
 
 
 def image_grid(f_t: torch.Tensor, f_t1: torch.Tensor, pred: torch.Tensor, n: int = 8) -> torch.Tensor:
