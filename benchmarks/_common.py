@@ -143,6 +143,17 @@ def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any]
     return earlier
 
 
+def skip_other_bundle(directory: Path, label: str, recorded: Any, wanted: str | None) -> bool:
+    """True when a model finished in ``directory`` cannot be taken over because it ran another bundle than
+    ``wanted`` (None: the model is not run now); says so, since the model then runs again."""
+    if wanted is None or recorded == wanted:
+        return wanted is None
+    print(
+        f"[{label}] finished in {directory} with another bundle ({recorded}; now {wanted}): running it again"
+    )
+    return True
+
+
 def copy_gifs(source: Path, out: Path, pattern: str) -> None:
     """Copy the GIFs matching ``pattern`` from a reused run's directory into ``out`` (none when they coincide)."""
     if Path(source).resolve() == Path(out).resolve():

@@ -95,6 +95,7 @@ from benchmarks._common import (
     earlier_results,
     jsonable_args,
     parse_dataclass_args,
+    skip_other_bundle,
     wilson,
 )
 
@@ -468,7 +469,8 @@ def finished_models(
             rows = g["per_episode"].get(name)
             if not rows or len(rows) != g.get("n_episodes"):
                 continue
-            if name in LEARNED and meta.get("bundles", {}).get(game, {}).get(name) != wanted.get(name):
+            recorded = meta.get("bundles", {}).get(game, {}).get(name)
+            if name in LEARNED and skip_other_bundle(directory, f"{game}/{name}", recorded, wanted.get(name)):
                 continue
             minutes = meta.get("model_minutes", {}).get(game, {}).get(name)
             ran_in = meta.get("reused", {}).get(game, {}).get(name, str(directory))  # keep where it ran

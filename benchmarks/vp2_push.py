@@ -86,6 +86,7 @@ from benchmarks._common import (
     earlier_results,
     jsonable_args,
     parse_dataclass_args,
+    skip_other_bundle,
     wilson,
 )
 
@@ -220,7 +221,10 @@ def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str
         rows = per_task.get(name)
         if not rows or len(rows) != protocol["tasks"]:
             continue
-        if name in ("adaworld", "action_agnostic") and meta.get("bundles", {}).get(name) != bundles.get(name):
+        recorded = meta.get("bundles", {}).get(name)
+        if name in ("adaworld", "action_agnostic") and skip_other_bundle(
+            directory, name, recorded, bundles.get(name)
+        ):
             continue
         ran_in = meta.get("reused", {}).get(name, str(directory))  # taken over there too: keep where it ran
         found[name] = (rows, meta.get("model_minutes", {}).get(name), ran_in)

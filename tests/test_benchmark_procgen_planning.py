@@ -216,7 +216,7 @@ def test_finished_episodes_are_taken_over_not_run_again(tmp_path, monkeypatch):
     assert calls == ["oracle"]
 
 
-def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
+def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path, capsys):
     protocol = {"preset": "cpu", "seed": 0, "scenes": 2, "cost": "adaworld"}
     rows = [{"scene": 0, "success": True}, {"scene": 1, "success": False}]
     scenes = [{"level": 9001}, {"level": 9002}]
@@ -239,7 +239,9 @@ def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
         "maze": {"oracle": (rows, scenes, 3.0, str(tmp_path)), "adaworld": (rows, scenes, None, "elsewhere")}
     }
     other_bundle = {**bundles, "maze": {"adaworld": "B/procgen-maze"}}
+    capsys.readouterr()
     assert set(finished_models(tmp_path, protocol, other_bundle)["maze"]) == {"oracle"}
+    assert "[maze/adaworld] finished in" in capsys.readouterr().out  # not taken over, and it says so
     assert finished_models(tmp_path, {**protocol, "seed": 1}, bundles) == {}
     assert finished_models(tmp_path / "missing", protocol, bundles) == {}
     (tmp_path / "results.json").write_text("{not json")

@@ -106,7 +106,7 @@ def test_finished_models_are_taken_over_not_run_again(tmp_path, monkeypatch):
     assert (second / "random_task000.gif").is_file() and "taken over" in (second / "results.md").read_text()
 
 
-def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
+def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path, capsys):
     protocol = {"preset": "cpu", "seed": 0, "tasks": 2, "samples": 32}
     rows = [{"task": 0, "success": True}, {"task": 1, "success": False}]
     bundles = {"adaworld": "A", "action_agnostic": "T"}
@@ -123,7 +123,9 @@ def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path):
     found = vp2_push.finished_models(tmp_path, protocol, bundles)
     # The twin's run is unfinished; a model the earlier run took over keeps the place where it ran.
     assert found == {"oracle": (rows, 3.0, str(tmp_path)), "adaworld": (rows, None, "elsewhere")}
+    capsys.readouterr()
     assert set(vp2_push.finished_models(tmp_path, protocol, {**bundles, "adaworld": "B"})) == {"oracle"}
+    assert "[adaworld] finished in" in capsys.readouterr().out  # not taken over, and it says so
     assert vp2_push.finished_models(tmp_path, {**protocol, "seed": 1}, bundles) == {}
     assert vp2_push.finished_models(tmp_path / "missing", protocol, bundles) == {}
     (tmp_path / "results.json").write_text("{not json")
