@@ -99,7 +99,6 @@ def test_unsharded_save_over_sharded_save_loads(tmp_path, one_thread):
     assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), sharded)
 
 
-
 def test_save_pretrained_is_atomic_and_keeps_other_files(tmp_path, one_thread, monkeypatch):
     first, second = _tiny_world_model(0), _tiny_world_model(1)
     first.save_pretrained(tmp_path / "wm")
@@ -130,6 +129,7 @@ def test_save_pretrained_is_atomic_and_keeps_other_files(tmp_path, one_thread, m
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         second.save_pretrained(tmp_path / "file")
+
 
 def test_models_cast_to_bfloat16_run(bundle):
     frames = _frames(2)
