@@ -347,19 +347,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def game_provenance(game: str, bundle_dir: Path, p: Preset, seeds: Sequence[int]) -> dict[str, Any]:
     """What a game's row depends on: the bundle's weights (not its path, which may be spelled another way),
-    the preset settings and the seeds."""
+    the preset settings, the seeds and, with ``--start-data``, the episodes it starts from."""
+    from adaworld_gym.data.clips import episodes_digest
     from adaworld_gym.models.bundle import bundle_digest
 
-    return json.loads(
-        json.dumps(
-            {
-                "game": game,
-                "bundle": f"sha256:{bundle_digest(bundle_dir)}",
-                "settings": dataclasses.asdict(p),
-                "seeds": list(seeds),
-            }
-        )
-    )
+    provenance = {
+        "game": game,
+        "bundle": f"sha256:{bundle_digest(bundle_dir)}",
+        "settings": dataclasses.asdict(p),
+        "seeds": list(seeds),
+    }
+    if p.start_data is not None:  # the path alone would not notice episodes recollected under it
+        provenance["start_data"] = f"sha256:{episodes_digest(p.start_data.format(game=game))}"
+    return json.loads(json.dumps(provenance))
 
 
 # What markdown_table and the benchmark's readers take from a game's row.

@@ -1,6 +1,7 @@
 """agents/ppo_imagination.py on a tiny random bundle: the results file has the documented shape."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -120,3 +121,17 @@ def test_episode_windows_and_start_data_needing_real_starts(tmp_path):
     ]
     with pytest.raises(SystemExit, match="--starts real"):
         ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
+
+
+def test_provenance_names_the_start_episodes_not_just_their_path(tmp_path):
+    from synthetic_data import grid_episodes
+
+    bundles = _procgen_bundle(tmp_path, "coinrun", {"labelled_transitions": 32})
+    p = replace(ppo_imagination.PRESETS["smoke"], starts="real", start_data=str(tmp_path / "data" / "{game}"))
+    grid_episodes(tmp_path / "data" / "coinrun", episodes=2, seed=0)
+    first = ppo_imagination.game_provenance("coinrun", bundles / "procgen-coinrun", p, [0])
+    assert first == ppo_imagination.game_provenance("coinrun", bundles / "procgen-coinrun", p, [0])
+    shutil.rmtree(tmp_path / "data" / "coinrun")
+    grid_episodes(tmp_path / "data" / "coinrun", episodes=2, seed=1)  # recollected under the same path
+    again = ppo_imagination.game_provenance("coinrun", bundles / "procgen-coinrun", p, [0])
+    assert again["settings"] == first["settings"] and again["start_data"] != first["start_data"]

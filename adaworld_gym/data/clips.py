@@ -47,6 +47,19 @@ def find_subsets(roots: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def episodes_digest(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    """SHA-256 over the episodes under ``roots`` (each one's subset, name and checksum from its manifest), for
+    provenance checks: it changes when an episode does, whatever the path is called."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in find_subsets(roots):
+        store = EpisodeStore(path)
+        for name in store.names():
+            digest.update(f"{path.name}/{name} {store.manifest[name]['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
 def valid_targets(episode: Episode) -> np.ndarray:
     """Time steps t whose transition frames[t] -> frames[t+1] is a real one.
 
