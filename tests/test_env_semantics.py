@@ -149,3 +149,49 @@ def test_push_env_refuses_pickling_clearly():
         with pytest.raises(TypeError, match="get_state"):
             copier(env)
     env.close()
+
+
+def test_envs_of_one_bundle_do_not_share_an_action_space_rng():
+    # A Box adapter hands out one space object: env_b.action_space.seed() reseeded env_a's samples too.
+    continuous = tiny_random_bundle("continuous")
+    env_a, env_b = WorldModelEnv(continuous), WorldModelEnv(continuous)
+    venv = WorldModelVectorEnv(continuous, num_envs=2)
+    assert env_a.action_space == continuous.action_space == venv.single_action_space
+    env_a.action_space.seed(0)
+    env_b.action_space.seed(0)
+    venv.single_action_space.seed(1)
+    first = env_a.action_space.sample()
+    np.testing.assert_array_equal(env_b.action_space.sample(), first)
+    continuous.action_space.seed(2)
+    assert env_a.action_space.contains(env_a.action_space.sample())  # still its own stream
+    env_a.action_space.seed(0)
+    np.testing.assert_array_equal(env_a.action_space.sample(), first)
+
+
+def test_vector_env_render_before_reset_raises_like_the_single_env(bundle):
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1, render_mode="rgb_array")
+    with pytest.raises(RuntimeError, match="reset"):  # it returned black frames as if they were real ones
+        venv.render()
+    with pytest.raises(RuntimeError, match="reset"):
+        WorldModelEnv(bundle, render_mode="rgb_array").render()
+    obs, _ = venv.reset(seed=0)
+    np.testing.assert_array_equal(np.stack(venv.render()), obs)
+
+
+def test_envs_take_numpy_integer_settings(bundle):
+    env = WorldModelEnv(bundle, denoise_steps=np.int64(1), max_episode_steps=np.int64(1))
+    env.reset(seed=0)
+    assert env.step(0)[3] is True
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=np.int32(1), max_episode_steps=np.int64(1))
+    venv.reset(seed=0)
+    assert venv.step(np.zeros(2, np.int64))[3].all()
+    with pytest.raises(ValueError, match="denoise_steps"):
+        WorldModelEnv(bundle, denoise_steps=True)
+
+
+def test_sb3_adapter_tells_video_recorders_the_frame_rate(bundle):
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1, render_mode="rgb_array")
+    adapter = SB3VecEnvAdapter(venv)
+    # SB3's VecVideoRecorder reads metadata["render_fps"] (default 30: videos played at twice the speed).
+    assert adapter.metadata["render_fps"] == venv.metadata["render_fps"] == 15
+    assert "rgb_array" in adapter.metadata["render_modes"]

@@ -1,5 +1,5 @@
 """Planning edge cases: the simulator oracle's frames when a candidate ends on its first
-step, and two goal-cost edge cases."""
+step, two goal-cost edge cases, goals of the wrong size and numpy-integer settings."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+import pytest
 from gymnasium import spaces
 
 from adaworld_gym.planning import (
     ADAWORLD_COST,
     ADAWORLD_TIEBREAK_COST,
+    CEMPlanner,
     GoalCost,
+    MPPIPlanner,
     SimulatorDynamics,
+    WorldModelDynamics,
     rgb_cosine,
+    run_mpc_episode,
 )
 
 SIZE, FRESH, EDGE = 16, 4, 12  # frame side; x after a fresh start; reaching x >= EDGE completes the level
@@ -89,3 +94,49 @@ def test_the_mse_tiebreak_cost_accepts_array_likes_as_the_other_costs_do():
     goal = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
     cost = GoalCost("mse", "best_then_mean")
     np.testing.assert_array_equal(cost(frames.tolist(), goal.tolist()), cost(frames, goal))
+
+
+def test_a_goal_of_the_wrong_size_is_named_as_such():
+    # It was reported as "SimulatorDynamics.rollout returned frames of shape ...": the dynamics were fine.
+    with SimulatorDynamics(Level, workers=0) as oracle:
+        planner = CEMPlanner(oracle, samples=4, elites=2, horizon=2, iterations=1)
+        with pytest.raises(ValueError, match=r"goal image of shape \(8, 8, 3\) does not match"):
+            planner.plan(None, np.zeros((8, 8, 3), np.uint8), FRESH)
+
+
+def test_a_world_model_planner_checks_the_goal_size_before_any_rollout(monkeypatch):
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    dynamics = WorldModelDynamics(tiny_random_bundle("discrete"))
+    monkeypatch.setattr(
+        dynamics, "rollout", lambda *a, **k: pytest.fail("rolled out before checking the goal")
+    )
+    planner = CEMPlanner(dynamics, samples=4, elites=2, horizon=2)
+    with pytest.raises(ValueError, match=r"goal image of shape \(32, 32, 3\) does not match the context"):
+        planner.plan(np.zeros((2, 64, 64, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+
+
+def test_planners_take_numpy_integer_settings():
+    # np.arange sweeps: "horizon must be an int >= 1, got 3", or for CEM "execute (5) cannot exceed horizon (3)".
+    with SimulatorDynamics(Level, workers=np.int64(0)) as oracle:
+        cem = CEMPlanner(
+            oracle, samples=np.int64(6), elites=np.int32(2), horizon=np.int64(3), iterations=np.int64(1)
+        )
+        assert (cem.horizon, cem.execute, cem.samples) == (3, 3, 6) and type(cem.horizon) is int
+        episode = run_mpc_episode(
+            Level(), cem, None, frame_at(EDGE - 2), max_steps=np.int64(2), replan_every=np.int64(1)
+        )
+        assert len(episode.actions) == 2
+
+    class Still:  # a Box model that never moves: only the settings are under test
+        action_space, context_frames, uses_state = spaces.Box(-1, 1, (2,), np.float32), 1, False
+
+        def rollout(self, context: Any, actions: np.ndarray, state: Any = None) -> np.ndarray:
+            return np.repeat(context[:, -1:], actions.shape[1], axis=1)
+
+    box = Still()
+    mppi = MPPIPlanner(box, samples=np.int64(4), horizon=np.int64(2), iterations=np.int64(1))
+    assert (mppi.samples, mppi.horizon) == (4, 2)
+    assert mppi.plan(np.zeros((1, SIZE, SIZE, 3), np.uint8), frame_at(FRESH)).shape == (2, 2)
+    with pytest.raises(ValueError, match="horizon"):
+        CEMPlanner(oracle, horizon=True)

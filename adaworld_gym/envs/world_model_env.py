@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
+from adaworld_gym._checks import is_int
 from adaworld_gym._imports import quiet_imports
 from adaworld_gym.envs.viewer import PygameViewer
 from adaworld_gym.models.bundle import AdaWorldBundle
@@ -144,12 +146,12 @@ class _Imagination:
     def __init__(
         self, bundle: AdaWorldBundle, num_envs: int, denoise_steps: int, max_episode_steps: int | None
     ):
-        if not isinstance(denoise_steps, int) or denoise_steps < 1:
+        if not is_int(denoise_steps) or denoise_steps < 1:
             raise ValueError(f"denoise_steps must be an int >= 1, got {denoise_steps!r}")
-        if max_episode_steps is not None and (
-            not isinstance(max_episode_steps, int) or max_episode_steps < 1
-        ):
+        if max_episode_steps is not None and (not is_int(max_episode_steps) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
+        denoise_steps = int(denoise_steps)
+        max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         size = bundle.world_model.config.sample_size
         if size != FRAME_SHAPE[0]:
             raise ValueError(
@@ -295,7 +297,9 @@ class WorldModelEnv(gymnasium.Env):
         self.bundle = _load_bundle(bundle, expected_action_space)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
-        self.action_space = self.bundle.action_space
+        # A copy: Box adapters hand out one space object, so envs of one bundle would share (and reseed) its
+        # sampling RNG: env_b.action_space.seed(0) changed what env_a.action_space.sample() draws.
+        self.action_space = copy.deepcopy(self.bundle.action_space)
         self._core = _Imagination(self.bundle, 1, denoise_steps, max_episode_steps)
         self._frame: np.ndarray | None = None
         self._window: PygameViewer | None = None
@@ -427,7 +431,7 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
-        self.single_action_space = self.bundle.action_space
+        self.single_action_space = copy.deepcopy(self.bundle.action_space)  # see WorldModelEnv
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._core = _Imagination(self.bundle, num_envs, denoise_steps, max_episode_steps)
@@ -489,6 +493,10 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode != "rgb_array":
             return None
+        if (self._core.lengths == 0).any():
+            # As WorldModelEnv (and gymnasium.make's OrderEnforcing): black frames of rows never reset would
+            # pass for real ones (a video's first frame, say).
+            raise RuntimeError("call reset() before render() (every row must have been reset)")
         return tuple(self._frames.copy())
 
 
@@ -503,6 +511,8 @@ class SB3VecEnvAdapter(VecEnv):
     def __init__(self, venv: WorldModelVectorEnv) -> None:
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        # SB3's VecEnv keeps only the render modes; VecVideoRecorder reads the frame rate here (else 30 fps).
+        self.metadata = {**self.metadata, "render_fps": venv.metadata["render_fps"]}
         self._actions: np.ndarray | None = None
 
     def reset(self) -> np.ndarray:

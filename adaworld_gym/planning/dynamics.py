@@ -35,6 +35,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from adaworld_gym._checks import is_int
 from adaworld_gym.data.collect import exit_with_parent
 
 if TYPE_CHECKING:  # torch and the models load only when a world model is used (not in simulator workers)
@@ -139,10 +140,11 @@ class WorldModelDynamics:
 
         if not isinstance(bundle, AdaWorldBundle):
             bundle = AdaWorldBundle.from_pretrained(Path(bundle))
-        if not isinstance(steps, int) or steps < 1:
+        if not is_int(steps) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
+        if not is_int(chunk_size) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+        steps, chunk_size = int(steps), int(chunk_size)
         self.bundle = bundle
         self.world_model = bundle.world_model
         latent_dim = self.world_model.config.action_dim
@@ -363,8 +365,9 @@ class SimulatorDynamics:
             raise TypeError(
                 f"env_factory must be callable (e.g. the env class), got {type(env_factory).__name__}"
             )
-        if not isinstance(workers, int) or workers < 0:
+        if not is_int(workers) or workers < 0:
             raise ValueError(f"workers must be an int >= 0, got {workers!r}")
+        workers = int(workers)
         self.workers = workers
         self._env: gymnasium.Env | None = None
         self._procs: list[Any] = []

@@ -29,6 +29,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from adaworld_gym._checks import is_int
 from adaworld_gym.planning.dynamics import Dynamics
 from adaworld_gym.planning.planners import Planner
 
@@ -161,10 +162,10 @@ def run_mpc_episode(
     The episode also ends when the env terminates or truncates (Procgen's terminal step, a ``TimeLimit``).
     """
     dyn = planner.dynamics if dynamics is None else dynamics
-    if not isinstance(max_steps, int) or max_steps < 1:
+    if not is_int(max_steps) or max_steps < 1:  # numpy integers too
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     replan_every = planner.execute if replan_every is None else replan_every
-    if not isinstance(replan_every, int) or not 1 <= replan_every <= planner.horizon:
+    if not is_int(replan_every) or not 1 <= replan_every <= planner.horizon:
         raise ValueError(f"replan_every must be an int in 1..horizon={planner.horizon}, got {replan_every!r}")
     base = env.unwrapped
     needs_state = dyn.uses_state or record_states

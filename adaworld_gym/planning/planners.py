@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from adaworld_gym._checks import is_int
 from adaworld_gym.planning.costs import ADAWORLD_COST, VP2_COST, CostFn, sanitize_costs
-from adaworld_gym.planning.dynamics import Dynamics
+from adaworld_gym.planning.dynamics import Dynamics, WorldModelDynamics
 
 __all__ = ["PUSH_INIT_STD", "CEMPlanner", "MPPIPlanner", "Planner", "correlated_noise", "default_init_std"]
 
@@ -101,9 +102,11 @@ class Planner:
         seed: int,
     ) -> None:
         _check_dynamics(dynamics)
+        # is_int: numpy integers were refused as "must be an int >= 1, got 10", which reads as a contradiction.
         for name, value in (("horizon", horizon), ("execute", execute)):
-            if not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        horizon, execute = int(horizon), int(execute)
         if execute > horizon:
             raise ValueError(f"execute ({execute}) cannot exceed horizon ({horizon})")
         if not callable(cost):
@@ -168,6 +171,16 @@ class Planner:
         dynamics = self._resolve_dynamics(dynamics)
         goal = _check_goal(goal)
         context = self._check_context(context, dynamics)
+        if (
+            isinstance(dynamics, WorldModelDynamics)
+            and context is not None
+            and goal.shape != context.shape[1:]
+        ):
+            # A world model predicts frames of its context's size: say so now, not after a whole rollout.
+            raise ValueError(
+                f"goal image of shape {goal.shape} does not match the context frames {context.shape[1:]}, "
+                "which are the size the world model predicts"
+            )
         shift = self.execute if executed is None else int(executed)
         previous = self._shifted_previous(shift)
         start = time.perf_counter()
@@ -248,6 +261,11 @@ class Planner:
         # A read-only broadcast: the context is not copied per candidate here (dynamics copy per chunk).
         batch_context = None if context is None else np.broadcast_to(context, (n, *context.shape))
         frames = np.asarray(dynamics.rollout(batch_context, candidates, state=state))
+        if frames.shape[:2] == (n, self.horizon) and frames.shape[2:] != goal.shape:
+            # The dynamics did their part: a goal of another size (or layout) is the caller's to fix.
+            raise ValueError(
+                f"goal image of shape {goal.shape} does not match the predicted frames {frames.shape[2:]}"
+            )
         if frames.shape != (n, self.horizon, *goal.shape):
             raise ValueError(
                 f"{type(dynamics).__name__}.rollout returned frames of shape {frames.shape}, "
@@ -309,8 +327,9 @@ class MPPIPlanner(Planner):
         _check_dynamics(dynamics)
         space = _check_box(dynamics.action_space, "MPPIPlanner")
         super().__init__(dynamics, cost, horizon, execute, warm_start, default_action, seed)
-        if not isinstance(samples, int) or samples < 1 or not isinstance(iterations, int) or iterations < 1:
+        if not is_int(samples) or samples < 1 or not is_int(iterations) or iterations < 1:
             raise ValueError(f"samples and iterations must be ints >= 1, got {samples!r}, {iterations!r}")
+        samples, iterations = int(samples), int(iterations)
         if not 0 < gamma < math.inf or not 0 <= beta < 1:
             raise ValueError(f"need a finite gamma > 0 and 0 <= beta < 1, got {gamma}, {beta}")
         self.samples, self.iterations = samples, iterations
@@ -427,11 +446,12 @@ class CEMPlanner(Planner):
         elif allowed_actions is not None:
             raise ValueError("allowed_actions applies to Discrete action spaces only")
         if execute is None:  # AdaWorld executes 5 actions of 15; a shorter horizon executes all of its own
-            execute = min(5, horizon) if isinstance(horizon, int) else 5
+            execute = min(5, horizon) if is_int(horizon) else 5
         super().__init__(dynamics, cost, horizon, execute, warm_start, default_action, seed)
         for name, value in (("samples", samples), ("elites", elites), ("iterations", iterations)):
-            if not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        samples, elites, iterations = int(samples), int(elites), int(iterations)
         if elites > samples:
             raise ValueError(f"elites ({elites}) cannot exceed samples ({samples})")
         if not 0 <= smoothing < 1 or not 0 <= beta < 1:
