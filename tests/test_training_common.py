@@ -123,3 +123,16 @@ def test_resume_refuses_another_learning_rate_or_ema_decay(tmp_path):
         resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)
     model, optimizer, scheduler, ema = _tiny_run()
     assert resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)["step"] == 1
+
+
+def test_a_timed_save_is_decided_by_all_processes():
+    # Another process's clock ran out: this one saves too (the save is a collective), and only then.
+    saved, asked = [], []
+    others_due = {2}
+    clock = CheckpointClock(
+        lambda: saved.append(clock.step), step=0, every=100, minutes=60,
+        agree=lambda due: asked.append(due) or due or clock.step in others_due,
+    )  # fmt: skip
+    for step in range(1, 4):
+        clock.tick(step)
+    assert saved == [2] and asked == [False, False, False]

@@ -232,3 +232,35 @@ def test_checkpoint_of_older_code_resumes_as_it_did_with_a_warning(adaptation, t
         adapt(wm_dir, lam_dir, grid, tmp_path / "a", **kw)
     state = load_checkpoint(latest_checkpoint(tmp_path / "a" / "checkpoints"))
     assert state["step"] == 7 and state["data_stream"]["kind"] == "sequence"
+
+
+@pytest.mark.parametrize("kind", ["lam", "world_model"])
+def test_two_process_run_resumed_after_a_kill_matches(push, tmp_path, kind):
+    """Each process's data position and generators are checkpointed, not only the main one's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    lam_dir = tmp_path / "lam"
+    torch.manual_seed(0)
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(lam_dir)
+
+    def run(out: Path) -> None:
+        with socket.socket() as s:  # a free port for the process group
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        script = Path(__file__).with_name("multiprocess_training.py")
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                   str(port), str(script), kind, str(push), str(out), str(lam_dir)]  # fmt: skip
+        root = str(Path(__file__).resolve().parents[1])  # the code under test, whatever is installed
+        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(tmp_path / "a")
+    uninterrupted = final_state(tmp_path / "a")
+    assert len(uninterrupted["other_processes"]) == 1
+    assert uninterrupted["other_processes"][0]["data_stream"] != uninterrupted["data_stream"]
+    run(killed_copy(tmp_path / "a", 3, tmp_path / "b"))
+    assert_same(uninterrupted, final_state(tmp_path / "b"))

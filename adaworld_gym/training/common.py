@@ -233,6 +233,60 @@ def resume_stream(
     return stream
 
 
+def any_process(accelerator: Any) -> Callable[[bool], bool] | None:
+    """For :class:`CheckpointClock`: True on every process when it is True on any (None with one process)."""
+    if accelerator.num_processes == 1:
+        return None
+    return lambda flag: bool(
+        accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum")
+    )
+
+
+def process_states(accelerator: Any, **own: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of each process's own state (``own``: its data position and generators).
+
+    The main process's goes to the top level, as in a one-process run, the others' to ``other_processes``, so a
+    resumed multi-process run draws what an uninterrupted one would. A collective: every process calls it.
+    """
+    if accelerator.num_processes == 1:
+        return own
+    from accelerate.utils import gather_object
+
+    states = gather_object([own])
+    return {**states[0], "other_processes": states[1:]}
+
+
+def restore_process_state(accelerator: Any, state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """This process's part of a checkpoint ``state`` written with :func:`process_states`.
+
+    The main process gets ``state`` (its RNGs are restored by :func:`resume_state`); another process gets its
+    own entries, its global RNGs restored here. A checkpoint written by another number of processes holds no
+    entry for some: those restart their data stream and generators (a warning says the run is not exact).
+    """
+    from adaworld_gym.training.checkpoint import restore_rng_state
+
+    if state is None:
+        return None
+    others = state.get("other_processes") or []
+    if len(others) != accelerator.num_processes - 1:
+        if accelerator.is_main_process:
+            import warnings
+
+            warnings.warn(
+                f"the checkpoint at step {state['step']} was written by {len(others) + 1} process(es), resumed "
+                f"by {accelerator.num_processes}: the other processes draw other batches than an uninterrupted "
+                "run would",
+                stacklevel=2,
+            )
+        if accelerator.process_index > 0:
+            return {"step": state["step"], "data_stream": None}
+    if accelerator.process_index == 0:
+        return state
+    own = others[accelerator.process_index - 1]
+    restore_rng_state(own["rng"])
+    return {"step": state["step"], **own}
+
+
 def summary_writer(out_dir: Path, resumed_at: int | None):
     """The tensorboard writer of ``out_dir/logs``; on resume at step N, events after N are purged.
 
@@ -271,8 +325,18 @@ class CheckpointClock:
     applied step (labelled as the last complete one), the price of not waiting.
     """
 
-    def __init__(self, save: Callable[[], None], step: int, every: int, minutes: float) -> None:
+    def __init__(
+        self,
+        save: Callable[[], None],
+        step: int,
+        every: int,
+        minutes: float,
+        agree: Callable[[bool], bool] | None = None,
+    ) -> None:
         self.save, self.every, self.minutes = save, every, minutes
+        # With several processes each one's clock differs: ``agree`` makes a timed save everyone's decision
+        # (any process due), since the save is a collective and a process missing it would hang the others.
+        self.agree = agree
         self.step = self.saved_step = step
         self.saved_at = time.monotonic()
         self.held_signal: int | None = None
@@ -285,7 +349,10 @@ class CheckpointClock:
         self.step = step
         if self.held_signal is not None:
             raise KeyboardInterrupt(f"signal {self.held_signal}, held until step {step} was complete")
-        if step % self.every == 0 or time.monotonic() - self.saved_at >= self.minutes * 60:
+        timed = time.monotonic() - self.saved_at >= self.minutes * 60
+        if self.agree is not None:
+            timed = self.agree(timed)
+        if step % self.every == 0 or timed:
             self._save()
             return True
         return False

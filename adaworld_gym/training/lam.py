@@ -39,12 +39,15 @@ from adaworld_gym.training.checkpoint import (
 )
 from adaworld_gym.training.common import (
     CheckpointClock,
+    any_process,
     budget_spent,
     config_from_preset,
     copy_weights,
     image_grid,
     make_lr_scheduler,
     plain_config,
+    process_states,
+    restore_process_state,
     resume_state,
     resume_stream,
     save_model_atomic,
@@ -249,6 +252,7 @@ def run_lam_training(
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
+        own = process_states(accelerator, data_stream=batches.state_dict(), rng=capture_rng_state())
         if is_main:
             save_checkpoint(
                 ckpt_root,
@@ -260,18 +264,19 @@ def run_lam_training(
                     "step": step,
                     "samples": samples,
                     "train_seconds": train_seconds,
-                    "rng": capture_rng_state(),
                     "model_config": model_config,
                     "provenance": provenance,
-                    # Each process draws its own batches; only the main one's position could be saved here.
-                    "data_stream": batches.state_dict() if accelerator.num_processes == 1 else None,
+                    **own,  # each process's data position and generators
                     "log_window": vars(window),
                 },
             )
 
     seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
+    if state is None and accelerator.process_index > 0:  # and its own draws, once the weights are in sync
+        set_seed(seed)
+    own_state = restore_process_state(accelerator, state)
     batches = resume_stream(
-        lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, state, legacy_seed=seed + step
+        lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
     )
     bar = tqdm(
         total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc="train-lam", unit="step"
@@ -280,7 +285,9 @@ def run_lam_training(
     if state is not None and "log_window" in state:  # the steps since the last log, for the next one
         vars(window).update(state["log_window"])
     session_start = time.monotonic()
-    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
+    clock = CheckpointClock(
+        checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes, agree=any_process(accelerator)
+    )
     base_seconds = train_seconds
     model.train()
     with clock.guard(bar):

@@ -39,9 +39,10 @@ from adaworld_gym.data.clips import DataSpec, WindowBatches
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
-from adaworld_gym.training.checkpoint import save_checkpoint
+from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
+    any_process,
     budget_spent,
     config_from_preset,
     copy_weights,
@@ -49,6 +50,8 @@ from adaworld_gym.training.common import (
     make_lr_scheduler,
     optimizer_step,
     plain_config,
+    process_states,
+    restore_process_state,
     resume_state,
     resume_stream,
     save_model_atomic,
@@ -303,18 +306,26 @@ def run_world_model_training(
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
+        own = process_states(
+            accelerator, data_stream=batches.state_dict(), rng=capture_rng_state(), noise_generator=noise_gen.get_state()
+        )  # fmt: skip
         if is_main:
             state = training_state(
                 raw_model, optimizer, scheduler, ema, noise_gen, model_config,
                 step=step, samples=samples, train_seconds=train_seconds, provenance=provenance,
-                data_stream=batches.state_dict() if accelerator.num_processes == 1 else None,
-                log_window=[loss_sum, grad_sum, window_steps],
+                log_window=[loss_sum, grad_sum, window_steps], **own,
             )  # fmt: skip
             save_checkpoint(ckpt_root, step, state)
 
     seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
+    if state is None and accelerator.process_index > 0:  # and its own draws, once the weights are in sync
+        set_seed(seed)
+        noise_gen.manual_seed(seed)
+    own_state = restore_process_state(accelerator, state)
+    if own_state is not None and accelerator.process_index > 0 and "noise_generator" in own_state:
+        noise_gen.set_state(own_state["noise_generator"])
     batches = resume_stream(
-        lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, state, legacy_seed=seed + step
+        lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
     )
     desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
@@ -322,7 +333,9 @@ def run_world_model_training(
     if state is not None and "log_window" in state:  # the steps since the last log, for the next one
         loss_sum, grad_sum, window_steps = state["log_window"]
     session_start = time.monotonic()
-    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
+    clock = CheckpointClock(
+        checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes, agree=any_process(accelerator)
+    )
     base_seconds = train_seconds
     model.train()
     with clock.guard(bar):
