@@ -11,7 +11,7 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import adaworld_gym  # noqa: F401  (registers the ids)
-from adaworld_gym.envs import SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.envs import GoalWorldModelEnv, SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -195,3 +195,67 @@ def test_sb3_adapter_tells_video_recorders_the_frame_rate(bundle):
     # SB3's VecVideoRecorder reads metadata["render_fps"] (default 30: videos played at twice the speed).
     assert adapter.metadata["render_fps"] == venv.metadata["render_fps"] == 15
     assert "rgb_array" in adapter.metadata["render_modes"]
+
+
+def test_a_given_goal_survives_autoresets_in_every_vectoriser(bundle):
+    # Gymnasium's vector envs and SB3's DummyVecEnv autoreset with a bare reset(): the single envs dropped the
+    # goal there (GoalWorldModelEnv drew a random one) while WorldModelVectorEnv kept it.
+    goal = np.full((64, 64, 3), 77, np.uint8)
+    kwargs = {"bundle": bundle, "num_envs": 2, "denoise_steps": 1, "max_episode_steps": 1}
+    goal_sync = gymnasium.make_vec("AdaWorld/GoalWorldModel-v0", vectorization_mode="sync", **kwargs)
+    goal_sync.reset(seed=0, options={"goal": goal})
+    plain = [
+        gymnasium.make_vec("AdaWorld/WorldModel-v0", vectorization_mode=mode, **kwargs)
+        for mode in ("sync", "vector_entry_point")
+    ]
+    for venv in plain:
+        venv.reset(seed=0, options={"goal": goal} if venv is plain[0] else {"goal": np.stack([goal, goal])})
+    for t in range(5):  # truncated, autoreset (reward 0), truncated, ...
+        obs, rewards, *_ = goal_sync.step(np.zeros(2, np.int64))
+        np.testing.assert_array_equal(obs["desired_goal"], np.stack([goal, goal]))  # was a random goal
+        for venv in plain:  # the sync env's goal reward turned into the (absent) reward head's 0
+            rewards = venv.step(np.zeros(2, np.int64))[1]
+            assert (rewards < 0).all() if t % 2 == 0 else (rewards == 0).all(), (t, rewards)
+
+    dummy = DummyVecEnv([lambda: WorldModelEnv(bundle, denoise_steps=1, max_episode_steps=1)])
+    dummy.set_options({"goal": goal})
+    dummy.reset()
+    assert dummy.step(np.zeros(1, np.int64))[2].all()  # done: reset within the step, without options
+    assert dummy.step(np.zeros(1, np.int64))[1][0] < 0  # the goal still pays
+
+    # {"goal": None} clears it: the goal env draws goals again, the plain env has none.
+    env = GoalWorldModelEnv(bundle, denoise_steps=1)
+    env.reset(seed=0, options={"goal": goal})
+    np.testing.assert_array_equal(env.reset(seed=1)[0]["desired_goal"], goal)
+    drawn = env.reset(seed=1, options={"goal": None})[0]["desired_goal"]
+    assert any(np.array_equal(drawn, c[-1]) for c in bundle.initial_frames)
+    plain = WorldModelEnv(bundle, denoise_steps=1)
+    plain.reset(seed=0, options={"goal": goal})
+    plain.reset(options={"goal": None})
+    assert plain._core.goals[0] is None
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1)
+    venv.reset(seed=0, options={"goal": np.stack([goal, goal])})
+    venv.reset(options={"goal": None})
+    assert venv._core.goals == [None, None]
+
+
+def test_sb3_adapter_get_attr_gives_each_env_its_single_space(bundle):
+    venv = WorldModelVectorEnv(bundle, num_envs=3, denoise_steps=1)
+    adapter = SB3VecEnvAdapter(venv)
+    dummy = DummyVecEnv([lambda: WorldModelEnv(bundle, denoise_steps=1)] * 3)
+    for name in ("action_space", "observation_space"):  # were the batched MultiDiscrete / (3, 64, 64, 3) Box
+        assert adapter.get_attr(name) == dummy.get_attr(name) == [getattr(adapter, name)] * 3
+        assert adapter.get_attr(name, indices=[1]) == [getattr(adapter, name)]
+    assert adapter.get_attr("render_mode") == [None] * 3
+
+
+def test_compute_reward_through_gymnasium_make_is_on_the_unwrapped_env(bundle):
+    # Gymnasium 1.x wrappers do not forward attributes (documented); SB3 reaches it with get_wrapper_attr.
+    env = gymnasium.make("AdaWorld/GoalWorldModel-v0", bundle=bundle, denoise_steps=1)
+    assert not hasattr(env, "compute_reward")
+    obs, _ = env.reset(seed=0)
+    obs, reward, *_ = env.step(0)
+    for compute in (env.unwrapped.compute_reward, env.get_wrapper_attr("compute_reward")):
+        assert compute(obs["achieved_goal"], obs["desired_goal"], {}) == pytest.approx(reward)
+    dummy = DummyVecEnv([lambda: env])
+    assert dummy.env_method("compute_reward", obs["achieved_goal"], obs["desired_goal"], {})[0] == reward

@@ -3,6 +3,7 @@ step, two goal-cost edge cases, goals of the wrong size and numpy-integer settin
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium
@@ -140,3 +141,71 @@ def test_planners_take_numpy_integer_settings():
     assert mppi.plan(np.zeros((1, SIZE, SIZE, 3), np.uint8), frame_at(FRESH)).shape == (2, 2)
     with pytest.raises(ValueError, match="horizon"):
         CEMPlanner(oracle, horizon=True)
+
+
+def test_a_float_goal_scaled_to_unit_range_warns_under_the_pixel_cost():
+    frames = np.full((2, 1, 4, 4, 3), 200, np.uint8)
+    goal = np.full((4, 4, 3), 200.0)
+    with pytest.warns(UserWarning, match=r"goal has max 0\.784 <= 1.*0-255 scale"):
+        GoalCost("mse", "sum")(frames, goal / 255)  # was silently 2 * 48 * (200/255)^2 away from 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(GoalCost("mse", "sum")(frames, goal), [0, 0])  # the 0-255 scale
+        GoalCost("mse", "sum")(frames, np.zeros((4, 4, 3)))  # all black: the same on both scales
+        ADAWORLD_COST(frames, goal / 255)  # a cosine does not depend on the scale
+
+
+class _Flat:
+    """Every candidate looks the same: the planner's mean only moves by its own arithmetic."""
+
+    action_space, context_frames, uses_state = spaces.Box(-5, 5, (1,), np.int64), 1, False
+
+    def rollout(self, context: Any, actions: np.ndarray, state: Any = None) -> np.ndarray:
+        return np.repeat(context[:, -1:], actions.shape[1], axis=1)
+
+
+@pytest.mark.parametrize("start", [3, -3])
+@pytest.mark.parametrize("kind", ["mppi", "cem"])
+def test_integer_box_plans_round_instead_of_truncating_towards_zero(kind, start):
+    default = np.array([start])
+    if kind == "mppi":
+        planner = MPPIPlanner(_Flat(), samples=200, horizon=2, init_std=0.4, default_action=default)
+    else:
+        planner = CEMPlanner(
+            _Flat(),
+            samples=200,
+            horizon=2,
+            elites=20,
+            init_std=0.4,
+            return_best=False,
+            default_action=default,
+        )
+    context, goal = np.zeros((1, 4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8)
+    for _ in range(3):  # truncated samples averaged about start -/+ 0.5, cast to start -/+ 1: a drift to 0
+        plan = planner.plan(context, goal)
+        assert plan.dtype == np.int64 and plan[:, 0].tolist() == [start, start], plan
+
+
+def test_run_mpc_episode_drives_a_goal_env_with_dict_observations():
+    from adaworld_gym.envs import GoalWorldModelEnv
+    from adaworld_gym.envs.world_model_env import goal_reward
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    bundle = tiny_random_bundle("discrete")
+    env = GoalWorldModelEnv(bundle, denoise_steps=1, max_episode_steps=3)
+    goal = bundle.initial_frames[0, -1]
+    planner = CEMPlanner(WorldModelDynamics(bundle, steps=1), samples=4, elites=2, horizon=2, iterations=1)
+    # Stacking the dict observations failed with "context must be uint8 [k>=1, H, W, 3], got object (1,)".
+    episode = run_mpc_episode(env, planner, None, goal, max_steps=2, seed=0, reset_options={"goal": goal})
+    assert episode.frames.shape == (3, 64, 64, 3) and episode.frames.dtype == np.uint8
+    np.testing.assert_allclose(episode.rewards, [goal_reward(f, goal) for f in episode.frames[1:]], rtol=1e-6)
+
+    class NoImage(Level):
+        observation_space = spaces.Dict({"state": spaces.Discrete(SIZE)})
+
+        def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+            super().reset(seed=seed, options=options)
+            return {"state": self.x}, {}
+
+    with pytest.raises(TypeError, match=r"dict with keys \['state'\] and no 'observation' image"):
+        run_mpc_episode(NoImage(), planner, None, goal, max_steps=1)

@@ -171,7 +171,9 @@ def test_autoreset_keeps_each_rows_goal(bundles):
     _, rewards, *_ = venv.step(np.zeros(2, np.int64))
     assert rewards[0] < 0 and rewards[1] == 0  # row 0 still pays the goal reward, row 1 the (absent) head's
     np.testing.assert_array_equal(venv._core.goals[0], goal)
-    venv.reset(seed=0)  # an explicit reset without a goal clears it
+    venv.reset(seed=0)  # so does an explicit reset without one (as a single env's, which autoresets call)
+    np.testing.assert_array_equal(venv._core.goals[0], goal)
+    venv.reset(seed=0, options={"goal": None})  # None clears it
     assert venv._core.goals[0] is None
 
     sb3 = SB3VecEnvAdapter(

@@ -9,7 +9,9 @@ same seed gives the same frames.
 
 * Reward: with ``reset(options={"goal": image})`` (a uint8 ``[64, 64, 3]`` goal image), the negative mean squared
   pixel error between the new frame and the goal, pixels scaled to [0, 1] (so in [-1, 0], 0 at the goal):
-  :func:`goal_reward`. Otherwise, when the bundle has a reward head (``bundle.reward_head``, a
+  :func:`goal_reward`. The goal stays for later resets until one passes another (``{"goal": None}`` clears it),
+  so every autoreset keeps it: ``gymnasium.make_vec`` in any mode, SB3's ``DummyVecEnv`` and the vector env.
+  Otherwise, when the bundle has a reward head (``bundle.reward_head``, a
   :class:`~adaworld_gym.models.reward.RewardHead`), its prediction for (previous frame, new frame[, z]);
   otherwise 0.
 * ``terminated``: the reward head's termination prediction when the bundle has one (whether or not a goal is
@@ -180,12 +182,15 @@ class _Imagination:
             if not 1 <= len(checked["frames"]) <= self.k:
                 n = len(checked["frames"])
                 raise ValueError(f'options["frames"] has {n} frames; the model takes 1..{self.k}')
-        if options.get("goal") is not None:
-            checked["goal"] = _check_image(options["goal"], 'options["goal"]', ndim=3).copy()
+        if "goal" in options:  # None: clear the goal (an absent key keeps it, see reset)
+            goal = options["goal"]
+            checked["goal"] = None if goal is None else _check_image(goal, 'options["goal"]', ndim=3).copy()
         return checked
 
     def reset(self, i: int, rng: np.random.Generator, options: dict[str, Any] | None) -> np.ndarray:
         """Start row i from ``options["frames"]`` or a context drawn with ``rng``; returns its first frame.
+
+        ``options["goal"]`` sets the row's goal image (None clears it); without the key the goal stays.
 
         The options are checked before anything is drawn or changed, so a rejected call leaves row i and ``rng``
         as they were.
@@ -196,7 +201,11 @@ class _Imagination:
         else:
             contexts = self.bundle.initial_frames
             context = contexts[rng.integers(len(contexts))]
-        self.goals[i] = options.get("goal")
+        # The goal is the task, kept until a reset passes another (or None): autoresets (Gymnasium's vector envs
+        # and Autoreset wrapper, SB3's DummyVecEnv, WorldModelVectorEnv) call reset() without options, so a goal
+        # dropped there paid its reward for the first episode only, and each vectoriser differed.
+        if "goal" in options:
+            self.goals[i] = options["goal"]
         self.gens[i] = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         h = len(context)
         self.windows[i, : self.k - h] = 0
@@ -279,7 +288,8 @@ class WorldModelEnv(gymnasium.Env):
         expected_action_space: when given, loading a bundle with another action space raises ``ValueError``.
 
     ``reset`` options: ``"frames"``: uint8 ``[h, 64, 64, 3]`` start context (1 <= h <= k) instead of a
-    bundle context; ``"goal"``: uint8 ``[64, 64, 3]`` goal image for the reward (see the module docstring).
+    bundle context; ``"goal"``: uint8 ``[64, 64, 3]`` goal image for the reward, kept by later resets until
+    one passes another goal or None (see the module docstring).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": RENDER_FPS}
@@ -350,9 +360,13 @@ class WorldModelEnv(gymnasium.Env):
 class GoalWorldModelEnv(WorldModelEnv):
     """Goal-conditioned variant: Dict observations ``observation`` / ``achieved_goal`` / ``desired_goal``.
 
-    The goals are 64x64x3 uint8 images; ``achieved_goal`` is the current frame. Without ``options["goal"]``,
-    ``reset`` draws the goal as the last frame of a bundle start context (with ``self.np_random``). The reward
-    is :meth:`compute_reward` (= :func:`goal_reward`), usable for hindsight relabelling (SB3 ``HerReplayBuffer``).
+    The goals are 64x64x3 uint8 images; ``achieved_goal`` is the current frame. A goal passed in
+    ``options["goal"]`` stays for later resets (autoresets included) until one passes another; without one (or
+    after ``{"goal": None}``) every ``reset`` draws a new goal, the last frame of a bundle start context (with
+    ``self.np_random``). The reward is :meth:`compute_reward` (= :func:`goal_reward`), usable for hindsight
+    relabelling (SB3 ``HerReplayBuffer``). Through ``gymnasium.make`` the env is wrapped and Gymnasium 1.x
+    wrappers do not forward attributes: call ``env.unwrapped.compute_reward`` (or
+    ``env.get_wrapper_attr("compute_reward")``, as SB3's vector envs do).
     """
 
     def __init__(self, bundle: AdaWorldBundle | str | os.PathLike, **kwargs: Any) -> None:
@@ -361,11 +375,16 @@ class GoalWorldModelEnv(WorldModelEnv):
         self.observation_space = spaces.Dict(
             {"observation": image, "achieved_goal": image, "desired_goal": image}
         )
+        self._given_goal: np.ndarray | None = None  # the caller's goal; None: draw one every reset
 
     def _fill_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
-        self._core.check_options(options)  # a rejected reset must not draw from np_random first
+        checked = self._core.check_options(options)  # a rejected reset must not draw from np_random first
+        if "goal" in checked:  # kept as the core keeps it (None: back to drawn goals)
+            self._given_goal = checked["goal"]
         options = dict(options or {})
-        if options.get("goal") is None:
+        if self._given_goal is not None:
+            options["goal"] = self._given_goal
+        else:
             contexts = self.bundle.initial_frames
             options["goal"] = contexts[self.np_random.integers(len(contexts)), -1]
         return options
@@ -395,7 +414,8 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
     docstring). ``reset(seed=s)`` seeds row i with ``s + i``, as Gymnasium's vector envs do; a sequence gives one
     seed (an integer or None) per row. Every row's options are checked before any row is reset. Terminated or
     truncated rows reset on the next ``step`` (``AutoresetMode.NEXT_STEP``): that step ignores their action and
-    returns the first frame of the new episode with reward 0; an autoreset row keeps its goal image. Rewards and
+    returns the first frame of the new episode with reward 0; a row keeps its goal image through autoresets and
+    resets without one (``options={"goal": None}`` or a ``None`` entry clears it). Rewards and
     terminations of all rows come from one batched reward-head call.
 
     Args:
@@ -448,15 +468,16 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         self._autoreset[i] = False
 
     def _autoreset_row(self, i: int) -> None:
-        """A new episode for row i, its seed stream continued and its goal image kept."""
-        goal = self._core.goals[i]
-        self._reset_row(i, None, None if goal is None else {"goal": goal})
+        """A new episode for row i, its seed stream continued and its goal image kept (as every reset does)."""
+        self._reset_row(i, None, None)
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         seeds = _row_seeds(seed, self.num_envs)
         # Not popped from the caller's dict: vector wrappers (RecordEpisodeStatistics) read the mask after us.
         options = dict(options or {})
         mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
+        if "goal" in options and options["goal"] is None:  # clears every row's goal, as in WorldModelEnv
+            options["goal"] = [None] * self.num_envs
         for key, value in options.items():
             if value is not None and len(value) != self.num_envs:
                 raise ValueError(
@@ -563,8 +584,13 @@ class SB3VecEnvAdapter(VecEnv):
             )
         return rows
 
+    # SB3's get_attr gives each env's own value (DummyVecEnv: one per sub-env); the vector env's spaces are
+    # batched, so each row gets the single space, as SB3's VecEnv.observation_space / action_space are.
+    _SINGLE_ATTRS = {"action_space": "single_action_space", "observation_space": "single_observation_space"}
+
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
-        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
+        name = self._SINGLE_ATTRS.get(attr_name, attr_name)
+        return [getattr(self.venv, name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
         self._all_rows(indices, f"set_attr({attr_name!r})")

@@ -7,8 +7,9 @@
 * :class:`GoalCost` reduces a per-step metric to one cost per candidate: ``sum`` (VP2), ``best`` (the best
   step: AdaWorld's "max along the trajectory"), ``last`` or ``mean``.
 
-Frames are ``[B, T, H, W, 3]`` (uint8, or float on the same 0-255 scale), the goal ``[H, W, 3]``. uint8 inputs
-are computed in exact integer arithmetic, so costs do not depend on summation order. Every non-finite cost
+Frames are ``[B, T, H, W, 3]`` (uint8, or float on the same 0-255 scale), the goal ``[H, W, 3]``;
+:func:`pixel_sse` warns when a float input's maximum is in (0, 1] (an image scaled to [0, 1] by mistake). uint8
+inputs are computed in exact integer arithmetic, so costs do not depend on summation order. Every non-finite cost
 (from NaN or inf predictions, or a custom cost) becomes +inf (:func:`sanitize_costs`), so planners never pick it.
 
 Example::
@@ -20,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,6 +60,25 @@ def _check(frames: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return frames, goal
 
 
+def _warn_unit_scale(frames: np.ndarray, goal: np.ndarray) -> None:
+    """Warn when a float input looks scaled to [0, 1]: compared with 0-255 pixels its errors mean nothing.
+
+    A warning, not an error: a very dark image on the 0-255 scale can have max <= 1 too. An all-zero image is
+    the same on both scales, so it is not flagged.
+    """
+    for name, array in (("goal", goal), ("frames", frames)):
+        if array.dtype.kind == "f" and array.size:
+            peak = float(np.max(array))
+            if 0.0 < peak <= 1.0:
+                warnings.warn(
+                    f"pixel_sse: float {name} has max {peak:.3g} <= 1: it looks scaled to [0, 1], but pixels "
+                    "must be on the 0-255 scale (pass uint8, or multiply by 255); the costs are meaningless "
+                    "otherwise",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+
 def _exact(array: np.ndarray) -> bool:
     return array.dtype == np.uint8
 
@@ -65,6 +86,7 @@ def _exact(array: np.ndarray) -> bool:
 def pixel_sse(frames: np.ndarray, goal: np.ndarray) -> np.ndarray:
     """Sum of squared pixel errors to ``goal`` per frame, pixels scaled to [0, 1]: float64 ``[B, T]``."""
     frames, goal = _check(frames, goal)
+    _warn_unit_scale(frames, goal)  # not in rgb_cosine: a cosine does not depend on the scale
     batch, steps = frames.shape[:2]
     out = np.empty((batch, steps), np.float64)
     exact = _exact(frames) and _exact(goal)

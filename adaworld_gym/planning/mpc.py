@@ -119,6 +119,20 @@ def _env_action(action: np.ndarray, space: spaces.Space) -> Any:
     return int(action) if isinstance(space, spaces.Discrete) else np.asarray(action, dtype=space.dtype)
 
 
+def _frame(obs: Any) -> Any:
+    """The image of an observation: the observation itself, or a goal env's Dict ``obs["observation"]``."""
+    if isinstance(obs, dict):
+        # Goal envs (GoalWorldModelEnv, gymnasium-robotics style) put the frame under "observation"; stacking the
+        # dicts failed later with "context must be uint8 ... got object (1,)", which did not say why.
+        if "observation" not in obs:
+            raise TypeError(
+                f"run_mpc_episode plans from image observations; this env returns a dict with keys "
+                f"{sorted(obs)} and no 'observation' image"
+            )
+        obs = obs["observation"]
+    return obs
+
+
 def run_mpc_episode(
     env: gymnasium.Env,
     planner: Planner,
@@ -139,7 +153,10 @@ def run_mpc_episode(
     """Reset ``env`` and control it towards ``goal`` with ``planner`` for at most ``max_steps`` steps.
 
     Args:
-        env: the real env (its unwrapped env needs ``get_state`` when the dynamics use the state).
+        env: the real env (its unwrapped env needs ``get_state`` when the dynamics use the state). Its
+            observations are images, or Dicts with the image under ``"observation"`` (goal envs such as
+            :class:`~adaworld_gym.envs.GoalWorldModelEnv`: pass the goal in ``reset_options={"goal": ...}`` too,
+            so that the env's reward measures the planner's goal); ``frames`` records the images.
         planner: a :class:`Planner`; it is reset (warm start and timings) at the start.
         dynamics: the model to plan with; None uses ``planner.dynamics``. Passing another one (e.g. the
             simulator oracle) plans with it under the same planner settings.
@@ -178,7 +195,7 @@ def run_mpc_episode(
     options = dict(reset_options or {})
     if state is not None:
         options["state"] = state
-    obs, _ = env.reset(seed=seed, options=options or None)
+    obs = _frame(env.reset(seed=seed, options=options or None)[0])
     planner.reset(planner_seed)
     if planner_seed is not None and callable(getattr(dyn, "reseed", None)):
         dyn.reseed(planner_seed)
@@ -206,6 +223,7 @@ def run_mpc_episode(
             executed_since_plan = 0
         action = pending.popleft()
         obs, reward, terminated, truncated, info = env.step(_env_action(action, space))
+        obs = _frame(obs)
         executed_since_plan += 1
         frames.append(obs)
         context.append(obs)
