@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,12 @@ RESUMABLE_COMMANDS = {"collect", "train-lam", "train-wm", "train-reward", "adapt
 
 # Named game sets for --games; "adaptation" = the four games held out of pretraining.
 GAME_SETS = {"pretrain": PRETRAIN_GAMES, "adaptation": ADAPTATION_GAMES, "all": PROCGEN_GAMES}
+
+
+def _report(message: str) -> None:
+    """Print once per run: under ``accelerate launch`` / ``torchrun`` every process runs the command."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message)
 
 
 def _games(text: str) -> list[str]:
@@ -130,7 +137,7 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
         lr=args.lr,
         init_from=args.init_from,
     )
-    print(f"latent action model saved to {path}")
+    _report(f"latent action model saved to {path}")
 
 
 def _load_lam(path: Path | None):
@@ -261,7 +268,7 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
         warmup_steps=args.warmup_steps,
         init_from=args.init_from,
     )
-    print(f"world model saved to {path}")
+    _report(f"world model saved to {path}")
 
 
 def _cmd_transfer(args: argparse.Namespace) -> None:
