@@ -185,3 +185,31 @@ def test_bad_inputs_to_the_collectors_are_named(tmp_path):
     assert "\n" not in str(err.value)  # one line, not imageio's install advice
     with pytest.raises(ValueError, match="workers must be positive"):
         collect_push(1, tmp_path / "push", workers=-1)
+
+
+def test_an_interrupted_parallel_push_collection_drops_the_queued_episodes(tmp_path, monkeypatch):
+    # pool.map queues every episode at once; the pool's with-block shutdown then waited for all of them, so a
+    # Ctrl-C kept the collector simulating (and discarding) the rest of the collection.
+    from concurrent.futures import ProcessPoolExecutor
+
+    from adaworld_gym.data import collect
+
+    futures = []
+
+    class Recording(ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            futures.append(super().submit(*args, **kwargs))
+            return futures[-1]
+
+    write = EpisodeStore.write
+
+    def write_then_interrupt(self, name, episode):
+        write(self, name, episode)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect, "ProcessPoolExecutor", Recording)
+    monkeypatch.setattr(EpisodeStore, "write", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        collect.collect_push(24, tmp_path, steps=1, workers=2)
+    assert len(futures) == 24 and sum(f.cancelled() for f in futures) >= 12
+    assert EpisodeStore(tmp_path / "push").names() == ["ep_000000"]

@@ -133,3 +133,41 @@ def test_unwritable_output_is_reported(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OSError, match="cannot write"):
         EpisodeStore(blocker / "sub", create=True)
+
+
+def test_two_writers_of_one_directory_keep_each_others_episodes(tmp_path):
+    # Two collectors run side by side: each used to save its own view of the manifest, dropping the other's
+    # entries, so readers (which never adopt orphans) silently missed shards that were on disk.
+    first, second = EpisodeStore(tmp_path, create=True), EpisodeStore(tmp_path, create=True)
+    first.write("ep_000000", _episode(seed=0))
+    second.write("ep_000001", _episode(seed=1))
+    first.write("ep_000002", _episode(seed=2))
+    reader = EpisodeStore(tmp_path)
+    assert reader.names() == ["ep_000000", "ep_000001", "ep_000002"]
+    np.testing.assert_array_equal(reader.read("ep_000001").frames, _episode(seed=1).frames)
+
+
+@pytest.mark.parametrize(
+    "episodes",
+    [
+        "nope",  # not a mapping
+        {"a": {"bytes": 1, "frames": 11, "has_actions": True}},  # no checksum
+        {"a": ["not", "an", "entry"]},
+    ],
+)
+def test_damaged_manifest_entries_are_named(tmp_path, episodes):
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "adaworld-episode/1", "episodes": episodes})
+    )
+    with pytest.raises(EpisodeError, match="corrupt manifest"):
+        EpisodeStore(tmp_path)
+
+
+def test_shard_whose_meta_is_not_an_object_is_named(tmp_path):
+    import zipfile
+
+    path = tmp_path / "x.awe"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("meta.json", "[1, 2]")
+    with pytest.raises(EpisodeError, match="x.awe: meta.json is not a JSON object"):
+        read_episode(path)

@@ -157,3 +157,15 @@ def test_a_timed_out_episode_is_truncated_and_a_death_terminated():
         _, _, terminated, truncated, info = chaser.step(4)
         steps += 1
     assert terminated and not truncated and steps < chaser.timeout and not info["level_complete"]
+
+
+def test_editing_an_observation_does_not_change_the_render():
+    env = gymnasium.make("AdaWorld/Procgen-heist-v0").unwrapped
+    obs, _ = env.reset(seed=0)
+    frame = env.render()
+    obs[:] = 0
+    np.testing.assert_array_equal(env.render(), frame)
+    obs = env.step(4)[0]
+    frame = env.render()
+    obs[:] = 0
+    np.testing.assert_array_equal(env.render(), frame)

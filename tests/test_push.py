@@ -289,3 +289,14 @@ def test_stepping_a_closed_push_env_names_the_problem() -> None:
     env.close()
     with pytest.raises(RuntimeError, match="closed"):
         env.step(np.zeros(4, np.float32))
+
+
+def test_reset_and_render_of_a_closed_push_env_name_the_problem() -> None:
+    env = RobosuitePushEnv()
+    env.reset(seed=0)
+    env.set_state(env.get_state())  # the frame is rendered lazily, after the close
+    env.close()
+    env.close()  # twice is fine
+    for call in (lambda: env.reset(seed=0), env.render):
+        with pytest.raises(RuntimeError, match="closed"):  # was AttributeError on the freed renderer
+            call()

@@ -8,6 +8,7 @@ the episodes it would have produced in one go.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import zlib
@@ -230,6 +231,13 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _push_worker_init(parent: int) -> None:
+    """A push worker: exits with the collector and ignores a terminal's Ctrl-C, which the collector handles
+    (stopping the pool) instead of each worker printing a KeyboardInterrupt traceback or dying mid-episode."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)
+
+
 # Scripted pushes can shove an object (the pushed one or a neighbour) off the table; such an episode is redrawn
 # with the next attempt's seed, as make_push_tasks drops such demos, so the data matches the planning tasks.
 PUSH_MAX_ATTEMPTS = 20
@@ -312,16 +320,21 @@ def collect_push(
         return _write_all(
             store, ((f"ep_{i:06d}", ep) for i, ep in results), len(todo), episodes - len(todo), "push"
         )
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
-        initializer=exit_with_parent,
+        initializer=_push_worker_init,
         initargs=(os.getpid(),),
-    ) as pool:
+    )
+    try:
         results = pool.map(_push_episode, args)
         return _write_all(
             store, ((f"ep_{i:06d}", ep) for i, ep in results), len(todo), episodes - len(todo), "push"
         )
+    finally:
+        # map() queues every episode up front and a plain shutdown (a with-block's) waits for all of them: on
+        # Ctrl-C or an error the collector would simulate the whole rest of the collection, then drop it.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------------------------ videos

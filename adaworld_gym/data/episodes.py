@@ -13,6 +13,7 @@ their SHA-256 and sizes; it is rewritten atomically after every shard.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -27,10 +28,17 @@ from typing import Any
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: writers of one directory are then not serialised
+    fcntl = None
+
 from adaworld_gym._version import __version__
 
 FORMAT = "adaworld-episode/1"
 MANIFEST = "manifest.json"
+# Held (flock) while a writer updates the manifest, so that two writers of one directory keep each other's entries.
+MANIFEST_LOCK = ".manifest.lock"
 # The settings a collector wrote the subset with (EpisodeStore.check_collection).
 COLLECTION = "collection.json"
 SHARD_SUFFIX = ".awe"
@@ -249,6 +257,8 @@ def read_episode(path: str | os.PathLike) -> Episode:
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read("meta.json"))
+            if not isinstance(meta, dict):
+                raise EpisodeError(f"{path}: meta.json is not a JSON object")
             if meta.get("format") != FORMAT:
                 raise EpisodeError(f"{path}: unknown episode format {meta.get('format')!r}")
             arrays = {
@@ -313,27 +323,71 @@ class EpisodeStore:
                 self.root.mkdir(parents=True, exist_ok=True)
                 probe = self.root / ".write-test"
                 probe.write_bytes(b"")
-                probe.unlink()
+                probe.unlink(missing_ok=True)  # a collector starting beside this one may have removed it
             except OSError as e:
                 raise OSError(f"cannot write to output directory {self.root}: {e.strerror or e}") from e
         elif not self.root.is_dir():
             raise EpisodeError(f"episode directory not found: {self.root}")
+        self._manifest_id: tuple[int, ...] | None = None  # which manifest file self.manifest was read from
         self.manifest = self._load_manifest()
         if create:
-            self._adopt_orphans()
+            with self._locked():
+                self._adopt_orphans()
 
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST
 
+    def _stat_id(self) -> tuple[int, ...] | None:
+        try:
+            st = self.manifest_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _load_manifest(self) -> dict[str, dict[str, Any]]:
-        if not self.manifest_path.exists():
+        self._manifest_id = self._stat_id()
+        if self._manifest_id is None:
             return {}
         try:
             data = json.loads(self.manifest_path.read_text())
-            return dict(data["episodes"])
+            episodes = data["episodes"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise EpisodeError(f"corrupt manifest {self.manifest_path}: {e}") from e
+        if not isinstance(episodes, dict):
+            raise EpisodeError(f"corrupt manifest {self.manifest_path}: 'episodes' is not a mapping")
+        # Readers index these fields directly; a damaged entry must fail here, naming the manifest, not later
+        # as a bare KeyError.
+        for name, entry in episodes.items():
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("sha256"), str)
+                and all(isinstance(entry.get(k), int) for k in ("bytes", "frames"))
+                and isinstance(entry.get("has_actions"), bool)
+            ):
+                raise EpisodeError(
+                    f"corrupt manifest {self.manifest_path}: entry {name!r} lacks sha256, bytes, frames or "
+                    f"has_actions: {entry!r}"
+                )
+        return dict(episodes)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the directory's manifest lock and bring :attr:`manifest` up to date with the file.
+
+        Every write rewrites the whole manifest from memory; two writers of one directory (two collectors run
+        side by side) would otherwise each drop the entries of the other, leaving shards no reader sees.
+        """
+        with contextlib.ExitStack() as stack:
+            if fcntl is not None:
+                lock = stack.enter_context(open(self.root / MANIFEST_LOCK, "ab"))
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+                except OSError:  # a file system without locks (some network mounts): go on unserialised
+                    pass
+            if self._stat_id() != self._manifest_id:  # another writer saved since we read it
+                self.manifest = self._load_manifest()
+            yield
 
     def _adopt_orphans(self) -> None:
         """Index shards that were renamed into place but not yet recorded (a kill between the two)."""
@@ -367,6 +421,7 @@ class EpisodeStore:
     def _save_manifest(self) -> None:
         data = {"format": FORMAT, "episodes": dict(sorted(self.manifest.items()))}
         atomic_write_bytes(self.manifest_path, json.dumps(data, indent=1).encode())
+        self._manifest_id = self._stat_id()
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}{SHARD_SUFFIX}"
@@ -379,20 +434,23 @@ class EpisodeStore:
         """
         path = self.root / COLLECTION
         settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
-        if path.is_file():
+        with self._locked():  # two collectors started together must not both record their settings
+            if not path.is_file():
+                atomic_write_bytes(path, json.dumps(settings, indent=1).encode())
+                return
             try:
                 recorded = json.loads(path.read_text())
             except ValueError as e:
                 raise EpisodeError(f"corrupt collection record {path}: {e}") from e
-            if recorded != settings:
-                changed = sorted(k for k in {*recorded, *settings} if recorded.get(k) != settings.get(k))
-                raise ValueError(
-                    f"{self.root} was collected with other settings ({', '.join(changed)}: "
-                    f"{ {k: recorded.get(k) for k in changed} } there, { {k: settings.get(k) for k in changed} } "
-                    "now); collect into another directory"
-                )
-            return
-        atomic_write_bytes(path, json.dumps(settings, indent=1).encode())
+        if not isinstance(recorded, dict):
+            raise EpisodeError(f"corrupt collection record {path}: not a JSON object")
+        if recorded != settings:
+            changed = sorted(k for k in {*recorded, *settings} if recorded.get(k) != settings.get(k))
+            raise ValueError(
+                f"{self.root} was collected with other settings ({', '.join(changed)}: "
+                f"{ {k: recorded.get(k) for k in changed} } there, { {k: settings.get(k) for k in changed} } "
+                "now); collect into another directory"
+            )
 
     def __contains__(self, name: str) -> bool:
         return name in self.manifest and self.path(name).exists()
@@ -405,10 +463,11 @@ class EpisodeStore:
 
     def write(self, name: str, episode: Episode) -> int:
         """Atomically write a shard and record it in the manifest; returns its size in bytes."""
-        path = self.path(name)
-        atomic_write_bytes(path, encode_episode(episode))
-        self.manifest[name] = self._entry(path, episode)
-        self._save_manifest()
+        path, data = self.path(name), encode_episode(episode)
+        with self._locked():  # the shard too: its manifest checksum must be of the file that stays
+            atomic_write_bytes(path, data)
+            self.manifest[name] = self._entry(path, episode)
+            self._save_manifest()
         return self.manifest[name]["bytes"]
 
     def read(self, name: str, verify: bool = True) -> Episode:

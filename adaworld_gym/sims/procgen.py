@@ -146,7 +146,8 @@ class ProcgenEnv(gymnasium.Env):
             self.set_state(options["state"])
         self._obs = self._observe()
         self._episode_steps = 0
-        return self._obs, {"level": self.level}
+        # A copy: render() must show the game's frame even after a caller edits the observation in place.
+        return self._obs.copy(), {"level": self.level}
 
     def step(self, action):
         if self._env is None:
@@ -169,7 +170,7 @@ class ProcgenEnv(gymnasium.Env):
             truncated = not complete and self._episode_steps >= self.timeout
             terminated = not truncated
             self._episode_steps = 0
-        return self._obs, float(reward[0]), terminated, truncated, step_info
+        return self._obs.copy(), float(reward[0]), terminated, truncated, step_info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:

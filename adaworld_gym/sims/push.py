@@ -369,6 +369,7 @@ class RobosuitePushEnv(gymnasium.Env):
         Returns:
             The first 64x64 frame and the info dict.
         """
+        self._check_open()
         super().reset(seed=seed)
         options = options or {}
         self._goal_positions = None
@@ -385,8 +386,7 @@ class RobosuitePushEnv(gymnasium.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one 4-D action for 1 s of simulation (500 substeps) and render."""
-        if getattr(self, "_renderer", None) is None:
-            raise RuntimeError("this RobosuitePushEnv is closed; make a new one")
+        self._check_open()
         delta = self._validate_action(action)[:3] * self.action_scale
         self._simulate(delta)
         self._steps += 1
@@ -519,7 +519,13 @@ class RobosuitePushEnv(gymnasium.Env):
             self._arm_ctrl_range[1],
         )
 
+    def _check_open(self) -> None:
+        # close() frees the GL renderer; without this, reset or render after it fail on a None attribute.
+        if getattr(self, "_renderer", None) is None:
+            raise RuntimeError("this RobosuitePushEnv is closed; make a new one")
+
     def _render_frame(self) -> np.ndarray:
+        self._check_open()
         self._renderer.update_scene(self._data, camera=self._camera_id, scene_option=self._scene_option)
         # mujoco.Renderer already flips OpenGL's bottom-up rows: the image is upright.
         image = self._renderer.render()
