@@ -213,3 +213,14 @@ def test_an_interrupted_parallel_push_collection_drops_the_queued_episodes(tmp_p
         collect.collect_push(24, tmp_path, steps=1, workers=2)
     assert len(futures) == 24 and sum(f.cancelled() for f in futures) >= 12
     assert EpisodeStore(tmp_path / "push").names() == ["ep_000000"]
+
+
+def test_video_names_of_colliding_paths_stay_distinct(tmp_path):
+    from adaworld_gym.data.collect import _video_names
+
+    # "plumless" and "buckeroo" share a CRC-32: one video used to overwrite (or hide) the other.
+    files = sorted([tmp_path / "buckeroo", tmp_path / "plumless", tmp_path / "other.mp4"])
+    names = _video_names(files, tmp_path)
+    assert len(set(names.values())) == 3
+    assert names[tmp_path / "plumless"] == names[tmp_path / "buckeroo"] + "_1"  # the later path in order
+    assert names == _video_names(files, tmp_path)  # the same on a rerun

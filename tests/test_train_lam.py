@@ -12,6 +12,7 @@ import torch
 from adaworld_gym.models import LatentActionModel, lam_preset
 from adaworld_gym.training import (
     CheckpointError,
+    evaluate_lam,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -217,3 +218,15 @@ def test_train_lam_init_from_and_data_shares(tmp_path):
     assert LatentActionModel.from_pretrained(stronger).config.beta == 1e-3
     with pytest.raises(ValueError, match="data shares must be"):
         train_lam({a: -1.0, b: 0.0}, tmp_path / "d", "tiny", max_steps=1, **kw)
+
+
+def test_evaluate_lam_refuses_to_read_sampled_data_to_its_end(tmp_path):
+    from synthetic_data import grid_episodes
+
+    data = grid_episodes(tmp_path, episodes=2, steps=4)
+    model = LatentActionModel(**lam_preset("tiny"))
+    with pytest.raises(ValueError, match="sampled without end"):  # used to loop for ever
+        evaluate_lam(model, str(data), batch_size=2, max_batches=None)
+    assert np.isfinite(
+        evaluate_lam(model, str(data), batch_size=2, max_batches=2)["psnr_model"]
+    )  # bounded: runs

@@ -365,12 +365,18 @@ def evaluate_lam(
 
     Pooled MSE, not a per-image PSNR mean: identical consecutive frames would make the latter infinite.
     """
+    batches = _pair_batches(data, batch_size, seed=0, epochs=1)
+    if max_batches is None and batches.sampled:  # would never end
+        raise ValueError(
+            "max_batches=None reads the data to its end, but episode directories are sampled without end: "
+            "give max_batches, or a list of clips"
+        )
     was_training = model.training
     model.eval()
     sq_model = sq_copy = 0.0
     count = 0
     try:
-        for i, (f_t, f_t1) in enumerate(_pair_batches(data, batch_size, seed=0, epochs=1)):
+        for i, (f_t, f_t1) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
             f_t, f_t1 = f_t.to(model.device), f_t1.to(model.device)
