@@ -55,7 +55,7 @@ from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
 from adaworld_gym.sims.procgen import ProcgenEnv
 from adaworld_gym.training.adapt import collect_adaptation_data, read_episodes
-from benchmarks._common import read_json, write_results
+from benchmarks._common import machine_info, read_json, write_results
 from benchmarks.env_speed import vector_speedup
 
 
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     results: dict[str, Any] = {"preset": args.preset, "seeds": args.seeds, "ppo": {}, "skipped": {}}
     results["settings"] = dataclasses.asdict(p)
-    results.update(reused=[], game_minutes={})
+    # What the timings (vector_speed, game_minutes) were measured with: they say nothing without the machine.
+    results.update(reused=[], game_minutes={}, threads=args.threads, machine=machine_info())
     # A game finished earlier in --out is taken over; a record of other settings stops the run before any
     # game is played (not after hours of them).
     records = {game: args.out / "games" / f"procgen-{game}.json" for game in games}

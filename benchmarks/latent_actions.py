@@ -173,7 +173,12 @@ def shuffled_within_groups(groups: np.ndarray, rng: np.random.Generator) -> np.n
     perm = np.arange(len(groups))
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
-        perm[idx] = idx[np.roll(rng.permutation(len(idx)), 1)] if len(idx) > 1 else idx
+        if len(idx) > 1:
+            # A random cycle through the group: order[i] -> order[i - 1]. (Assigning the rolled permutation
+            # to idx in index order instead left about one index per group mapped to itself, whose own z then
+            # counted towards shuffled_z_psnr.)
+            order = idx[rng.permutation(len(idx))]
+            perm[order] = np.roll(order, 1)
     return perm
 
 

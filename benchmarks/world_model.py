@@ -381,11 +381,20 @@ def markdown_table(results: dict[str, Any]) -> str:
         )
     trained = meta.get("training") or {}
     steps = {name: (t or {}).get("steps") for name, t in trained.items()}
-    if trained and all(steps.values()):  # given models: say what they had, not the preset's budget
-        budget = ", ".join(f"{name} {n:,} steps" for name, n in steps.items())
+    # A model trained here has a summary with its steps too: only --adaworld-model / --agnostic-model make a
+    # model "given" (the table used to call the models this very run trained given ones).
+    given = {"adaworld": meta.get("adaworld_model"), "action_agnostic": meta.get("agnostic_model")}
+    if trained and any(given.values()) and all(steps.values()):  # say what they had, not the preset's budget
+        budget = ", ".join(
+            f"{name} {n:,} steps" + ("" if given.get(name) else " (trained here)")
+            for name, n in steps.items()
+        )
         if len(set(steps.values())) > 1:
             budget += " (unequal budgets)"
-        budget = f"given models: {budget}; their `train_summary.json` lists the stages"
+        if all(given.values()):
+            budget = f"given models: {budget}; their `train_summary.json` lists the stages"
+        else:
+            budget = f"a given and a trained model: {budget}; the given one's `train_summary.json` lists its stages"
     else:
         budget = f"{meta['train_steps']} steps of {meta['batch_size']} each"
     rows += [

@@ -13,6 +13,7 @@ from benchmarks.action_predictability import (
     motion_of,
     push_scores,
     r2_score,
+    real_transitions,
     ridge_r2,
 )
 from benchmarks.world_model import synthetic_push_like
@@ -101,3 +102,49 @@ def test_push_scores_find_an_action_determined_latent(tmp_path):
 def test_unknown_envs_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="push and/or procgen"):
         main(Args(envs="push,pong", out=tmp_path))
+
+
+class ActionReader:
+    """A stand-in LAM whose latent is a fixed vector per action, read off the next frame (which the episodes
+    below paint with the action); a jump into a reset frame (painted 200) gives a whole-frame-change outlier."""
+
+    table = np.random.default_rng(4).normal(size=(4, 6)).astype(np.float32)
+
+    def encode(self, before: np.ndarray, after: np.ndarray, chunk_size: int = 256) -> np.ndarray:
+        value = after[:, 0, 0, 0].astype(int)
+        return np.where((value == 200)[:, None], 40.0, self.table[np.minimum(value, 3)]).astype(np.float32)
+
+
+def test_procgen_transitions_into_a_reset_frame_are_left_out_as_adapt_leaves_them_out(tmp_path, monkeypatch):
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+    from benchmarks import action_predictability
+
+    rng = np.random.default_rng(5)
+    for split, count in (("procgen-train", 10), ("procgen-test", 5)):
+        store = EpisodeStore(tmp_path / split / "procgen-maze", create=True)
+        for i in range(count):
+            actions = rng.integers(0, 4, 30)
+            frames = np.zeros((31, 4, 4, 3), np.uint8)
+            frames[1:] = actions[:, None, None, None]
+            terminations = np.zeros(30, bool)
+            terminations[-1] = True  # the game ended: the last frame starts the next level
+            frames[-1] = 200
+            episode = Episode(
+                frames,
+                actions=actions,
+                terminations=terminations,
+                action_space={"type": "discrete", "n": 4},
+                meta={"terminal_frame_is_reset": True},
+            )
+            store.write(f"ep_{i:06d}", episode)
+    monkeypatch.setattr(action_predictability, "PRETRAIN_GAMES", ("maze",))
+    scores, motion = action_predictability.procgen_scores(ActionReader(), tmp_path, 10, 5)
+    # The action sets these latents exactly; the reset jumps (kept before) pulled the score towards 0.
+    assert scores["maze"] == pytest.approx(1.0, abs=1e-4) and motion["maze"] > 0.99
+
+    episodes = action_predictability._episodes(tmp_path / "procgen-train" / "procgen-maze", 2)
+    mus = [ActionReader().encode(e.frames[:-1], e.frames[1:]) for e in episodes]
+    actions, mu, context = real_transitions(episodes, mus)
+    assert len(mu) == len(actions) == len(context) == 2 * 29
+    np.testing.assert_array_equal(context[1, :-1], mus[0][0])  # the previous transition's mu
+    assert context[0, -1] == 0 and context[1, -1] == 1

@@ -1,9 +1,10 @@
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
 
-from benchmarks.latent_actions import Args, main, probe_accuracy_within
+from benchmarks.latent_actions import Args, main, probe_accuracy_within, shuffled_within_groups
 
 
 def test_smoke_run_writes_results(tmp_path):
@@ -28,12 +29,16 @@ def test_smoke_run_writes_results(tmp_path):
             "probe_acc_within",
             "shuffled_z_psnr",
         ):
-            assert isinstance(r[key], float)
-        assert 0.0 <= r["probe_acc_cross"] <= 1.0 and len(r["per_seed"]) == 1
+            assert isinstance(r[key], float) and math.isfinite(r[key]), key  # a NaN is a float too
+        for key in ("probe_acc_same", "probe_acc_cross", "probe_acc_within"):
+            assert 0.0 <= r[key] <= 1.0, key
+        assert min(r["recon_psnr"], r["copy_psnr"], r["shuffled_z_psnr"]) > 0 and len(r["per_seed"]) == 1
         # one recon-minus-copy gain per held-out game
         gains = r["gain_by_game"]
-        assert len(gains) >= 2 and all(isinstance(v, float) for v in gains.values())
-    assert isinstance(results["reference"]["diff_probe_acc_within"], float)
+        assert len(gains) >= 2 and all(isinstance(v, float) and math.isfinite(v) for v in gains.values())
+    assert (
+        0.0 <= results["reference"]["diff_probe_acc_within"] <= 1.0
+    )  # the probe's accuracy on frame differences
     assert (tmp_path / "out" / "latents_kl.png").exists()
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| kl |" in table and f"| {next(iter(gains))} |" in table
@@ -58,3 +63,16 @@ def test_within_group_probe_separates_informative_from_random_features():
     noise = rng.normal(size=(300, 4))
     assert probe_accuracy_within(informative, y, groups, seed=0) > 0.9
     assert probe_accuracy_within(noise, y, groups, seed=0) < 0.55
+
+
+def test_shuffled_z_never_keeps_a_transitions_own_latent():
+    # shuffled_z_psnr decodes every transition with the z of *another* transition of its game: a fixed point
+    # would hand it its own z (the old version left about one per group, and seed 5 kept a group of 3 as is).
+    groups = np.repeat(np.arange(12), [1, 2, 3, 3, 5, 8, 13, 21, 50, 100, 200, 7])
+    for seed in range(50):
+        perm = shuffled_within_groups(groups, np.random.default_rng(seed))
+        assert sorted(perm) == list(range(len(groups)))  # a permutation
+        np.testing.assert_array_equal(groups[perm], groups)  # within each game
+        alone = np.flatnonzero(groups == 0)  # a game with one transition has no other to take
+        moved = np.setdiff1d(np.arange(len(groups)), alone)
+        assert (perm[moved] != moved).all()

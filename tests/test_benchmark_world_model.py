@@ -152,3 +152,28 @@ def test_probe_guidance_and_push_only(tmp_path):
     assert results["push"][f"{wm}@1"] != results["push"][f"{wm}@1/g2"]
     with pytest.raises(SystemExit, match="--envs"):
         probe(parse_dataclass_args(Args, "", [*argv[:-2], "--envs", "atari"]))
+
+
+def test_table_calls_only_the_models_given_on_the_command_line_given():
+    from benchmarks.world_model import MODELS, SPEED_BATCHES, SPEED_STEPS, markdown_table
+
+    row = {"psnr_1step": 20.0, "ssim_1step": 0.5, "psnr_rollout": [20.0] * 20}
+    speed = {f"batch_{b}": {str(s): 1.0 for s in SPEED_STEPS} for b in SPEED_BATCHES}
+    meta = dict(preset="smoke", model="tiny", seed=0, eval_1step=8, eval_rollout=4, denoise_steps=1)
+    meta.update(train_steps=2, batch_size=4, adaworld_model="", agnostic_model="")
+    # Models trained by the run itself have a summary with their steps too: the preset's budget, not "given".
+    meta["training"] = {"adaworld": {"steps": 2}, "action_agnostic": {"steps": 2}}
+    results = {env: {name: row for name in MODELS} for env in ("push", "procgen")}
+    results.update(speed={"threads": 1, **speed}, meta=meta)
+    table = markdown_table(results)
+    assert "2 steps of 4 each" in table and "given" not in table
+    meta.update(
+        adaworld_model="weights/wm", training={"adaworld": {"steps": 8530}, "action_agnostic": {"steps": 2}}
+    )
+    table = markdown_table(results)
+    assert "adaworld 8,530 steps, action_agnostic 2 steps (trained here) (unequal budgets)" in table
+    meta.update(
+        agnostic_model="weights/twin",
+        training={"adaworld": {"steps": 8530}, "action_agnostic": {"steps": 8530}},
+    )
+    assert "given models: adaworld 8,530 steps, action_agnostic 8,530 steps;" in markdown_table(results)

@@ -40,6 +40,8 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
     assert on_disk["settings"]["denoise_steps"] == 2  # the preset's is 1
     assert on_disk["vector_speedup_n16"] == pytest.approx(results["vector_speedup_n16"])
     assert on_disk["vector_speedup_n16"] > 0
+    # the speed figure and the game times name the machine and thread count they were measured with
+    assert on_disk["threads"] == 1 and on_disk["machine"]["cpu"] and on_disk["machine"]["cpu_count"] >= 1
     assert "coinrun" in (out / "results.md").read_text()
     runs = {d.name: d for d in (out / "tb" / "coinrun").iterdir()}  # tensorboard logs of both PPO runs
     assert {"imagination_seed0_1", "real_seed0_1"} <= runs.keys()
