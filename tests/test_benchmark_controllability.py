@@ -51,7 +51,8 @@ def test_models_that_ignore_the_action_have_no_spread(tmp_path):
     results = main(args)
     maze = json.loads((tmp_path / "out" / "results.json").read_text())["maze"]
     assert maze == json.loads(json.dumps(results["maze"]))
-    assert len(maze["real"]) == len(maze["tuned"]) == 2 and min(maze["real"] + maze["tuned"]) >= 0
+    # RMS distances are never negative: the check is that the moves differ, in the game and in the tuned model.
+    assert len(maze["real"]) == len(maze["tuned"]) == 2 and min(maze["real"] + maze["tuned"]) > 0
     assert maze["twin"] == [0.0, 0.0]
     assert set(maze["agreement"]) == {"tuned", "twin"}
     assert set(maze["true_z"]) == {"tuned"}  # the twin has no latent actions to be driven by

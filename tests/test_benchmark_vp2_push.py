@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from adaworld_gym.models.bundle import tiny_random_bundle
@@ -133,6 +134,12 @@ def test_only_the_same_protocol_and_bundle_count_as_finished(tmp_path, capsys):
 
 
 def test_wilson_interval():
+    z = 1.96
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
-    low, high = wilson(5, 10)
-    assert low < 0.5 < high and high - low == pytest.approx(2 * (0.5 - low))
+    assert wilson(0, 10)[1] == pytest.approx(z**2 / (10 + z**2))  # the closed form at 0 successes
+    for successes, n in ((5, 10), (3, 20), (18, 20)):
+        low, high = wilson(successes, n)
+        assert low < successes / n < high
+        # Wilson's bounds are the rates p whose score test just fails: |phat - p| = z * sqrt(p (1 - p) / n).
+        for p in (low, high):
+            assert abs(successes / n - p) == pytest.approx(z * np.sqrt(p * (1 - p) / n))

@@ -200,17 +200,19 @@ def test_interactive_play_without_a_display_is_refused(cli_main, capsys, monkeyp
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "flag"),
     [
-        ["train-lam", "--data", "d", "--threads", "0", "--out", "o"],
-        ["collect", "procgen", "--games", "heist", "--distribution-mode", "bogus", "--out", "o"],
-        ["plot", "--data", "d", "--samples", "1", "--out", "p.png"],
+        (["train-lam", "--data", "d", "--threads", "0", "--out", "o"], "--threads"),
+        (["collect", "procgen", "--games", "heist", "--distribution-mode", "bogus", "--out", "o"],
+         "--distribution-mode"),
+        (["plot", "--data", "d", "--samples", "1", "--out", "p.png"], "--samples"),
     ],
-)
-def test_bad_values_are_refused_by_the_parser(cli_main, argv):
+)  # fmt: skip
+def test_bad_values_are_refused_by_the_parser(cli_main, capsys, argv, flag):
     with pytest.raises(SystemExit) as stop:
         cli_main(argv)
-    assert stop.value.code == 2
+    # Refused for the bad value, not for another parser error (a missing or misspelt argument exits 2 too).
+    assert stop.value.code == 2 and f"error: argument {flag}:" in capsys.readouterr().err
 
 
 def test_adapt_checks_the_model_before_collecting(cli_main, tmp_path, capsys):

@@ -28,8 +28,9 @@ def test_events_are_repeated_to_the_asked_share_and_everything_else_kept_once():
     assert counts["events"] == 2 and counts["transitions"] == 18
     rows = [tuple(r) for r in windows.index]
     assert set(rows) == {(0, t) for t in range(8)} | {(1, t) for t in range(10)}
-    events = sum(rows.count(e) for e in [(0, 2), (1, 9)])
-    assert events >= 0.5 * len(rows) - 2 and rows.count((0, 3)) == 1
+    # The added copies make half the set: 2 events x r repeats = 0.5 * (18 + 2r), so r = 9, no fewer or more.
+    assert counts["repeats"] == 9 and len(rows) == 18 + 2 * 9
+    assert rows.count((0, 2)) == rows.count((1, 9)) == 1 + 9 and rows.count((0, 3)) == 1
 
 
 def test_episodes_without_events_are_refused():

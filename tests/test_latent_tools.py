@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from adaworld_gym.data.collect import collect_procgen
+from adaworld_gym.data.episodes import read_episode
 from adaworld_gym.latent import compose, kmeans, load_options, plot_latents, sample_latents, save_options
 from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
 
@@ -60,7 +61,7 @@ def test_sample_latents_labels_match_windows(lam_dir, data_dir):
     model = LatentActionModel.from_pretrained(lam_dir)
     mu, actions, groups, names = sample_latents(model, [data_dir], 20, seed=0)
     assert mu.shape == (20, 32) and names == ["procgen-heist", "procgen-maze"]
-    assert set(groups) == {0, 1} and ((actions >= 0) & (actions < 15)).all()
+    assert groups.tolist() == [0] * 10 + [1] * 10 and ((actions >= 0) & (actions < 15)).all()  # 20 / 2 each
     again = sample_latents(model, [data_dir], 20, seed=0)
     np.testing.assert_array_equal(mu, again[0])
     np.testing.assert_array_equal(actions, again[1])
@@ -88,7 +89,11 @@ def test_cli_encode_compose_cluster_plot(lam_dir, data_dir, tmp_path):
     r = _cli("encode", episode, "--lam", lam_dir, "--out", tmp_path / "mu.npy")
     assert r.returncode == 0, r.stderr
     mu = np.load(tmp_path / "mu.npy")
-    assert mu.shape[1] == 32 and len(mu) >= 1
+    # One latent per transition: the LAM's encoding of each consecutive frame pair of the episode.
+    frames = read_episode(episode).frames
+    expected = LatentActionModel.from_pretrained(lam_dir).encode(frames[:-1], frames[1:])
+    assert mu.shape == (len(frames) - 1, 32)
+    np.testing.assert_allclose(mu, expected, atol=1e-4)
     np.save(tmp_path / "b.npy", np.ones(32, np.float32))
     r = _cli("compose", tmp_path / "mu.npy", tmp_path / "b.npy", "--out", tmp_path / "c.npy")
     assert r.returncode == 0, r.stderr
@@ -101,9 +106,12 @@ def test_cli_encode_compose_cluster_plot(lam_dir, data_dir, tmp_path):
     assert (tmp_path / "p.png").exists()
 
 
-def test_cli_errors_are_clear(tmp_path):
+def test_cli_errors_are_clear(lam_dir, tmp_path):
+    # Each error names its own cause: a folder that holds no LAM, then (with a real LAM) a missing episode.
     r = _cli("encode", tmp_path / "nope.awe", "--lam", tmp_path, "--out", tmp_path / "x.npy")
-    assert r.returncode == 2 and "error" in r.stderr
+    assert r.returncode == 2 and f"no LAM found at {tmp_path}" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("encode", tmp_path / "nope.awe", "--lam", lam_dir, "--out", tmp_path / "x.npy")
+    assert r.returncode == 2 and f"no such file: {tmp_path / 'nope.awe'}" in r.stderr
     (tmp_path / "z.npy").write_bytes(b"junk")
     r = _cli("compose", tmp_path / "z.npy", "--out", tmp_path / "o.npy")
     assert r.returncode == 2 and "z.npy" in r.stderr

@@ -196,12 +196,18 @@ def test_train_reward_learns_a_trivially_learnable_signal(trained):
     assert (root / "run" / "checkpoints" / "step-000000150").is_dir()
 
 
-def test_train_reward_resumes_its_step_count(trained, tmp_path):
+def test_train_reward_resumes_its_step_count(trained, tmp_path, monkeypatch):
     root, _ = trained
     run = tmp_path / "run"
     args = dict(batch_size=8, seed=1, model_overrides=TINY_HEAD, progress=False)
     train_reward([root / "data"], run, max_steps=4, **args)
+    forward, training = RewardHead.forward, []  # the forward passes in training mode: one per step
+    monkeypatch.setattr(
+        RewardHead, "forward", lambda self, *a: training.append(self.training) or forward(self, *a)
+    )
     train_reward([root / "data"], run, max_steps=6, **args)
+    monkeypatch.undo()
+    assert sum(training) == 2  # steps 5 and 6 only: resumed, not started over
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000000004", "step-000000006"]
 

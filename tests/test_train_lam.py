@@ -145,7 +145,7 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, damage):
 
 
 # ------------------------------------------------------------------------------------------------- train_lam
-def test_train_lam_smoke_and_resume(tmp_path):
+def test_train_lam_smoke_and_resume(tmp_path, monkeypatch):
     clips = square_clips(64)
     out = tmp_path / "run"
     kw = dict(model_overrides=TINY_32, batch_size=8, log_every=2, image_every=3, progress=False)
@@ -159,9 +159,14 @@ def test_train_lam_smoke_and_resume(tmp_path):
     assert summary["steps"] == 6 and {"psnr_model", "psnr_copy_last"} <= set(summary["eval"])
     assert load_checkpoint(latest_checkpoint(out / "checkpoints"))["step"] == 6
 
-    # A second call with a larger budget resumes at step 6 rather than starting over.
+    # A second call with a larger budget resumes at step 6 rather than starting over: it trains 3 steps, not 9.
+    forward, calls = LatentActionModel.forward, []
+    monkeypatch.setattr(
+        LatentActionModel, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k)
+    )
     train_lam(clips, out, "tiny", max_steps=9, **kw)
-    assert json.loads((out / "summary.json").read_text())["steps"] == 9
+    monkeypatch.undo()
+    assert len(calls) == 3 and json.loads((out / "summary.json").read_text())["steps"] == 9
     assert load_checkpoint(latest_checkpoint(out / "checkpoints"))["step"] == 9
 
     # The same run directory with another model config is refused.

@@ -34,7 +34,7 @@ def lam_dir(tmp_path_factory):
     return save_lam(tmp_path_factory.mktemp("lam"))
 
 
-def test_train_logs_saves_and_resumes(tmp_path, data, lam_dir):
+def test_train_logs_saves_and_resumes(tmp_path, data, lam_dir, monkeypatch):
     out = tmp_path / "run"
     model_dir = train_world_model(data, out, lam_dir, "tiny", max_steps=3, eval_data=data, **FAST)
 
@@ -54,7 +54,13 @@ def test_train_logs_saves_and_resumes(tmp_path, data, lam_dir):
     assert any(not torch.equal(p, state["model"][n]) for n, p in model.named_parameters())
 
     # A second call with a larger budget resumes at step 3: the step and the wall-clock time continue.
+    import adaworld_gym.training.world_model as module
+
+    loss, calls = module.window_loss, []
+    monkeypatch.setattr(module, "window_loss", lambda *a, **k: calls.append(1) or loss(*a, **k))
     train_world_model(data, out, lam_dir, "tiny", max_steps=5, **FAST)
+    monkeypatch.undo()
+    assert len(calls) == 2  # steps 4 and 5 only, not 5 steps from the start
     resumed = json.loads((out / "summary.json").read_text())
     assert resumed["steps"] == 5 and resumed["samples"] == 20
     assert resumed["train_minutes"] > summary["train_minutes"]

@@ -86,6 +86,8 @@ def test_load_frames_from_shard_gif_and_image(tmp_path):
     iio.imwrite(tmp_path / "deep.png", ramp)  # 16-bit greyscale: scaled to 8 bits, not wrapped around
     deep = load_frames(tmp_path / "deep.png")
     assert deep.dtype == np.uint8 and deep.min() == 0 and deep.max() == 255
+    # Scaled 65535 -> 255 in every channel: the low byte (wrapping) also spans 0..255, but not along the ramp.
+    assert np.abs(deep[0].astype(float) - ramp[..., None] / 257).max() < 1
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image"):
         load_frames(tmp_path / "broken.png")

@@ -253,16 +253,16 @@ def test_presets() -> None:
 
 GOOD_H, GOOD_Z = frames(2, 2), actions(2)
 BAD_PREDICT_INPUTS = {
-    "history_ndim": (dict(history=GOOD_H[:, 0]), "shape"),
+    "history_ndim": (dict(history=GOOD_H[:, 0]), r"history must have shape \[B, h, H, W, 3\]"),
     "history_too_long": (dict(history=frames(2, K + 1)), "5 frames"),
     "history_resolution": (dict(history=GOOD_H[:, :, :32, :32]), "resolution"),
-    "history_channels": (dict(history=GOOD_H[..., :1]), "shape"),
-    "history_float": (dict(history=GOOD_H.astype(np.float32)), "dtype"),
+    "history_channels": (dict(history=GOOD_H[..., :1]), r"history must have shape \[B, h, H, W, 3\]"),
+    "history_float": (dict(history=GOOD_H.astype(np.float32)), "history must have dtype uint8"),
     "history_type": (dict(history="frames"), "numpy array or torch tensor"),
     "z_nan": (dict(z=np.where(np.arange(D) == 3, np.nan, GOOD_Z).astype(np.float32)), "NaN"),
     "z_inf": (dict(z=np.full((2, D), np.inf, np.float32)), "NaN or inf"),
     "z_dim": (dict(z=actions(2)[:, :16]), "action_dim is 32"),
-    "z_batch": (dict(z=actions(3)), "shape"),
+    "z_batch": (dict(z=actions(3)), r"z must have shape \[B=2, 32\]"),
     "z_int": (dict(z=np.zeros((2, D), np.int64)), "float"),
     "steps": (dict(steps=0), "steps"),
     "history_len": (dict(history_len=[1, 3]), "history_len"),

@@ -88,7 +88,9 @@ def test_goal_env_passes_checkers_and_rewards_reaching_the_goal(bundles):
     assert reward == pytest.approx(env.compute_reward(obs["achieved_goal"], obs["desired_goal"], {}))
     batch = np.stack([obs["desired_goal"], np.zeros_like(obs["desired_goal"])])
     rewards = env.compute_reward(batch, np.stack([obs["desired_goal"]] * 2), [{}, {}])
-    assert rewards.shape == (2,) and rewards[0] == 0.0 and -1.0 <= rewards[1] < 0.0
+    assert rewards.shape == (2,) and rewards[0] == 0.0
+    # Black frame against the goal: minus the mean squared goal pixel, pixels in [0, 1].
+    assert rewards[1] == pytest.approx(-np.mean((obs["desired_goal"] / 255.0) ** 2), rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous", "options", "latent"])
