@@ -85,6 +85,15 @@ def test_codebook_starts_at_the_mean_latent_of_each_action(grid, tmp_path):
     assert info == {"init": "random"} and not np.allclose(random_book.embedding.weight[0].detach(), mu[0])
 
 
+def test_codebook_init_warns_about_actions_without_labelled_transitions(grid):
+    """grid never takes actions 5..14: their rows stay random and finetuning never reaches them."""
+    windows = labelled_windows(read_episodes(grid), samples_per_action=2, seed=0)
+    mu = np.random.default_rng(0).standard_normal((len(windows), 8)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"actions \[5, 6, .*14\]: their codebook rows stay random"):
+        _, info = init_adapter({"type": "discrete", "n": 15}, 8, windows, mu)
+    assert info["actions_without_samples"] == list(range(5, 15))
+
+
 def test_mlp_is_prefit_on_action_latent_pairs(push):
     windows = labelled_windows(read_episodes(push), trajectories=3, seed=0)
     mu = np.tanh(windows.actions @ np.random.default_rng(0).standard_normal((4, 8))).astype(np.float32)
@@ -172,6 +181,30 @@ def test_adapt_rejects_bad_inputs(grid, push, tmp_path):
     with pytest.raises(ValueError, match="random"):
         adapt(twin_dir, lam_dir, grid, tmp_path / "e", max_steps=1, init="mean_mu", **FAST)
     assert AdaptConfig().max_steps == 800 and AdaptConfig().samples_per_action == 100
+
+
+def test_adapt_rejects_data_of_another_env_with_the_same_action_space(grid, tmp_path):
+    """All Procgen games share Discrete(15): the action-space check alone took another game's data."""
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    for game in ("bigfish", "coinrun"):
+        store = EpisodeStore(tmp_path / "games" / f"procgen-{game}", create=True)
+        for name in EpisodeStore(grid).names()[:2]:
+            episode = EpisodeStore(grid).read(name)
+            store.write(name, replace(episode, env_id=f"AdaWorld/Procgen-{game}-v0"))
+    kw = dict(samples_per_action=2, max_steps=0, **FAST)
+    bigfish = tmp_path / "games" / "procgen-bigfish"
+    with pytest.raises(ValueError, match="recorded in AdaWorld/Procgen-bigfish-v0, not in .*coinrun"):
+        adapt(wm_dir, lam_dir, bigfish, tmp_path / "a", meta={"env_id": "AdaWorld/Procgen-coinrun-v0"}, **kw)
+    with pytest.raises(ValueError, match="mixes episodes of 2 envs"):
+        adapt(wm_dir, lam_dir, tmp_path / "games", tmp_path / "b", **kw)
+    with pytest.raises(ValueError, match="eval data was recorded in"):
+        adapt(
+            wm_dir, lam_dir, tmp_path / "games" / "procgen-coinrun", tmp_path / "c", eval_data=bigfish,
+            expected_env_id="AdaWorld/Procgen-coinrun-v0", **kw,
+        )  # fmt: skip
+    # the env's own data, and recordings of no adaptable env (synthetic ones here), are taken
+    adapt(wm_dir, lam_dir, bigfish, tmp_path / "d", expected_env_id="AdaWorld/Procgen-bigfish-v0", **kw)
+    adapt(wm_dir, lam_dir, grid, tmp_path / "e", expected_env_id="AdaWorld/Procgen-bigfish-v0", **kw)
 
 
 def test_cli_adapts_from_collected_data(push, tmp_path, capsys):

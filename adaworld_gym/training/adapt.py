@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -413,6 +414,14 @@ def init_adapter(
         missing = adapter.init_from_labelled(
             windows.actions, mu, max_per_action=samples_per_action, seed=seed
         )
+        if missing:
+            # Their rows stay random, and finetuning never moves them (no batch holds them): the env would answer
+            # these actions with arbitrary latents. Said here, not only in summary.json.
+            warnings.warn(
+                f"no labelled transitions of actions {missing}: their codebook rows stay random; "
+                "collect data that takes every action",
+                stacklevel=2,
+            )
         info: dict[str, Any] = {"init": "mean_mu", "actions_without_samples": missing}
         if motion is not None:
             info["motion_fit_mse"] = adapter.fit_motion(windows.actions, mu, motion)
@@ -445,6 +454,7 @@ def adapt(
     eval_data: str | os.PathLike | Sequence[str | os.PathLike] | LabelledWindows | None = None,
     eval_samples: int = 256,
     expected_action_space: spaces.Space | None = None,
+    expected_env_id: str | None = None,
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
     **overrides: Any,
@@ -461,6 +471,8 @@ def adapt(
         eval_data: held-out episode directories (``eval_samples`` transitions drawn from them) or windows,
             evaluated at ``config.eval_at`` steps and at the end.
         expected_action_space: the real env's action space; data with other actions is rejected.
+        expected_env_id: the real env's id (default: ``meta["env_id"]``, the env the bundle says it is for); data
+            recorded in another adaptable env (e.g. another Procgen game: same ``Discrete(15)``) is rejected.
         meta: extra provenance stored in the bundle.
 
     Raises:
@@ -498,7 +510,11 @@ def adapt(
         )
 
     k = pretrained.config.num_history
-    train, held_out = _labelled_sets(data, eval_data, cfg, eval_samples, expected_action_space)
+    if expected_env_id is None and meta is not None:
+        expected_env_id = meta.get("env_id")
+    train, held_out = _labelled_sets(
+        data, eval_data, cfg, eval_samples, expected_action_space, expected_env_id
+    )
     train = replace(train, history=k)
     if cfg.motion:  # computed once per window, then carried in every batch
         train = replace(train, motion=window_motion(lam, train))
@@ -655,9 +671,14 @@ def adapt(
 
 
 def _labelled_sets(
-    data: Any, eval_data: Any, cfg: AdaptConfig, eval_samples: int, expected: spaces.Space | None
+    data: Any,
+    eval_data: Any,
+    cfg: AdaptConfig,
+    eval_samples: int,
+    expected: spaces.Space | None,
+    expected_env_id: str | None = None,
 ) -> tuple[LabelledWindows, LabelledWindows | None]:
-    """The labelled training windows and the held-out ones, checked against the env's action space."""
+    """The labelled training windows and the held-out ones, checked against the env's action space and id."""
     if isinstance(data, LabelledWindows):
         train = data
     else:
@@ -680,7 +701,32 @@ def _labelled_sets(
         held_out = labelled_windows(read_episodes(eval_data), samples=eval_samples, seed=10_000)
     if held_out is not None and describe_space(episode_space(held_out.action_space)) != found:
         raise ValueError(f"eval data actions {held_out.action_space} differ from {train.action_space}")
+    _check_env_ids(train, expected_env_id, "the data")
+    if held_out is not None:
+        _check_env_ids(held_out, expected_env_id, "the eval data")
     return train, held_out
+
+
+def _check_env_ids(windows: LabelledWindows, expected: str | None, what: str) -> None:
+    """Refuse windows of several envs, or of another adaptable env than ``expected``.
+
+    The action-space check cannot tell Procgen games apart (all ``Discrete(15)``): without this, data of another
+    game (or a folder of several games) was accepted, and its codebook averaged other games' action effects.
+    Env ids that are no adaptable env (custom or synthetic recordings) are left to the caller.
+    """
+    found = sorted({windows.episodes[e].env_id for e in np.unique(windows.index[:, 0])})
+    if len(found) > 1:
+        raise ValueError(
+            f"{what} mixes episodes of {len(found)} envs ({', '.join(found)}): adapt to one env at a time"
+        )
+    if expected is None or not found or found[0] == expected:
+        return
+    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS
+
+    if found[0] in {entry[1] for entry in SHIPPED_WORLD_MODELS.values()}:
+        raise ValueError(
+            f"{what} was recorded in {found[0]}, not in {expected}: collect the labelled episodes from that env"
+        )
 
 
 @torch.no_grad()
