@@ -264,3 +264,22 @@ def test_two_process_run_resumed_after_a_kill_matches(push, tmp_path, kind):
     assert uninterrupted["other_processes"][0]["data_stream"] != uninterrupted["data_stream"]
     run(killed_copy(tmp_path / "a", 3, tmp_path / "b"))
     assert_same(uninterrupted, final_state(tmp_path / "b"))
+
+
+def test_a_non_finite_loss_stops_training_before_it_reaches_the_weights(push, tmp_path, monkeypatch):
+    import adaworld_gym.training.world_model as wm_training
+
+    real_loss, calls = wm_training.window_loss, []
+
+    def nan_at_third_step(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(wm_training, "window_loss", nan_at_third_step)
+    kw = dict(max_steps=6, batch_size=4, log_every=2, image_every=100, checkpoint_every=2, progress=False)
+    with pytest.raises(FloatingPointError, match="not finite at step 3"):
+        train_world_model(str(push), tmp_path / "run", None, "tiny", action_agnostic=True, **kw)
+    state = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    assert state["step"] == 2  # the NaN step was neither applied nor saved
+    assert all(torch.isfinite(t).all() for t in state["model"].values())

@@ -613,7 +613,9 @@ def adapt(
             batch = to_device(next(batches), accelerator.device)
             z = raw.adapter(*_adapter_inputs(raw.adapter, lam, batch))
             loss = window_loss(raw.world_model, batch, z, noise_gen)
-            optimizer_step(accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip)
+            optimizer_step(
+                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip, step
+            )
             step += 1
             samples += batch["next"].shape[0]
             train_seconds = base_seconds + time.monotonic() - session_start

@@ -298,10 +298,37 @@ def summary_writer(out_dir: Path, resumed_at: int | None):
     return SummaryWriter(str(out_dir / "logs"), purge_step=None if resumed_at is None else resumed_at + 1)
 
 
+def check_finite_loss(loss: torch.Tensor, step: int, accelerator: Any = None) -> None:
+    """Stop before a non-finite loss reaches the weights (``FloatingPointError``).
+
+    One NaN step would turn every weight, and every checkpoint written after it, into NaN; raised here, the loop
+    ends without saving, so the checkpoints keep the steps before it. With several processes they decide
+    together (one process stopping alone would leave the others waiting for it).
+    """
+    bad = not bool(torch.isfinite(loss.detach()).all())
+    if accelerator is not None and accelerator.num_processes > 1:
+        bad = any_process(accelerator)(bad)
+    if bad:
+        raise FloatingPointError(
+            f"the training loss is not finite at step {step + 1} (here: {float(loss.detach().float().mean())}); "
+            "stopped before applying it, the checkpoints hold earlier steps: lower the learning rate, or look "
+            "for NaN in the data"
+        )
+
+
 def optimizer_step(
-    accelerator: Any, loss: torch.Tensor, parameters: Any, optimizer, scheduler, ema: Any, grad_clip: float
+    accelerator: Any,
+    loss: torch.Tensor,
+    parameters: Any,
+    optimizer,
+    scheduler,
+    ema: Any,
+    grad_clip: float,
+    step: int,
 ) -> float:
-    """Backward, clip, step optimizer and schedule, zero the gradients, update the EMA; returns the grad norm."""
+    """Check the loss (:func:`check_finite_loss`; ``step``: the steps done), backward, clip, step optimizer and
+    schedule, zero the gradients, update the EMA; returns the grad norm."""
+    check_finite_loss(loss, step, accelerator)
     parameters = list(parameters)
     accelerator.backward(loss)
     grad_norm = accelerator.clip_grad_norm_(parameters, grad_clip)

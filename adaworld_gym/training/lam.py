@@ -41,6 +41,7 @@ from adaworld_gym.training.common import (
     CheckpointClock,
     any_process,
     budget_spent,
+    check_finite_loss,
     config_from_preset,
     copy_weights,
     image_grid,
@@ -304,6 +305,7 @@ def run_lam_training(
             ):
                 ramp = min(1.0, (step + 1) / max(cfg.kl_warmup_steps, 1))
                 out = model(f_t, f_t1, beta=beta * ramp, noise_scale=ramp)
+            check_finite_loss(out.loss, step, accelerator)
             accelerator.backward(out.loss)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

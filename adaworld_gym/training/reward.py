@@ -50,6 +50,7 @@ from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
     budget_spent,
+    check_finite_loss,
     make_lr_scheduler,
     plain_config,
     resume_state,
@@ -435,6 +436,7 @@ def run_reward_training(
                 w * F.binary_cross_entropy_with_logits(logit.float(), target_t, reduction="none")
             ).mean()
             loss = loss_r + loss_t
+            check_finite_loss(loss, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -347,7 +347,7 @@ def run_world_model_training(
             z = _actions(lam, batch, raw_model.config.action_dim, bf16)
             loss = window_loss(raw_model, batch, z, noise_gen)
             grad_norm = optimizer_step(
-                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip
+                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip, step
             )
 
             step += 1
