@@ -64,11 +64,15 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         seeds.append(meta.get("seed"))
     games: dict[str, dict[str, list[int]]] = {}
     overall: dict[str, dict[str, Any]] = {}
+    # A model enters the pool only with episodes of every game in every file (else its row would mix games).
+    pooled = [
+        model
+        for model in MODELS
+        if all(run[game]["per_episode"].get(model) for run in runs for game in first["game_list"])
+    ]
     for game in first["game_list"]:
-        for model in MODELS:
-            rows = [run[game]["per_episode"].get(model) for run in runs]
-            if any(r is None for r in rows):
-                continue  # not run in every file: left out of the pool
+        for model in pooled:
+            rows = [run[game]["per_episode"][model] for run in runs]
             k, n = sum(sum(bool(e["success"]) for e in r) for r in rows), sum(len(r) for r in rows)
             games.setdefault(game, {})[model] = [k, n]
             entry = overall.setdefault(model, {"successes": 0, "episodes": 0, "per_seed": {}})
@@ -84,7 +88,7 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     for a, b in TESTS:
         if a in overall and b in overall:
             (ka, na), (kb, nb) = ((overall[m]["successes"], overall[m]["episodes"]) for m in (a, b))
-            ratio = (ka / na) / (kb / nb) if kb else math.inf
+            ratio = (ka / na) / (kb / nb) if kb else math.inf if ka else math.nan
             tests[f"{a}_vs_{b}"] = {"ratio": ratio, "p": fisher_greater(ka, na, kb, nb)}
     return {
         "seeds": seeds,
@@ -93,6 +97,7 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         "tests": tests,
         "meta": {
             "files": names,
+            "left_out": [model for model in MODELS if model not in pooled],
             **{key: first.get(key) for key in POOLED_SETTINGS},
             "bundles": {str(seed): run["meta"].get("bundles") for seed, run in zip(seeds, runs, strict=True)},
         },

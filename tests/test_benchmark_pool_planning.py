@@ -47,3 +47,13 @@ def test_pools_seeds_and_refuses_what_cannot_be_pooled(tmp_path):
     paths[1].write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="another protocol"):
         main([*map(str, paths), "--out", str(tmp_path / "x")])
+
+
+def test_a_model_missing_from_a_game_is_left_out(tmp_path):
+    run = _run(0, {"adaworld": [True], "random": [False]})
+    run["heist"] = {"per_episode": {"random": [{"success": True}]}}  # no adaworld episodes on heist
+    run["meta"]["game_list"] = ["maze", "heist"]
+    (tmp_path / "r.json").write_text(json.dumps(run))
+    results = main([str(tmp_path / "r.json"), "--out", str(tmp_path / "out")])
+    assert list(results["all"]) == ["random"] and results["meta"]["left_out"][:2] == ["oracle", "adaworld"]
+    assert results["games"] == {"maze": {"random": [0, 1]}, "heist": {"random": [1, 1]}}

@@ -129,6 +129,9 @@ def test_save_pretrained_is_atomic_and_keeps_other_files(tmp_path, one_thread, m
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         second.save_pretrained(tmp_path / "file")
+    first.save_pretrained(tmp_path / "wm", variant="fp16")  # another variant: the main weights stay
+    assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm"), second)
+    assert _same_weights(DiffusionWorldModel.from_pretrained(tmp_path / "wm", variant="fp16"), first)
 
 
 def test_models_cast_to_bfloat16_run(bundle):

@@ -125,14 +125,17 @@ def test_resume_refuses_another_learning_rate_or_ema_decay(tmp_path):
     assert resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)["step"] == 1
 
 
-def test_a_timed_save_is_decided_by_all_processes():
-    # Another process's clock ran out: this one saves too (the save is a collective), and only then.
+def test_timed_saves_and_held_signals_are_decided_by_all_processes():
+    # Another process's clock ran out at step 2, another got a signal at step 4: this one saves, then stops too
+    # (a save is a collective), each decided in one agreement per step.
     saved, asked = [], []
-    others_due = {2}
-    clock = CheckpointClock(
-        lambda: saved.append(clock.step), step=0, every=100, minutes=60,
-        agree=lambda due: asked.append(due) or due or clock.step in others_due,
-    )  # fmt: skip
-    for step in range(1, 4):
-        clock.tick(step)
-    assert saved == [2] and asked == [False, False, False]
+
+    def agree(flags):
+        asked.append(list(flags))
+        return [flags[0] or clock.step == 4, flags[1] or clock.step == 2]
+
+    clock = CheckpointClock(lambda: saved.append(clock.step), step=0, every=100, minutes=60, agree=agree)
+    with pytest.raises(KeyboardInterrupt, match="another process"), clock.guard(_Bar()):
+        for step in range(1, 6):
+            clock.tick(step)
+    assert saved == [2, 4] and asked == [[False, False]] * 4

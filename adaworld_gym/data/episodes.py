@@ -380,7 +380,10 @@ class EpisodeStore:
         """
         with contextlib.ExitStack() as stack:
             if fcntl is not None:
-                lock = stack.enter_context(open(self.root / MANIFEST_LOCK, "ab"))
+                lock_path = self.root / MANIFEST_LOCK
+                # flock needs any open descriptor: read-only when another user's lock file is not writable here.
+                mode = "rb" if lock_path.exists() and not os.access(lock_path, os.W_OK) else "ab"
+                lock = stack.enter_context(open(lock_path, mode))
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
                 except OSError:  # a file system without locks (some network mounts): go on unserialised

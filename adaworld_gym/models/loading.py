@@ -87,10 +87,10 @@ class CheckedLoadingMixin:
         shutil.rmtree(side, ignore_errors=True)
         try:
             super().save_pretrained(side, *args, **kwargs)  # type: ignore[misc]
+            replaced = _replaced_weights(kwargs.get("variant", args[3] if len(args) > 3 else None))
             for entry in target.iterdir() if target.is_dir() else ():
-                if not (side / entry.name).exists() and not _SHARD_OR_WEIGHTS.fullmatch(entry.name):
-                    copy = shutil.copytree if entry.is_dir() else shutil.copy2
-                    copy(entry, side / entry.name)
+                if not (side / entry.name).exists() and not replaced.fullmatch(entry.name):
+                    _carry(entry, side / entry.name)
             _drop_stale_weights(side)
             swap_in_directory(side, target)
         except BaseException:
@@ -98,8 +98,29 @@ class CheckedLoadingMixin:
             raise
 
 
-# An earlier save's weights, which the new save replaces (diffusers deletes such shards itself).
-_SHARD_OR_WEIGHTS = re.compile(r"diffusion_pytorch_model(-\d{5}-of-\d{5})?\.(safetensors|bin)")
+def _replaced_weights(variant: str | None) -> re.Pattern[str]:
+    """An earlier save's weight files that a save of ``variant`` replaces: its single file and shards (diffusers
+    deletes such shards itself); other variants' files stay."""
+    tag = rf"\.{re.escape(variant)}" if variant else ""
+    return re.compile(rf"diffusion_pytorch_model(-\d{{5}}-of-\d{{5}})?{tag}\.(safetensors|bin)")
+
+
+def _carry(entry: Path, dest: Path) -> None:
+    """Carry a file or folder of the old save into the new one: hard links where possible (a run folder's
+    checkpoints are not copied on every save), links kept as links."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(src, dst)
+
+    if entry.is_symlink():
+        os.symlink(os.readlink(entry), dest)
+    elif entry.is_dir():
+        shutil.copytree(entry, dest, symlinks=True, copy_function=link_or_copy)
+    else:
+        link_or_copy(str(entry), str(dest))
 
 
 def _drop_stale_weights(directory: Path) -> None:

@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -233,13 +233,17 @@ def resume_stream(
     return stream
 
 
-def any_process(accelerator: Any) -> Callable[[bool], bool] | None:
-    """For :class:`CheckpointClock`: True on every process when it is True on any (None with one process)."""
+def any_process(accelerator: Any) -> Callable[[Sequence[bool]], list[bool]] | None:
+    """Flags decided by all processes: each is True everywhere when it is True on any (one collective for all
+    of them); None with one process. For :class:`CheckpointClock` and :func:`check_finite_loss`."""
     if accelerator.num_processes == 1:
         return None
-    return lambda flag: bool(
-        accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum")
-    )
+
+    def agree(flags: Sequence[bool]) -> list[bool]:
+        votes = torch.tensor([float(f) for f in flags], device=accelerator.device)
+        return [bool(v) for v in accelerator.reduce(votes, "sum") > 0]
+
+    return agree
 
 
 def process_states(accelerator: Any, **own: Any) -> dict[str, Any]:
@@ -256,12 +260,13 @@ def process_states(accelerator: Any, **own: Any) -> dict[str, Any]:
     return {**states[0], "other_processes": states[1:]}
 
 
-def restore_process_state(accelerator: Any, state: dict[str, Any] | None) -> dict[str, Any] | None:
+def restore_process_state(accelerator: Any, state: dict[str, Any] | None, seed: int) -> dict[str, Any] | None:
     """This process's part of a checkpoint ``state`` written with :func:`process_states`.
 
     The main process gets ``state`` (its RNGs are restored by :func:`resume_state`); another process gets its
     own entries, its global RNGs restored here. A checkpoint written by another number of processes holds no
-    entry for some: those restart their data stream and generators (a warning says the run is not exact).
+    entry for some: those restart their data stream and generators from ``seed`` and the step (a warning says
+    the run is not exact).
     """
     from adaworld_gym.training.checkpoint import restore_rng_state
 
@@ -278,7 +283,12 @@ def restore_process_state(accelerator: Any, state: dict[str, Any] | None) -> dic
                 "run would",
                 stacklevel=2,
             )
-        if accelerator.process_index > 0:
+        if (
+            accelerator.process_index > 0
+        ):  # fresh draws of its own (``seed``: this process's), not the main one's
+            from accelerate.utils import set_seed
+
+            set_seed(seed + state["step"])
             return {"step": state["step"], "data_stream": None}
     if accelerator.process_index == 0:
         return state
@@ -307,7 +317,7 @@ def check_finite_loss(loss: torch.Tensor, step: int, accelerator: Any = None) ->
     """
     bad = not bool(torch.isfinite(loss.detach()).all())
     if accelerator is not None and accelerator.num_processes > 1:
-        bad = any_process(accelerator)(bad)
+        (bad,) = any_process(accelerator)([bad])
     if bad:
         raise FloatingPointError(
             f"the training loss is not finite at step {step + 1} (here: {float(loss.detach().float().mean())}); "
@@ -358,11 +368,12 @@ class CheckpointClock:
         step: int,
         every: int,
         minutes: float,
-        agree: Callable[[bool], bool] | None = None,
+        agree: Callable[[Sequence[bool]], list[bool]] | None = None,
     ) -> None:
         self.save, self.every, self.minutes = save, every, minutes
-        # With several processes each one's clock differs: ``agree`` makes a timed save everyone's decision
-        # (any process due), since the save is a collective and a process missing it would hang the others.
+        # With several processes each one's clock and signals differ: ``agree`` (:func:`any_process`) makes a
+        # timed save and a held signal everyone's decision, since a save is a collective and a process missing
+        # it (or stopping alone) would hang the others.
         self.agree = agree
         self.step = self.saved_step = step
         self.saved_at = time.monotonic()
@@ -374,11 +385,14 @@ class CheckpointClock:
         Raises ``KeyboardInterrupt`` if a signal arrived during the step (:meth:`guard` then saves).
         """
         self.step = step
-        if self.held_signal is not None:
-            raise KeyboardInterrupt(f"signal {self.held_signal}, held until step {step} was complete")
+        held = self.held_signal is not None
         timed = time.monotonic() - self.saved_at >= self.minutes * 60
         if self.agree is not None:
-            timed = self.agree(timed)
+            held, timed = self.agree([held, timed])
+        if held:
+            raise KeyboardInterrupt(
+                f"signal {self.held_signal or '(to another process)'}, held until step {step} was complete"
+            )
         if step % self.every == 0 or timed:
             self._save()
             return True

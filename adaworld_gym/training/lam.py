@@ -275,7 +275,7 @@ def run_lam_training(
     seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
     if state is None and accelerator.process_index > 0:  # and its own draws, once the weights are in sync
         set_seed(seed)
-    own_state = restore_process_state(accelerator, state)
+    own_state = restore_process_state(accelerator, state, seed)
     batches = resume_stream(
         lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
     )

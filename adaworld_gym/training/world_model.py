@@ -321,9 +321,12 @@ def run_world_model_training(
     if state is None and accelerator.process_index > 0:  # and its own draws, once the weights are in sync
         set_seed(seed)
         noise_gen.manual_seed(seed)
-    own_state = restore_process_state(accelerator, state)
-    if own_state is not None and accelerator.process_index > 0 and "noise_generator" in own_state:
-        noise_gen.set_state(own_state["noise_generator"])
+    own_state = restore_process_state(accelerator, state, seed)
+    if own_state is not None and accelerator.process_index > 0:  # its own noise, not the main process's
+        if "noise_generator" in own_state:
+            noise_gen.set_state(own_state["noise_generator"])
+        else:  # a checkpoint of another number of processes
+            noise_gen.manual_seed(seed + step)
     batches = resume_stream(
         lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
     )
