@@ -40,6 +40,23 @@ def _procgen_episodes(out: Path, seed: int, steps: int = 60):
     }
 
 
+def _longest(episodes):
+    """The longest episode (the first of the longest: seed 0's demo is unchanged)."""
+    return max(episodes, key=lambda ep: len(ep.frames))
+
+
+def _transfer_clips(episodes, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Source frames (at most ``steps + 1``) and the target's start frame for the transfer GIF.
+
+    Random-action episodes can end early (a maze solved, a jumper killed: at seed 11 the first maze episode has
+    18 frames), so the source is the longer episode and the rollout is as long as it allows, rather than
+    ``transfer`` refusing a source shorter than 20 steps and the demo stopping half way.
+    """
+    source = _longest(episodes)
+    target = next(ep for ep in episodes if ep is not source) if len(episodes) > 1 else source
+    return source.frames[: steps + 1], target.frames[:1]
+
+
 def _data_dir(out: Path, seed: int) -> Path:
     """One data folder per seed, so a rerun with another seed does not meet the first one's episodes."""
     return out / ("data" if seed == 0 else f"data-seed{seed}")
@@ -139,7 +156,8 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
     print("[demo] 1/4 real simulators: held-out Procgen levels and a scripted RobosuitePush episode")
     episodes = _procgen_episodes(out, seed)
     push = _push_episode(seed)
-    clips = [episodes[g][0].frames[:16] for g in DEMO_GAMES[:3]] + [push[:16]]
+    # The longer episode of each game: with some seeds a game's first episode ends after a step or two.
+    clips = [_longest(episodes[g]).frames[:16] for g in DEMO_GAMES[:3]] + [push[:16]]
     length = min(len(c) for c in clips)
     save_gif(side_by_side(*[c[:length] for c in clips]), out / "real.gif", fps=4)
 
@@ -171,9 +189,8 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
         from adaworld_gym.transfer import transfer_gif
 
         wm = DiffusionWorldModel.from_pretrained(DEFAULT_WORLD_MODEL).eval()
-        source = episodes["maze"][0].frames[:21]
-        target = episodes["maze"][1].frames[:1]
-        transfer_gif(source, target, out / "transfer.gif", lam, wm, steps=20, seed=seed)
+        source, target = _transfer_clips(episodes["maze"])
+        transfer_gif(source, target, out / "transfer.gif", lam, wm, steps=len(source) - 1, seed=seed)
         summary["world_model"] = "shipped"
         print(f"[demo] 4/4 the world model as a Gymnasium env: Procgen {ENV_GAME}, imagined vs real")
         summary["gym_env"] = _imagined_vs_real(out, seed)

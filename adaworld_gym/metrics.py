@@ -27,6 +27,8 @@ def mse_pooled(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tenso
 
 
 def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of an MSE on [0, 255]; an MSE of 0 (identical images) gives a finite 148.13 dB (MSE floored
+    at 1e-10), not infinity, so means and JSON files stay finite."""
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
@@ -35,7 +37,10 @@ def psnr_pooled(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tens
     return psnr_from_mse(mse_pooled(pred, target))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -47,9 +52,15 @@ def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> 
     p, t = _as_float(pred), _as_float(target)
     if p.shape != t.shape:
         raise ValueError(f"shape mismatch: prediction {tuple(p.shape)} vs target {tuple(t.shape)}")
+    # The window is valid-only (no padding, as Wang et al.): smaller images or other channel counts reached
+    # conv2d and failed there with a RuntimeError about kernel sizes or groups.
+    if p.ndim < 3 or p.shape[-1] != 3 or min(p.shape[-3:-1]) < SSIM_WINDOW:
+        raise ValueError(
+            f"ssim takes RGB images [..., H, W, 3] with H, W >= {SSIM_WINDOW}, got shape {tuple(p.shape)}"
+        )
     p = p.reshape(-1, *p.shape[-3:]).permute(0, 3, 1, 2)
     t = t.reshape(-1, *t.shape[-3:]).permute(0, 3, 1, 2)
-    window = _gaussian_window()
+    window = _gaussian_window(SSIM_WINDOW)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     values = []
     for start in range(0, len(p), 256):  # chunks keep memory flat on large evaluation sets

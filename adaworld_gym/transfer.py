@@ -157,11 +157,15 @@ def _read_image(path: Path) -> np.ndarray:
         # Its first line only: the rest suggests plugins to install, which a damaged file does not need.
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot read image {path} (corrupt or not an image): {reason}") from e
+    if image.ndim == 3 and image.shape[-1] == 2:  # greyscale + alpha ("LA" PNGs): the grey channel
+        image = image[..., 0]
     if image.ndim == 2:  # greyscale
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] < 3:
         raise ValueError(f"{path}: expected an RGB(A) or greyscale image, got shape {image.shape}")
-    if image.dtype == np.uint16:  # 16-bit PNGs: keep the high byte rather than wrap around
+    if image.dtype == np.bool_:  # 1-bit images: white is True, not 1 of 255
+        image = image.astype(np.uint8) * 255
+    elif image.dtype == np.uint16:  # 16-bit PNGs: keep the high byte rather than wrap around
         image = image >> 8
     elif image.dtype != np.uint8:
         raise ValueError(f"{path}: expected an 8- or 16-bit image, got {image.dtype}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,11 @@ def check_output_file(
 def save_gif(
     frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 5, scale: int = 3
 ) -> Path:
-    """Write an endlessly looping GIF atomically (``path`` must end in ``.gif``)."""
+    """Write an endlessly looping GIF atomically (``path`` must end in ``.gif``).
+
+    ``fps`` is rounded to a whole number of centiseconds per frame (GIF's unit), at most 50 fps.
+    Pillow merges consecutive identical frames into one longer frame: a reader may see fewer frames.
+    """
     import io
 
     import imageio.v3 as iio
@@ -69,10 +74,15 @@ def save_gif(
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4:
         raise ValueError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
+    if not (isinstance(fps, numbers.Real) and np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
     path = check_output_file(path, GIF_SUFFIXES, "GIF")
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    iio.imwrite(buf, upscale(frames, scale), extension=".gif", duration=1000 / fps, loop=0)
+    # GIF delays are whole centiseconds and Pillow truncates the milliseconds it is given (1000 / 15 = 66.7 ms
+    # became 60 ms: 15 fps played at 16.7); round instead, and to at least 2 cs, as browsers play 0-1 cs as 10 cs.
+    duration_ms = 10 * max(2, round(100 / fps))
+    iio.imwrite(buf, upscale(frames, scale), extension=".gif", duration=duration_ms, loop=0)
     atomic_write_bytes(path, buf.getvalue())
     return path
 

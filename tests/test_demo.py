@@ -25,3 +25,22 @@ def test_demo_writes_every_output_on_the_shipped_defaults(tmp_path):
     for key in ("psnr_vs_real_first_10", "copy_start_psnr_first_10", "vector_env_frames_per_second"):
         assert math.isfinite(env[key]) and env[key] > 0, key
     assert set(env["return"]) == {"real", "imagined"}
+
+
+def test_demo_transfer_uses_the_longer_episode_and_fits_its_steps():
+    """At seed 11 the first maze episode has 18 frames: the demo stopped with "fewer than steps=20"."""
+    import numpy as np
+
+    from adaworld_gym.data.episodes import Episode
+    from adaworld_gym.demo import _transfer_clips
+
+    def episode(n, value):
+        return Episode(frames=np.full((n, 64, 64, 3), value, np.uint8))
+
+    source, target = _transfer_clips([episode(18, 1), episode(61, 2)])
+    assert source.shape == (21, 64, 64, 3) and (source == 2).all()
+    assert target.shape == (1, 64, 64, 3) and (target == 1).all()
+    source, target = _transfer_clips([episode(6, 1), episode(9, 2)])  # both short: as many steps as there are
+    assert len(source) == 9 and (source == 2).all() and (target == 1).all()
+    source, _ = _transfer_clips([episode(61, 1), episode(61, 2)])  # equal: the first, as at seed 0
+    assert (source == 1).all()

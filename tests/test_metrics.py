@@ -31,3 +31,39 @@ def test_metric_inputs_are_checked():
         psnr_pooled(np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4, 3)))
     with pytest.raises(ValueError, match="shape mismatch"):
         ssim(np.zeros((1, 16, 16, 3), np.uint8), np.zeros((2, 16, 16, 3), np.uint8))
+
+
+def test_psnr_of_identical_images_is_the_documented_cap():
+    img = np.full((2, 8, 8, 3), 77, np.uint8)
+    assert psnr_pooled(img, img) == pytest.approx(10 * np.log10(255**2 / 1e-10))
+
+
+def test_ssim_refuses_images_its_window_cannot_cover_with_a_value_error():
+    """8x8 images and greyscale [N, H, W, 1] failed inside conv2d with a RuntimeError."""
+    with pytest.raises(ValueError, match="H, W >= 11"):
+        ssim(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="RGB images"):
+        ssim(np.zeros((1, 16, 16, 1), np.uint8), np.zeros((1, 16, 16, 1), np.uint8))
+    single = np.random.default_rng(0).integers(
+        0, 256, (11, 11, 3), dtype=np.uint8
+    )  # one image, no batch axis
+    assert ssim(single, single) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ssim_matches_a_float64_reference():
+    """Wang et al.'s SSIM: 11x11 Gaussian (sigma 1.5) window, valid region, C1/C2 for data range 255."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
+    b = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+    x, y = a.astype(np.float64), b.astype(np.float64)
+
+    def blur(z):
+        return gaussian_filter(z, sigma=(0, 1.5, 1.5, 0), truncate=3.5)[:, 5:-5, 5:-5]
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ref = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    assert ssim(b, a) == pytest.approx(ref.mean(), abs=1e-5)

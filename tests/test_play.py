@@ -81,6 +81,25 @@ def test_headless_play_records_a_gif_and_is_deterministic(bundle_dirs, tmp_path)
     assert not np.array_equal(other.frames, result.frames)
 
 
+def test_recorded_gif_plays_at_the_requested_frame_rate(tmp_path):
+    """GIF delays are centiseconds and Pillow truncated 1000 / 15 ms to 60 ms: 15 fps recordings played at 16.7."""
+    from PIL import Image
+
+    from adaworld_gym.viz import save_gif
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    for fps, delay in ((15, 70), (5, 200), (2, 500), (60, 20)):  # 60 fps: 2 cs, as browsers slow 0-1 cs to 10
+        with Image.open(save_gif(frames, tmp_path / f"{fps}.gif", fps=fps, scale=1)) as gif:
+            delays = []
+            for i in range(gif.n_frames):
+                gif.seek(i)
+                delays.append(gif.info["duration"])
+        assert delays == [delay] * 4, fps
+    for fps in (0, -5, float("nan")):
+        with pytest.raises(ValueError, match="fps must be a positive number"):
+            save_gif(frames, tmp_path / "bad.gif", fps=fps)
+
+
 def test_headless_scripted_keys_drive_box_actions_and_restart_finished_episodes(bundle_dirs):
     result = play(
         ENV,

@@ -93,6 +93,20 @@ def test_load_frames_from_shard_gif_and_image(tmp_path):
         load_frames(tmp_path / "broken.png")
 
 
+def test_load_frames_reads_grey_alpha_and_one_bit_images(tmp_path):
+    """Greyscale+alpha PNGs were refused ("got shape (64, 64, 2)") and 1-bit ones ("got bool")."""
+    from PIL import Image
+
+    grey = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], -1), "LA").save(tmp_path / "la.png")
+    la = load_frames(tmp_path / "la.png")
+    assert la.shape == (1, 64, 64, 3) and np.array_equal(la[0], np.repeat(grey[..., None], 3, -1))
+    Image.fromarray(grey > 127).save(tmp_path / "bw.png")  # mode "1"
+    bw = load_frames(tmp_path / "bw.png")
+    assert bw.shape == (1, 64, 64, 3) and set(np.unique(bw)) == {0, 255}
+    assert np.array_equal(bw[0, ..., 0] == 255, grey > 127)
+
+
 def test_transfer_gif_from_files_and_model_dirs(tmp_path, lam, wm):
     lam.save_pretrained(tmp_path / "lam")
     wm.save_pretrained(tmp_path / "wm" / "model")  # a run directory is accepted too
