@@ -59,13 +59,18 @@ def check_output_file(
     return path
 
 
+GIF_FRAME_COMMENT = "adaworld-gym frame_ms={ms}"  # the frame time, which merged repeated frames hide
+
+
 def save_gif(
     frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 5, scale: int = 3
 ) -> Path:
     """Write an endlessly looping GIF atomically (``path`` must end in ``.gif``).
 
     ``fps`` is rounded to a whole number of centiseconds per frame (GIF's unit), at most 50 fps.
-    Pillow merges consecutive identical frames into one longer frame: a reader may see fewer frames.
+    Pillow merges consecutive identical frames into one longer frame; the frame time is also written in the
+    GIF's comment (``GIF_FRAME_COMMENT``), so that :func:`~adaworld_gym.data.collect.read_video` gives back every
+    frame.
     """
     import io
 
@@ -82,7 +87,8 @@ def save_gif(
     # GIF delays are whole centiseconds and Pillow truncates the milliseconds it is given (1000 / 15 = 66.7 ms
     # became 60 ms: 15 fps played at 16.7); round instead, and to at least 2 cs, as browsers play 0-1 cs as 10 cs.
     duration_ms = 10 * max(2, round(100 / fps))
-    iio.imwrite(buf, upscale(frames, scale), extension=".gif", duration=duration_ms, loop=0)
+    comment = GIF_FRAME_COMMENT.format(ms=duration_ms)
+    iio.imwrite(buf, upscale(frames, scale), extension=".gif", duration=duration_ms, loop=0, comment=comment)
     atomic_write_bytes(path, buf.getvalue())
     return path
 

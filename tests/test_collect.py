@@ -224,3 +224,21 @@ def test_video_names_of_colliding_paths_stay_distinct(tmp_path):
     assert len(set(names.values())) == 3
     assert names[tmp_path / "plumless"] == names[tmp_path / "buckeroo"] + "_1"  # the later path in order
     assert names == _video_names(files, tmp_path)  # the same on a rerun
+
+
+def test_read_video_gives_back_every_recorded_frame_of_a_gif(tmp_path):
+    from PIL import Image
+
+    from adaworld_gym.data.collect import read_video
+    from adaworld_gym.viz import save_gif
+
+    frames = np.zeros((6, 16, 16, 3), np.uint8)
+    frames[3:] = 200  # three still steps, then three more: writers merge repeats into longer frames
+    save_gif(frames, tmp_path / "still.gif", fps=10)
+    read, fps = read_video(tmp_path / "still.gif")
+    assert fps == 10 and len(read) == 6
+    np.testing.assert_array_equal(np.stack(read)[:, 0, 0, 0], [0, 0, 0, 200, 200, 200])
+    grey = [Image.fromarray(np.full((8, 8), v, np.uint8), mode="L") for v in (0, 128)]
+    grey[0].save(tmp_path / "grey.gif", save_all=True, append_images=grey[1:], duration=100)
+    read, _ = read_video(tmp_path / "grey.gif")  # "No packer found from P to L" before
+    assert [f.shape for f in read] == [(8, 8, 3)] * 2 and read[1][0, 0, 0] == 128

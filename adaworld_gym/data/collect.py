@@ -8,6 +8,7 @@ the episodes it would have produced in one go.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -357,18 +358,33 @@ def _video_names(files: list[Path], src: Path) -> dict[Path, str]:
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    """All RGB frames of a video and its frame rate."""
+    """All RGB frames of a video and its frame rate.
+
+    A GIF's frames are shown for their own delays, and GIF writers (Pillow among them) merge repeated frames into
+    one longer one: a recording where nothing moved for 5 steps holds 1 frame. Each frame is repeated by its delay
+    over the frame time (written in the comment of this package's GIFs, else the shortest delay), so the frames
+    come back at one rate, as many as were recorded.
+    """
     if path.suffix.lower() == ".gif":
-        import imageio.v3 as iio
+        from PIL import Image, ImageSequence
 
         try:
-            frames = [np.asarray(f)[..., :3] for f in iio.imiter(path)]
-            meta = iio.immeta(path)
-        except Exception as e:  # imageio raises several unrelated types for a bad file
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__  # imageio appends install advice
+            with Image.open(path) as image:
+                comment = image.info.get("comment", b"")
+                shown = [
+                    (np.asarray(frame.convert("RGB")), int(frame.info.get("duration") or 0))
+                    for frame in ImageSequence.Iterator(image)  # grey and palette GIFs too
+                ]
+        except Exception as e:  # Pillow raises several unrelated types for a bad file
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ValueError(f"cannot read GIF {path} (corrupt or not a GIF): {reason}") from None
-        duration_ms = meta.get("duration") or 100
-        return frames, 1000.0 / float(duration_ms)
+        delays = [d for _, d in shown if d > 0]
+        step = min(delays) if delays else 100  # ms; GIFs without delays play at 10 fps in browsers
+        written = re.search(rb"frame_ms=(\d+)", comment if isinstance(comment, bytes) else comment.encode())
+        if written and int(written.group(1)) > 0:
+            step = int(written.group(1))
+        frames = [f for f, d in shown for _ in range(max(1, round((d or step) / step)))]
+        return frames, 1000.0 / step
     import cv2
 
     capture = cv2.VideoCapture(str(path))
