@@ -117,13 +117,15 @@ def _imagined_vs_real(out: Path, seed: int) -> dict:
     save_gif(side_by_side(real_frames, imagined_frames), out / "imagined_vs_real.gif", fps=5)
     steps = len(real_frames) - 1
     horizon = min(steps, 10)
+
+    def first_10(frames: np.ndarray) -> float | None:  # None (JSON null) if the game ended on its first step
+        return psnr_pooled(frames, real_frames[1 : horizon + 1]) if horizon else None
+
     return {
         "env": imagined.spec.id,
         "steps": steps,
-        "psnr_vs_real_first_10": psnr_pooled(imagined_frames[1 : horizon + 1], real_frames[1 : horizon + 1]),
-        "copy_start_psnr_first_10": psnr_pooled(
-            np.repeat(real_frames[:1], horizon, axis=0), real_frames[1 : horizon + 1]
-        ),
+        "psnr_vs_real_first_10": first_10(imagined_frames[1 : horizon + 1]),
+        "copy_start_psnr_first_10": first_10(np.repeat(real_frames[:1], horizon, axis=0)),
         "return": rewards,
         "vector_env_frames_per_second": _vector_env_fps(imagined.spec.id, seed),
     }
@@ -205,10 +207,14 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
     )
     if "gym_env" in summary:
         env = summary["gym_env"]
+        compared = (
+            "the real game ended on its first step"
+            if env["psnr_vs_real_first_10"] is None
+            else f"PSNR to the real frames {env['psnr_vs_real_first_10']:.2f} dB over the first 10 (the start "
+            f"frame held still: {env['copy_start_psnr_first_10']:.2f} dB)"
+        )
         print(
-            f"[demo] {env['env']}: {env['steps']} steps beside the real game, PSNR to the real frames "
-            f"{env['psnr_vs_real_first_10']:.2f} dB over the first 10 (the start frame held still: "
-            f"{env['copy_start_psnr_first_10']:.2f} dB); vector env, 16 rows: "
+            f"[demo] {env['env']}: {env['steps']} steps beside the real game, {compared}; vector env, 16 rows: "
             f"{env['vector_env_frames_per_second']:.0f} frames/s"
         )
     gifs = "real.gif, push_lam_reconstruction.gif" + (

@@ -44,3 +44,28 @@ def test_demo_transfer_uses_the_longer_episode_and_fits_its_steps():
     assert len(source) == 9 and (source == 2).all() and (target == 1).all()
     source, _ = _transfer_clips([episode(61, 1), episode(61, 2)])  # equal: the first, as at seed 0
     assert (source == 1).all()
+
+
+def test_imagined_vs_real_when_the_real_game_ends_at_once(tmp_path, monkeypatch):
+    import gymnasium
+
+    from adaworld_gym import demo
+
+    class EndsAtOnce(gymnasium.Wrapper):
+        def step(self, action):
+            obs, reward, _, truncated, info = self.env.step(action)
+            return obs, reward, True, truncated, info
+
+    make = gymnasium.make
+
+    def make_real_ending(env_id, **kwargs):
+        env = make(env_id, **kwargs)
+        return EndsAtOnce(env) if env_id == f"AdaWorld/Procgen-{demo.ENV_GAME}-v0" else env
+
+    monkeypatch.setattr(gymnasium, "make", make_real_ending)
+    monkeypatch.setattr(demo, "_vector_env_fps", lambda env_id, seed: 1.0)
+    env = demo._imagined_vs_real(tmp_path, seed=0)
+    # No frames to compare: no figure (a NaN from an empty mean used to be written to summary.json)
+    assert (
+        env["steps"] == 0 and env["psnr_vs_real_first_10"] is None and env["copy_start_psnr_first_10"] is None
+    )
