@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from adaworld_gym.cli import positive_int
 from adaworld_gym.data.collect import collect_procgen
 from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS, shipped_bundle_dir, shipped_bundles_root
 from adaworld_gym.models.bundle import AdaWorldBundle
+from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
 from adaworld_gym.training.common import write_json
@@ -61,6 +63,13 @@ def build(name: str, work: Path, seed: int) -> dict:
     )
     bundle = AdaWorldBundle.from_pretrained(full)
     bundle.meta["pretrained_model"] = "adaworld_gym/assets/world_model (shared)"
+    # Keep the reward head that --rewards attached (rewards.json records it): the rebuilt adapter does not
+    # change what the head reads (frames and the LAM's z), and without it the README's rebuild (all bundles,
+    # then --rewards) left bundles paying 0 that rewards.json called attached, for good where a retrain
+    # failed its gate (that branch keeps "the head attached earlier").
+    header = shipped_bundle_dir(name) / "bundle.json"
+    if header.is_file() and json.loads(header.read_text()).get("has_reward_head"):
+        bundle = replace(bundle, reward_head=RewardHead.from_pretrained(header.parent / "reward").eval())
     shared = {"world_model": defaults.DEFAULT_WORLD_MODEL, "lam": defaults.DEFAULT_LAM}
     bundle.save_pretrained(shipped_bundle_dir(name), shared=shared)
     return {

@@ -138,6 +138,31 @@ def test_cpu_bf16_copy_matches_autocast_and_follows_weight_updates(monkeypatch) 
     assert np.abs(sample(True) - sample(False)).mean() < 1.0
 
 
+def test_a_model_that_has_sampled_pickles_and_copies() -> None:
+    """Envs are pickled and copied (WorldModelEnv.__getstate__): the CPU sampling cache must not stop that."""
+    import copy
+    import pickle
+
+    model = make_model(autocast_dtype="bfloat16")
+    randomise_condition(model)
+    hist, z = frames(2, 3), actions(2)
+    before = model.predict_next(hist, z, steps=2, generator=gen(0))  # builds the bf16 copy
+    clone = pickle.loads(pickle.dumps(model))
+    assert "_bf16_unet" not in clone.__dict__  # the cache is not pickled: it is rebuilt on demand
+    assert np.array_equal(clone.predict_next(hist, z, steps=2, generator=gen(0)), before)
+    # The clone's copy follows its own weights, replaced without a version bump (assign=True)...
+    other = make_model(autocast_dtype="bfloat16")
+    clone.load_state_dict(other.state_dict(), assign=True)
+    want = other.predict_next(hist, z, steps=2, generator=gen(0))
+    assert np.array_equal(clone.predict_next(hist, z, steps=2, generator=gen(0)), want)
+    # ...and the original's copy is untouched by it.
+    assert np.array_equal(model.predict_next(hist, z, steps=2, generator=gen(0)), before)
+    twin = copy.deepcopy(model)
+    twin.load_state_dict(other.state_dict(), assign=True)
+    assert np.array_equal(twin.predict_next(hist, z, steps=2, generator=gen(0)), want)
+    assert np.array_equal(model.predict_next(hist, z, steps=2, generator=gen(0)), before)
+
+
 def test_bad_generators_and_guidance_are_named(model: DiffusionWorldModel) -> None:
     with pytest.raises(ValueError, match="generator must be a torch.Generator"):
         model.predict_next(frames(1, 2), actions(1), steps=1, generator=0)

@@ -561,3 +561,52 @@ def test_importing_the_envs_prints_nothing():
     code = "import adaworld_gym.envs.world_model_env, adaworld_gym.sims.procgen as p; p._import_procgen()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout == "" and done.stderr == ""
+
+
+def test_rebuilding_a_shipped_bundle_keeps_the_reward_head_attached_to_it(assets, tmp_path, monkeypatch):
+    """The README's rebuild (all bundles, then ``--rewards`` for five games) must not drop attached heads.
+
+    ``rewards.json`` keeps saying "attached" and a ``--rewards`` retrain that fails its gate "keeps the head
+    attached earlier", so a bundle rebuilt without its head would silently pay 0.
+    """
+    import importlib.util
+    from dataclasses import replace
+    from pathlib import Path
+
+    import adaworld_gym.defaults
+    from adaworld_gym.envs import shipped_bundle_dir
+
+    spec = importlib.util.spec_from_file_location(
+        "build_shipped_bundles", Path(__file__).parents[1] / "scripts" / "build_shipped_bundles.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    adapted = shipped_bundle("procgen")
+    adapted.meta["labelled_transitions"] = 3
+    adapted.world_model.save_pretrained(tmp_path / "world_model")
+    adapted.lam.save_pretrained(tmp_path / "lam")
+    monkeypatch.setattr(adaworld_gym.defaults, "DEFAULT_WORLD_MODEL", tmp_path / "world_model")
+    monkeypatch.setattr(adaworld_gym.defaults, "DEFAULT_LAM", tmp_path / "lam")
+    shared = {"world_model": tmp_path / "world_model", "lam": tmp_path / "lam"}
+    head = tiny_random_bundle("discrete", reward_head=True).reward_head
+    replace(adapted, reward_head=head).save_pretrained(shipped_bundle_dir("Procgen-heist"), shared=shared)
+
+    def fake_adapt(model_dir, lam_dir, data, out_dir, **kwargs):  # adaworld adapt --steps 0, without the sim
+        adapted.save_pretrained(Path(out_dir) / "bundle")
+        return Path(out_dir) / "bundle"
+
+    monkeypatch.setattr(script, "collect_adaptation_data", lambda env_id, out, seed: out)
+    monkeypatch.setattr(script, "adaptation_space", lambda env_id: None)
+    monkeypatch.setattr(script, "adapt", fake_adapt)
+    script.build("Procgen-heist", tmp_path / "work", seed=0)
+
+    rebuilt = AdaWorldBundle.from_pretrained(shipped_bundle_dir("Procgen-heist"))
+    assert rebuilt.reward_head is not None
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(rebuilt.reward_head.state_dict().values(), head.state_dict().values(), strict=True)
+    )
+    # A bundle that had no head still gets none.
+    script.build("Procgen-maze", tmp_path / "work", seed=0)
+    assert AdaWorldBundle.from_pretrained(shipped_bundle_dir("Procgen-maze")).reward_head is None

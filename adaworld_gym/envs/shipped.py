@@ -10,8 +10,8 @@
 Procgen, ``Box(-1, 1, (4,), float32)`` for RobosuitePush). The shipped bundles (``scripts/build_shipped_bundles.py``)
 share the package's world model and LAM and add a zero-shot adapter: each action's mean latent action over
 1,500 labelled real transitions (Procgen), or an MLP pre-fit on 100 scripted push episodes; no finetuning.
-Bundles whose reward head predicts held-out real rewards (``assets/bundles/rewards.json``: so far chaser) pay
-rewards and terminate; the others pay 0 unless a goal image is given at reset (attach a head with
+Bundles whose reward head predicts held-out real rewards (``assets/bundles/rewards.json``: chaser, coinrun,
+leaper, ninja and plunder) pay rewards and terminate; the others pay 0 unless a goal image is given at reset (attach a head with
 ``adaworld train-reward --bundle``). A missing bundle raises ``FileNotFoundError`` naming the path and how to
 create one. Any bundle directory works in its place: ``gymnasium.make(id, bundle=PATH)``; every other keyword goes to
 :class:`WorldModelEnv` (or, with ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``,

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -240,25 +239,24 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         bf16 copy does neither: predict_next at batch 1 / 16 / 64 is 1.14x / 1.16x / 1.18x faster at 2 threads
         (``scripts/ab_cpu_bf16.py``, interleaved A/B). Changes are detected from version counters and a
         sample of the values, and ``load_state_dict`` (also with ``assign=True``, which swaps in new tensors)
-        drops the copy through a hook; code that writes only a few weights through ``.data`` or assigns new
-        ``nn.Parameter`` objects should call :meth:`invalidate_sampling_cache` afterwards.
+        is counted by a hook on the UNet, which makes a new copy; code that writes only a few weights through
+        ``.data`` or assigns new ``nn.Parameter`` objects should call :meth:`invalidate_sampling_cache` afterwards.
         """
         cached = self.__dict__.get("_bf16_unet")
+        # The hook is a module-level function counting loads on the UNet itself: a closure over the model (as
+        # before) made every model, and every env holding one, unpicklable once it had sampled on a CPU.
+        hooked = any(
+            hook is _count_state_dict_loads for hook in self.unet._load_state_dict_post_hooks.values()
+        )
+        if not hooked:  # once per UNet (pickles and copies keep it)
+            self.unet.register_load_state_dict_post_hook(_count_state_dict_loads)
+        ident = (id(self.unet), self.unet.__dict__.get(_LOADS, 0))
         # Walking the module tree costs ~0.9 ms a call, so the tensor list is kept with the copy (replacing
-        # the whole UNet is caught by its id).
-        tensors = cached["tensors"] if cached and cached["unet"] == id(self.unet) else None
+        # the whole UNet is caught by its id, loading new tensors into it by the load count).
+        tensors = cached["tensors"] if cached and cached["ident"] == ident else None
         if tensors is None:
             tensors = [*self.unet.parameters(), *self.unet.buffers()]
-            if self.__dict__.get("_hooked_unet") != id(self.unet):  # once per UNet (a deepcopy has its own)
-                owner = weakref.ref(self)
-
-                def drop_copy(module: nn.Module, incompatible_keys: Any) -> None:
-                    if (model := owner()) is not None:
-                        model.invalidate_sampling_cache()
-
-                self.unet.register_load_state_dict_post_hook(drop_copy)
-                self.__dict__["_hooked_unet"] = id(self.unet)
-        key = (id(self.unet), *((t.data_ptr(), t._version) for t in tensors))
+        key = (ident, *((t.data_ptr(), t._version) for t in tensors))
         # In-place updates bump _version, but writes through ``.data`` (diffusers' EMA swaps) do not: a strided
         # sample of every 8th tensor's values catches those (they rewrite every tensor). Both: ~0.3 ms a call.
         with torch.no_grad():
@@ -276,7 +274,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
                 if type(module) is nn.GroupNorm:
                     module.__class__ = _ChannelsLastSafeGroupNorm
             # Kept out of nn.Module's registry: never saved, moved or trained with the model.
-            cached = {"unet": id(self.unet), "tensors": tensors, "key": key, "sample": sample}
+            cached = {"ident": ident, "tensors": tensors, "key": key, "sample": sample}
             cached["copy"] = copy.eval().requires_grad_(False)
             self.__dict__["_bf16_unet"] = cached
         return cached["copy"]
@@ -284,6 +282,12 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
     def invalidate_sampling_cache(self) -> None:
         """Drop the CPU sampling copy of the weights; the next sample re-casts them."""
         self.__dict__.pop("_bf16_unet", None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The CPU sampling copy is a cache (a second UNet): pickles and deep copies leave it out and rebuild it.
+        state = super().__getstate__()
+        state.pop("_bf16_unet", None)
+        return state
 
     def condition_embedding(
         self, z: torch.Tensor, history_len: torch.Tensor, aug_level: torch.Tensor
@@ -574,6 +578,14 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         hist = F.pad(hist, (0, 0, 0, 0, 0, 0, k - hist.shape[1], 0))
         keep = torch.arange(k, device=hist.device)[None, :] >= (k - lengths)[:, None]
         return hist * keep.view(*keep.shape, 1, 1, 1)
+
+
+_LOADS = "_adaworld_state_dict_loads"  # load_state_dict calls on a UNet, counted in its __dict__
+
+
+def _count_state_dict_loads(module: nn.Module, incompatible_keys: Any) -> None:
+    """``load_state_dict`` post hook: new weights, so a new CPU sampling copy (module-level: picklable)."""
+    module.__dict__[_LOADS] = module.__dict__.get(_LOADS, 0) + 1
 
 
 def _as_tensor(x: FrameArray | Sequence, name: str, device: torch.device) -> torch.Tensor:
