@@ -261,37 +261,32 @@ def process_states(accelerator: Any, **own: Any) -> dict[str, Any]:
 
 
 def restore_process_state(accelerator: Any, state: dict[str, Any] | None, seed: int) -> dict[str, Any] | None:
-    """This process's part of a checkpoint ``state`` written with :func:`process_states`.
+    """This process's part of a checkpoint ``state`` written with :func:`process_states` (None for a fresh run).
 
-    The main process gets ``state`` (its RNGs are restored by :func:`resume_state`); another process gets its
-    own entries, its global RNGs restored here. A checkpoint written by another number of processes holds no
-    entry for some: those restart their data stream and generators from ``seed`` and the step (a warning says
-    the run is not exact).
+    The main process gets ``state`` (its RNGs are restored by :func:`resume_state`). Another process gets its own
+    entries, its global RNGs restored here; in a fresh run, or from a checkpoint written by another number of
+    processes (a warning says the run is not exact), it seeds them from its own ``seed`` and the step instead
+    of drawing what the main process draws. Call it once the weights are in sync (after ``prepare``).
     """
+    from accelerate.utils import set_seed
+
     from adaworld_gym.training.checkpoint import restore_rng_state
 
-    if state is None:
-        return None
-    others = state.get("other_processes") or []
-    if len(others) != accelerator.num_processes - 1:
-        if accelerator.is_main_process:
-            import warnings
+    others = [] if state is None else state.get("other_processes") or []
+    if state is not None and len(others) != accelerator.num_processes - 1 and accelerator.is_main_process:
+        import warnings
 
-            warnings.warn(
-                f"the checkpoint at step {state['step']} was written by {len(others) + 1} process(es), resumed "
-                f"by {accelerator.num_processes}: the other processes draw other batches than an uninterrupted "
-                "run would",
-                stacklevel=2,
-            )
-        if (
-            accelerator.process_index > 0
-        ):  # fresh draws of its own (``seed``: this process's), not the main one's
-            from accelerate.utils import set_seed
-
-            set_seed(seed + state["step"])
-            return {"step": state["step"], "data_stream": None}
+        warnings.warn(
+            f"the checkpoint at step {state['step']} was written by {len(others) + 1} process(es), resumed by "
+            f"{accelerator.num_processes}: the other processes draw other batches than an uninterrupted run would",
+            stacklevel=2,
+        )
     if accelerator.process_index == 0:
         return state
+    if len(others) != accelerator.num_processes - 1:
+        step = 0 if state is None else state["step"]
+        set_seed(seed + step)
+        return None if state is None else {"step": step, "data_stream": None}
     own = others[accelerator.process_index - 1]
     restore_rng_state(own["rng"])
     return {"step": state["step"], **own}
@@ -336,17 +331,34 @@ def optimizer_step(
     grad_clip: float,
     step: int,
 ) -> float:
-    """Check the loss (:func:`check_finite_loss`; ``step``: the steps done), backward, clip, step optimizer and
-    schedule, zero the gradients, update the EMA; returns the grad norm."""
+    """Check the loss (:func:`check_finite_loss`; ``step``: the steps done), backward, average the gradients over
+    processes, clip, step optimizer and schedule, zero the gradients, update the EMA; returns the grad norm.
+
+    The callers compute ``loss`` on the unwrapped model (its ``training_loss``, not ``forward``), which DDP does
+    not see: without the averaging here each process trained its own copy of the weights.
+    """
     check_finite_loss(loss, step, accelerator)
     parameters = list(parameters)
     accelerator.backward(loss)
+    if accelerator.num_processes > 1:
+        _average_gradients(accelerator, parameters)
     grad_norm = accelerator.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     ema.step(parameters)
     return float(grad_norm)
+
+
+def _average_gradients(accelerator: Any, parameters: list[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over the processes (one collective; a missing gradient counts as 0)."""
+    trained = [p for p in parameters if p.requires_grad]
+    for p in trained:
+        if p.grad is None:  # every process must send the same layout
+            p.grad = torch.zeros_like(p)
+    flat = accelerator.reduce(torch.cat([p.grad.reshape(-1) for p in trained]), "mean")
+    for p, g in zip(trained, flat.split([p.numel() for p in trained]), strict=True):
+        p.grad.copy_(g.view_as(p.grad))
 
 
 class CheckpointClock:

@@ -160,8 +160,7 @@ def train_lam(
         batch_size, lr: override the preset defaults.
         seed: seeds Python, numpy and torch; the same seed gives the same run on CPU.
             A resumed run continues the weights, optimizer, RNG states and the data stream where its checkpoint
-            left them, so it ends with the weights of an uninterrupted run (on CPU, one process; with several,
-            each draws a new data order on resume).
+            left them, so it ends with the weights of an uninterrupted run (on CPU; with several processes too).
         mixed_precision: ``bf16`` (default) or ``no``.
         eval_data: held-out clips; evaluated at every checkpoint and at the end (``out_dir/summary.json``).
         model_overrides: extra model config (e.g. ``{"image_size": 32}``).
@@ -272,9 +271,7 @@ def run_lam_training(
                 },
             )
 
-    seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
-    if state is None and accelerator.process_index > 0:  # and its own draws, once the weights are in sync
-        set_seed(seed)
+    seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order and draws
     own_state = restore_process_state(accelerator, state, seed)
     batches = resume_stream(
         lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step

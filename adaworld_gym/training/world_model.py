@@ -18,7 +18,8 @@ automatically: step count, wall-clock budget, optimizer, EMA, RNG states and dat
 run ends with the weights of an uninterrupted one), the EMA model in ``out_dir/model`` and ``out_dir/summary.json``.
 
 Bf16 autocast is the model's own (``autocast_dtype``): the loop adds no autocast around the world model.
-One process (CPU or one GPU): ``training_loss`` is called on the unwrapped model, which DDP would not see.
+``training_loss`` is called on the unwrapped model, which DDP does not see: with several processes
+:func:`~adaworld_gym.training.common.optimizer_step` averages the gradients itself.
 """
 
 from __future__ import annotations
@@ -317,15 +318,13 @@ def run_world_model_training(
             )  # fmt: skip
             save_checkpoint(ckpt_root, step, state)
 
-    seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order
-    if state is None and accelerator.process_index > 0:  # and its own draws, once the weights are in sync
-        set_seed(seed)
-        noise_gen.manual_seed(seed)
+    seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order and draws
     own_state = restore_process_state(accelerator, state, seed)
-    if own_state is not None and accelerator.process_index > 0:  # its own noise, not the main process's
-        if "noise_generator" in own_state:
-            noise_gen.set_state(own_state["noise_generator"])
-        else:  # a checkpoint of another number of processes
+    if accelerator.process_index > 0:  # its own noise too, not the main process's
+        saved = (own_state or {}).get("noise_generator")
+        if saved is not None:
+            noise_gen.set_state(saved)
+        else:
             noise_gen.manual_seed(seed + step)
     batches = resume_stream(
         lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
