@@ -79,6 +79,16 @@ def test_forward_shapes(regularizer, pairs):
     torch.testing.assert_close(out_eval.z, out_eval.mu)  # inference uses the mean, no sampling
 
 
+@pytest.mark.parametrize("regularizer", REGULARIZERS)
+def test_encode_gives_the_forward_mean_without_decoding(regularizer, pairs, monkeypatch):
+    model = tiny(regularizer).eval()
+    f_t, f_t1 = pairs
+    with torch.no_grad():
+        expected = model(f_t, f_t1).mu
+    monkeypatch.setattr(model, "_decode", lambda *a: pytest.fail("encode ran the decoder"))
+    assert torch.equal(model.encode(f_t, f_t1), expected)
+
+
 def test_kl_training_samples_and_eval_is_deterministic(pairs):
     model = tiny("kl")
     f_t, f_t1 = pairs

@@ -397,6 +397,14 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         self.codebook.weight[dead] = e[picks].to(self.codebook.weight.dtype)
         self.code_idle_steps[dead] = 0
 
+    def _mean_latent(self, raw: torch.Tensor) -> torch.Tensor:
+        """``mu`` of the latent head's output, as :meth:`forward` gives it in eval mode, without decoding."""
+        if self.config.regularizer == "kl":
+            return raw.float().chunk(2, dim=1)[0]
+        if self.config.regularizer == "vq":
+            return self._quantize(raw)[0]
+        return raw.float()
+
     def forward(
         self,
         f_t: torch.Tensor,
@@ -490,7 +498,7 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         try:
             mu = torch.cat(
                 [
-                    self(a[i : i + chunk_size], b[i : i + chunk_size]).mu
+                    self._mean_latent(self._encode_raw(a[i : i + chunk_size], b[i : i + chunk_size]))
                     for i in range(0, max(a.shape[0], 1), chunk_size)  # an empty batch: one empty call
                 ]
             )
