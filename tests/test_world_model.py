@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -200,6 +203,15 @@ def test_save_and_reload_same_output(tmp_path) -> None:
 
     ref_frames = model.predict_next(frames(2, 2), actions(2), generator=gen(0))
     assert np.array_equal(loaded.predict_next(frames(2, 2), actions(2), generator=gen(0)), ref_frames)
+
+
+def test_saved_weights_get_the_usual_file_permissions(tmp_path) -> None:
+    # safetensors writes through mkstemp (mode 0600); a saved model must be readable as any other file is.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    make_model().save_pretrained(tmp_path / "model")
+    for path in (tmp_path / "model").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
 def test_fresh_model_ignores_condition(model: DiffusionWorldModel) -> None:

@@ -206,6 +206,9 @@ def swap_in_directory(side: Path, directory: Path) -> None:
     import shutil
 
     for path in [*(p for p in side.rglob("*") if p.is_file()), side]:
+        # safetensors writes through mkstemp (0600): give files the usual permissions, as for other writes.
+        if path.is_file():
+            os.chmod(path, 0o666 & ~_UMASK)
         fsync_path(path)
     old = directory.with_name(f".{directory.name}-old")
     if directory.exists():
