@@ -135,6 +135,7 @@ def _cmd_train_lam(args: argparse.Namespace) -> None:
         seed=args.seed,
         model_overrides=overrides,
         lr=args.lr,
+        batch_size=args.batch_size,
         init_from=args.init_from,
     )
     _report(f"latent action model saved to {path}")
@@ -264,6 +265,7 @@ def _cmd_train_wm(args: argparse.Namespace) -> None:
         max_minutes=args.max_minutes,
         seed=args.seed,
         lr=args.lr,
+        batch_size=args.batch_size,
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
         init_from=args.init_from,
@@ -504,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--max-steps", type=int, default=None)
     lam.add_argument("--max-minutes", type=float, default=None)
     lam.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    lam.add_argument(
+        "--batch-size", type=positive_int, default=None, help="windows per step (default: the preset's)"
+    )
     lam.add_argument("--seed", type=int, default=0)
     lam.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     lam.add_argument(
@@ -533,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     wm.add_argument("--max-steps", type=int, default=None)
     wm.add_argument("--max-minutes", type=float, default=None)
     wm.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    wm.add_argument(
+        "--batch-size", type=positive_int, default=None, help="windows per step (default: the preset's)"
+    )
     wm.add_argument("--lr-schedule", choices=["cosine", "constant"], default=None)
     wm.add_argument("--warmup-steps", type=int, default=None)
     wm.add_argument(

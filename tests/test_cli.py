@@ -27,11 +27,12 @@ def data_dir(tmp_path_factory):
 def test_train_lam_then_world_model_then_transfer(data_dir, tmp_path):
     r = _cli(
         "train-lam", "--data", data_dir, "--preset", "tiny", "--max-steps", "3",
-        "--set", "pixel_channels=12", "--out", tmp_path / "lam",
+        "--set", "pixel_channels=12", "--batch-size", "5", "--out", tmp_path / "lam",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lam = tmp_path / "lam" / "model"
     assert json.loads((lam / "config.json").read_text())["pixel_channels"] == 12
+    assert json.loads((tmp_path / "lam" / "train_config.json").read_text())["batch_size"] == 5
     r = _cli(
         "train-wm",
         "--lam",
@@ -42,12 +43,15 @@ def test_train_lam_then_world_model_then_transfer(data_dir, tmp_path):
         "tiny",
         "--max-steps",
         "2",
+        "--batch-size",
+        "3",
         "--out",
         tmp_path / "wm",
     )
     assert r.returncode == 0, r.stderr
     wm = tmp_path / "wm" / "model"
     assert (wm / "config.json").exists()
+    assert json.loads((tmp_path / "wm" / "train_config.json").read_text())["batch_size"] == 3
     episode = data_dir / "procgen-maze" / "ep_000000.awe"
     target = data_dir / "procgen-maze" / "ep_000001.awe"
     gif = tmp_path / "t.gif"
