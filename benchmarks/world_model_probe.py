@@ -46,8 +46,9 @@ def probe(args: Args) -> dict[str, dict[str, float]]:
     if not args.models:
         raise SystemExit("give --models: one or more saved world model directories")
     torch.set_num_threads(args.threads)
-    lam = load_lam(args.lam)
-    models = {path: load_world_model(path) for path in args.models}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a GPU run probes on its GPU
+    lam = load_lam(args.lam).to(device)
+    models = {path: load_world_model(path).to(device) for path in args.models}
     lengths = {m.config.num_history for m in models.values()}
     if len(lengths) != 1:
         raise SystemExit(
