@@ -554,7 +554,7 @@ def adapt(
         weight_decay=cfg.weight_decay,
     )
     scheduler = make_lr_scheduler(optimizer, cfg)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)  # one kernel per op, not per tensor
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
     step, samples, train_seconds, evals = 0, 0, 0.0, []

@@ -274,7 +274,7 @@ def run_world_model_training(
     model_config = plain_config(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_lr_scheduler(optimizer, cfg)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)  # one kernel per op, not per tensor
     # One generator for every draw inside training_loss (history length, augmentation, sigma, noise).
     noise_gen = torch.Generator().manual_seed(cfg.seed)
 
