@@ -22,6 +22,7 @@ from adaworld_gym.training.adapt import (
     init_adapter,
     labelled_windows,
     read_episodes,
+    scale_column_updates,
     transition_latents,
     window_motion,
 )
@@ -297,3 +298,26 @@ def test_a_resumed_adaptation_collection_keeps_the_uninterrupted_set(tmp_path):
     collect_procgen(["coinrun"], len(kept) + 2, 10, tmp_path / "resumed", seed=0)
     with pytest.raises(ValueError, match="beyond the .* fresh --out"):
         collect_adaptation_data("AdaWorld/Procgen-coinrun-v0", tmp_path / "resumed", **kwargs)
+
+
+def test_scaled_columns_step_as_if_they_had_their_own_rate() -> None:
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(4, 6))
+    start = weight.detach().clone()
+    left = torch.nn.Parameter(weight.detach()[:, :2].clone())
+    right = torch.nn.Parameter(weight.detach()[:, 2:].clone())
+    optimizer = torch.optim.AdamW([weight], lr=1e-2, weight_decay=0.1)
+    scale_column_updates(optimizer, weight, slice(2, None), 0.1)
+    reference = torch.optim.AdamW(
+        [{"params": [left], "lr": 1e-2}, {"params": [right], "lr": 1e-3}], weight_decay=0.1
+    )
+    x = torch.randn(8, 6)
+    for _ in range(5):
+        for opt, w in ((optimizer, weight), (reference, torch.cat([left, right], dim=1))):
+            opt.zero_grad()
+            (x @ w.T).square().mean().backward()
+            opt.step()
+    torch.testing.assert_close(weight.detach(), torch.cat([left, right], dim=1).detach())
+    moved = (weight.detach() - start).abs().mean(dim=0)
+    assert moved[2:].max() < 0.2 * moved[:2].min()  # the scaled columns moved, a tenth as far
+    assert moved[2:].min() > 0

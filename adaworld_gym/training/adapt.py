@@ -14,7 +14,8 @@ or all transitions of ``trajectories`` episodes for continuous actions):
    pretrained weights learn at ``pretrained_lr_scale`` (0.1) times the adapter's rate. The twin is made
    action-conditioned first (:func:`conditioned_copy`): its config stops zeroing ``z`` and the ``z`` columns of
    the condition MLP's first layer start at zero (like ``z`` itself was added to the pretrained model), so at
-   step 0 it predicts exactly as the twin; that layer, which holds the new weights, learns at the full rate;
+   step 0 it predicts exactly as the twin; those new columns learn at the full rate (the layer's pretrained
+   columns at ``pretrained_lr_scale``, as every pretrained weight: :func:`scale_column_updates`);
 3. the EMA weights are saved as an :class:`AdaWorldBundle` in ``out_dir/bundle`` (LAM + world model + adapter,
    whose action space is the env's), with ``out_dir/summary.json``, tensorboard logs in ``out_dir/logs`` and
    atomic checkpoints in ``out_dir/checkpoints`` (resumed automatically, where the run left off: weights,
@@ -382,6 +383,28 @@ def conditioned_copy(model: DiffusionWorldModel) -> DiffusionWorldModel:
     return copy.to(model.device).train(model.training)
 
 
+def scale_column_updates(
+    optimizer: torch.optim.Optimizer, weight: torch.Tensor, columns: slice, scale: float
+) -> None:
+    """Give ``weight[:, columns]`` ``scale`` times its parameter group's learning rate.
+
+    torch optimizers set rates per tensor; AdamW's step (decoupled weight decay included) is linear in the rate,
+    so each step of those columns is scaled back after it is taken.
+    """
+    before: list[torch.Tensor] = []
+
+    def save(*_: Any) -> None:
+        before[:] = [weight.detach()[:, columns].clone()]
+
+    def rescale(*_: Any) -> None:
+        with torch.no_grad():
+            part = weight[:, columns]
+            part.copy_(before[0] + scale * (part - before[0]))
+
+    optimizer.register_step_pre_hook(save)
+    optimizer.register_step_post_hook(rescale)
+
+
 def init_adapter(
     action_space: Mapping[str, Any],
     latent_dim: int,
@@ -543,7 +566,8 @@ def adapt(
     model = AdaptedWorldModel(world_model, adapter).to(accelerator.device)
     model_config = model.config()
 
-    # Full rate: the adapter and, for the twin, the first condition layer (its new z columns); the rest 0.1x.
+    # Full rate: the adapter and, for the twin, the new z columns of the first condition layer; the rest,
+    # that layer's pretrained columns included, at pretrained_lr_scale.
     new = {id(p) for p in adapter.parameters()}
     if agnostic:
         new.add(id(world_model.cond_mlp[0].weight))
@@ -553,6 +577,11 @@ def adapt(
         [{"params": fresh, "lr": cfg.lr}, {"params": old, "lr": cfg.lr * cfg.pretrained_lr_scale}],
         weight_decay=cfg.weight_decay,
     )
+    if agnostic:
+        scale_column_updates(
+            optimizer, world_model.cond_mlp[0].weight, slice(pretrained.config.action_dim, None),
+            cfg.pretrained_lr_scale,
+        )  # fmt: skip
     scheduler = make_lr_scheduler(optimizer, cfg)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)  # one kernel per op, not per tensor
     noise_gen = torch.Generator().manual_seed(cfg.seed)
