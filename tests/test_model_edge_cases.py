@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from adaworld_gym.latent import save_options
 from adaworld_gym.models import (
     ActionCodebook,
     ActionMLP,
@@ -63,6 +64,15 @@ def test_shared_model_notes_may_change(bundle, tmp_path):
     (tmp_path / "shared_wm" / "train_summary.json").write_text('{"stages": 2}')  # not weights: still loads
     loaded = AdaWorldBundle.from_pretrained(tmp_path / "b")
     assert _same_weights(loaded.world_model, bundle.world_model)
+
+
+def test_latent_options_stored_beside_a_shared_model_keep_the_bundle_loading(bundle, tmp_path):
+    # `adaworld cluster --lam adaworld_gym/assets/lam` stores its options in the LAM's folder, which every shipped
+    # bundle shares: that must not read as changed weights.
+    bundle.world_model.save_pretrained(tmp_path / "shared_wm")
+    bundle.save_pretrained(tmp_path / "b", shared={"world_model": tmp_path / "shared_wm"})
+    save_options(tmp_path / "shared_wm", np.zeros((3, 8), np.float32))
+    assert _same_weights(AdaWorldBundle.from_pretrained(tmp_path / "b").world_model, bundle.world_model)
 
 
 def test_bundle_saved_without_shared_digests_loads(bundle, tmp_path):

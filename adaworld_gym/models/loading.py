@@ -145,11 +145,13 @@ def directory_digest(*dirs: str | os.PathLike, weights_only: bool = False) -> st
     Benchmarks record it next to a result and reuse the result only when it matches, so a path whose contents
     changed (a retrained model behind the same name) is never mistaken for the one that was measured.
     A model's training run directory is hashed as its ``model/`` folder. ``weights_only``: hash ``config.json``
-    and the safetensors files only (notes such as ``train_summary.json`` may change without the model changing).
+    and the safetensors files only, not a LAM's latent options (notes such as ``train_summary.json`` and the
+    options that ``adaworld cluster`` stores beside a LAM may change without the model changing).
     """
     import hashlib
 
     from adaworld_gym.data.episodes import sha256_file
+    from adaworld_gym.latent import OPTIONS_FILE  # `adaworld cluster`'s options: derived from the weights
 
     digest = hashlib.sha256()
     for root in map(Path, dirs):
@@ -162,7 +164,7 @@ def directory_digest(*dirs: str | os.PathLike, weights_only: bool = False) -> st
         files = sorted(
             p for p in root.rglob("*")
             if p.is_file() and p.suffix in DIGEST_SUFFIXES
-            and (not weights_only or p.name == "config.json" or ".safetensors" in p.name)
+            and (not weights_only or p.name == "config.json" or (".safetensors" in p.name and p.name != OPTIONS_FILE))
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )  # fmt: skip
         for path in files:
