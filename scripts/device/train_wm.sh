@@ -11,12 +11,18 @@ OUT=${OUT:?set OUT to a folder for the results}
 MINUTES=${MINUTES:-6}        # per model; both train at once
 PRESET=${PRESET:-small}
 BATCH=${BATCH:-256}
-LR=${LR:-2e-4}
-INIT=${INIT:-1}              # 1: continue the shipped small weights (PRESET=small only)
+LR=${LR:-2e-4}               # constant, after the preset's warm-up steps
+if [ "$PRESET" = small ]; then INIT=${INIT:-1}; else INIT=${INIT:-0}; fi  # 1: continue the shipped small pair
+if [ "$INIT" = 1 ] && [ "$PRESET" != small ]; then
+  echo "INIT=1 continues the shipped small models: it needs PRESET=small (got $PRESET)" >&2
+  exit 2
+fi
 SHARES=${SHARES:-"0.25 0.75"}  # procgen-train, push: the shipped model's last stage
 PY=${PYTHON:-python3}
 RUNS=${RUNS:-/tmp/adaworld-runs}
 WINDOWS=${WINDOWS:-512}     # held-out push windows in the probe
+mkdir -p "$OUT"
+# At most 8 files come back from a device call: log.txt, probe.json and wm/, twin/ with 3 each. Add none.
 exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 
