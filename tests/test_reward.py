@@ -212,6 +212,27 @@ def test_train_reward_resumes_its_step_count(trained, tmp_path, monkeypatch):
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000000004", "step-000000006"]
 
 
+def test_train_reward_refuses_to_resume_under_another_held_out_split(trained, tmp_path):
+    root, _ = trained
+    run = tmp_path / "run"
+    args = dict(batch_size=8, model_overrides=TINY_HEAD, progress=False)
+    train_reward([root / "data"], run, max_steps=2, seed=0, **args)
+    with pytest.raises(ValueError, match="other split"):  # seed 1 holds other episodes out
+        train_reward([root / "data"], run, max_steps=4, seed=1, **args)
+    with pytest.raises(ValueError, match="other split"):
+        train_reward([root / "data"], run, max_steps=4, seed=0, eval_fraction=0.5, **args)
+
+
+def test_overlapping_data_directories_read_each_episode_once(trained):
+    root, _ = trained
+    subsets = [p.parent for p in (root / "data").glob("*/manifest.json")]
+    once = load_reward_data([root / "data"])
+    twice = load_reward_data([root / "data", *subsets, root / "data" / ".." / "data"])
+    assert len(twice.frames) == len(once.frames) and len(twice) == len(once)
+    with pytest.raises(ValueError, match="max_episodes must be an int >= 1"):
+        load_reward_data([root / "data"], max_episodes=0)
+
+
 # ---------------------------------------------------------------------------------------------- bundles
 def constant_head(reward: float, terminate: bool, latent_dim: int = 0) -> RewardHead:
     """A head that always predicts ``reward`` and (with probability ~0.99 or ~0.01) termination."""

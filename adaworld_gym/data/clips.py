@@ -26,7 +26,8 @@ DataSpec = Iterable[Mapping[str, Any]] | str | os.PathLike | Sequence[str | os.P
 
 
 def find_subsets(roots: Sequence[str | os.PathLike]) -> list[Path]:
-    """Episode directories under ``roots``: each root is one, or holds several one level down."""
+    """Episode directories under ``roots``: each root is one, or holds several one level down; each directory
+    once, also when roots overlap (``data`` and ``data/procgen-maze``)."""
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
     found: list[Path] = []
@@ -44,7 +45,10 @@ def find_subsets(roots: Sequence[str | os.PathLike]) -> list[Path]:
         if not children:
             raise EpisodeError(f"no episode data in {root}: expected {MANIFEST} there or in its subfolders")
         found.extend(children)
-    return found
+    unique: dict[Path, Path] = {}  # overlapping roots: each subset once, in the order first found
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def episodes_digest(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> str:

@@ -166,6 +166,8 @@ def load_reward_data(
     from adaworld_gym.data.clips import find_subsets
     from adaworld_gym.data.episodes import EpisodeError, EpisodeStore
 
+    if max_episodes is not None and (not isinstance(max_episodes, (int, np.integer)) or max_episodes < 1):
+        raise ValueError(f"max_episodes must be an int >= 1 (or None for all), got {max_episodes!r}")
     if isinstance(data_dirs, (str, os.PathLike)):
         data_dirs = [data_dirs]
     entries = []
@@ -379,6 +381,13 @@ def run_reward_training(
 
     step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data_dirs, lam=cfg.lam_dir, imagined_by=cfg.imagined_by)
+    # What decides the held-out split (and the imagined frames): resuming under others would evaluate on trained pairs.
+    provenance["split"] = {
+        "seed": cfg.seed,
+        "eval_fraction": cfg.eval_fraction,
+        "max_episodes": cfg.max_episodes,
+        "imagined_denoise_steps": cfg.imagined_denoise_steps if cfg.imagined_by is not None else None,
+    }
     state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance)
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
