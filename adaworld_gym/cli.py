@@ -304,7 +304,13 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
     if args.bundle is not None:  # before training: a wrong path or a bundle the head cannot fit fails now
         from adaworld_gym.models.bundle import AdaWorldBundle
 
-        AdaWorldBundle.from_pretrained(args.bundle)
+        bundle = AdaWorldBundle.from_pretrained(args.bundle)
+        lam_dim = None if args.lam is None else _load_lam(args.lam).config.latent_dim
+        if lam_dim is not None and lam_dim != bundle.adapter.latent_dim:
+            raise ValueError(
+                f"--lam {args.lam} has latent_dim {lam_dim}, the bundle's adapter {bundle.adapter.latent_dim}: "
+                "a head trained with it could not be attached (use the bundle's LAM)"
+            )
     path = train_reward(
         args.data,
         args.out,

@@ -131,6 +131,30 @@ def test_load_names_missing_and_corrupt_files(tmp_path):
         load_adapter(tmp_path)
 
 
+def test_weights_of_another_save_beside_a_config_are_refused(tmp_path):
+    ActionMLP(2, D, low=-1.0, high=1.0).save_pretrained(tmp_path / "a")
+    ActionMLP(2, D, low=-10.0, high=10.0).save_pretrained(tmp_path / "b")
+    (tmp_path / "b" / "adapter.safetensors").replace(tmp_path / "a" / "adapter.safetensors")
+    with pytest.raises(ValueError, match="its scale differs from what the config implies"):
+        load_adapter(tmp_path / "a")
+
+
+def test_motion_fit_without_episode_starts_keeps_the_means_in_the_rows():
+    rng = np.random.default_rng(0)
+    actions = np.arange(60) % 3
+    means = rng.standard_normal((3, D))
+    mu = (means[actions] + 0.01 * rng.standard_normal((60, D))).astype(np.float32)
+    motion = np.hstack([np.zeros((60, D)), np.ones((60, 1))]).astype(np.float32)  # every window mid-episode
+    book = ActionCodebook(3, D, motion_dim=D)
+    with pytest.warns(UserWarning, match="no labelled window starts an episode"):
+        book.fit_motion(actions, mu, motion)
+    start = np.zeros((3, D + 1), np.float32)  # an env's first step: no context, flag 0
+    np.testing.assert_allclose(book.to_latent(np.arange(3), start), means, atol=0.02)
+    for ridge in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ridge must be finite and > 0"):
+            book.fit_motion(actions, mu, motion, ridge=ridge)
+
+
 def test_fitting_on_non_finite_latents_is_refused():
     mu = np.zeros((6, D), np.float32)
     mu[2, 1] = np.nan

@@ -108,6 +108,17 @@ def test_out_paths_of_the_wrong_kind_are_named(cli_main, capsys, tmp_path, data_
     assert afile.read_text() == "x"
 
 
+def test_train_reward_refuses_a_lam_the_bundle_cannot_take_before_training(
+    cli_main, capsys, tmp_path, data_dir, bundle_dir
+):
+    from adaworld_gym.models import LatentActionModel, lam_preset
+
+    LatentActionModel(**{**lam_preset("tiny"), "latent_dim": 8}).save_pretrained(tmp_path / "lam8")
+    argv = ["train-reward", "--data", data_dir, "--lam", tmp_path / "lam8", "--bundle", bundle_dir]
+    _fails(cli_main, capsys, [*argv, "--out", tmp_path / "run"], "has latent_dim 8, the bundle's adapter 32")
+    assert not (tmp_path / "run").exists()
+
+
 def test_headless_play_records_with_a_progress_bar(bundle_dir, tmp_path, capsys):
     from adaworld_gym.play import play
 

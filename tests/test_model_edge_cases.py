@@ -75,6 +75,15 @@ def test_latent_options_stored_beside_a_shared_model_keep_the_bundle_loading(bun
     assert _same_weights(AdaWorldBundle.from_pretrained(tmp_path / "b").world_model, bundle.world_model)
 
 
+def test_a_model_with_non_finite_weights_is_refused_at_load(tmp_path):
+    model = _tiny_world_model(0)
+    with torch.no_grad():
+        model.null_action[0] = float("nan")
+    model.save_pretrained(tmp_path / "wm")
+    with pytest.raises(ValueError, match="NaN or inf in the weights \\(null_action\\)"):
+        DiffusionWorldModel.from_pretrained(tmp_path / "wm")
+
+
 def test_bundle_saved_without_shared_digests_loads(bundle, tmp_path):
     bundle.world_model.save_pretrained(tmp_path / "shared_wm")
     bundle.save_pretrained(tmp_path / "b", shared={"world_model": tmp_path / "shared_wm"})

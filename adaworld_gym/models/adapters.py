@@ -32,15 +32,17 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.sims.procgen import check_discrete_action
 
 __all__ = [
@@ -132,13 +134,17 @@ class LatentAdapter(nn.Module):
             return self(x).float().cpu().numpy()
         return self(x, torch.from_numpy(context).to(device)).float().cpu().numpy()
 
+    # Buffers that the config determines (an ActionMLP's rescaling): checked against it when loading.
+    config_buffers: tuple[str, ...] = ()
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the weights, then the config, each atomically (a bundle's save swaps in its whole directory)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"adapter": type(self).__name__, "config": self.config()}
-        (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=1))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / ADAPTER_WEIGHTS))
+        atomic_write_bytes(directory / ADAPTER_WEIGHTS, save(state))
+        atomic_write_bytes(directory / ADAPTER_CONFIG, json.dumps(config, indent=1).encode())
 
 
 def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
@@ -154,6 +160,7 @@ def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
         adapter = cls.from_config(config["config"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"corrupt adapter config {config_path}: {e!r}") from e
+    implied = {name: getattr(adapter, name).clone() for name in adapter.config_buffers}
     try:
         weights = load_file(str(weights_path))
         adapter.load_state_dict(weights)
@@ -162,6 +169,13 @@ def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
     bad = sorted(name for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all())
     if bad:
         raise ValueError(f"corrupt adapter weights {weights_path}: NaN or inf in {', '.join(bad)}")
+    stale = [name for name, value in implied.items() if not torch.equal(getattr(adapter, name), value)]
+    if stale:
+        raise ValueError(
+            f"{weights_path} does not belong to {config_path}: its {', '.join(stale)} "
+            f"{'differs' if len(stale) == 1 else 'differ'} from what the config implies (weights and config of "
+            "different saves)"
+        )
     return adapter.eval()
 
 
@@ -303,8 +317,18 @@ class ActionCodebook(LatentAdapter):
         """
         if self.motion is None:
             raise ValueError("fit_motion needs a codebook built with motion_dim > 0")
+        if not (np.isfinite(ridge) and ridge > 0):
+            raise ValueError(f"ridge must be finite and > 0, got {ridge!r}")
         actions = _check_nonempty(_check_discrete_batch(actions, self.num_actions))
         context = self.check_motion(motion, len(actions)).astype(np.float64)
+        if np.ptp(context[:, -1]) == 0 and context[0, -1] != 0:
+            # No episode start among the windows: the flag column equals the one-hots' sum, and the ridge would
+            # split each action's mean between its row and the flag. Rows then keep the whole mean.
+            warnings.warn(
+                "no labelled window starts an episode: the motion flag's weight stays 0 (rows hold the means)",
+                stacklevel=2,
+            )
+            context[:, -1] = 0.0
         mu = _check_mu(mu, len(actions), self.latent_dim, np.float64)
         seen = np.unique(actions)
         onehot = (actions[:, None] == seen[None]).astype(np.float64)
@@ -330,6 +354,8 @@ class ActionMLP(LatentAdapter):
         hidden: width of the hidden layer (default ``latent_dim``, as in AdaWorld).
         motion_dim: > 0 also feeds the motion context (see the module docstring) to the first layer.
     """
+
+    config_buffers = ("offset", "scale")  # the action rescaling, from the bounds in the config
 
     def __init__(
         self,

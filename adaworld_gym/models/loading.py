@@ -10,6 +10,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from adaworld_gym.data.episodes import swap_in_directory
 
 __all__ = ["CheckedLoadingMixin", "directory_digest"]
@@ -25,8 +27,8 @@ class CheckedLoadingMixin:
     a directory that does not exist (diffusers would try the Hugging Face hub; this package never downloads),
     a missing or unreadable ``config.json``, a config saved by another model class, a directory without
     safetensors weights (diffusers would fall back to unpickling a ``.bin`` file; nothing is ever unpickled
-    here), and weights that do not cover every parameter (diffusers only logs a warning and leaves those
-    parameters empty on the ``meta`` device, which fails much later).
+    here), weights that do not cover every parameter (diffusers only logs a warning and leaves those
+    parameters empty on the ``meta`` device, which fails much later), and weights holding NaN or inf.
     """
 
     @classmethod
@@ -64,6 +66,13 @@ class CheckedLoadingMixin:
             if empty:
                 found += f"{'; ' if found else ''}left empty: {empty[:8]}{' ...' if len(empty) > 8 else ''}"
             raise ValueError(f"{path}: the weights do not fit the {cls.__name__} of its config ({found})")
+        bad = [
+            n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()
+        ]
+        if bad:  # a model that would pay or predict NaN: refuse it here, not steps later
+            raise ValueError(
+                f"{path}: NaN or inf in the weights ({', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''})"
+            )
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
