@@ -9,6 +9,7 @@ autoregressive world-model rollout that starts from the target scene's frame(s).
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -56,8 +57,13 @@ def transfer(
     size = wm.config.sample_size
     source = _check_frames(source_frames, "source_frames", size)
     target = _check_frames(target_history, "target_history", size)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    steps = int(steps)
+    if len(source) < 2:
+        raise ValueError(
+            f"source_frames has {len(source)} frame: an action needs two, so give a video or an episode"
+        )
     if len(source) < steps + 1:
         raise ValueError(
             f"source_frames has {len(source)} frames, i.e. {len(source) - 1} actions, fewer than steps={steps}; "
@@ -136,11 +142,14 @@ def transfer_gif(
     lam = lam if isinstance(lam, LatentActionModel) else load_lam(lam)
     model = model if isinstance(model, DiffusionWorldModel) else load_world_model(model)
     size = model.config.sample_size
-    src = load_frames(source, size) if isinstance(source, (str, os.PathLike)) else source
-    tgt = load_frames(target, size) if isinstance(target, (str, os.PathLike)) else target
-    if target_frames < 1:
-        raise ValueError(f"target_frames must be >= 1, got {target_frames}")
-    history = _check_frames(tgt, "target", size)[:target_frames]
+    src = load_frames(source, size) if isinstance(source, (str, os.PathLike)) else np.asarray(source)
+    tgt = load_frames(target, size) if isinstance(target, (str, os.PathLike)) else np.asarray(target)
+    tgt = _check_frames(tgt, "target", size)
+    if not isinstance(target_frames, numbers.Integral) or isinstance(target_frames, bool):
+        raise ValueError(f"target_frames must be an int, got {target_frames!r}")
+    if not 1 <= target_frames <= len(tgt):
+        raise ValueError(f"target_frames must lie in 1..{len(tgt)} (the target's frames), got {target_frames}")
+    history = tgt[:target_frames]
     frames = transfer(
         lam, model, src, history, steps=steps, denoise_steps=denoise_steps, seed=seed, progress=progress
     )
@@ -150,7 +159,14 @@ def transfer_gif(
 
 def _read_image(path: Path) -> np.ndarray:
     import imageio.v3 as iio
+    from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as pil:
+            if pil.mode == "CMYK":  # imageio hands back the raw C, M, Y, K channels as if they were RGB(A)
+                return np.asarray(pil.convert("RGB"))
+    except (OSError, UnidentifiedImageError):
+        pass  # imageio below reads it or names the problem
     try:
         image = np.asarray(iio.imread(path))
     except Exception as e:  # imageio raises several unrelated types for a bad file

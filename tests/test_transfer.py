@@ -55,6 +55,10 @@ def test_transfer_rejects_bad_inputs(lam, wm):
         transfer(lam, wm, frames(6).astype(np.float32), frames(1), steps=2)
     with pytest.raises(ValueError, match="source_frames must be uint8"):
         transfer(lam, wm, frames(6, size=32), frames(1), steps=2)
+    with pytest.raises(ValueError, match="source_frames has 1 frame: an action needs two"):
+        transfer(lam, wm, frames(1), frames(1), steps=1)
+    # numpy integers are integers (they used to be refused with "got 2")
+    assert transfer(lam, wm, frames(3), frames(1), steps=np.int64(2), denoise_steps=1).shape[0] == 2
     narrow = LatentActionModel(**lam_preset("tiny"), latent_dim=16)
     with pytest.raises(ValueError, match="latent_dim 16 does not match"):
         transfer(narrow, wm, frames(6), frames(1), steps=2)
@@ -105,6 +109,23 @@ def test_load_frames_reads_grey_alpha_and_one_bit_images(tmp_path):
     bw = load_frames(tmp_path / "bw.png")
     assert bw.shape == (1, 64, 64, 3) and set(np.unique(bw)) == {0, 255}
     assert np.array_equal(bw[0, ..., 0] == 255, grey > 127)
+
+
+def test_a_cmyk_jpeg_reads_in_rgb(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[...] = (200, 50, 10)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    loaded = load_frames(tmp_path / "cmyk.jpg")[0].astype(int)
+    assert np.abs(loaded - rgb).max() <= 8  # JPEG's loss only (imageio's raw channels gave [55, 205, 245])
+
+
+def test_transfer_gif_checks_target_frames_before_the_rollout(tmp_path, lam, wm):
+    for bad, match in ((0, r"in 1\.\.2"), (3, r"in 1\.\.2"), (1.5, "must be an int")):
+        with pytest.raises(ValueError, match=match):
+            transfer_gif(frames(4), frames(2), tmp_path / "t.gif", lam, wm, steps=2, target_frames=bad)
+    assert not (tmp_path / "t.gif").exists()
 
 
 def test_transfer_gif_from_files_and_model_dirs(tmp_path, lam, wm):
