@@ -206,6 +206,8 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 
 
 def _cmd_compose(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from adaworld_gym.latent import compose
 
     _check_out_file(args.out)
@@ -218,6 +220,9 @@ def _cmd_compose(args: argparse.Namespace) -> None:
             raise ValueError(f"{path}: expected numbers, got an array of {z.dtype}")
         if z.size == 0:  # its mean would be NaN, reported as "contain NaN" without the file's name
             raise ValueError(f"{path} holds no latent actions (shape {z.shape})")
+        with np.errstate(over="ignore"):
+            if not np.isfinite(z.astype(np.float32)).all():
+                raise ValueError(f"{path} holds NaN, inf or values beyond float32's range")
         latents.append(z.mean(axis=0) if z.ndim == 2 else z)  # a file of many latents counts as its mean
     dims = {z.shape for z in latents}
     if len(dims) != 1:

@@ -78,6 +78,7 @@ def compose(*latents: np.ndarray, weights: Sequence[float] | None = None) -> np.
     w = np.ones(len(latents)) if weights is None else np.asarray(weights, np.float64)
     if w.shape != (len(latents),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"need {len(latents)} non-negative weights with a positive sum, got {weights}")
+    w = w / w.max()  # huge weights (1e308 each) would overflow in the sum
     return (np.tensordot(w / w.sum(), stack, axes=1)).astype(np.float32)
 
 
@@ -107,6 +108,11 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, iters: int = 100) -> np.nd
 def save_options(model_dir: str | os.PathLike, centres: np.ndarray, source: str = "") -> Path:
     """Store k-means control options with the model (safetensors + JSON; written atomically)."""
     model_dir = Path(model_dir)
+    centres = np.asarray(centres)
+    if centres.ndim != 2 or not len(centres) or not np.isfinite(centres).all():
+        raise ValueError(f"control options must be finite centres [k, d] with k >= 1, got shape {centres.shape}")
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"cannot store control options: {model_dir} is not a directory")
     path = model_dir / OPTIONS_FILE
     # Serialised in memory then written atomically: an interrupt leaves no stray temporary file behind.
     atomic_write_bytes(path, save({"centres": torch.from_numpy(np.ascontiguousarray(centres, np.float32))}))
@@ -126,9 +132,11 @@ def load_options(model_dir: str | os.PathLike) -> np.ndarray:
 
 
 def pca_2d(points: np.ndarray) -> np.ndarray:
+    """``[N, 2]`` coordinates on the first two principal components (zeros where there is no second one)."""
     centred = points - points.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T
+    xy = centred @ vt[:2].T
+    return np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # a 1-d latent or a single point: one component
 
 
 def plot_latents(
@@ -151,7 +159,10 @@ def plot_latents(
     from adaworld_gym.viz import check_output_file
 
     path = check_output_file(path, PLOT_SUFFIXES, "plot")
-    xy = pca_2d(np.asarray(mu, np.float32))
+    mu = np.asarray(mu, np.float32)
+    if mu.ndim != 2 or not len(mu) or not np.isfinite(mu).all():
+        raise ValueError(f"plot_latents takes finite latent actions [N, d] with N >= 1, got shape {mu.shape}")
+    xy = pca_2d(mu)
     panels = [(actions, action_names, "by true action"), (groups, group_names, "by game / env")]
     panels = [p for p in panels if p[0] is not None]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 5), squeeze=False)
@@ -191,9 +202,11 @@ def sample_latents(
 
     rng = np.random.default_rng(seed)
     subsets = find_subsets(roots)
-    per_subset = max(1, n // len(subsets))
     f_t, f_t1, actions, groups = [], [], [], []
     for g, path in enumerate(subsets):
+        per_subset = n // len(subsets) + (g < n % len(subsets))  # n in all, the remainder to the first ones
+        if not per_subset:
+            continue
         ds = ClipDataset(path)
         info = ds.subsets[0]
         if all(info.store.manifest[name]["has_actions"] for name in info.names):

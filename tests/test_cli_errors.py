@@ -195,6 +195,12 @@ def test_compose_names_empty_and_non_numeric_files(cli_main, capsys, tmp_path):
         warnings.simplefilter("error")
         _fails(cli_main, capsys, ["compose", tmp_path / "empty.npy", "--out", tmp_path / "c.npy"], "holds no")
     _fails(cli_main, capsys, ["compose", tmp_path / "text.npy", "--out", tmp_path / "c.npy"], "text.npy")
+    np.save(tmp_path / "nan.npy", np.array([[0.0, np.nan]]))
+    np.save(tmp_path / "huge.npy", np.array([1e300, 0.0]))
+    for name in ("nan.npy", "huge.npy"):
+        _fails(
+            cli_main, capsys, ["compose", tmp_path / name, "--out", tmp_path / "c.npy"], f"{name} holds NaN"
+        )
     assert not (tmp_path / "c.npy").exists()
 
 

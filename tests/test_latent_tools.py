@@ -35,6 +35,7 @@ def test_compose_averages_and_checks():
     for weights in ([2, -1], [np.nan, 1]):
         with pytest.raises(ValueError, match="non-negative weights"):
             compose(a, b, weights=weights)
+    np.testing.assert_allclose(compose(a, b, weights=[1e308, 1e308]), np.ones(4))  # the sum overflowed to 0s
 
 
 def test_kmeans_finds_separated_clusters():
@@ -55,6 +56,13 @@ def test_options_round_trip_and_corruption(tmp_path):
         load_options(tmp_path)
     with pytest.raises(FileNotFoundError, match="cluster"):
         load_options(tmp_path / "none")
+    (tmp_path / "fresh").mkdir()
+    for bad in (np.zeros(4), np.zeros((0, 4)), np.full((2, 4), np.nan)):  # checked before anything is written
+        with pytest.raises(ValueError, match=r"finite centres \[k, d\]"):
+            save_options(tmp_path / "fresh", bad)
+    assert not any((tmp_path / "fresh").iterdir())
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        save_options(tmp_path / "missing", centres)
 
 
 def test_sample_latents_labels_match_windows(lam_dir, data_dir):
@@ -62,6 +70,9 @@ def test_sample_latents_labels_match_windows(lam_dir, data_dir):
     mu, actions, groups, names = sample_latents(model, [data_dir], 20, seed=0)
     assert mu.shape == (20, 32) and names == ["procgen-heist", "procgen-maze"]
     assert groups.tolist() == [0] * 10 + [1] * 10 and ((actions >= 0) & (actions < 15)).all()  # 20 / 2 each
+    odd = sample_latents(model, [data_dir], 9, seed=0)  # the remainder goes to the first subsets: 9, not 8
+    assert odd[2].tolist() == [0] * 5 + [1] * 4
+    assert sample_latents(model, [data_dir], 1, seed=0)[0].shape == (1, 32)  # not one per subset
     again = sample_latents(model, [data_dir], 20, seed=0)
     np.testing.assert_array_equal(mu, again[0])
     np.testing.assert_array_equal(actions, again[1])
@@ -73,6 +84,11 @@ def test_plot_writes_png(tmp_path):
         rng.normal(size=(60, 8)), rng.integers(0, 3, 60), rng.integers(0, 2, 60), tmp_path / "p.png"
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_dim = plot_latents(rng.normal(size=(10, 1)), None, None, tmp_path / "one.png")  # one component
+    assert one_dim.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad in (np.zeros((0, 8)), np.full((4, 8), np.nan)):
+        with pytest.raises(ValueError, match=r"finite latent actions \[N, d\]"):
+            plot_latents(bad, None, None, tmp_path / "bad.png")
 
 
 def _cli(*args):
