@@ -69,6 +69,31 @@ def test_a_second_signal_interrupts_at_once():
     assert saved == [1]  # the last complete step
 
 
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_signals_during_the_final_save_wait_for_it(interrupted):
+    import signal
+
+    written = []
+
+    def save():  # two signals arrive while the checkpoint is being written
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
+        written.append(clock.step)
+
+    clock = CheckpointClock(save, step=0, every=100, minutes=60)
+    before = signal.getsignal(signal.SIGTERM)
+    with (
+        pytest.raises(KeyboardInterrupt, match="" if interrupted else "held until the final save"),
+        clock.guard(_Bar()),
+    ):
+        clock.tick(1)
+        clock.tick(2)
+        if interrupted:
+            raise KeyboardInterrupt
+    assert written == [2]  # the save ran to its end; then the run stopped, as asked
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def _tiny_run(lr: float = 1e-3, decay: float = 0.99):
     import torch
     from diffusers.training_utils import EMAModel

@@ -371,7 +371,9 @@ class CheckpointClock:
     update their parameters one tensor at a time, so a checkpoint of a half-applied step would resume as a
     state no run ever had. The signal is held until the step ends, where :meth:`tick` raises
     ``KeyboardInterrupt``. A second signal interrupts at once; the save that follows may then hold a partly
-    applied step (labelled as the last complete one), the price of not waiting.
+    applied step (labelled as the last complete one), the price of not waiting. A save itself is never cut
+    short: signals that arrive during one are held until it is written (then the loop stops, after a final save
+    too).
     """
 
     def __init__(
@@ -390,6 +392,7 @@ class CheckpointClock:
         self.step = self.saved_step = step
         self.saved_at = time.monotonic()
         self.held_signal: int | None = None
+        self._saving = False
 
     def tick(self, step: int) -> bool:
         """Record ``step``; save if one is due. True when it saved (callers evaluate then).
@@ -411,9 +414,10 @@ class CheckpointClock:
         return False
 
     def _hold(self, signum: int, frame: object) -> None:
-        if self.held_signal is not None:  # asked twice: stop now
+        if self.held_signal is not None and not self._saving:  # asked twice: stop now, but not mid-save
             raise KeyboardInterrupt(f"signal {signum}")
-        self.held_signal = signum
+        if self.held_signal is None:
+            self.held_signal = signum
 
     @contextlib.contextmanager
     def _holding_signals(self) -> Iterator[None]:
@@ -433,7 +437,11 @@ class CheckpointClock:
                 signal.signal(sig, handler)
 
     def _save(self) -> None:
-        self.save()
+        self._saving = True
+        try:
+            self.save()
+        finally:
+            self._saving = False
         self.saved_step, self.saved_at = self.step, time.monotonic()
 
     def _flush(self) -> None:
@@ -444,14 +452,17 @@ class CheckpointClock:
     def guard(self, bar: Any) -> Iterator[None]:
         """Close ``bar`` and save unsaved steps however the loop ends; an interrupt is re-raised after saving."""
         try:
-            with self._holding_signals():
-                yield
-        except KeyboardInterrupt:
-            self._flush()  # keep the work done so far; the next call resumes from here
-            raise
+            with self._holding_signals():  # held through the final save too, so it is never cut short
+                try:
+                    yield
+                except KeyboardInterrupt:
+                    self._flush()  # keep the work done so far; the next call resumes from here
+                    raise
+                self._flush()
         finally:
             bar.close()
-        self._flush()
+        if self.held_signal is not None:  # it arrived after the last step: stop, now that all is saved
+            raise KeyboardInterrupt(f"signal {self.held_signal}, held until the final save was complete")
 
 
 def training_state(
