@@ -177,3 +177,34 @@ def test_table_calls_only_the_models_given_on_the_command_line_given():
         training={"adaworld": {"steps": 8530}, "action_agnostic": {"steps": 8530}},
     )
     assert "given models: adaworld 8,530 steps, action_agnostic 8,530 steps;" in markdown_table(results)
+
+
+def test_fit_scores_training_and_held_out_windows_with_the_same_draws(tmp_path):
+    import torch
+
+    from adaworld_gym.models import LatentActionModel, lam_preset
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+    from benchmarks._common import parse_dataclass_args
+    from benchmarks.world_model_fit import Args, fit
+
+    data = tmp_path / "data"
+    synthetic_push_like(data / "push", episodes=2, steps=6, seed=0)
+    synthetic_push_like(data / "push-test", episodes=2, steps=6, seed=1)
+    for split, seed in (("procgen-train", 2), ("procgen-test", 3)):
+        (data / split).mkdir()
+        synthetic_push_like(tmp_path / split, episodes=2, steps=6, seed=seed).rename(
+            data / split / "procgen-maze"
+        )
+    torch.manual_seed(0)
+    DiffusionWorldModel(**world_model_preset("tiny")).save_pretrained(tmp_path / "wm")
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(tmp_path / "lam")
+    argv = ["--models", str(tmp_path / "wm"), "--lam", str(tmp_path / "lam"), "--data", str(data)]
+    args = parse_dataclass_args(
+        Args, "", [*argv, "--batches", "2", "--threads", "1", "--out", str(tmp_path / "f.json")]
+    )
+    row = fit(args)[str(tmp_path / "wm")]
+    assert row == fit(args)[str(tmp_path / "wm")]  # same windows, same draws
+    for name in ("push_train", "push_held_out", "procgen_train", "procgen_held_out"):
+        assert np.isfinite(row[name]["loss"]) and row[name]["loss"] > 0
+    assert row["push_held_out_over_train"] == row["push_held_out"]["loss"] / row["push_train"]["loss"]
+    assert json.loads((tmp_path / "f.json").read_text())[str(tmp_path / "wm")] == row
