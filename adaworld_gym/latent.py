@@ -110,7 +110,9 @@ def save_options(model_dir: str | os.PathLike, centres: np.ndarray, source: str 
     model_dir = Path(model_dir)
     centres = np.asarray(centres)
     if centres.ndim != 2 or not len(centres) or not np.isfinite(centres).all():
-        raise ValueError(f"control options must be finite centres [k, d] with k >= 1, got shape {centres.shape}")
+        raise ValueError(
+            f"control options must be finite centres [k, d] with k >= 1, got shape {centres.shape}"
+        )
     if not model_dir.is_dir():
         raise FileNotFoundError(f"cannot store control options: {model_dir} is not a directory")
     path = model_dir / OPTIONS_FILE

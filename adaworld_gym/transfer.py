@@ -148,7 +148,9 @@ def transfer_gif(
     if not isinstance(target_frames, numbers.Integral) or isinstance(target_frames, bool):
         raise ValueError(f"target_frames must be an int, got {target_frames!r}")
     if not 1 <= target_frames <= len(tgt):
-        raise ValueError(f"target_frames must lie in 1..{len(tgt)} (the target's frames), got {target_frames}")
+        raise ValueError(
+            f"target_frames must lie in 1..{len(tgt)} (the target's frames), got {target_frames}"
+        )
     history = tgt[:target_frames]
     frames = transfer(
         lam, model, src, history, steps=steps, denoise_steps=denoise_steps, seed=seed, progress=progress
