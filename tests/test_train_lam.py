@@ -122,6 +122,46 @@ def test_checkpoint_keeps_two_and_cleans_temp(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing-here") is None
 
 
+def test_edited_state_json_and_misnamed_checkpoints_are_detected(tmp_path):
+    path = save_checkpoint(tmp_path, 5, {"step": 5, "train_seconds": 12.5, "w": torch.zeros(2)})
+    text = (path / "state.json").read_text()
+    (path / "state.json").write_text(text.replace("12.5", "92.5"))  # still valid JSON
+    with pytest.raises(CheckpointError, match=r"state\.json: checksum mismatch"):
+        load_checkpoint(path)
+    (path / "state.json").write_text(text)
+    moved = path.rename(tmp_path / "step-000000009")
+    with pytest.raises(CheckpointError, match="holds step 5, not the step-000000009"):
+        load_checkpoint(moved)
+
+
+def test_a_corrupt_newer_checkpoint_is_set_aside_not_kept_in_place_of_good_ones(tmp_path):
+    from adaworld_gym.training.common import resume_state
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    for step in (100, 200):
+        state = {
+            "step": step,
+            "samples": 0,
+            "train_seconds": 0.0,
+            "model_config": {},
+            "model": model.state_dict(),
+        }
+        state.update(
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=capture_rng_state()
+        )
+        save_checkpoint(tmp_path, step, state)
+    (tmp_path / "step-000000200" / "tensors.safetensors").write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="resuming from the checkpoint before it"):
+        assert resume_state(tmp_path, {}, model, optimizer, scheduler)["step"] == 100
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000100"]
+    assert (tmp_path / ".corrupt-step-000000200").is_dir()  # kept for a look, out of the listing
+    save_checkpoint(tmp_path, 130, {"step": 130})
+    save_checkpoint(tmp_path, 160, {"step": 160}, keep=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000160"]
+
+
 @pytest.mark.parametrize("damage", ["truncate-tensors", "flip-tensors", "truncate-json", "missing"])
 def test_corrupt_checkpoint_names_the_file(tmp_path, damage):
     path = save_checkpoint(tmp_path, 1, {"w": torch.arange(1000.0), "step": 1})
@@ -235,3 +275,51 @@ def test_evaluate_lam_refuses_to_read_sampled_data_to_its_end(tmp_path):
     assert np.isfinite(
         evaluate_lam(model, str(data), batch_size=2, max_batches=2)["psnr_model"]
     )  # bounded: runs
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"checkpoint_every": 0}, "checkpoint_every must be an int >= 1"),
+        ({"log_every": 0}, "log_every must be an int >= 1"),
+        ({"image_every": 0}, "image_every must be an int >= 1"),
+        ({"grad_clip": 0.0}, "grad_clip must be finite and > 0"),
+        ({"grad_clip": -1.0}, "grad_clip must be finite and > 0"),
+        ({"checkpoint_minutes": 0.0}, "checkpoint_minutes must be > 0"),
+    ],
+)
+def test_bad_loop_settings_are_refused_before_training(tmp_path, setting, message):
+    from dataclasses import replace
+
+    from adaworld_gym.training.common import validate_run
+    from adaworld_gym.training.lam import LamTrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        validate_run(replace(LamTrainConfig.from_preset("tiny"), **setting))
+
+
+def test_a_warm_up_longer_than_the_run_is_warned_about():
+    from dataclasses import replace
+
+    from adaworld_gym.training.common import validate_run
+    from adaworld_gym.training.lam import LamTrainConfig
+
+    with pytest.warns(UserWarning, match="never reaches its peak"):
+        validate_run(replace(LamTrainConfig.from_preset("small"), max_steps=100))
+
+
+def test_resuming_with_another_weight_decay_is_refused(tmp_path):
+    from adaworld_gym.training.common import resume_state
+
+    def run(weight_decay: float):
+        model = torch.nn.Linear(2, 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+    model, optimizer, scheduler = run(0.01)
+    state = {"step": 1, "samples": 0, "train_seconds": 0.0, "model_config": {}, "model": model.state_dict()}
+    state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=capture_rng_state())
+    save_checkpoint(tmp_path, 1, state)
+    assert resume_state(tmp_path, {}, *run(0.01))["step"] == 1
+    with pytest.raises(ValueError, match=r"weight_decay \[0\.01\], now asked for \[0\.5\]"):
+        resume_state(tmp_path, {}, *run(0.5))

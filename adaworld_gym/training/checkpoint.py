@@ -17,6 +17,7 @@ Saving writes into a hidden temporary directory next to the final one and rename
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -151,7 +152,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
         manifest = {
             "format_version": FORMAT_VERSION,
             "step": step,
-            "sha256": {TENSORS_FILE: sha256_file(tensor_path)},
+            "sha256": {TENSORS_FILE: sha256_file(tensor_path), "state": _structure_digest(structure)},
             "state": structure,
         }
         state_path = tmp / STATE_FILE
@@ -164,11 +165,16 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_path(root)
-    for old in list_checkpoints(root)[:-keep]:
+    others = [c for c in list_checkpoints(root) if c != final]
+    for old in others[: max(0, len(others) - (keep - 1))]:  # the newest keep - 1 others stay beside this one
         _remove(old)
     for stale in root.glob(".tmp-*"):  # left over by a killed save
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _structure_digest(structure: Any) -> str:
+    return hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -193,6 +199,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     if sha256_file(tensor_path) != expected:
         raise CheckpointError(f"corrupt or truncated checkpoint file {tensor_path}: checksum mismatch")
+    # Steps, clocks, RNG and data positions live in the JSON: checked too (checkpoints before this had no digest).
+    saved_digest = manifest["sha256"].get("state")
+    if saved_digest is not None and _structure_digest(structure) != saved_digest:
+        raise CheckpointError(f"corrupt checkpoint file {state_path}: checksum mismatch")
+    named = _STEP_DIR.match(path.name)
+    if named and int(named.group(1)) != manifest.get("step"):
+        raise CheckpointError(
+            f"{state_path} holds step {manifest.get('step')}, not the {path.name} it is named"
+        )
     try:
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError) as err:

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -104,6 +105,20 @@ def validate_run(cfg: Any, min_steps: int = 1) -> None:
         raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    for name in ("log_every", "image_every", "checkpoint_every", "eval_batches"):
+        value = getattr(cfg, name, 1)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not getattr(cfg, "checkpoint_minutes", 1.0) > 0:
+        raise ValueError(f"checkpoint_minutes must be > 0, got {cfg.checkpoint_minutes}")
+    clip = getattr(cfg, "grad_clip", 1.0)  # 0 would zero every gradient, < 0 turn descent into ascent
+    if not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+        raise ValueError(f"grad_clip must be finite and > 0, got {clip!r}")
+    if cfg.max_steps is not None and cfg.warmup_steps >= cfg.max_steps > 0:
+        warnings.warn(
+            f"warmup_steps {cfg.warmup_steps} >= max_steps {cfg.max_steps}: the learning rate never reaches its peak",
+            stacklevel=3,
+        )
 
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
@@ -168,7 +183,15 @@ def resume_state(
         except CheckpointError as e:
             if i + 1 == len(candidates):
                 raise
-            warnings.warn(f"{e}; resuming from the checkpoint before it, {candidates[i + 1]}", stacklevel=2)
+            # Set aside: kept in the listing, it would count as the newest and save_checkpoint would prune
+            # good checkpoints in its place.
+            aside = path.with_name(f".corrupt-{path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            path.rename(aside)
+            warnings.warn(
+                f"{e}; resuming from the checkpoint before it, {candidates[i + 1]} (the bad one moved to {aside})",
+                stacklevel=2,
+            )
     saved = state.get("provenance") or {}
     changed = sorted(
         key
@@ -192,6 +215,20 @@ def resume_state(
             f"{path} was trained at learning rate(s) {saved}, now asked for {asked}; use a new out_dir "
             "or the same lr"
         )
+    # The optimizer's state brings back its own weight decay and betas: a changed one would be ignored silently.
+    saved_groups = state["optimizer"].get("param_groups", [])
+    for key in ("weight_decay", "betas"):
+        was = [g.get(key) for g in saved_groups]
+        now = [tuple(g[key]) if key == "betas" else g[key] for g in optimizer.param_groups if key in g]
+        was = [tuple(v) if isinstance(v, (list, tuple)) else v for v in was]
+        if (
+            len(was) == len(now)
+            and None not in was
+            and not np.allclose(np.array(was, float), np.array(now, float))
+        ):
+            raise ValueError(
+                f"{path} was trained with {key} {was}, now asked for {now}; use a new out_dir or the same"
+            )
     if ema is not None and not math.isclose(float(state["ema"]["decay"]), float(ema.decay), rel_tol=1e-9):
         raise ValueError(
             f"{path} was trained with EMA decay {state['ema']['decay']}, now asked for {ema.decay}; use a "
