@@ -735,6 +735,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # user-facing problems: say what is wrong, no traceback
         print(f"adaworld {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:
+        if "pip install" not in str(e):  # not a missing optional extra (pygame): a bug, show the traceback
+            raise
+        print(f"adaworld {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         resumable = args.command in RESUMABLE_COMMANDS
         print(

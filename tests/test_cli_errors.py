@@ -269,3 +269,25 @@ def test_scripts_refuse_bad_arguments_in_one_line(monkeypatch, capsys, tmp_path)
         with pytest.raises(SystemExit) as stop:
             ab.main()
         assert stop.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_a_missing_optional_extra_is_one_line_not_a_traceback(cli_main, capsys, monkeypatch):
+    import adaworld_gym.play as play_module
+
+    def no_pygame(*args, **kwargs):
+        raise ImportError('a pygame window (adaworld play) needs pygame: pip install "adaworld-gym[play]"')
+
+    monkeypatch.setattr(play_module, "play", no_pygame)
+    _fails(
+        cli_main,
+        capsys,
+        ["play", "--env", "AdaWorld/Procgen-heist-v0", "--headless"],
+        'pip install "adaworld-gym[play]"',
+    )
+
+    def broken(*args, **kwargs):
+        raise ImportError("cannot import name 'x' from 'y'")  # a bug: the traceback is what helps
+
+    monkeypatch.setattr(play_module, "play", broken)
+    with pytest.raises(ImportError, match="cannot import name"):
+        cli_main(["play", "--env", "AdaWorld/Procgen-heist-v0", "--headless"])
