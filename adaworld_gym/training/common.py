@@ -122,7 +122,11 @@ def validate_run(cfg: Any, min_steps: int = 1) -> None:
 
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
-    """Warm-up then cosine decay over ``max_steps``, or warm-up then constant for wall-clock budgets."""
+    """Warm-up then cosine decay over ``max_steps``, or warm-up then constant for wall-clock budgets.
+
+    diffusers' warm-up starts at 0: the first step runs at lr 0 and the peak comes at step ``warmup_steps + 1``.
+    Kept as it is, so that every earlier run's command reproduces its weights.
+    """
     from diffusers.optimization import get_scheduler
 
     schedule = "cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup"
