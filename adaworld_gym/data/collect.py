@@ -7,6 +7,7 @@ the episodes it would have produced in one go.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from adaworld_gym.data.episodes import Episode, EpisodeStore
-from adaworld_gym.sims.games import check_game
+from adaworld_gym.data.episodes import COLLECTION, Episode, EpisodeStore
+from adaworld_gym.sims.games import check_distribution_mode, check_game, episode_timeout
 from adaworld_gym.sims.procgen import NUM_ACTIONS, _import_procgen, level_range
 
 if TYPE_CHECKING:
@@ -89,7 +90,12 @@ def _write_all(
 def _procgen_batch(
     game: str, seeds: Sequence[int], steps: int, levels: tuple[int, int], distribution_mode: str
 ) -> list[Episode]:
-    """Run len(seeds) random-action episodes of one game side by side in one vectorised gym3 env."""
+    """Run len(seeds) random-action episodes of one game side by side in one vectorised gym3 env.
+
+    An episode that reaches the game's time-out (:func:`~adaworld_gym.sims.games.episode_timeout`) uncompleted
+    is truncated, as ``ProcgenEnv`` reports it: Procgen ends it like a death, but its last transition is dropped
+    (its frame is already the reset) instead of being stored as a termination; ``meta["truncated"]`` is True.
+    """
     import gym3
 
     gym3_env = _import_procgen()
@@ -113,12 +119,20 @@ def _procgen_batch(
     actions = [[] for _ in range(n)]
     rewards = [[] for _ in range(n)]
     terms = [[] for _ in range(n)]
+    truncated = [False] * n
+    timeout = episode_timeout(game, distribution_mode)
     alive = np.ones(n, bool)
     for _ in range(steps):
         act = np.array([rng.integers(0, NUM_ACTIONS) for rng in rngs], dtype=np.int32)
         env.act(act)
         reward, obs, first = env.observe()
+        infos = env.get_info() if first.any() else None
         for i in np.flatnonzero(alive):
+            if first[i] and not infos[i].get("prev_level_complete", 0) and len(actions[i]) + 1 >= timeout:
+                # A time-out, as ProcgenEnv reports it: no termination, and no step into the reset frame.
+                truncated[i] = True
+                alive[i] = False
+                continue
             actions[i].append(int(act[i]))
             rewards[i].append(float(reward[i]))
             terms[i].append(bool(first[i]))
@@ -146,6 +160,7 @@ def _procgen_batch(
                 "distribution_mode": distribution_mode,
                 "policy": "uniform_random",
                 "terminal_frame_is_reset": True,
+                **({"truncated": True} if truncated[i] else {}),
             },
         )
         for i in range(n)
@@ -167,9 +182,12 @@ def collect_procgen(
     Episodes stop at ``steps`` actions or when the game ends.
     """
     games = [check_game(g) for g in games]
+    for game in games:  # all before any collection.json: Procgen's C code ends the process on a mode it lacks
+        check_distribution_mode(game, distribution_mode)
     levels_range = level_range(levels)
     if episodes < 1 or steps < 1 or batch < 1:
         raise ValueError(f"episodes, steps and batch must be positive, got {episodes}, {steps} and {batch}")
+    _check_seed(seed)
     reports = []
     for game in games:
         subset = f"procgen-{game}"
@@ -191,6 +209,12 @@ def collect_procgen(
 
         reports.append(_write_all(store, jobs(), len(todo), episodes - len(todo), f"procgen {game}"))
     return _sum_reports(reports)
+
+
+def _check_seed(seed: int) -> None:
+    """Refuse a seed :func:`episode_seed` cannot use, before a collection records its settings."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def _sum_reports(reports: list[CollectionReport]) -> CollectionReport:
@@ -312,6 +336,7 @@ def collect_push(
         raise ValueError(
             f"episodes, steps and workers must be positive, got {episodes}, {steps} and {workers}"
         )
+    _check_seed(seed)
     store = EpisodeStore(Path(out) / "push", create=True)
     store.check_collection({"collector": "push", "steps": steps, "seed": seed})
     todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
@@ -414,6 +439,16 @@ def square_resize(frame: np.ndarray, size: int = 64) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
+def _records_source(store: EpisodeStore) -> bool:
+    """Whether a video subset records its source folder: all do but those collected before it was recorded,
+    whose record (without ``source``) is kept, so they stay usable and resumable as before."""
+    try:
+        recorded = json.loads((store.root / COLLECTION).read_text())
+    except (OSError, ValueError):
+        return True  # none yet (or a corrupt one, which check_collection reports)
+    return not isinstance(recorded, dict) or "source" in recorded
+
+
 def collect_videos(
     src: str | Path, out: str | Path, size: int = 64, target_hz: float = 10.0, min_frames: int = 2
 ) -> CollectionReport:
@@ -431,14 +466,20 @@ def collect_videos(
     by_folder: dict[Path, list[Path]] = {}
     for f in files:
         by_folder.setdefault(f.parent, []).append(f)
-    reports = []
-    for folder, folder_files in by_folder.items():
+    stores = {}
+    for folder in by_folder:  # every subset's settings checked before any episode is written
         label = "root" if folder == src else "-".join(folder.relative_to(src).parts)
         store = EpisodeStore(Path(out) / f"video-{label}", create=True)
-        # Frames of another size or rate must not join this subset on a rerun.
+        # Frames of another size or rate must not join this subset on a rerun, nor videos of another source
+        # folder: episode names come from paths under the source, so its same-named files would be skipped.
+        settings = {"collector": "videos", "size": size, "target_hz": target_hz, "min_frames": min_frames}
         store.check_collection(
-            {"collector": "videos", "size": size, "target_hz": target_hz, "min_frames": min_frames}
+            {**settings, "source": str(src.resolve())} if _records_source(store) else settings
         )
+        stores[folder] = label, store
+    reports = []
+    for folder, folder_files in by_folder.items():
+        label, store = stores[folder]
         names = _video_names(folder_files, src)
         todo = [f for f in folder_files if names[f] not in store]
 

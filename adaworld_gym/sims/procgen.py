@@ -6,6 +6,8 @@ and a game seed from ``self.np_random``, so ``reset(seed=s)`` is exactly reprodu
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import Any
 
 import gymnasium
@@ -22,6 +24,22 @@ from adaworld_gym.sims.games import (
 )
 
 NUM_ACTIONS = 15
+
+# Procgen's serialized state begins with a 4-byte version, the game name's length and the name, then 12
+# int32 options (use_backgrounds the 5th, distribution_mode the 8th), grid_step, and the level range
+# [low, high) the game was built with (one level here). Procgen's C code ends the whole process on a state
+# that does not fit, so set_state checks these fields, and the footer below, before handing a state over.
+_OPTION_NAMES = (
+    "paint_vel_info", "use_generated_assets", "use_monochrome_assets", "restrict_themes", "use_backgrounds",
+    "center_agent", "debug_mode", "distribution_mode", "use_sequential_levels", "use_easy_jump",
+    "plain_assets", "physics_mode",
+)  # fmt: skip
+_MODE_NAMES = {0: "easy", 1: "hard", 2: "extreme", 10: "memory", 20: "exploration"}
+# get_state appends a footer: Procgen's byte count, their CRC32 and the episode's step count (so a time-out
+# after a restore is still a truncation), then this magic. A cut or damaged state is refused, not crashed on.
+_STATE_MAGIC = b"AWPGst\x01\x00"
+_STATE_FOOTER = struct.Struct("<IIi")
+_FOOTER_SIZE = _STATE_FOOTER.size + len(_STATE_MAGIC)
 
 
 def _import_procgen():
@@ -74,11 +92,12 @@ class ProcgenEnv(gymnasium.Env):
         render_mode: only ``"rgb_array"``.
 
     ``reset`` options: ``{"level": int}`` to pick the level, ``{"state": array}`` to restore a state from
-    :meth:`get_state`. Procgen resets itself when an episode ends, so the observation returned with
-    ``terminated=True`` is already the first frame of a new try at the same level; ``info["level_complete"]``
-    says whether the level was solved. An episode that reaches Procgen's own time limit (:attr:`timeout`: 1000
-    steps in most games) without being completed ends with ``truncated=True`` instead (steps counted from the
-    last reset or restore).
+    :meth:`get_state` (of this game and distribution mode, its level in this env's range). Procgen resets
+    itself when an episode ends, so the observation returned with ``terminated=True`` is already the first
+    frame of a new try at the same level; ``info["level_complete"]`` says whether the level was solved. An
+    episode that reaches Procgen's own time limit (:attr:`timeout`: 1000 steps in most games) without being
+    completed ends with ``truncated=True`` instead (a state from :meth:`get_state` carries its episode's step
+    count, so this holds across restores too).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -121,9 +140,10 @@ class ProcgenEnv(gymnasium.Env):
             rand_seed=int(game_seed),
         )
         self.level = int(level)
-        # A serialized state starts with a 4-byte field, the name's length and the game's name: Procgen's C code
-        # kills the whole process on a state of another game, so set_state compares this prefix first.
-        self._state_header = self._env.callmethod("get_state")[0][: 8 + len(self.game)]
+        # The header (version, game name) and Procgen's options, as set_state expects them: see _OPTION_NAMES.
+        self._state_prefix = self._env.callmethod("get_state")[0][
+            : 8 + len(self.game) + 4 * len(_OPTION_NAMES)
+        ]
 
     def _observe(self) -> np.ndarray:
         _, obs, _ = self._env.observe()
@@ -141,11 +161,14 @@ class ProcgenEnv(gymnasium.Env):
             raise ValueError(
                 f"options['level'] must be an int in this env's levels [{low}, {high}), got {level!r}"
             )
+        restore = None
+        if "state" in options and self._env is not None:
+            restore = self._check_state(options["state"])  # a bad state is refused before the env changes
         self._make(level, int(self.np_random.integers(0, 2**31 - 1)))
-        if "state" in options:
-            self.set_state(options["state"])
         self._obs = self._observe()
         self._episode_steps = 0
+        if "state" in options:
+            self._restore(*(restore or self._check_state(options["state"])))
         # A copy: render() must show the game's frame even after a caller edits the observation in place.
         return self._obs.copy(), {"level": self.level}
 
@@ -180,23 +203,76 @@ class ProcgenEnv(gymnasium.Env):
         return self._obs.copy()  # not the array handed out as the observation
 
     def get_state(self) -> np.ndarray:
-        """The exact game state (RNG included) as a uint8 array; restore it with :meth:`set_state`."""
+        """The exact game state (RNG and episode step count included) as a uint8 array; restore it with
+        :meth:`set_state`. Procgen's own bytes followed by a footer (their length, CRC32, the step count and
+        a magic), which lets :meth:`set_state` refuse a truncated or damaged state."""
         if self._env is None:
             raise RuntimeError("call reset() before get_state()")
-        return np.frombuffer(self._env.callmethod("get_state")[0], dtype=np.uint8).copy()
+        raw = self._env.callmethod("get_state")[0]
+        footer = _STATE_FOOTER.pack(len(raw), zlib.crc32(raw), self._episode_steps) + _STATE_MAGIC
+        return np.frombuffer(raw + footer, dtype=np.uint8).copy()
 
     def set_state(self, state: np.ndarray | bytes) -> None:
+        """Restore a state from :meth:`get_state` of a ProcgenEnv with the same game and distribution mode
+        whose level lies in this env's level range; any other state raises ValueError, the env unchanged."""
         if self._env is None:
             raise RuntimeError("call reset() before set_state()")
-        raw = bytes(state) if isinstance(state, (bytes, bytearray)) else np.asarray(state, np.uint8).tobytes()
-        if len(raw) < 16:
-            raise ValueError(f"not a Procgen state: {len(raw)} bytes")
-        if raw[: len(self._state_header)] != self._state_header:
-            raise ValueError(f"not a state of Procgen {self.game} (its header is {raw[:24]!r})")
+        self._restore(*self._check_state(state))
+
+    def _restore(self, raw: bytes, steps: int) -> None:
         self._env.callmethod("set_state", [raw])
         self._obs = self._observe()
-        self._episode_steps = 0  # counted from the restore: a timeout soon after reads as an ordinary end
+        self._episode_steps = steps  # the restored episode's own count: its time-out is still a truncation
         self.level = int(self._env.get_info()[0].get("level_seed", self.level))
+
+    def _check_state(self, state: np.ndarray | bytes) -> tuple[bytes, int]:
+        """Procgen's bytes and the episode step count of a state, checked so that Procgen's C code (which
+        ends the process on a state that does not fit) never sees a bad one; a ValueError naming the problem
+        otherwise."""
+        raw = bytes(state) if isinstance(state, (bytes, bytearray)) else np.asarray(state, np.uint8).tobytes()
+        if len(raw) < _FOOTER_SIZE or raw[-len(_STATE_MAGIC) :] != _STATE_MAGIC:
+            raise ValueError(
+                f"not a state from ProcgenEnv.get_state ({len(raw)} bytes without its footer): a raw Procgen "
+                "state, one from before adaworld-gym added the footer, or a cut one cannot be checked, and "
+                "Procgen would end the process on a bad one; save the state again with get_state()"
+            )
+        length, crc, steps = _STATE_FOOTER.unpack_from(raw, len(raw) - _FOOTER_SIZE)
+        raw = raw[: len(raw) - _FOOTER_SIZE]
+        if length != len(raw):
+            raise ValueError(
+                f"truncated or padded Procgen state: {len(raw)} bytes where get_state wrote {length}"
+            )
+        if zlib.crc32(raw) != crc:
+            raise ValueError("damaged Procgen state: its bytes do not match the CRC32 get_state recorded")
+        header = 8 + len(self.game)
+        if raw[:header] != self._state_prefix[:header]:
+            raise ValueError(f"not a state of Procgen {self.game} (its header is {raw[:24]!r})")
+        if len(raw) < len(self._state_prefix) + 12:
+            raise ValueError(f"not a Procgen state: {len(raw)} bytes")
+        ours = np.frombuffer(self._state_prefix[header:], "<i4")
+        theirs = np.frombuffer(raw[header : len(self._state_prefix) + 12], "<i4")
+        mode = _OPTION_NAMES.index("distribution_mode")
+        if theirs[mode] != ours[mode]:
+            name = _MODE_NAMES.get(int(theirs[mode]), f"code {int(theirs[mode])}")
+            raise ValueError(
+                f"a state of distribution_mode {name!r}, but this env plays {self.distribution_mode!r}: "
+                "restore it in an env of that mode"
+            )
+        differ = [i for i in range(len(_OPTION_NAMES)) if theirs[i] != ours[i]]
+        if differ:
+            there = ", ".join(f"{_OPTION_NAMES[i]}={int(theirs[i])}" for i in differ)
+            here = ", ".join(f"{_OPTION_NAMES[i]}={int(ours[i])}" for i in differ)
+            raise ValueError(f"a state made with other Procgen options ({there}; this env has {here})")
+        low, high = (int(v) for v in theirs[-2:])
+        if not self.levels[0] <= low < high <= self.levels[1]:
+            shown = f"level {low}" if high == low + 1 else f"levels [{low}, {high})"
+            raise ValueError(
+                f"a state of {shown}, outside this env's levels [{self.levels[0]}, {self.levels[1]}): "
+                "restoring it would cross the train/test split"
+            )
+        if steps < 0:
+            raise ValueError(f"damaged Procgen state: episode step count {steps}")
+        return raw, steps
 
     def close(self) -> None:
         if self._env is not None:
