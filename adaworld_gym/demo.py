@@ -2,9 +2,9 @@
 
 It runs what the package can do on the shipped defaults, on fresh data from the real simulators:
 1. plays the real simulators (a held-out Procgen level, a scripted RobosuitePush episode) into a GIF;
-2. labels every transition with the shipped latent action model and shows what the latent actions
-   explain: the LAM's reconstruction next to the real frames, PSNR against copying the last frame,
-   and a PCA plot of the latent actions coloured by true action and game;
+2. labels every transition (but those into a Procgen restart) with the shipped latent action model and shows
+   what the latent actions explain: the LAM's reconstruction next to the real frames, PSNR against copying the
+   last frame, and a PCA plot of the latent actions coloured by true action and game;
 3. with a shipped world model, drives it with latent actions from the real episode (action transfer);
 4. steps the shipped ``AdaWorld/WorldModel-Procgen-coinrun-v0`` Gymnasium env and the real game side by side
    from the same held-out start frame with the same random actions, and times its batched vector env.
@@ -166,8 +166,12 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
     print("[demo] 2/4 latent actions: what the latent action model explains")
     lam, lam_source = _latent_model(out, seed)
     summary["lam"] = lam_source
-    f_t = np.concatenate([ep.frames[:-1] for eps in episodes.values() for ep in eps] + [push[:-1]])
-    f_t1 = np.concatenate([ep.frames[1:] for eps in episodes.values() for ep in eps] + [push[1:]])
+    # Transitions into a Procgen restart (a try ended: the next frame starts the level again) are left out, as the
+    # datasets leave them out as frame targets: no action explains them.
+    procgen = [ep for eps in episodes.values() for ep in eps]
+    kept = [~ep.terminations for ep in procgen]
+    f_t = np.concatenate([ep.frames[:-1][k] for ep, k in zip(procgen, kept, strict=True)] + [push[:-1]])
+    f_t1 = np.concatenate([ep.frames[1:][k] for ep, k in zip(procgen, kept, strict=True)] + [push[1:]])
     mu = lam.encode(f_t, f_t1)
     recon = lam.decode(f_t, mu)
     summary["lam_recon_psnr"] = psnr_pooled(recon, f_t1)
@@ -179,9 +183,9 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
 
     from adaworld_gym.latent import plot_latents
 
-    actions = np.concatenate([ep.actions for eps in episodes.values() for ep in eps])
+    actions = np.concatenate([ep.actions[k] for ep, k in zip(procgen, kept, strict=True)])
     groups = np.concatenate(
-        [np.full(ep.num_transitions, i) for i, eps in enumerate(episodes.values()) for ep in eps]
+        [np.full(int((~ep.terminations).sum()), i) for i, eps in enumerate(episodes.values()) for ep in eps]
     )
     plot_latents(mu[: len(actions)], actions, groups, out / "latent_actions.png", group_names=DEMO_GAMES)
 

@@ -19,7 +19,9 @@ to :class:`WorldModelVectorEnv`).
 
 Imagined RobosuitePush episodes are truncated after 15 steps, like the real ones; Procgen ones after
 ``WorldModelEnv``'s default of 50 (pass ``max_episode_steps`` to ``gymnasium.make``, ``make_vec`` or the
-make functions below to change either).
+make functions below to change either). Their ``metadata["render_fps"]`` is the real env's (1 for RobosuitePush,
+whose actions last 1 s; 15 for Procgen), so played and recorded episodes run at the real pace. An id's ``name``
+keyword is fixed: ``make("AdaWorld/WorldModel-Procgen-coinrun-v0", name="RobosuitePush")`` raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 from gymnasium import spaces
 
 from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
-from adaworld_gym.registration import PUSH_EPISODE_STEPS
+from adaworld_gym.registration import PUSH_EPISODE_STEPS, check_id_keyword
 from adaworld_gym.sims.games import PROCGEN_GAMES
 
 __all__ = [
@@ -68,6 +70,17 @@ SHIPPED_WORLD_MODELS: dict[str, tuple[str, str, Any, dict[str, Any]]] = {
         for game in PROCGEN_GAMES
     },
 }
+
+
+# Each real env's metadata["render_fps"] (sims.push.CONTROL_FREQ: one push action lasts 1 s; ProcgenEnv's 15),
+# written out since importing sims.push loads MuJoCo and robosuite (tests compare them with the real classes).
+_REAL_RENDER_FPS = {"RobosuitePush": 1, **{f"Procgen-{game}": 15 for game in PROCGEN_GAMES}}
+
+
+def _real_pace(env: Any, name: str) -> Any:
+    """``env`` with its real env's frame rate in (a copy of) its metadata."""
+    env.metadata = {**env.metadata, "render_fps": _REAL_RENDER_FPS[name]}
+    return env
 
 
 def shipped_env_id(name: str) -> str:
@@ -115,12 +128,22 @@ def make_shipped_env(name: str, bundle: str | os.PathLike | None = None, **kwarg
     """:class:`WorldModelEnv` over the shipped bundle of ``name`` (or ``bundle``), action space checked."""
     _, _, space, defaults = _entry(name)
     path = _bundle_path(name, bundle)
-    return WorldModelEnv(path, expected_action_space=space(), **{**defaults, **kwargs})
+    return _real_pace(WorldModelEnv(path, expected_action_space=space(), **{**defaults, **kwargs}), name)
 
 
-def gymnasium_shipped_env(name: str, bundle: str | os.PathLike | None = None, **kwargs: Any) -> WorldModelEnv:
+def _check_registered_name(name: str, registered_name: str | None) -> None:
+    if registered_name is not None:
+        env_id = shipped_env_id(registered_name)
+        check_id_keyword(env_id, "name", name, registered_name, shipped_env_id(name))
+
+
+def gymnasium_shipped_env(
+    name: str, bundle: str | os.PathLike | None = None, registered_name: str | None = None, **kwargs: Any
+) -> WorldModelEnv:
     """``gymnasium.make`` entry point: :func:`make_shipped_env` without its own episode limit, since the
-    registered ``TimeLimit`` wrapper (15 steps for push, 50 for Procgen, or ``max_episode_steps=N``) ends them."""
+    registered ``TimeLimit`` wrapper (15 steps for push, 50 for Procgen, or ``max_episode_steps=N``) ends them.
+    ``registered_name`` is the id's own name: a ``name`` keyword naming another model raises ``ValueError``."""
+    _check_registered_name(name, registered_name)
     return make_shipped_env(name, bundle, **kwargs, max_episode_steps=None)
 
 
@@ -133,4 +156,15 @@ def make_shipped_vector_env(
     """:class:`WorldModelVectorEnv` over the shipped bundle of ``name`` (or ``bundle``), action space checked."""
     _, _, space, defaults = _entry(name)
     path = _bundle_path(name, bundle)
-    return WorldModelVectorEnv(path, expected_action_space=space(), **{**defaults, **kwargs})
+    return _real_pace(
+        WorldModelVectorEnv(path, expected_action_space=space(), **{**defaults, **kwargs}), name
+    )
+
+
+def gymnasium_shipped_vector_env(
+    name: str, bundle: str | os.PathLike | None = None, registered_name: str | None = None, **kwargs: Any
+) -> WorldModelVectorEnv:
+    """``gymnasium.make_vec`` entry point: :func:`make_shipped_vector_env`, refusing a ``name`` keyword other than
+    the id's (``registered_name``)."""
+    _check_registered_name(name, registered_name)
+    return make_shipped_vector_env(name, bundle, **kwargs)

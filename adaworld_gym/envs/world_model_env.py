@@ -342,7 +342,9 @@ class WorldModelEnv(gymnasium.Env):
     def _show(self) -> None:
         if self.render_mode == "human":
             if self._window is None:
-                self._window = PygameViewer(caption="AdaWorld world model", scale=4, fps=RENDER_FPS)
+                self._window = PygameViewer(
+                    caption="AdaWorld world model", scale=4, fps=self.metadata["render_fps"]
+                )
             self._window.show(self._frame)
             if any(e.type == self._window.pygame.QUIT for e in self._window.events()):
                 self._window.close()  # closed by the user: stop drawing until close() / a new env
