@@ -131,12 +131,18 @@ def evaluate(
 def episode_windows(episodes: Sequence[Any], k: int) -> tuple[np.ndarray, int]:
     """Every full k-frame window of ``episodes`` (uint8 ``[N, k, 64, 64, 3]``) and their transition count.
 
-    Collected episodes end at a game's end, so no window spans two levels.
+    Collected episodes end at a game's end; a Procgen episode ending in a termination stores the next try's first
+    frame last (``meta["terminal_frame_is_reset"]``), which is left out, so no window spans two tries.
     """
+
+    def playable(e: Any) -> np.ndarray:
+        ends_in_reset = e.meta.get("terminal_frame_is_reset") and len(e.terminations) and e.terminations[-1]
+        return e.frames[:-1] if ends_in_reset else e.frames
+
     windows = [
-        np.lib.stride_tricks.sliding_window_view(e.frames, k, axis=0).transpose(0, 4, 1, 2, 3)
-        for e in episodes
-        if len(e.frames) >= k
+        np.lib.stride_tricks.sliding_window_view(f, k, axis=0).transpose(0, 4, 1, 2, 3)
+        for f in map(playable, episodes)
+        if len(f) >= k
     ]
     if not windows:
         raise ValueError(f"no episode holds the {k} frames a start context needs")
@@ -179,7 +185,10 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         bundle = dataclasses.replace(bundle, initial_frames=contexts)
         start_contexts, real_frames = len(contexts), max(real_frames, collected)
     rows: dict[str, list[float]] = {"imagination": [], "real": [], "random": []}
-    real_seen = []  # SB3 collects whole rollouts, so the real agent may see a little more than asked
+    real_seen, imagination_seen = (
+        [],
+        [],
+    )  # SB3 collects whole rollouts: each agent may see a little more than asked
     for seed in seeds:
         venv = WorldModelVectorEnv(
             bundle, num_envs=p.num_envs, denoise_steps=p.denoise_steps, max_episode_steps=p.horizon
@@ -188,6 +197,7 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         # VecMonitor logs the imagined episodes' returns (rollout/ep_rew_mean) to tensorboard.
         agent = ppo(VecMonitor(SB3VecEnvAdapter(venv)), seed, p.n_steps, p.num_envs, out / "tb" / game)
         agent.learn(p.imagination_steps, tb_log_name=f"imagination_seed{seed}")
+        imagination_seen.append(int(agent.num_timesteps))
         rows["imagination"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
 
         real_env = make_vec_env(lambda: ProcgenEnv(game), n_envs=p.num_envs, seed=seed)
@@ -207,7 +217,8 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         real_frames=real_frames,
         real_frames_seen=max(real_seen),
         start_contexts=start_contexts,
-        imagination_frames=p.imagination_steps,
+        imagination_frames=p.imagination_steps,  # asked; SB3 runs whole rollouts, so it sees a little more
+        imagination_frames_seen=max(imagination_seen),
     )
     return result
 
@@ -216,12 +227,13 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines = [
         f"vector env speedup at N=16: **{results['vector_speedup_n16']:.2f}x**",
         "",
-        "| game | imagination PPO | real PPO (adapter's real frames) | random | seeds |",
-        "|---|---|---|---|---|",
+        "| game | imagination PPO | real PPO | random | seeds | real frames (seen) |",
+        "|---|---|---|---|---|---|",
     ]
     for game, r in results["ppo"].items():
         cells = [f"{r[k]:.2f} ± {r[k + '_std']:.2f}" for k in ("imagination", "real", "random")]
-        lines.append(f"| {game} | {' | '.join(cells)} | {r['seeds']} |")
+        frames = f"{r.get('real_frames', '?')} ({r.get('real_frames_seen', '?')})"
+        lines.append(f"| {game} | {' | '.join(cells)} | {r['seeds']} | {frames} |")
     if results.get("skipped"):
         lines += ["", "skipped: " + "; ".join(f"{g} ({why})" for g, why in results["skipped"].items())]
     if results.get("reused"):  # played (and timed) by an earlier invocation into the same directory

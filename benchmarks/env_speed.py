@@ -5,8 +5,8 @@
 Same bundle (default: the shipped ``AdaWorld/WorldModel-Procgen-coinrun-v0`` one), same seeds, same actions and
 denoising steps for both; after one untimed run of each (one-off setup), the two are timed alternately
 ``--repeats`` times and the median of each is kept, so a slow spell on the machine hits both. The same is done
-for the denoiser alone (``predict_next`` on N windows at once vs N calls of one window): its ratio is the
-ceiling of the env's, since the env layer can only add per-call overhead. Writes ``DIR/results.json`` (``{"<denoise steps>": {"single_fps":..., "vector_fps":...,
+for the denoiser alone (``predict_next`` on N windows at once vs N calls of one window): the UNet's own ratio,
+which the env's follows (its step also batches the reward head, so it can be a little higher). Writes ``DIR/results.json`` (``{"<denoise steps>": {"single_fps":..., "vector_fps":...,
 "speedup":..., "denoiser_speedup":...}, "meta": {...}}``) and ``DIR/results.md``.
 """
 

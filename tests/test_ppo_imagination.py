@@ -111,6 +111,14 @@ def test_episode_windows_and_start_data_needing_real_starts(tmp_path):
     assert transitions == 6  # the short episode adds its transition but no window
     with pytest.raises(ValueError, match="3 frames"):
         ppo_imagination.episode_windows([short], 3)
+    # A Procgen episode ending in a termination holds the next try's first frame last: no window reaches it.
+    died = Episode(
+        frames, actions=np.zeros(5, np.int64), terminations=np.eye(5, dtype=bool)[4],
+        meta={"terminal_frame_is_reset": True},
+    )  # fmt: skip
+    windows, transitions = ppo_imagination.episode_windows([died], 3)
+    np.testing.assert_array_equal(windows[:, :, 0, 0, 0], [[0, 1, 2], [1, 2, 3], [2, 3, 4]])
+    assert transitions == 5
     argv = [
         "--preset",
         "smoke",
