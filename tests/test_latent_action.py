@@ -284,3 +284,20 @@ def test_bad_inputs_raise(call, message):
     z = np.zeros((4, 32), np.float32)
     with pytest.raises(ValueError, match=message):
         call(model, f_t, f_t1, z)
+
+
+def test_training_works_after_an_inference_mode_call(pairs):
+    from adaworld_gym.models import latent_action
+
+    latent_action._bilinear_upsampling_matrix.cache_clear()  # built first under inference mode, below
+    model = tiny(warp=True)
+    f_t, f_t1 = pairs
+    with torch.inference_mode():
+        model.eval()(f_t, f_t1)
+    model.train()(f_t, f_t1).loss.backward()  # raised "Inference tensors cannot be saved for backward"
+
+
+def test_a_float64_latent_beyond_float32_is_refused_by_decode():
+    model = tiny().eval()
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        model.decode(np.zeros((1, 32, 32, 3), np.uint8), np.full((1, 32), 1e39))

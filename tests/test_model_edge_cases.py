@@ -250,3 +250,18 @@ def test_moved_sharing_bundle_and_newer_format_errors(bundle, tmp_path):
     header_path.write_text(json.dumps({**header, "format": "adaworld-bundle/2", "version": "9.0"}))
     with pytest.raises(ValueError, match=r"format 'adaworld-bundle/2' \(written by adaworld-gym 9.0\)"):
         AdaWorldBundle.from_pretrained(tmp_path / "bundles" / "a")
+
+
+def test_sharing_a_folder_inside_the_bundles_own_directory_is_refused(bundle, tmp_path):
+    bundle.save_pretrained(tmp_path / "c", shared={})
+    loaded = AdaWorldBundle.from_pretrained(tmp_path / "c")
+    with pytest.raises(ValueError, match="lies in .*which this save replaces"):
+        loaded.save_pretrained(tmp_path / "c", shared={"world_model": tmp_path / "c" / "world_model"})
+    assert _same_weights(AdaWorldBundle.from_pretrained(tmp_path / "c").world_model, bundle.world_model)
+
+
+def test_a_float64_latent_beyond_float32_is_named_as_input_not_blamed_on_the_weights():
+    model = _tiny_world_model(0)
+    history = np.zeros((1, 2, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        model.predict_next(history, np.full((1, 8), 1e39), steps=1)

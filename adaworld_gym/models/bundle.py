@@ -182,6 +182,16 @@ class AdaWorldBundle:
         """
         directory = Path(directory)
         shared = self.shared if shared is None else shared
+        for (
+            name,
+            path,
+        ) in shared.items():  # the swap-in replaces directory whole: what lies in it would be lost
+            inside = Path(path).resolve()
+            if inside == directory.resolve() or directory.resolve() in inside.parents:
+                raise ValueError(
+                    f"cannot share {name!r} from {path}: it lies in {directory}, which this save replaces; "
+                    "share a model directory outside the bundle's, or pass shared={} to copy it"
+                )
         refs = {name: self._shared_ref(name, Path(path), directory) for name, path in shared.items()}
         # Recorded so that loading notices a shared model retrained in place (the adapter fits the old weights).
         digests = {name: directory_digest(path, weights_only=True) for name, path in shared.items()}

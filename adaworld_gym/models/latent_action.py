@@ -121,8 +121,10 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tenso
 @functools.lru_cache(maxsize=8)
 def _bilinear_upsampling_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     """``[n_out, n_in]`` matrix U with ``U @ x @ U.T`` equal to ``F.interpolate(x, mode="bilinear")``."""
-    eye = torch.eye(n_in, device=device).unsqueeze(1)
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False).squeeze(1).T.contiguous()
+    # Cached for the process: built outside inference mode, or training after an inference_mode call would fail.
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(n_in, device=device).unsqueeze(1)
+        return F.interpolate(eye, size=n_out, mode="linear", align_corners=False).squeeze(1).T.contiguous()
 
 
 class _Mlp(nn.Sequential):
@@ -619,8 +621,8 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             raise ValueError(
                 f"z must have shape [B, {dim}] or [{dim}] (latent_dim={dim}), got {tuple(z.shape)}"
             )
-        if not torch.isfinite(z).all():
-            raise ValueError("z contains NaN or infinite values")
+        if not torch.isfinite(z.float()).all():  # after the cast: float64 beyond float32's range becomes inf
+            raise ValueError("z contains NaN or infinite values (or values beyond float32's range)")
         if z.ndim == 1:
             z = z.unsqueeze(0).expand(batch, dim)
         elif z.shape[0] != batch:

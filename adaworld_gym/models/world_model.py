@@ -240,7 +240,8 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         (``scripts/ab_cpu_bf16.py``, interleaved A/B). Changes are detected from version counters and a
         sample of the values, and ``load_state_dict`` (also with ``assign=True``, which swaps in new tensors)
         is counted by a hook on the UNet, which makes a new copy; code that writes only a few weights through
-        ``.data`` or assigns new ``nn.Parameter`` objects should call :meth:`invalidate_sampling_cache` afterwards.
+        ``.data``, assigns new ``nn.Parameter`` objects or replaces a submodule of the UNet should call
+        :meth:`invalidate_sampling_cache` afterwards.
         """
         cached = self.__dict__.get("_bf16_unet")
         # The hook is a module-level function counting loads on the UNet itself: a closure over the model (as
@@ -554,9 +555,10 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"{name} must have shape [B={batch}, {d}], got {tuple(z.shape)}")
         if z.shape[1] != d:
             raise ValueError(f"{name} has dimension {z.shape[1]} but the model's action_dim is {d}")
+        z = z.float()  # checked after the cast: a float64 value beyond float32's range turns into inf there
         if not torch.isfinite(z).all():
-            raise ValueError(f"{name} contains NaN or inf")
-        return z.float()
+            raise ValueError(f"{name} contains NaN or inf (or values beyond float32's range)")
+        return z
 
     def _check_history_len(
         self, history_len: FrameArray | Sequence[int] | None, batch: int, h: int
