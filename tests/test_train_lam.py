@@ -122,6 +122,11 @@ def test_checkpoint_keeps_two_and_cleans_temp(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing-here") is None
 
 
+def test_state_keys_that_would_share_a_tensor_name_are_refused():
+    with pytest.raises(ValueError, match="map to the tensor name '/0'"):
+        flatten_state({0: torch.zeros(1), "0": torch.ones(1)})
+
+
 def test_edited_state_json_and_misnamed_checkpoints_are_detected(tmp_path):
     path = save_checkpoint(tmp_path, 5, {"step": 5, "train_seconds": 12.5, "w": torch.zeros(2)})
     text = (path / "state.json").read_text()

@@ -58,6 +58,9 @@ def flatten_state(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     tensors: dict[str, torch.Tensor] = {}
 
     def encode(obj: Any, path: str) -> Any:
+        if isinstance(obj, (torch.Tensor, np.ndarray)) and path in tensors:
+            # keys 0 and "0", or "a/b" beside {"a": {"b": ...}}: one tensor would silently replace the other
+            raise ValueError(f"two entries of the state map to the tensor name {path!r}")
         if isinstance(obj, torch.Tensor):
             # Clone: safetensors refuses tensors sharing storage (tied weights, views).
             tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
