@@ -138,7 +138,7 @@ def check_data(data: Path, envs: list[str]) -> None:
         for path in env_data(data, env):
             if path is not None and not (path / "manifest.json").is_file():
                 hint = (
-                    "adaworld collect push --episodes 700 --out DATA; ... --episodes 40 --out DATA/push-test"
+                    "adaworld collect push --episodes 700 --out DATA; ... --episodes 40 --seed 1 --out DATA/push-test"
                     if env == "push"
                     else "adaworld collect procgen --games adaptation --out DATA/procgen-adapt"
                 )

@@ -17,6 +17,7 @@ from adaworld_gym.models.adapters import ActionCodebook, ActionMLP
 from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 from adaworld_gym.training.adapt import (
     AdaptConfig,
+    LabelledWindows,
     adapt,
     conditioned_copy,
     init_adapter,
@@ -44,6 +45,12 @@ def save_pretrained(tmp, action_agnostic: bool = False):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     return grid_episodes(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def grid_eval(tmp_path_factory):
+    """Held-out grid episodes: another seed, so none is a training episode."""
+    return grid_episodes(tmp_path_factory.mktemp("eval"), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +131,12 @@ def test_conditioned_copy_of_the_twin_predicts_as_the_twin_then_listens_to_z(tmp
 
 
 @pytest.mark.parametrize("agnostic", [False, True])
-def test_adapt_evaluates_saves_a_bundle_and_resumes(grid, tmp_path, agnostic):
+def test_adapt_evaluates_saves_a_bundle_and_resumes(grid, grid_eval, tmp_path, agnostic):
     wm_dir, lam_dir, _ = save_pretrained(tmp_path, action_agnostic=agnostic)
     out = tmp_path / "run"
-    kw = dict(samples_per_action=6, max_steps=4, eval_at=[0, 2, 4], eval_data=grid, eval_samples=8, **FAST)
+    kw = dict(
+        samples_per_action=6, max_steps=4, eval_at=[0, 2, 4], eval_data=grid_eval, eval_samples=8, **FAST
+    )
     bundle_dir = adapt(wm_dir, lam_dir, grid, out, checkpoint_every=2, **kw)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["session_losses"]) == 4 and summary["labelled_transitions"] == 30
@@ -270,9 +279,9 @@ def test_motion_context_comes_from_the_last_two_history_frames(grid, tmp_path):
         motion_context(bundle.lam, np.zeros((2, 3, 64, 64, 3), np.uint8), [1, 4])
 
 
-def test_adapt_with_motion_fits_and_saves_a_motion_adapter(grid, tmp_path):
+def test_adapt_with_motion_fits_and_saves_a_motion_adapter(grid, grid_eval, tmp_path):
     wm_dir, lam_dir, _ = save_pretrained(tmp_path)
-    kw = dict(samples_per_action=6, max_steps=2, eval_at=[0, 2], eval_data=grid, eval_samples=8, **FAST)
+    kw = dict(samples_per_action=6, max_steps=2, eval_at=[0, 2], eval_data=grid_eval, eval_samples=8, **FAST)
     bundle_dir = adapt(wm_dir, lam_dir, grid, tmp_path / "run", motion=True, **kw)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "motion_fit_mse" in summary["adapter"] and len(summary["evals"]) == 2
@@ -321,3 +330,23 @@ def test_scaled_columns_step_as_if_they_had_their_own_rate() -> None:
     moved = (weight.detach() - start).abs().mean(dim=0)
     assert moved[2:].max() < 0.2 * moved[:2].min()  # the scaled columns moved, a tenth as far
     assert moved[2:].min() > 0
+
+
+def test_held_out_episodes_that_are_training_episodes_are_refused(grid, tmp_path):
+    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"held-out episode\(s\) are also labelled training episodes"):
+        adapt(wm_dir, lam_dir, grid, tmp_path / "a", max_steps=1, eval_data=grid, eval_samples=8, **FAST)
+
+
+def test_a_window_after_a_mid_episode_restart_holds_only_the_new_try():
+    from adaworld_gym.data.episodes import Episode
+
+    frames = np.arange(11, dtype=np.uint8)[:, None, None, None] * np.ones((1, 64, 64, 3), np.uint8)
+    episode = Episode(
+        frames, actions=np.zeros(10, np.int64), terminations=np.eye(10, dtype=bool)[3],
+        meta={"terminal_frame_is_reset": True}, action_space={"type": "discrete", "n": 15},
+    )  # fmt: skip
+    windows = LabelledWindows([episode], np.array([[0, 4], [0, 5], [0, 8]]), history=4)
+    # frame 4 restarts the level (step 3 ended the try): histories start there
+    assert [w["history_len"] for w in windows] == [1, 2, 4]
+    assert windows[1]["history"][-2:, 0, 0, 0].tolist() == [4, 5] and windows[1]["history"][0].max() == 0

@@ -64,6 +64,19 @@ def episodes_digest(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> s
     return digest.hexdigest()
 
 
+def history_start(episode: Episode, t: int, k: int) -> int:
+    """First frame of the ``k``-frame history of target ``frames[t+1]``: never before the frame a Procgen reset
+    started (an episode whose terminal frames are resets may hold several tries), nor before frame 0."""
+    start = max(0, t - k + 1)
+    if episode.meta.get("terminal_frame_is_reset") and episode.terminations is not None:
+        ends = np.flatnonzero(
+            np.asarray(episode.terminations)[:t]
+        )  # terminal steps s < t: frame s+1 restarts
+        if len(ends):
+            start = max(start, int(ends[-1]) + 1)
+    return start
+
+
 def valid_targets(episode: Episode) -> np.ndarray:
     """Time steps t whose transition frames[t] -> frames[t+1] is a real one.
 
@@ -170,7 +183,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         """The window whose target is ``frames[t+1]``."""
         k = self.history
         frames = episode.frames
-        start = max(0, t - k + 1)
+        start = history_start(episode, t, k)
         history = np.zeros((k, *frames.shape[1:]), np.uint8)
         history[k - (t + 1 - start) :] = frames[start : t + 1]
         item = {"history": history, "history_len": t + 1 - start, "next": frames[t + 1]}

@@ -27,6 +27,7 @@ Held-out windows (``eval_data``) are evaluated at the steps in ``eval_at`` (1-st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -43,7 +44,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from adaworld_gym.data.clips import find_subsets, valid_targets
+from adaworld_gym.data.clips import find_subsets, history_start, valid_targets
 from adaworld_gym.data.episodes import Episode, EpisodeStore, atomic_write_bytes
 from adaworld_gym.latent import motion_context
 from adaworld_gym.models.adapters import ActionCodebook, ActionMLP, LatentAdapter
@@ -167,7 +168,7 @@ class LabelledWindows(Sequence):
     def __getitem__(self, i: int) -> dict[str, Any]:
         e, t = self.index[i]
         episode, k = self.episodes[e], self.history
-        start = max(0, t - k + 1)
+        start = history_start(episode, int(t), k)
         hist = np.zeros((k, *episode.frames.shape[1:]), np.uint8)
         hist[k - (t + 1 - start) :] = episode.frames[start : t + 1]
         item = {
@@ -735,7 +736,26 @@ def _labelled_sets(
     _check_env_ids(train, expected_env_id, "the data")
     if held_out is not None:
         _check_env_ids(held_out, expected_env_id, "the eval data")
+        _check_disjoint(train, held_out)
     return train, held_out
+
+
+def _episode_key(episode: Episode) -> bytes:
+    """Same first frame and same actions: the same episode (a collection rerun with the same seed repeats them)."""
+    actions = np.asarray(episode.actions) if episode.actions is not None else np.zeros(0)
+    return hashlib.sha256(episode.frames[0].tobytes() + actions.tobytes()).digest()
+
+
+def _check_disjoint(train: LabelledWindows, held_out: LabelledWindows) -> None:
+    """Refuse held-out episodes that are also training episodes: their scores would not be held out."""
+    used = {int(e) for e in np.unique(train.index[:, 0])}
+    seen = {_episode_key(train.episodes[e]) for e in used}
+    shared = sum(_episode_key(held_out.episodes[e]) in seen for e in np.unique(held_out.index[:, 0]))
+    if shared:
+        raise ValueError(
+            f"{shared} held-out episode(s) are also labelled training episodes (same first frame and actions): "
+            "collect the held-out set with another seed (e.g. adaworld collect ... --seed 1)"
+        )
 
 
 def _check_env_ids(windows: LabelledWindows, expected: str | None, what: str) -> None:
