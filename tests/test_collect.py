@@ -211,7 +211,9 @@ def test_an_interrupted_parallel_push_collection_drops_the_queued_episodes(tmp_p
     monkeypatch.setattr(EpisodeStore, "write", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         collect.collect_push(24, tmp_path, steps=1, workers=2)
-    assert len(futures) == 24 and sum(f.cancelled() for f in futures) >= 12
+    # Before the fix none was cancelled. How many finish before the interrupt is handled depends on the load
+    # (11 cancelled in a CI run beside three other jobs), so the bound is loose.
+    assert len(futures) == 24 and sum(f.cancelled() for f in futures) >= 6
     assert EpisodeStore(tmp_path / "push").names() == ["ep_000000"]
 
 
