@@ -300,3 +300,25 @@ def test_reset_and_render_of_a_closed_push_env_name_the_problem() -> None:
     for call in (lambda: env.reset(seed=0), env.render):
         with pytest.raises(RuntimeError, match="closed"):  # was AttributeError on the freed renderer
             call()
+
+
+def test_simulator_candidates_of_a_push_env_with_an_episode_limit_are_not_frozen() -> None:
+    """The step count carried across the oracle's restores truncated (and froze) every later candidate."""
+    import functools
+
+    from adaworld_gym.planning import SimulatorDynamics
+
+    make = functools.partial(RobosuitePushEnv, episode_steps=3)
+    real = make()
+    try:
+        real.reset(seed=0)
+        state = real.get_state()
+        actions = np.tile(np.array([0.5, 0.0, 0.0, 0.0], np.float32), (3, 2, 1))  # 3 candidates, 2 steps
+        with SimulatorDynamics(make, workers=0) as oracle:
+            frames = oracle.rollout(None, actions, state)
+        real.set_state(state)
+        truth = np.stack([real.step(a)[0] for a in actions[0]])
+        for candidate in frames:  # the same actions from the same state: the same frames, every time
+            np.testing.assert_array_equal(candidate, truth)
+    finally:
+        real.close()

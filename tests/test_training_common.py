@@ -83,7 +83,7 @@ def test_signals_during_the_final_save_wait_for_it(interrupted):
     clock = CheckpointClock(save, step=0, every=100, minutes=60)
     before = signal.getsignal(signal.SIGTERM)
     with (
-        pytest.raises(KeyboardInterrupt, match="" if interrupted else "held until the final save"),
+        pytest.raises(KeyboardInterrupt, match=None if interrupted else "held until the final save"),
         clock.guard(_Bar()),
     ):
         clock.tick(1)

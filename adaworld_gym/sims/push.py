@@ -424,10 +424,14 @@ class RobosuitePushEnv(gymnasium.Env):
     def set_state(self, state: np.ndarray) -> None:
         """Restore a state from ``get_state()`` (~0.1 ms; the frame is rendered on the next ``render()``).
 
+        The state holds the simulator only: ``episode_steps`` counts again from the restore (the planner's
+        simulator workers restore one state per candidate, and a count carried across them froze later ones).
+
         Raises:
             ValueError: If ``state`` is not a finite vector of length ``STATE_SIZE``.
         """
         self._set_state_unchecked(_validate_state(state, "state"))
+        self._steps = 0
         self._frame = None
 
     def object_positions(self) -> np.ndarray:
