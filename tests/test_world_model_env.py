@@ -610,3 +610,36 @@ def test_rebuilding_a_shipped_bundle_keeps_the_reward_head_attached_to_it(assets
     # A bundle that had no head still gets none.
     script.build("Procgen-maze", tmp_path / "work", seed=0)
     assert AdaWorldBundle.from_pretrained(shipped_bundle_dir("Procgen-maze")).reward_head is None
+
+
+def test_rejected_resets_change_nothing_and_name_the_problem():
+    from adaworld_gym.envs import SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+    from adaworld_gym.models import tiny_random_bundle
+
+    bundle = tiny_random_bundle("discrete")
+    env = WorldModelEnv(bundle, denoise_steps=1)
+    env.reset(seed=1)
+    state = env.np_random.bit_generator.state
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(seed=5, options={"foo": 1})
+    assert env.np_random.bit_generator.state == state  # not reseeded by the rejected reset
+
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1)
+    for options, match in (({"seed": 1}, "unknown reset options"), ({"goal": 3}, "got a scalar")):
+        with pytest.raises(ValueError, match=match):
+            venv.reset(options=options)
+    with pytest.raises(ValueError, match="num_envs must be an int >= 1"):
+        WorldModelVectorEnv(bundle, num_envs=2.0)
+
+    adapter = SB3VecEnvAdapter(
+        WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1, render_mode="rgb_array")
+    )
+    with pytest.raises(RuntimeError, match="call reset"):
+        adapter.get_images()
+    adapter.seed(0)
+    adapter.reset()
+    before = adapter.venv._frames.copy()
+    adapter.set_options([{"goal": np.zeros((64, 64, 3), np.uint8)}, {"goal": np.zeros((3, 3), np.uint8)}])
+    with pytest.raises(ValueError):
+        adapter.reset()
+    np.testing.assert_array_equal(adapter.venv._frames, before)  # row 0 was reset before row 1 failed

@@ -319,6 +319,9 @@ class WorldModelEnv(gymnasium.Env):
         return options
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._core.check_options(
+            options
+        )  # a rejected reset leaves the generator as it was, as the vector env's
         super().reset(seed=seed)
         self._frame = self._core.reset(0, self.np_random, self._fill_options(options))
         self._show()
@@ -445,8 +448,8 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         render_mode: str | None = None,
         expected_action_space: spaces.Space | None = None,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if not is_int(num_envs) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.bundle = _load_bundle(bundle, expected_action_space)
@@ -480,10 +483,17 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
         if "goal" in options and options["goal"] is None:  # clears every row's goal, as in WorldModelEnv
             options["goal"] = [None] * self.num_envs
+        unknown = set(options) - {"frames", "goal"}
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; expected 'frames', 'goal', 'reset_mask'"
+            )
         for key, value in options.items():
-            if value is not None and len(value) != self.num_envs:
+            scalar = not hasattr(value, "__len__") or (isinstance(value, np.ndarray) and value.ndim == 0)
+            if value is not None and (scalar or len(value) != self.num_envs):
                 raise ValueError(
-                    f'options["{key}"] must have one entry per env ({self.num_envs}), got {len(value)}'
+                    f'options["{key}"] must have one entry per env ({self.num_envs}), got '
+                    f"{'a scalar' if scalar else len(value)}"
                 )
         rows = {
             i: {key: value[i] for key, value in options.items() if value is not None}
@@ -539,6 +549,10 @@ class SB3VecEnvAdapter(VecEnv):
         self._actions: np.ndarray | None = None
 
     def reset(self) -> np.ndarray:
+        for (
+            options
+        ) in self._options:  # all rows checked before any is reset, as WorldModelVectorEnv.reset does
+            self.venv._core.check_options(options or None)
         for i in range(self.num_envs):
             self.venv._reset_row(i, self._seeds[i], self._options[i] or None)
         self._reset_seeds()
@@ -574,6 +588,8 @@ class SB3VecEnvAdapter(VecEnv):
         self.venv.close()
 
     def get_images(self) -> list[np.ndarray]:
+        if (self.venv._core.lengths == 0).any():
+            raise RuntimeError("call reset() before render() (every row must have been reset)")
         return list(self.venv._frames.copy())
 
     def _all_rows(self, indices: Any, what: str) -> list[int]:
