@@ -24,6 +24,7 @@ reuses the data already there.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import time
 from dataclasses import replace
@@ -145,14 +146,16 @@ def main() -> None:
             args.reward_episode_steps,
             args.reward_train_steps,
         )
-        # Re-read before writing: several processes may be training other games' heads.
-        reports = json.loads(path.read_text()) if path.is_file() else {}
-        if not report["attached"] and reports.get(name, {}).get("attached"):
-            # A retrain that fails the gate leaves the attached head, and the record that explains it, alone.
-            print(json.dumps({name: {**report, "kept": "the head attached earlier"}}), flush=True)
-            continue
-        reports[name] = report
-        write_json(path, reports)
+        # Re-read before writing, under a lock: several processes may be training other games' heads.
+        with open(path.with_name(".rewards.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reports = json.loads(path.read_text()) if path.is_file() else {}
+            if not report["attached"] and reports.get(name, {}).get("attached"):
+                # A retrain that fails the gate leaves the attached head, and the record that explains it, alone.
+                print(json.dumps({name: {**report, "kept": "the head attached earlier"}}), flush=True)
+                continue
+            reports[name] = report
+            write_json(path, reports)
         print(json.dumps({name: report}), flush=True)
 
 

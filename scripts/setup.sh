@@ -13,23 +13,42 @@ if ! "$PYTHON" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (
   exit 1
 fi
 
-# System libraries for off-screen rendering. ldconfig lives in /sbin, which a non-root PATH may leave out.
-LDCONFIG=$(command -v ldconfig || echo /sbin/ldconfig)
-if ! "$LDCONFIG" -p 2>/dev/null | grep -q libOSMesa || ! "$LDCONFIG" -p 2>/dev/null | grep -q libEGL.so.1; then
+# System packages, only those missing: OSMesa/EGL and Mesa's DRI drivers (MuJoCo renders off-screen through
+# EGL), venv support (ensurepip), and a compiler with Python and kernel headers: evdev (robosuite -> pynput) has
+# no wheel for every platform and then builds from source.
+PYVER=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+need=()
+if command -v dpkg-query >/dev/null; then
+  for pkg in libosmesa6 libegl1 libgl1-mesa-dri; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  done
+else  # not Debian: look for the libraries themselves (ldconfig lives in /sbin, off a non-root PATH)
+  libs=$("$(command -v ldconfig || echo /sbin/ldconfig)" -p 2>/dev/null || true)
+  case "$libs" in *libOSMesa*) ;; *) need+=(libosmesa6) ;; esac
+  case "$libs" in *libEGL.so.1*) ;; *) need+=(libegl1 libgl1-mesa-dri) ;; esac
+fi
+"$PYTHON" -c 'import ensurepip' 2>/dev/null || need+=("python$PYVER-venv")
+command -v gcc >/dev/null || need+=(gcc)
+"$PYTHON" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+  2>/dev/null || need+=("python$PYVER-dev")
+[ -e /usr/include/linux/input.h ] || need+=(linux-libc-dev)
+if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   if ! command -v apt-get >/dev/null || { [ -n "$SUDO" ] && ! command -v sudo >/dev/null; }; then
-    echo "[setup] install libosmesa6 libegl1 libgl1-mesa-dri as root (apt-get), then run this again" >&2
+    echo "[setup] install ${need[*]} as root (apt-get), then run this again" >&2
     exit 1
   fi
-  echo "[setup] installing OSMesa/EGL rendering libraries"
+  echo "[setup] installing system packages: ${need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libosmesa6 libegl1 libgl1-mesa-dri >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# A venv whose creation failed half-way (no ensurepip: Debian's python3-venv missing) has no pip: start over.
-if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-  echo "[setup] $VENV has no working pip; recreating it"
+# A venv without a working pip (creation failed half-way), whose interpreter is gone (an upgrade) or of
+# another Python version: start over.
+if [ -e "$VENV" ] && ! "$VENV/bin/python" -c 'import sys, pip; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' \
+    >/dev/null 2>&1; then
+  echo "[setup] $VENV is broken or of another Python; recreating it"
   rm -rf "$VENV"
 fi
 if [ ! -x "$VENV/bin/python" ]; then

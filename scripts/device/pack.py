@@ -50,7 +50,9 @@ def locked_versions() -> dict[str, str]:
 def fetch_wheels(dest: Path) -> None:
     pins = locked_versions()
     specs = [f"{name}=={pins[name]}" if name in pins else name for name in WHEELS]
-    dest.mkdir(parents=True, exist_ok=True)
+    # Wheels of an older lock would travel too, and clash with the new ones when installed.
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
     cmd = [sys.executable, "-m", "pip", "download", "-q", *PLATFORM_FLAGS, "-d", str(dest), *specs]
     subprocess.run(cmd, check=True)
 

@@ -72,6 +72,7 @@ step "probe: held-out push windows, the new pair beside the shipped pair"
 $PY -m benchmarks.world_model_probe --lam $LAM --envs push --push-dir $PUSH_TEST --windows $WINDOWS --denoise-steps 1 3 \
   --models "$RUNS/wm/model" "$RUNS/twin/model" adaworld_gym/assets/world_model benchmarks/weights/world_model_agnostic \
   --out "$OUT/probe.json"
+probe_rc=$?
 
 step "return the models that fit"
 for run in wm twin; do
@@ -84,4 +85,5 @@ for run in wm twin; do
     echo "$run: weights over 16 MiB, not returned (probe.json holds its scores)"
   fi
 done
+[ $probe_rc = 0 ] || { echo "the probe failed (rc $probe_rc)"; exit $probe_rc; }
 step done
