@@ -24,6 +24,7 @@ from benchmarks._common import read_json, write_results
 POOLED_SETTINGS = (
     "preset", "scenes", "game_list", "distribution_mode", "levels", "episode_steps", "samples", "horizon",
     "elites", "iterations", "execute", "denoise_steps", "actions", "cost", "cost_fn", "scene_search",
+    "seeds", "max_candidates", "bfs_budget", "rollouts",
 )  # fmt: skip
 MODELS = ("oracle", "adaworld", "adaworld_zero_shot", "action_agnostic", "random")
 TESTS = (

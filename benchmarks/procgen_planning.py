@@ -506,7 +506,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                 cells.append("—")
                 continue
             k = int(round(rate * n))
-            scenes = meta.get("n_scenes", {}).get(game) or n
+            scenes = results.get("n_scenes", {}).get(game) or n
             low, high = wilson(rate * scenes, scenes)
             cells.append(f"{100 * rate:.1f}% ({k}/{n}, {100 * low:.0f}-{100 * high:.0f})")
         avg = results["average"]["success"][name]
@@ -673,11 +673,14 @@ def main(args: Args) -> dict[str, Any]:
             g.update(rows={}, minutes={}, reused={})
             summaries = [scene.summary() for scene in scenes]
             for name in MODELS:
-                if name in skipped[game]:
-                    continue
                 # Only episodes played on these very scenes count.
                 done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
                 source = next((d for d, entry in done.items() if entry[1] == summaries), None)
+                if name in skipped[game]:
+                    # Not selected: what --out already holds for it stays (a run on other models rewrote it as null).
+                    if source != args.out or skipped[game][name] != "not selected (--models)":
+                        continue
+                    del skipped[game][name]
                 if source is not None:
                     g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
                     copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")

@@ -381,10 +381,13 @@ def main(args: Args) -> dict[str, Any]:
             # Take over every finished model before running any, so that each snapshot written below holds
             # them: a snapshot without them would replace the only record of them in --out.
             for name in MODELS:
-                if name in skipped:
-                    print(f"[{name}] skipped: {skipped[name]}")
-                    continue
                 source = next((d for d, done in finished.items() if name in done), None)
+                if name in skipped:
+                    # Not selected: what --out already holds for it stays (a run on other models rewrote it as null).
+                    if source != args.out or skipped[name] != "not selected (--models)":
+                        print(f"[{name}] skipped: {skipped[name]}")
+                        continue
+                    del skipped[name]
                 if source is not None:
                     per_task[name], minutes[name], reused[name] = finished[source][name]
                     copy_gifs(source, args.out, f"{name}_task*.gif")

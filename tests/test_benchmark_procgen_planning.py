@@ -291,3 +291,27 @@ def test_a_reuse_directory_that_cannot_contribute_is_refused(tmp_path, monkeypat
     (first / "results.json").write_text("{cut sh")
     with pytest.raises(SystemExit, match="cannot read results file"):
         main(Args(preset="smoke", games="maze", models="random", out=first))
+
+
+def test_a_run_on_other_models_keeps_what_the_out_directory_holds(tmp_path, monkeypatch):
+    """A run with --models random into the --out of an oracle run used to write null over the oracle's episodes."""
+    import json
+
+    from benchmarks import procgen_planning as pp
+
+    blank = np.zeros((64, 64, 3), np.uint8)
+
+    def scenes(game, *args):
+        found = {"tried": 1, "rejected": 0, "found": 1, "seconds": 0.0}
+        return [pp.Scene(game, 9000, 1, np.zeros(1, np.uint8), blank, blank, (1, 2))], found
+
+    def rows(name, *args, **kwargs):
+        return [{"scene": 0, "level": 9000, "planner_seed": 0, "success": True, "steps": 2, "actions": [1, 3],
+                 "seconds_per_replan": 0.1, "replans": 1}]  # fmt: skip
+
+    monkeypatch.setattr(pp, "find_scenes", scenes)
+    monkeypatch.setattr(pp, "evaluate_model", rows)
+    for models in ("oracle", "random"):
+        pp.main(pp.Args(preset="smoke", games="maze", models=models, out=str(tmp_path)))
+    kept = json.loads((tmp_path / "results.json").read_text())["maze"]["per_episode"]
+    assert kept["oracle"] is not None and kept["random"] is not None
