@@ -266,9 +266,12 @@ def earlier_run(run_dir: Path, provenance: dict[str, Any]) -> dict[str, Any] | N
 
 
 def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
-    """What a run's result depends on: digests of the world model and LAM weights, the data directories, env,
-    model name, seed and preset settings. A finished run is taken over only when all of them match."""
+    """What a run's result depends on: digests of the world model and LAM weights, the data directories and
+    their episodes, env, model name, seed, preset settings and adapt's own defaults. A finished run is taken
+    over only when all of them match (a recollected data set or another adapt recipe reruns it)."""
+    from adaworld_gym.data.clips import episodes_digest
     from adaworld_gym.models.loading import directory_digest
+    from adaworld_gym.training.adapt import AdaptConfig
 
     return json.loads(
         json.dumps(
@@ -276,10 +279,12 @@ def run_provenance(job: dict[str, Any]) -> dict[str, Any]:
                 "model": directory_digest(job["model"]),
                 "lam": directory_digest(job["lam"]) if job["lam"] else None,
                 "data": job["data"],
+                "episodes": [episodes_digest(d) if d else None for d in job["data"]],
                 "env": job["env"],
                 "name": job["name"],
                 "seed": job["seed"],
                 "settings": job["p"],
+                "adapt_defaults": asdict(AdaptConfig()),
             }
         )
     )

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.clips import find_subsets, valid_targets
+from adaworld_gym.data.clips import find_subsets, history_start, valid_targets
 from adaworld_gym.data.collect import collect_procgen
 from adaworld_gym.data.episodes import Episode, EpisodeStore, atomic_write_bytes
 from adaworld_gym.metrics import psnr_pooled, ssim
@@ -221,7 +221,9 @@ def sample_windows(
             valid = starts[run[starts + horizon] - run[starts] == horizon]
             for t in rng.choice(valid, count) if len(valid) else []:
                 hist = np.zeros((history, *episode.frames.shape[1:]), np.uint8)
-                length = min(int(t) + 1, history)
+                length = (
+                    int(t) + 1 - history_start(episode, int(t), history)
+                )  # never across a Procgen restart
                 hist[history - length :] = episode.frames[t + 1 - length : t + 1]
                 items.append((hist, length, episode.frames[t : t + horizon + 1].copy()))
     if not items:

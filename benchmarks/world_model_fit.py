@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from adaworld_gym.data.episodes import atomic_write_bytes
-from adaworld_gym.training.world_model import _actions, load_lam, load_world_model, window_batches
+from adaworld_gym.training.world_model import (
+    _actions,
+    load_lam,
+    load_world_model,
+    window_batches,
+    window_loss,
+)
 from benchmarks._common import parse_dataclass_args
 from benchmarks.world_model import pretrain_subsets
 
@@ -58,9 +64,7 @@ def set_losses(model, lam, spec, batches: int, seed: int) -> list[float]:
         batch = next(stream)
         z = _actions(None if model.config.action_agnostic else lam, batch, model.config.action_dim, True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model.training_loss(
-                batch["history"], batch["next"], z, history_len=batch["history_len"], generator=draws
-            )
+            loss = window_loss(model, batch, z, draws)  # training's own draw of the history length, too
         losses.append(float(loss))
     return losses
 
@@ -78,7 +82,7 @@ def fit(args: Args) -> dict:
             losses = set_losses(model, lam, spec, args.batches, args.seed)
             row[name] = {
                 "loss": float(np.mean(losses)),
-                "stderr": float(np.std(losses) / np.sqrt(len(losses))),
+                "stderr": float(np.std(losses, ddof=1) / np.sqrt(len(losses))),
             }
         for env in ("push", "procgen"):
             row[f"{env}_held_out_over_train"] = row[f"{env}_held_out"]["loss"] / row[f"{env}_train"]["loss"]
