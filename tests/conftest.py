@@ -22,3 +22,11 @@ def no_shipped_bundle(tmp_path, monkeypatch):
     path.mkdir()
     monkeypatch.setattr(defaults, "ASSETS", path)
     return path
+
+
+@pytest.fixture
+def dummy_display(monkeypatch):
+    """pygame on SDL's dummy video and audio drivers (no display here); skipped without pygame."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+    return pytest.importorskip("pygame")

@@ -24,13 +24,6 @@ def bundle_dirs(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def dummy_display(monkeypatch):
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
-    return pytest.importorskip("pygame")
-
-
 # ---------------------------------------------------------------------------------------------- key maps
 def test_procgen_keys_follow_procgens_action_combos():
     keys = KeyMapper(spaces.Discrete(15))

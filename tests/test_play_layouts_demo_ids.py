@@ -1,4 +1,4 @@
-"""Regression tests from the review of `adaworld play`, the demo's LAM figures and the registered ids.
+"""`adaworld play` key layouts and headless settings, the shipped ids' frame rate and keywords, the demo.
 
 Key layouts (push, Procgen), taps shorter than a frame, Procgen's restart frame, the SDL variables and fps of
 headless play, the shipped world models' frame rate, ids that refuse another game / name, and the demo's LAM
@@ -29,13 +29,6 @@ def discrete_bundle(tmp_path_factory):
     path = tmp_path_factory.mktemp("bundles") / "discrete"
     tiny_random_bundle("discrete").save_pretrained(path)
     return path
-
-
-@pytest.fixture
-def dummy_display(monkeypatch):
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
-    return pytest.importorskip("pygame")
 
 
 # ---------------------------------------------------------------------------------------------- 1: push keys
