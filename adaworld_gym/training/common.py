@@ -222,14 +222,9 @@ def resume_state(
     # The optimizer's state brings back its own weight decay and betas: a changed one would be ignored silently.
     saved_groups = state["optimizer"].get("param_groups", [])
     for key in ("weight_decay", "betas"):
-        was = [g.get(key) for g in saved_groups]
-        now = [tuple(g[key]) if key == "betas" else g[key] for g in optimizer.param_groups if key in g]
-        was = [tuple(v) if isinstance(v, (list, tuple)) else v for v in was]
-        if (
-            len(was) == len(now)
-            and None not in was
-            and not np.allclose(np.array(was, float), np.array(now, float))
-        ):
+        was = [np.asarray(g[key], float).tolist() for g in saved_groups if key in g]
+        now = [np.asarray(g[key], float).tolist() for g in optimizer.param_groups if key in g]
+        if len(was) == len(now) and not all(np.allclose(a, b) for a, b in zip(was, now, strict=True)):
             raise ValueError(
                 f"{path} was trained with {key} {was}, now asked for {now}; use a new out_dir or the same"
             )
