@@ -236,9 +236,11 @@ class MixtureDataset(torch.utils.data.IterableDataset):
         probs = np.array([float(s) for s in shares.values()])
         if len(probs) == 0 or (probs < 0).any() or probs.sum() <= 0 or not np.isfinite(probs).all():
             raise ValueError(f"data shares must be finite, >= 0 and with a positive sum, got {dict(shares)}")
-        self.datasets = [ClipDataset(os.fspath(root), history=history) for root in shares]
+        self.roots = [os.fspath(root) for root in shares]
+        self.datasets = [ClipDataset(root, history=history) for root in self.roots]
         self.probs = probs / probs.sum()
         self.seed = seed
+        self._frame_shape: tuple[tuple[int, ...], str] | None = None  # the first window's, and its directory
 
     def sampler_rng(self) -> np.random.Generator:
         """The generator :meth:`__iter__` samples with."""
@@ -246,7 +248,19 @@ class MixtureDataset(torch.utils.data.IterableDataset):
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One window: a directory drawn by its share, then a window of it."""
-        return self.datasets[int(rng.choice(len(self.datasets), p=self.probs))].sample(rng)
+        index = int(rng.choice(len(self.datasets), p=self.probs))
+        item = self.datasets[index].sample(rng)
+        # Each ClipDataset checks its own subsets; batches stack windows of every directory: one frame size.
+        shape = tuple(item["next"].shape)
+        if self._frame_shape is None:
+            self._frame_shape = shape, self.roots[index]
+        elif shape != self._frame_shape[0]:
+            (h, w, _), ((h0, w0, _), root0) = shape, self._frame_shape
+            raise EpisodeError(
+                f"{self.roots[index]} has {h}x{w} frames, {root0} {h0}x{w0}; a data mixture needs one frame "
+                "size: collect every directory at one size"
+            )
+        return item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rng = self.sampler_rng()

@@ -466,9 +466,19 @@ def collect_videos(
     by_folder: dict[Path, list[Path]] = {}
     for f in files:
         by_folder.setdefault(f.parent, []).append(f)
-    stores = {}
-    for folder in by_folder:  # every subset's settings checked before any episode is written
+    labels: dict[Path, str] = {}
+    for folder in by_folder:
         label = "root" if folder == src else "-".join(folder.relative_to(src).parts)
+        # a-b/ and a/b/ (or root/ and the top level) would share video-a-b/: one subset where there are two
+        other = next((f for f, known in labels.items() if known == label), None)
+        if other is not None:
+            raise ValueError(
+                f"video folders {other} and {folder} would both be collected into video-{label}/ (one subset "
+                "per folder): rename one of them"
+            )
+        labels[folder] = label
+    stores = {}
+    for folder, label in labels.items():  # every subset's settings checked before any episode is written
         store = EpisodeStore(Path(out) / f"video-{label}", create=True)
         # Frames of another size or rate must not join this subset on a rerun, nor videos of another source
         # folder: episode names come from paths under the source, so its same-named files would be skipped.

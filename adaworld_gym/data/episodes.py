@@ -22,6 +22,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,9 @@ def read_episode(path: str | os.PathLike) -> Episode:
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
         lzma.LZMAError,
+        zlib.error,  # a damaged deflate stream (a flipped byte in an array member)
+        NotImplementedError,  # a damaged header: "compression method not supported", "zip file version"
+        RuntimeError,  # a damaged header flag: "encrypted, password required"
         KeyError,
         EOFError,
         OSError,
@@ -306,7 +310,7 @@ def read_episode(path: str | os.PathLike) -> Episode:
         )
     except KeyError as e:
         raise EpisodeError(f"{path}: missing field {e}") from e
-    except ValueError as e:
+    except (ValueError, TypeError, AttributeError) as e:  # header fields of the wrong type, too
         if isinstance(e, EpisodeError):
             raise
         raise EpisodeError(f"{path}: inconsistent episode: {e}") from e
@@ -355,7 +359,7 @@ class EpisodeStore:
         try:
             data = json.loads(self.manifest_path.read_text())
             episodes = data["episodes"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON, and bytes that are not UTF-8
             raise EpisodeError(f"corrupt manifest {self.manifest_path}: {e}") from e
         if not isinstance(episodes, dict):
             raise EpisodeError(f"corrupt manifest {self.manifest_path}: 'episodes' is not a mapping")

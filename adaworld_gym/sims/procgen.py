@@ -161,14 +161,15 @@ class ProcgenEnv(gymnasium.Env):
             raise ValueError(
                 f"options['level'] must be an int in this env's levels [{low}, {high}), got {level!r}"
             )
+        state = options.get("state")  # None: no state, as for "level" (and RobosuitePushEnv's "state")
         restore = None
-        if "state" in options and self._env is not None:
-            restore = self._check_state(options["state"])  # a bad state is refused before the env changes
+        if state is not None and self._env is not None:
+            restore = self._check_state(state)  # a bad state is refused before the env changes
         self._make(level, int(self.np_random.integers(0, 2**31 - 1)))
         self._obs = self._observe()
         self._episode_steps = 0
-        if "state" in options:
-            self._restore(*(restore or self._check_state(options["state"])))
+        if state is not None:
+            self._restore(*(restore or self._check_state(state)))
         # A copy: render() must show the game's frame even after a caller edits the observation in place.
         return self._obs.copy(), {"level": self.level}
 
