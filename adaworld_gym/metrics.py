@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 
 def _as_float(images: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    # A flipped view (frames[..., ::-1] for BGR -> RGB, a reversed video) has negative strides, which torch
+    # cannot wrap: such arrays are copied.
+    x = torch.as_tensor(np.ascontiguousarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.dtype != torch.uint8:
         raise ValueError(f"metrics take uint8 images, got {x.dtype}")
     if x.numel() == 0:

@@ -85,6 +85,12 @@ def load_frames(path: str | os.PathLike, size: int = 64, target_hz: float | None
         FileNotFoundError: ``path`` does not exist (the message names it).
         ValueError: a directory, an unsupported suffix or an unreadable file.
     """
+    if target_hz is not None and not (
+        isinstance(target_hz, numbers.Real)
+        and not isinstance(target_hz, bool)
+        and 0 < target_hz < float("inf")
+    ):  # 0 divided by zero below, a negative rate kept every frame, NaN failed in round()
+        raise ValueError(f"target_hz must be a positive number or None, got {target_hz!r}")
     path = Path(path)
     if path.is_dir():  # not "no such file": it is there, just not a file
         raise ValueError(f"{path} is a directory; give an episode (.awe), video or image file")

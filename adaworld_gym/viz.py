@@ -60,6 +60,7 @@ def check_output_file(
 
 
 GIF_FRAME_COMMENT = "adaworld-gym frame_ms={ms}"  # the frame time, which merged repeated frames hide
+GIF_MAX_DELAY_CS = 65535  # a GIF frame's delay: 16 bits of centiseconds
 
 
 def save_gif(
@@ -77,10 +78,20 @@ def save_gif(
     import imageio.v3 as iio
 
     frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4:
-        raise ValueError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
+    # No frames wrote an empty, unreadable .gif (over any file already there); other channel counts and a scale
+    # below 1 failed inside Pillow.
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise ValueError(
+            f"frames must be uint8 [T,H,W,3] with T, H, W >= 1, got {frames.dtype} {frames.shape}"
+        )
     if not (isinstance(fps, numbers.Real) and np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if fps < 100 / GIF_MAX_DELAY_CS:  # a GIF stores the delay in 16 bits: longer ones overflowed in Pillow
+        raise ValueError(
+            f"fps must be at least {100 / GIF_MAX_DELAY_CS:.3g} (a GIF frame lasts at most 655 s)"
+        )
+    if not isinstance(scale, numbers.Integral) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
     path = check_output_file(path, GIF_SUFFIXES, "GIF")
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()

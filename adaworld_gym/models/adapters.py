@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import json
+import operator
 import os
 import warnings
 from pathlib import Path
@@ -180,6 +181,17 @@ def load_adapter(directory: str | os.PathLike) -> LatentAdapter:
 
 
 # ---------------------------------------------------------------------------------------------- validation
+def _size(value: Any, name: str) -> int:
+    """A size given as any integer (a Gymnasium ``Discrete.n`` is a numpy int) as a Python ``int``: the config is
+    written as JSON, which cannot hold numpy integers, so a numpy size only failed at ``save_pretrained``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return int(operator.index(value))
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
 def _check_mu(mu: Any, n: int, latent_dim: int, dtype: type = np.float32) -> np.ndarray:
     """Latent actions ``[n, latent_dim]`` to fit an adapter on: right shape, all finite."""
     mu = np.array(mu, dtype=dtype)  # a copy: fit() wraps it with torch.from_numpy (read-only input warns)
@@ -243,6 +255,8 @@ class ActionCodebook(LatentAdapter):
         motion_dim: int = 0,
     ) -> None:
         super().__init__()
+        num_actions, latent_dim = _size(num_actions, "num_actions"), _size(latent_dim, "latent_dim")
+        motion_dim = _size(motion_dim, "motion_dim")
         if num_actions < 1 or latent_dim < 1 or motion_dim < 0:
             raise ValueError(
                 f"num_actions and latent_dim must be >= 1 and motion_dim >= 0, got {num_actions}, {latent_dim}, "
@@ -367,6 +381,9 @@ class ActionMLP(LatentAdapter):
         motion_dim: int = 0,
     ) -> None:
         super().__init__()
+        action_dim, latent_dim = _size(action_dim, "action_dim"), _size(latent_dim, "latent_dim")
+        motion_dim = _size(motion_dim, "motion_dim")
+        hidden = None if hidden is None else _size(hidden, "hidden")
         if action_dim < 1 or latent_dim < 1 or motion_dim < 0:
             raise ValueError(
                 f"need action_dim >= 1, latent_dim >= 1 and motion_dim >= 0, got {action_dim}, {latent_dim}, "
@@ -495,6 +512,7 @@ class LatentPassthrough(LatentAdapter):
 
     def __init__(self, latent_dim: int, bound: float = 3.0) -> None:
         super().__init__()
+        latent_dim = _size(latent_dim, "latent_dim")
         if latent_dim < 1 or not bound > 0:
             raise ValueError(f"latent_dim must be >= 1 and bound > 0, got {latent_dim}, {bound}")
         self.latent_dim, self.bound = latent_dim, float(bound)

@@ -142,9 +142,9 @@ class RewardHead(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             z_t = _tensor(z, "z")
             if not z_t.is_floating_point():
                 raise ValueError(f"z must be floats, got {z_t.dtype}")
+            z_t = z_t.float()  # checked after the cast: float64 beyond float32's range turns into inf there
             if not torch.isfinite(z_t).all():
-                raise ValueError("z contains NaN or inf")
-            z_t = z_t.float()
+                raise ValueError("z contains NaN or inf (or values beyond float32's range)")
         was_training = self.training
         self.eval()
         try:

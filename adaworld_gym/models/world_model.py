@@ -257,7 +257,9 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         tensors = cached["tensors"] if cached and cached["ident"] == ident else None
         if tensors is None:
             tensors = [*self.unet.parameters(), *self.unet.buffers()]
-        key = (ident, *((t.data_ptr(), t._version) for t in tensors))
+        # Tensors made under torch.inference_mode() (a model built or loaded there) have no version counter;
+        # the value sample below still catches their rewrites.
+        key = (ident, *((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors))
         # In-place updates bump _version, but writes through ``.data`` (diffusers' EMA swaps) do not: a strided
         # sample of every 8th tensor's values catches those (they rewrite every tensor). Both: ~0.3 ms a call.
         with torch.no_grad():
