@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,13 @@ def test_reward_head_refuses_a_float64_latent_beyond_float32():
     assert np.isfinite(rewards).all()
     with pytest.raises(ValueError, match="beyond float32"):
         head.predict(frames, frames, np.full((1, 4), 1e300))
+
+
+def test_a_config_field_of_the_wrong_type_names_the_config_file(tmp_path):
+    """ "num_history": "four" failed with a bare TypeError from inside the constructor."""
+    model = DiffusionWorldModel(**world_model_preset("tiny"))
+    model.save_pretrained(tmp_path / "wm")
+    config = tmp_path / "wm" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_history": "four"}))
+    with pytest.raises(ValueError, match="config.json"):
+        DiffusionWorldModel.from_pretrained(tmp_path / "wm")

@@ -56,9 +56,14 @@ class CheckedLoadingMixin:
             raise ValueError("use_safetensors=False is refused: weights are only read from safetensors")
         kwargs["use_safetensors"] = True
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(  # type: ignore[misc]
-            os.fspath(pretrained_model_name_or_path), output_loading_info=True, **kwargs
-        )
+        try:
+            model, info = super().from_pretrained(  # type: ignore[misc]
+                os.fspath(pretrained_model_name_or_path), output_loading_info=True, **kwargs
+            )
+        except TypeError as err:  # e.g. "num_history": "four" failed deep in the constructor, naming no file
+            raise ValueError(
+                f"could not build a {cls.__name__} from {config_file} (a field of the wrong type?): {err}"
+            ) from err
         problems = {key: info[key] for key in _LOADING_PROBLEMS if info.get(key)}
         empty = [name for name, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
         if problems or empty:
