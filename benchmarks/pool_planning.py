@@ -49,10 +49,20 @@ def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:
 
 def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """The pooled counts and tests of ``runs`` (parsed results files; ``names`` label them in errors)."""
-    first = runs[0]["meta"]
     seeds = []
     for run, name in zip(runs, names, strict=True):
-        meta = run.get("meta", {})
+        meta = run.get("meta") if isinstance(run, dict) else None
+        games = meta.get("game_list") if isinstance(meta, dict) else None
+        # Another benchmark's results (e.g. vp2_push) failed later with a bare KeyError: 'game_list'.
+        if not isinstance(games, list) or not all(
+            isinstance(run.get(g), dict) and isinstance(run[g].get("per_episode"), dict) for g in games
+        ):
+            raise SystemExit(
+                f"{name}: not a results.json of benchmarks.procgen_planning (no per-game episodes)"
+            )
+    first = runs[0]["meta"]
+    for run, name in zip(runs, names, strict=True):
+        meta = run["meta"]
         if not meta.get("complete", False):
             raise SystemExit(f"{name}: an unfinished run (meta.complete is not true)")
         changed = [key for key in POOLED_SETTINGS if meta.get(key) != first.get(key)]

@@ -581,6 +581,11 @@ def main(args: Args) -> dict[str, Any]:
     models = _selection(args.models, MODELS, "model(s)")
     games = _selection(args.games, GAMES, "game(s)")
     p = dict(PRESETS[args.preset])
+    if args.scenes < 0 or args.seeds < 0:
+        # -1 was taken: find_scenes(n=-1) never reached n and kept every reachable level it tried.
+        raise SystemExit(
+            f"--scenes and --seeds must be >= 0 (0: the preset's), got {args.scenes}, {args.seeds}"
+        )
     for key in ("scenes", "seeds"):
         if getattr(args, key):
             p[key] = getattr(args, key)

@@ -263,7 +263,8 @@ def _start_frame(base: gymnasium.Env, state: Any, obs: Any) -> np.ndarray:
     render."""
     base.set_state(state)
     frame = base.render()
-    return np.asarray(frame) if frame is not None else _frame_of(base, obs)
+    # A copy: it is held for every candidate that ends at once, while the env may reuse its frame buffer.
+    return np.array(frame) if frame is not None else np.array(_frame_of(base, obs))
 
 
 def _simulate(env: gymnasium.Env, state: Any, actions: np.ndarray) -> np.ndarray:
@@ -285,7 +286,9 @@ def _simulate(env: gymnasium.Env, state: Any, actions: np.ndarray) -> np.ndarray
                 obs, _, terminated, truncated, _ = base.step(_env_action(action, space))
                 done = bool(terminated or truncated)  # a Procgen time-out also shows the next try
                 if not done:
-                    last = _frame_of(base, obs)
+                    # A copy: an env may write every observation into one buffer, and the terminal step's
+                    # (the next try's) would then show in the frames held after it.
+                    last = np.array(_frame_of(base, obs))
                 elif last is None:
                     # Ended on the first step: the frame before it is the start's. Showing the next try
                     # instead scored completing a level at once below standing still at its goal frame.

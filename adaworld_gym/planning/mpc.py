@@ -119,8 +119,10 @@ def _env_action(action: np.ndarray, space: spaces.Space) -> Any:
     return int(action) if isinstance(space, spaces.Discrete) else np.asarray(action, dtype=space.dtype)
 
 
-def _frame(obs: Any) -> Any:
-    """The image of an observation: the observation itself, or a goal env's Dict ``obs["observation"]``."""
+def _frame(obs: Any) -> np.ndarray:
+    """A copy of the image of an observation: the observation itself, or a goal env's Dict
+    ``obs["observation"]`` (a copy: an env may write every observation into one buffer, which made every
+    recorded frame and context frame the latest one)."""
     if isinstance(obs, dict):
         # Goal envs (GoalWorldModelEnv, gymnasium-robotics style) put the frame under "observation"; stacking the
         # dicts failed later with "context must be uint8 ... got object (1,)", which did not say why.
@@ -130,7 +132,7 @@ def _frame(obs: Any) -> Any:
                 f"{sorted(obs)} and no 'observation' image"
             )
         obs = obs["observation"]
-    return obs
+    return np.array(obs)
 
 
 def run_mpc_episode(

@@ -166,7 +166,7 @@ class Planner:
             dynamics: plan with this model instead of ``self.dynamics`` (same action space required), e.g. the
                 simulator oracle under the same planner settings.
             executed: how many actions of the previous plan were executed since it was made (default
-                ``execute``); the warm start drops that many.
+                ``execute``); the warm start drops that many (an int >= 0; ``ValueError`` otherwise).
         """
         dynamics = self._resolve_dynamics(dynamics)
         goal = _check_goal(goal)
@@ -180,6 +180,11 @@ class Planner:
             raise ValueError(
                 f"goal image of shape {goal.shape} does not match the context frames {context.shape[1:]}, "
                 "which are the size the world model predicts"
+            )
+        if executed is not None and (not is_int(executed) or executed < 0):
+            # int() truncated 2.7 to 2, and a negative count silently dropped the warm start.
+            raise ValueError(
+                f"executed must be an int >= 0 (actions run since the last plan), got {executed!r}"
             )
         shift = self.execute if executed is None else int(executed)
         previous = self._shifted_previous(shift)
@@ -437,7 +442,10 @@ class CEMPlanner(Planner):
             allowed = (
                 np.arange(space.start, space.start + space.n) if allowed_actions is None else allowed_actions
             )
-            allowed = np.unique(np.asarray(allowed, np.int64))
+            allowed = np.asarray(allowed)
+            if allowed.size and allowed.dtype.kind not in "iu":  # a cast to int64 truncated 1.5 to 1
+                raise ValueError(f"allowed_actions must be integers, got {allowed_actions!r}")
+            allowed = np.unique(allowed.astype(np.int64))
             if allowed.size < 1 or not all(space.contains(int(a)) for a in allowed):
                 raise ValueError(
                     f"allowed_actions must be non-empty actions of {space}, got {allowed_actions}"
@@ -466,7 +474,12 @@ class CEMPlanner(Planner):
         if not self.discrete:
             return _box_default(space, default_action)
         action = self.allowed_actions[0] if default_action is None else default_action
-        if not space.contains(int(action)):
+        # int() truncated 2.9 to 2: only integers (Python, numpy or a 0-d integer array) are actions.
+        if (
+            np.ndim(action) != 0
+            or np.asarray(action).dtype.kind not in "iu"
+            or not space.contains(int(action))
+        ):
             raise ValueError(f"default_action {default_action!r} is not in {space}")
         return np.array(int(action), np.int64)
 
