@@ -245,7 +245,8 @@ def play(
             already, and restored when play returns).
         steps: stop after this many env steps (headless default 100; interactive default: until quit).
         seed: seeds the first reset and the random policy.
-        policy: headless policy: ``"random"``, ``"keys"`` (scripted) or a callable ``step -> action``.
+        policy: headless policy: ``"random"``, ``"keys"`` (scripted) or a callable ``step -> action`` (an
+            action every time: None, the keyboard's "wait", raises ``ValueError`` headless).
         fps: frame rate of the window and the GIF, a positive number (default: the env's ``render_fps``, else 15).
         scale: window upscaling.
         env_kwargs: more keywords for ``gymnasium.make``.
@@ -361,6 +362,11 @@ def _run(
                 show()
                 continue
         if action is None:  # nothing to do until a key is held
+            if not isinstance(act, KeyboardPolicy):  # no key ever comes: this looped forever
+                raise ValueError(
+                    f"the headless policy returned None at step {len(actions)} (None means 'wait for a key', "
+                    "and headless play has no keyboard): return an action of the env's action space"
+                )
             show()
             continue
         obs, reward, terminated, truncated, info = env.step(action)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import gymnasium
@@ -89,17 +89,32 @@ def _load_bundle(
 
 
 def _row_seeds(seed: Any, num_envs: int) -> list[int | None]:
-    """One seed (an int or None) per row: ``s`` -> ``s + i``; a sequence -> its items, checked."""
+    """One seed (an int or None) per row: ``s`` -> ``s + i``; a sequence -> its items, checked.
+
+    Every seed is checked here, before any row is reset: a negative one used to raise (in Gymnasium's seeding)
+    only when its row's turn came, after the rows before it had been reset.
+    """
     if seed is None:
         return [None] * num_envs
     if isinstance(seed, int | np.integer):
-        return [int(seed) + i for i in range(num_envs)]
-    seeds = list(seed)
+        seeds = [int(seed) + i for i in range(num_envs)]
+    elif (
+        isinstance(seed, str | bytes)
+        or not isinstance(seed, Iterable)
+        or (isinstance(seed, np.ndarray) and seed.ndim == 0)
+    ):
+        # 1.5 raised "'float' object is not iterable"
+        raise ValueError(
+            f"seed must be a non-negative integer, a sequence of {num_envs} (one per env, each an integer "
+            f"or None) or None, got {seed!r}"
+        )
+    else:
+        seeds = list(seed)
     if len(seeds) != num_envs:
         raise ValueError(f"got {len(seeds)} seeds for {num_envs} envs")
-    bad = [s for s in seeds if s is not None and not isinstance(s, int | np.integer)]
+    bad = [s for s in seeds if s is not None and (not isinstance(s, int | np.integer) or s < 0)]
     if bad:
-        raise ValueError(f"seeds must be integers or None, got {bad[0]!r}")
+        raise ValueError(f"seeds must be non-negative integers or None, got {bad[0]!r}")
     return [None if s is None else int(s) for s in seeds]
 
 
@@ -542,6 +557,14 @@ class SB3VecEnvAdapter(VecEnv):
     """
 
     def __init__(self, venv: WorldModelVectorEnv) -> None:
+        if not isinstance(venv, WorldModelVectorEnv):  # it steps the rows' batched core itself
+            # Anything else failed only at the first reset, with "... has no attribute '_core'".
+            raise TypeError(
+                f"SB3VecEnvAdapter takes a WorldModelVectorEnv itself, got {type(venv).__name__}: make one with "
+                "WorldModelVectorEnv(bundle, num_envs=N) or gymnasium.make_vec(id, num_envs=N, "
+                "vectorization_mode='vector_entry_point'), unwrapped (use SB3's VecEnv wrappers, e.g. VecMonitor, "
+                "around the adapter); SB3's DummyVecEnv takes single envs"
+            )
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         # SB3's VecEnv keeps only the render modes; VecVideoRecorder reads the frame rate here (else 30 fps).
