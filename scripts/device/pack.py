@@ -13,6 +13,7 @@ This writes
 and refuses when the tracked tree plus ``.device`` would not travel.
 
     python scripts/device/pack.py --take data/push=11 data/procgen-train=4.5 data/push-test=all
+    python scripts/device/pack.py --check   # right before the call: the tree may have grown since
 """
 
 from __future__ import annotations
@@ -96,12 +97,24 @@ def take_episodes(subset: Path, dest: Path, budget: float | None) -> tuple[int, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--take", nargs="+", required=True, metavar="DIR=MIB",
+        "--take", nargs="+", metavar="DIR=MIB",
         help="episode directory (or directory of them) and its MiB budget, or 'all'",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / ".device")
     parser.add_argument("--no-wheels", action="store_true", help="keep the wheels already in OUT/wheels")
+    parser.add_argument(
+        "--check", action="store_true", help="pack nothing: check what OUT holds still travels"
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        if not any((args.out / "wheels").glob("*.whl")) or not (args.out / "data").is_dir():
+            raise SystemExit(f"{args.out} holds no wheels or no data: pack first")
+        check_travel(args.out)
+        return
+    if not args.take:
+        parser.error("--take is required (or --check)")
+    if args.no_wheels and not any((args.out / "wheels").glob("*.whl")):
+        raise SystemExit(f"--no-wheels, but {args.out / 'wheels'} holds none: the install there would fail")
 
     data_out = args.out / "data"
     if data_out.exists():
@@ -122,8 +135,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{source}: {subset.name}: {count}/{total} episodes, {used / MIB:.2f} MiB")
     if not args.no_wheels:
         fetch_wheels(args.out / "wheels")
-    travel = tracked_bytes() + dir_bytes(args.out)
-    print(f"travels: {travel / MIB:.1f} MiB of {TRAVEL_LIMIT / MIB:.0f} (tree + {args.out.name})")
+    check_travel(args.out)
+
+
+def check_travel(out: Path) -> None:
+    travel = tracked_bytes() + dir_bytes(out)
+    print(f"travels: {travel / MIB:.1f} MiB of {TRAVEL_LIMIT / MIB:.0f} (tree + {out.name})")
     if travel > TRAVEL_LIMIT - MARGIN:
         raise SystemExit(
             f"{travel / MIB:.1f} MiB would travel; the device call carries at most {TRAVEL_LIMIT / MIB:.0f}: "
