@@ -29,6 +29,8 @@ def _games(text: str) -> list[str]:
     if text in GAME_SETS:
         return list(GAME_SETS[text])
     games = [g.strip().lower() for g in text.split(",") if g.strip()]
+    if not games:  # "" (an unset shell variable) collected nothing and reported success
+        raise argparse.ArgumentTypeError(f"no game given; name games or one of {', '.join(GAME_SETS)}")
     unknown = [g for g in games if g not in PROCGEN_GAMES]
     if unknown:
         raise argparse.ArgumentTypeError(
@@ -87,6 +89,16 @@ def _at_least_two(text: str) -> int:
     value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError("a 2-D projection needs at least 2 samples")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 
@@ -233,10 +245,12 @@ def _cmd_compose(args: argparse.Namespace) -> None:
 
 def _cmd_cluster(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import kmeans, sample_latents, save_options
+    from adaworld_gym.training.world_model import _model_dir
 
     mu, _, _, names = sample_latents(_load_lam(args.lam), args.data, args.samples, seed=args.seed)
     centres = kmeans(mu, args.k, seed=args.seed)
-    path = save_options(args.lam, centres, source=",".join(names))
+    # Beside the weights that were loaded: a training run's directory (which --lam accepts) holds them in model/.
+    path = save_options(_model_dir(args.lam, "LAM", "train_lam"), centres, source=",".join(names))
     print(f"{args.k} control options from {len(mu)} latent actions stored in {path}")
 
 
@@ -505,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     videos.add_argument("--hz", type=float, default=10.0, help="target frame rate after frame skipping")
     for p in (pg, push, videos):
         p.add_argument("--out", type=Path, required=True)
+    for p in (pg, push):  # video collection draws nothing at random: a --seed there would be ignored
         p.add_argument("--seed", type=int, default=0)
     collect.set_defaults(func=_cmd_collect)
 
@@ -553,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=None, help="windows per step (default: the preset's)"
     )
     wm.add_argument("--lr-schedule", choices=["cosine", "constant"], default=None)
-    wm.add_argument("--warmup-steps", type=int, default=None)
+    wm.add_argument("--warmup-steps", type=_non_negative_int, default=None)
     wm.add_argument(
         "--init-from",
         type=Path,

@@ -93,6 +93,37 @@ def write_results(
     atomic_write_bytes(out / "results.md", markdown_table(results).encode())
 
 
+def make_out_dir(out: Path) -> Path:
+    """Create the results directory ``out`` before any work: an ``--out`` that is a file (or lies under one)
+    exits at once, naming it, instead of after the whole measurement."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise SystemExit(f"--out {out}: cannot be a results directory ({e})") from None
+    return out
+
+
+def check_out_file(out: str | os.PathLike) -> Path:
+    """An ``--out`` results file checked before any work (not a directory, not under a file, writable); its
+    missing parent directories are created when it is written (:func:`write_json`)."""
+    from adaworld_gym.viz import check_output_file
+
+    try:
+        return check_output_file(out, None, "--out")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def write_json(out: str | os.PathLike, payload: Any) -> None:
+    """``payload`` as indented JSON at ``out``, atomically, creating its parent directories."""
+    from adaworld_gym.data.episodes import atomic_write_bytes
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, json.dumps(payload, indent=1).encode())
+
+
 def read_json(path: Path, what: str) -> Any:
     """``path`` parsed as JSON, else an exit naming the file. The benchmarks write theirs atomically, so an
     unreadable one was cut short or edited elsewhere: say so rather than fail deep inside a resume."""

@@ -288,6 +288,7 @@ def main(args: Args) -> dict[str, Any]:
     envs = {e.strip() for e in args.envs.split(",") if e.strip()}
     if not envs or envs - {"push", "procgen"}:
         raise SystemExit(f"--envs takes push and/or procgen, got {args.envs!r}")
+    _common.make_out_dir(Path(args.out))  # a bad --out fails now, not after the fits
     torch.set_num_threads(args.threads)
     start = time.time()
     lam = LatentActionModel.from_pretrained(args.lam).eval()

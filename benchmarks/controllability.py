@@ -279,11 +279,17 @@ def main(args: Args) -> dict[str, Any]:
     from adaworld_gym.models.bundle import AdaWorldBundle
 
     models = _common.parse_bundles(args.bundles)
+    # A game's row holds these beside one list per model: a model of that name would overwrite them (or be
+    # overwritten) after the whole measurement.
+    taken = sorted(set(models) & {"agreement", "true_z", "skipped"})
+    if taken:
+        raise SystemExit(f"--bundles: the name {taken[0]!r} is taken (a key of each game's results)")
     names = [g.strip() for g in args.games.split(",") if g.strip()]
     if not names or args.states < 1 or args.horizon < 1:
         raise SystemExit("need at least one game, --states >= 1 and --horizon >= 1")
     specs = {name: env_spec(name) for name in names}
     games = list(specs)
+    _common.make_out_dir(Path(args.out))
     torch.set_num_threads(args.threads)
     start = time.time()
     results: dict[str, Any] = {}

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaworld_gym.cli import positive_int
 from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
-from benchmarks._common import machine_info, write_results
+from benchmarks._common import machine_info, make_out_dir, write_results
 
 
 def vector_speedup(
@@ -117,14 +118,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--bundle", type=Path, default=None, help="default: the shipped Procgen-coinrun bundle"
     )
-    parser.add_argument("--num-envs", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=8, help="vector steps per timing")
-    parser.add_argument("--denoise-steps", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--repeats", type=int, default=3)
+    # Counts of 0 made NaN rates (--repeats 0, written to the JSON as NaN) or a ZeroDivisionError after the timings.
+    parser.add_argument("--num-envs", type=positive_int, default=16)
+    parser.add_argument("--steps", type=positive_int, default=8, help="vector steps per timing")
+    parser.add_argument("--denoise-steps", type=positive_int, nargs="+", default=[1, 3])
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    make_out_dir(args.out)  # an --out that is a file fails now, not after the timings
     if args.bundle is None:
         from adaworld_gym.envs.shipped import shipped_bundle_dir
 
@@ -149,7 +152,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "wall_seconds": time.perf_counter() - start,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     write_results(args.out, results, markdown_table)
     print(markdown_table(results))
     return results

@@ -176,6 +176,7 @@ def main(args: Args) -> dict[str, Any]:
     games = [check_game(g.strip()) for g in args.games.split(",") if g.strip()]
     if not games or args.episodes < 1 or args.steps < 1 or args.max_events < 1:
         raise SystemExit("need at least one game, --episodes, --steps and --max-events >= 1")
+    _common.make_out_dir(Path(args.out))
     torch.set_num_threads(args.threads)
     start = time.time()
     results: dict[str, Any] = {}

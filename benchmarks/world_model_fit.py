@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.training.world_model import (
     _actions,
     load_lam,
@@ -29,7 +28,7 @@ from adaworld_gym.training.world_model import (
     window_batches,
     window_loss,
 )
-from benchmarks._common import parse_dataclass_args
+from benchmarks._common import check_out_file, parse_dataclass_args, write_json
 from benchmarks.world_model import pretrain_subsets
 
 BATCH = 64
@@ -72,6 +71,8 @@ def set_losses(model, lam, spec, batches: int, seed: int) -> list[float]:
 def fit(args: Args) -> dict:
     if not args.models:
         raise SystemExit("give --models: one or more saved world model directories")
+    if args.out:  # a bad path fails now, not after every model has been scored
+        check_out_file(args.out)
     torch.set_num_threads(args.threads)
     lam = load_lam(args.lam)
     results: dict = {}
@@ -92,7 +93,7 @@ def fit(args: Args) -> dict:
         )
     if args.out:
         meta = {"batches": args.batches, "batch_size": BATCH, "seed": args.seed, "lam": args.lam}
-        atomic_write_bytes(Path(args.out), json.dumps({**results, "meta": meta}, indent=1).encode())
+        write_json(args.out, {**results, "meta": meta})
     return results
 
 

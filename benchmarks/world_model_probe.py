@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.metrics import psnr_pooled
 from adaworld_gym.training.world_model import load_lam, load_world_model
-from benchmarks._common import parse_dataclass_args
+from benchmarks._common import check_out_file, parse_dataclass_args, write_json
 from benchmarks.world_model import latent_actions, predict_rollouts, pretrain_subsets, sample_windows
 
 
@@ -45,6 +44,8 @@ class Args:
 def probe(args: Args) -> dict[str, dict[str, float]]:
     if not args.models:
         raise SystemExit("give --models: one or more saved world model directories")
+    if args.out:  # a bad path fails now, not after every model has been scored
+        check_out_file(args.out)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a GPU run probes on its GPU
     lam = load_lam(args.lam).to(device)
@@ -84,7 +85,7 @@ def probe(args: Args) -> dict[str, dict[str, float]]:
             "push_dir": str(push),
             "metric": "1-step PSNR, dB",
         }
-        atomic_write_bytes(Path(args.out), json.dumps({**results, "meta": meta}, indent=1).encode())
+        write_json(args.out, {**results, "meta": meta})
     return results
 
 
