@@ -72,6 +72,14 @@ def parse_dataclass_args(cls: type[T], description: str, argv: list[str] | None 
     return cls(**vars(parser.parse_args(argv)))
 
 
+def resolve_data(args: Any) -> Path:
+    """The episode root of a benchmark's ``--data``: as given, else ``data/``, or ``OUT/data`` for ``--preset
+    smoke``, whose tiny collections written into ``data/`` would sit beside (or be refused by) the real ones."""
+    if str(args.data):
+        return Path(args.data)
+    return Path(args.out) / "data" if args.preset == "smoke" else Path("data")
+
+
 def jsonable_args(args: Any) -> dict[str, Any]:
     """``asdict(args)`` with paths (also inside list fields) as strings."""
 

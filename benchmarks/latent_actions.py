@@ -97,7 +97,9 @@ class Args:
     seed: int = 0
     seeds: int = 2
     out: Path = Path("out/latent_actions")
-    data: Path = Path("data")
+    data: str = (
+        ""  # episode root; "": data/, or OUT/data with --preset smoke (its tiny sets stay out of data/)
+    )
     regularizers: str = ",".join(REGULARIZERS)
     jobs: int = 2  # training runs in parallel, one torch thread each
     # Trained LAM directories, comma-separated (e.g. the shipped one), evaluated on the same held-out sample.
@@ -300,6 +302,7 @@ def main(args: Args) -> dict:
     bad = [r for r in regs if r not in REGULARIZERS]
     if bad:
         raise SystemExit(f"unknown regulariser(s) {bad}; choose from {REGULARIZERS}")
+    args.data = _common.resolve_data(args)
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     train_dirs, procgen_test, push_test = ensure_data(args, p)

@@ -127,7 +127,9 @@ class Args:
     preset: str = "cpu"
     seed: int = 0
     out: Path = Path("out/world_model")
-    data: Path = Path("data")
+    data: str = (
+        ""  # episode root; "": data/, or OUT/data with --preset smoke (its tiny sets stay out of data/)
+    )
     lam: str = ""  # trained LAM directory (required, except with --preset smoke: a tiny LAM is trained)
     adaworld_model: str = ""  # reuse a trained AdaWorld model instead of training one
     agnostic_model: str = ""  # reuse a trained action-agnostic model instead of training one
@@ -484,6 +486,7 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     if args.speed_only:
         return remeasure_speed(args, p)
+    args.data = _common.resolve_data(args)
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     get_data: Callable = smoke_data if args.preset == "smoke" else ensure_data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,16 @@ def test_controllability_refuses_model_names_that_are_row_keys(tmp_path, name):
     with pytest.raises(SystemExit, match=f"the name '{name}' is taken"):
         main(Args(bundles=[f"{name}={tmp_path}"], games="maze", out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_smoke_runs_keep_their_tiny_data_out_of_data_dir(tmp_path):
+    """--preset smoke without --data wrote synthetic push episodes into the real data/push."""
+    from benchmarks import latent_actions, world_model
+    from benchmarks._common import resolve_data
+
+    for module in (world_model, latent_actions):
+        smoke = module.parse_args(["--preset", "smoke", "--out", str(tmp_path / "run")])
+        assert resolve_data(smoke) == tmp_path / "run" / "data"
+        assert resolve_data(module.parse_args([])) == Path("data")
+        given = module.parse_args(["--preset", "smoke", "--data", str(tmp_path / "d")])
+        assert resolve_data(given) == tmp_path / "d"
