@@ -20,11 +20,27 @@ import torch
 from adaworld_gym.data.episodes import swap_in_directory
 
 
-def budget_spent(max_steps: int | None, max_minutes: float | None, step: int, train_seconds: float) -> bool:
-    """True once the step budget or the wall-clock budget (both counted across resumes) is used up."""
+def budget_spent(
+    max_steps: int | None,
+    max_minutes: float | None,
+    step: int,
+    train_seconds: float,
+    agree: Callable[[Sequence[bool]], list[bool]] | None = None,
+) -> bool:
+    """True once the step budget or the wall-clock budget (both counted across resumes) is used up.
+
+    ``agree`` (:func:`any_process`, with several processes): the wall-clock budget is then spent everywhere once
+    it is spent on any process. Each process reads its own clock; one stopping a step before the others would
+    leave them waiting in the next step's collectives (and it in the final save's) for ever.
+    """
     if max_steps is not None and step >= max_steps:
         return True
-    return max_minutes is not None and train_seconds >= max_minutes * 60
+    if max_minutes is None:
+        return False
+    spent = train_seconds >= max_minutes * 60
+    if agree is not None:
+        (spent,) = agree([spent])
+    return spent
 
 
 def plain_config(model: Any) -> dict[str, Any]:
@@ -114,6 +130,9 @@ def validate_run(cfg: Any, min_steps: int = 1) -> None:
     clip = getattr(cfg, "grad_clip", 1.0)  # 0 would zero every gradient, < 0 turn descent into ascent
     if not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
         raise ValueError(f"grad_clip must be finite and > 0, got {clip!r}")
+    warmup = cfg.warmup_steps  # a negative one shifted the schedule: diffusers' ramp hit its peak early
+    if not isinstance(warmup, (int, np.integer)) or isinstance(warmup, bool) or warmup < 0:
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup!r}")
     if cfg.max_steps is not None and cfg.warmup_steps >= cfg.max_steps > 0:
         warnings.warn(
             f"warmup_steps {cfg.warmup_steps} >= max_steps {cfg.max_steps}: the learning rate never reaches its peak",

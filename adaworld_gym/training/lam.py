@@ -289,7 +289,7 @@ def run_lam_training(
     base_seconds = train_seconds
     model.train()
     with clock.guard(bar):
-        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
+        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds, any_process(accelerator)):
             try:
                 f_t, f_t1 = next(batches)
             except StopIteration:
@@ -308,6 +308,8 @@ def run_lam_training(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if accelerator.num_processes > 1 and cfg.regularizer == "vq":
+                _sync_codebook(raw_model)
 
             step += 1
             samples += f_t.shape[0] * accelerator.num_processes
@@ -481,6 +483,18 @@ def _psnr(mse: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+def _sync_codebook(model: LatentActionModel) -> None:
+    """Give every process the main process's VQ codebook.
+
+    A dead code is re-seated inside ``forward`` on the encodings of the process's own batch: each process put
+    other values in the same rows, which DDP (it syncs gradients, not weights) never reconciled, so the processes
+    trained different models and the saved one was the main process's alone.
+    """
+    import torch.distributed as dist
+
+    dist.broadcast(model.codebook.weight.data, src=0)
+
+
 def _validate(cfg: LamTrainConfig) -> None:
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown LAM preset {cfg.preset!r}; known presets: {', '.join(PRESETS)}")

@@ -336,9 +336,10 @@ def run_reward_training(
     """Run the training described by ``cfg`` (see :func:`train_reward`)."""
     from tqdm.auto import tqdm
 
-    validate_run(cfg)
-    if cfg.max_steps is not None:
+    # Capped before validate_run, which warns about a warm-up as long as the run: it must see the one used.
+    if cfg.max_steps is not None and cfg.max_steps > 0:
         cfg = replace(cfg, warmup_steps=min(cfg.warmup_steps, cfg.max_steps // 10))
+    validate_run(cfg)
     if not isinstance(cfg.imagined_denoise_steps, int) or cfg.imagined_denoise_steps < 1:
         raise ValueError(f"imagined_denoise_steps must be an int >= 1, got {cfg.imagined_denoise_steps!r}")
     if not 0.0 <= cfg.event_fraction < 1.0 or not 0.0 <= cfg.eval_fraction < 1.0:

@@ -341,7 +341,7 @@ def run_world_model_training(
     base_seconds = train_seconds
     model.train()
     with clock.guard(bar):
-        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
+        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds, any_process(accelerator)):
             try:
                 batch = to_device(next(batches), accelerator.device)
             except StopIteration:
