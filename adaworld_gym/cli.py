@@ -245,12 +245,12 @@ def _cmd_compose(args: argparse.Namespace) -> None:
 
 def _cmd_cluster(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import kmeans, sample_latents, save_options
-    from adaworld_gym.training.world_model import _model_dir
+    from adaworld_gym.training.world_model import model_dir_of
 
     mu, _, _, names = sample_latents(_load_lam(args.lam), args.data, args.samples, seed=args.seed)
     centres = kmeans(mu, args.k, seed=args.seed)
     # Beside the weights that were loaded: a training run's directory (which --lam accepts) holds them in model/.
-    path = save_options(_model_dir(args.lam, "LAM", "train_lam"), centres, source=",".join(names))
+    path = save_options(model_dir_of(args.lam, "LAM", "train_lam"), centres, source=",".join(names))
     print(f"{args.k} control options from {len(mu)} latent actions stored in {path}")
 
 

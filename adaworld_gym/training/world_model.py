@@ -414,14 +414,14 @@ def load_lam(path: str | os.PathLike | None) -> LatentActionModel:
         raise ValueError(
             "an action-conditioned world model needs a LAM: pass lam_dir (or action_agnostic=True)"
         )
-    lam = LatentActionModel.from_pretrained(_model_dir(path, "LAM", "train_lam")).eval()
+    lam = LatentActionModel.from_pretrained(model_dir_of(path, "LAM", "train_lam")).eval()
     lam.requires_grad_(False)
     return lam
 
 
 def load_world_model(path: str | os.PathLike) -> DiffusionWorldModel:
     """A saved world model (its ``model`` directory or the run directory holding it), in eval mode."""
-    return DiffusionWorldModel.from_pretrained(_model_dir(path, "world model", "train_world_model")).eval()
+    return DiffusionWorldModel.from_pretrained(model_dir_of(path, "world model", "train_world_model")).eval()
 
 
 def warm_start(model: DiffusionWorldModel, path: str | os.PathLike) -> None:
@@ -432,7 +432,8 @@ def warm_start(model: DiffusionWorldModel, path: str | os.PathLike) -> None:
     copy_weights(load_world_model(path), model, path)
 
 
-def _model_dir(path: str | os.PathLike, what: str, writer: str) -> Path:
+def model_dir_of(path: str | os.PathLike, what: str, writer: str) -> Path:
+    """The saved model's directory: ``path`` itself, or ``path/model`` for a training run's directory."""
     path = Path(path)
     if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
         path = path / "model"  # a run directory
