@@ -117,3 +117,13 @@ def test_a_config_field_of_the_wrong_type_names_the_config_file(tmp_path):
     config.write_text(json.dumps({**json.loads(config.read_text()), "num_history": "four"}))
     with pytest.raises(ValueError, match="config.json"):
         DiffusionWorldModel.from_pretrained(tmp_path / "wm")
+
+
+def test_a_world_model_configured_with_numpy_numbers_saves_and_loads(tmp_path):
+    """diffusers records constructor arguments as given; np.int64 ones failed in its JSON writer at save."""
+    config = {**world_model_preset("tiny"), "num_history": np.int64(2), "sigma_data": np.float32(0.5)}
+    config["block_out_channels"] = tuple(np.int64(c) for c in config["block_out_channels"])
+    DiffusionWorldModel(**config).save_pretrained(tmp_path / "wm")
+    loaded = DiffusionWorldModel.from_pretrained(tmp_path / "wm")
+    assert loaded.config.num_history == 2 and type(loaded.config.num_history) is int
+    assert list(loaded.config.block_out_channels) == [int(c) for c in config["block_out_channels"]]

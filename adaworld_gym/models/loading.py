@@ -10,6 +10,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from adaworld_gym.data.episodes import swap_in_directory
@@ -90,6 +91,7 @@ class CheckedLoadingMixin:
         naming deleted files, and the directory no longer loaded; saving sharded over an unsharded save left
         the old single file next to the new shards.
         """
+        _plain_config(self)
         is_main = kwargs.get("is_main_process", args[0] if args else True)
         if not is_main or kwargs.get("push_to_hub"):  # nothing written here, or diffusers' hub upload
             super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
@@ -185,3 +187,21 @@ def directory_digest(*dirs: str | os.PathLike, weights_only: bool = False) -> st
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
             digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
+
+
+def _plain_config(model: Any) -> None:
+    """Numpy numbers in ``model.config`` as Python ones: diffusers records the constructor's arguments as given
+    (``num_history=np.int64(2)`` from a sweep, a Gymnasium size) and its JSON writer fails on them at save."""
+    from diffusers.configuration_utils import FrozenDict
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (list, tuple)):
+            return type(value)(plain(v) for v in value)
+        return value
+
+    config = dict(model._internal_dict)
+    converted = {key: plain(value) for key, value in config.items()}
+    if converted != config or any(type(converted[k]) is not type(config[k]) for k in config):
+        model._internal_dict = FrozenDict(converted)
