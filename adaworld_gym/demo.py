@@ -105,13 +105,15 @@ def _imagined_vs_real(out: Path, seed: int) -> dict:
     for _ in range(ENV_STEPS):
         action = imagined.action_space.sample()
         frame, reward, terminated, truncated, _ = real.step(action)
+        rewards["real"] += float(reward)  # coinrun pays on its last step only
         if terminated or truncated:  # Procgen's terminal frame already starts a new try: stop before it
             break
-        dream, dream_reward, *_ = imagined.step(action)
+        dream, dream_reward, dream_ended, *_ = imagined.step(action)
         real_frames.append(frame)
         imagined_frames.append(dream)
-        rewards["real"] += float(reward)
         rewards["imagined"] += float(dream_reward)
+        if dream_ended:  # the reward head's end: stepping on would raise
+            break
     real.close()
     real_frames, imagined_frames = np.stack(real_frames), np.stack(imagined_frames)
     save_gif(side_by_side(real_frames, imagined_frames), out / "imagined_vs_real.gif", fps=5)
