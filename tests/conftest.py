@@ -1,5 +1,7 @@
 """Shared test fixtures."""
 
+import signal
+
 import pytest
 import torch
 
@@ -30,3 +32,14 @@ def dummy_display(monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
     return pytest.importorskip("pygame")
+
+
+@pytest.fixture
+def cli_main():
+    """``adaworld_gym.cli.main`` in-process, with the signal handlers it installs restored afterwards."""
+    from adaworld_gym import cli
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield cli.main
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

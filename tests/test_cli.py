@@ -150,19 +150,6 @@ def test_game_lists_and_unknown_games():
         _games("maze,mazee")
 
 
-@pytest.fixture
-def cli_main(monkeypatch):
-    """``adaworld_gym.cli.main`` in-process (fast, for errors that come before any work), signals restored."""
-    import signal
-
-    from adaworld_gym import cli
-
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield cli.main
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

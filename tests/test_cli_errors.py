@@ -26,17 +26,6 @@ def _script(name: str):
     return module
 
 
-@pytest.fixture
-def cli_main():
-    """``adaworld_gym.cli.main`` in-process, with the signal handlers it installs restored afterwards."""
-    from adaworld_gym import cli
-
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield cli.main
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     from adaworld_gym.models.bundle import tiny_random_bundle

@@ -4,7 +4,6 @@ and bad --out paths or counts that failed only after the work (or wrote NaN resu
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,6 @@ import torch
 from adaworld_gym.data.episodes import Episode, EpisodeStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def cli_main():
-    """``adaworld_gym.cli.main`` in-process, with the signal handlers it installs restored afterwards."""
-    from adaworld_gym import cli
-
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield cli.main
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="module")
