@@ -95,9 +95,7 @@ def write_results(
     """``results.json`` and ``results.md`` (the table), each written atomically (``out`` is created if needed)."""
     from adaworld_gym.data.episodes import atomic_write_bytes
 
-    out.mkdir(parents=True, exist_ok=True)
-
-    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
+    write_json(out / "results.json", results)
     atomic_write_bytes(out / "results.md", markdown_table(results).encode())
 
 
