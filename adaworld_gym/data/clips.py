@@ -9,6 +9,8 @@ subsets are not drowned by large ones, then an episode in proportion to its leng
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,3 +400,78 @@ class WindowBatches(Iterator[Any]):
             self._epoch_state = self.rng.bit_generator.state
             self._order = self.rng.permutation(len(self.source))
             self._pos = min(int(state["position"]), len(self._order))
+
+
+class PrefetchedBatches(Iterator[Any]):
+    """A batch stream whose next ``depth`` batches are drawn in a background thread.
+
+    For training on a GPU: the CPU draws and collates windows while the GPU runs the step (the main thread waits
+    for it with the GIL released). The batches are those of ``stream``, in its order; :meth:`state_dict` is the
+    stream's position after the last batch handed out (not the last one drawn), so checkpoints and resumed runs
+    stay exact. An error in the thread is raised by the ``next`` call that would have returned its batch.
+    Call :meth:`close` (or use it as a context manager) to stop the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, stream: WindowBatches, depth: int = 2) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.stream = stream
+        self._state = stream.state_dict()  # before the first batch: where a checkpoint at step 0 stands
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._draw, name="adaworld-prefetch", daemon=True)
+        self._thread.start()
+
+    def _draw(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = next(self.stream)
+                except StopIteration:
+                    self._put(self._END)
+                    return
+                self._put((batch, self.stream.state_dict()))
+        except BaseException as err:  # handed to the consumer, which raises it
+            self._put(err)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> PrefetchedBatches:
+        return self
+
+    def __next__(self) -> Any:
+        if self._finished:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END or isinstance(item, BaseException):
+            self._finished = True
+            self.close()
+            if item is self._END:
+                raise StopIteration
+            raise item
+        batch, self._state = item
+        return batch
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The stream's position after the batches handed out so far (see ``WindowBatches.state_dict``)."""
+        return self._state
+
+    def close(self) -> None:
+        """Stop the thread (batches it drew and nobody took are dropped)."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> PrefetchedBatches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -57,8 +57,10 @@ from adaworld_gym.training.common import (
     CheckpointClock,
     budget_spent,
     make_lr_scheduler,
+    noise_generator,
     optimizer_step,
     plain_config,
+    restore_noise_generator,
     resume_state,
     resume_stream,
     summary_writer,
@@ -585,14 +587,14 @@ def adapt(
         )  # fmt: skip
     scheduler = make_lr_scheduler(optimizer, cfg)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)  # one kernel per op, not per tensor
-    noise_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = noise_generator(accelerator.device, cfg.seed)
 
     step, samples, train_seconds, evals = 0, 0, 0.0, []
     provenance = training_provenance(data, pretrained=model_dir, lam=None if lam is None else lam_dir)
     state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
     if state is not None:
-        noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
+        restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + step)
         evals = list(state["evals"])
     model, optimizer = accelerator.prepare(model, optimizer)
     raw: AdaptedWorldModel = accelerator.unwrap_model(model)

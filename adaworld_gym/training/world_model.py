@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.clips import DataSpec, WindowBatches
+from adaworld_gym.data.clips import DataSpec, PrefetchedBatches, WindowBatches
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
@@ -49,9 +49,11 @@ from adaworld_gym.training.common import (
     copy_weights,
     image_grid,
     make_lr_scheduler,
+    noise_generator,
     optimizer_step,
     plain_config,
     process_states,
+    restore_noise_generator,
     restore_process_state,
     resume_state,
     resume_stream,
@@ -107,6 +109,9 @@ class WorldModelTrainConfig:
     lam_dir: str | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a saved world model whose weights start the run (a longer second stage)
+    # Batches drawn ahead in a thread: None is 2 on a GPU (the CPU draws while it trains) and 0 on a CPU,
+    # whose cores the step already keeps busy. The batches and resume positions are the same either way.
+    prefetch_batches: int | None = None
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> WorldModelTrainConfig:
@@ -167,6 +172,7 @@ def train_world_model(
     image_every: int | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float | None = None,
+    prefetch_batches: int | None = None,
 ) -> Path:
     """Train a :class:`DiffusionWorldModel` and return the directory of the saved EMA model (``out_dir/model``).
 
@@ -197,6 +203,8 @@ def train_world_model(
         lr_schedule, warmup_steps: override the preset's ``cosine`` / warmup.
         log_every, image_every: tensorboard scalar / image intervals in steps.
         checkpoint_every, checkpoint_minutes: checkpoint every N steps or M minutes, whichever comes first.
+        prefetch_batches: batches drawn ahead in a background thread; None: 2 on a GPU, 0 on a CPU. The run
+            trains on the same batches either way.
 
     Raises:
         ValueError: no LAM for an action-conditioned model, or a LAM whose image size or latent dimension does
@@ -228,6 +236,7 @@ def train_world_model(
                 image_every=image_every,
                 checkpoint_every=checkpoint_every,
                 checkpoint_minutes=checkpoint_minutes,
+                prefetch_batches=prefetch_batches,
             ).items()
             if v is not None
         },
@@ -276,14 +285,14 @@ def run_world_model_training(
     scheduler = make_lr_scheduler(optimizer, cfg)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)  # one kernel per op, not per tensor
     # One generator for every draw inside training_loss (history length, augmentation, sigma, noise).
-    noise_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = noise_generator(accelerator.device, cfg.seed)
 
     step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data, lam=cfg.lam_dir)  # the labels come from this LAM
     state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
     if state is not None:
-        noise_gen.set_state(state["noise_generator"])
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
+        restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + step)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: DiffusionWorldModel = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
@@ -323,12 +332,17 @@ def run_world_model_training(
     if accelerator.process_index > 0:  # its own noise too, not the main process's
         saved = (own_state or {}).get("noise_generator")
         if saved is not None:
-            noise_gen.set_state(saved)
+            restore_noise_generator(noise_gen, saved, seed + step)
         else:
             noise_gen.manual_seed(seed + step)
     batches = resume_stream(
         lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
     )
+    prefetch = cfg.prefetch_batches
+    if prefetch is None:
+        prefetch = 0 if accelerator.device.type == "cpu" else 2
+    if prefetch:
+        batches = PrefetchedBatches(batches, depth=prefetch)
     desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
     loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
@@ -340,7 +354,7 @@ def run_world_model_training(
     )
     base_seconds = train_seconds
     model.train()
-    with clock.guard(bar):
+    with clock.guard(bar), batches if prefetch else contextlib.nullcontext():
         while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds, any_process(accelerator)):
             try:
                 batch = to_device(next(batches), accelerator.device)
@@ -608,6 +622,9 @@ def _validate(cfg: WorldModelTrainConfig) -> None:
             f"unknown world model preset {cfg.preset!r}; known presets: {', '.join(_TRAIN_PRESETS)}"
         )
     validate_run(cfg, min_steps=0 if cfg.init_from else 1)  # 0 steps re-saves the model it starts from
+    prefetch = cfg.prefetch_batches
+    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0):
+        raise ValueError(f"prefetch_batches must be None or an integer >= 0, got {prefetch!r}")
     if not cfg.action_agnostic and cfg.lam_dir is None:
         raise ValueError(
             "an action-conditioned world model needs a LAM: pass lam_dir (or action_agnostic=True)"

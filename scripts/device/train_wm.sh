@@ -58,7 +58,7 @@ if [ "$cut" = 1 ]; then
   [ "$left" -ge 30 ] || exit 1
   MINUTES=$budget
 fi
-common="--data $DATA --shares $SHARES --preset $PRESET --batch-size $BATCH --lr $LR --max-minutes $MINUTES --threads 6"  # CPU threads: history noise is drawn there
+common="--data $DATA --shares $SHARES --preset $PRESET --batch-size $BATCH --lr $LR --max-minutes $MINUTES --threads 6"  # torch CPU threads (the diffusion noise is drawn on the GPU)
 wm_init="" twin_init=""
 if [ "$INIT" = 1 ]; then
   wm_init="--init-from adaworld_gym/assets/world_model"
