@@ -136,6 +136,45 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_corrupt
     assert state["step"] == 1 and float(fresh[0].weight[0, 0].detach()) == 1.0
 
 
+@pytest.mark.parametrize("other_process_first", [False, True])
+def test_a_corrupt_checkpoint_is_set_aside_once_when_several_processes_find_it(
+    tmp_path, monkeypatch, other_process_first
+):
+    """Every process of a run finds the same corrupt newest checkpoint; whichever moves it first, none fails.
+    A stale set-aside copy from an earlier resume is replaced."""
+    from adaworld_gym.training import checkpoint
+    from adaworld_gym.training.common import resume_state
+
+    run = _tiny_run()
+    _save(tmp_path, 1, run)
+    newest = _save(tmp_path, 2, run)
+    for f in newest.iterdir():
+        if f.suffix == ".safetensors":
+            f.write_bytes(f.read_bytes()[:-10])
+    aside = newest.with_name(f".corrupt-{newest.name}")
+    aside.mkdir()
+    (aside / "stale").write_text("from an earlier resume")
+    real_load = checkpoint.load_checkpoint
+
+    def load_as_another_process_moves_it(path):
+        try:
+            return real_load(path)
+        except checkpoint.CheckpointError:
+            if other_process_first:  # the other process set it aside between our read and our rename
+                import shutil
+
+                shutil.rmtree(aside)
+                path.rename(aside)
+            raise
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", load_as_another_process_moves_it)
+    fresh = _tiny_run()
+    with pytest.warns(UserWarning, match="checkpoint before it"):
+        state = resume_state(tmp_path, {"n": 2}, fresh[0], fresh[1], fresh[2], fresh[3])
+    assert state["step"] == 1 and not newest.exists()
+    assert not (aside / "stale").exists() and any(f.suffix == ".safetensors" for f in aside.iterdir())
+
+
 def test_resume_refuses_another_learning_rate_or_ema_decay(tmp_path):
     from adaworld_gym.training.common import resume_state
 

@@ -209,8 +209,7 @@ def resume_state(
             # Set aside: kept in the listing, it would count as the newest and save_checkpoint would prune
             # good checkpoints in its place.
             aside = path.with_name(f".corrupt-{path.name}")
-            shutil.rmtree(aside, ignore_errors=True)
-            path.rename(aside)
+            _set_aside(path, aside)
             warnings.warn(
                 f"{e}; resuming from the checkpoint before it, {candidates[i + 1]} (the bad one moved to {aside})",
                 stacklevel=2,
@@ -259,6 +258,19 @@ def resume_state(
         ema.load_state_dict(state["ema"])
     restore_rng_state(state["rng"])
     return state
+
+
+def _set_aside(path: Path, aside: Path) -> None:
+    """Rename ``path`` to ``aside`` (a stale ``aside`` from an earlier resume replaced). Every process of a
+    multi-process run finds the same corrupt checkpoint: a path already gone was set aside by another one."""
+    try:
+        path.rename(aside)
+    except OSError:
+        if not path.exists():
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(aside)
 
 
 def resume_stream(
