@@ -66,12 +66,19 @@ def test_prefetch_thread_errors_reach_the_caller():
         next(ahead)
 
 
-def test_close_stops_a_thread_blocked_on_a_full_queue():
-    ahead = PrefetchedBatches(window_batches(square_clips(40), 1, 4, seed=0), depth=1)
-    time.sleep(0.05)  # the queue fills and the thread waits to put the next batch
+def test_the_thread_starts_at_the_first_batch_and_close_stops_it_and_ends_the_stream():
     before = threading.active_count()
+    ahead = PrefetchedBatches(window_batches(square_clips(40), 1, 4, seed=0), depth=1)
+    assert threading.active_count() == before  # nothing drawn for a run that stops before its first step
     ahead.close()
-    assert not ahead._thread.is_alive() and threading.active_count() == before - 1
+    ahead = PrefetchedBatches(window_batches(square_clips(40), 1, 4, seed=0), depth=1)
+    next(ahead)
+    time.sleep(0.05)  # the queue fills and the thread waits to put the next batch
+    assert threading.active_count() == before + 1
+    ahead.close()
+    assert not ahead._thread.is_alive() and threading.active_count() == before
+    with pytest.raises(StopIteration):  # not a wait for a thread that is gone
+        next(ahead)
 
 
 def test_prefetch_depth_is_checked(push):
@@ -110,3 +117,28 @@ def test_noise_generator_state_of_another_device_reseeds_with_a_warning():
         torch.randn(4, generator=gen).numpy(),
         torch.randn(4, generator=torch.Generator().manual_seed(99)).numpy(),
     )
+
+
+def test_every_training_draw_is_made_on_the_generators_device(push, monkeypatch):
+    """On a GPU the generator is a CUDA one: a draw without device= would be made on the CPU and fail there."""
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+    from adaworld_gym.training.world_model import window_loss
+
+    draws = []
+    for name in ("rand", "randn", "randint"):
+        real = getattr(torch, name)
+
+        def recording(*args, _real=real, _name=name, **kw):
+            if kw.get("generator") is not None:
+                draws.append((_name, kw.get("device"), kw["generator"].device))
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(torch, name, recording)
+    model = DiffusionWorldModel(**world_model_preset("tiny"))
+    batch = next(window_batches(str(push), model.config.num_history, 4, seed=0))
+    window_loss(
+        model, batch, torch.zeros(4, model.config.action_dim), noise_generator(torch.device("cpu"), 0)
+    )
+    assert len(draws) >= 6 and all(
+        device is not None and torch.device(device) == gen for _, device, gen in draws
+    ), draws

@@ -175,6 +175,19 @@ def test_a_corrupt_checkpoint_is_set_aside_once_when_several_processes_find_it(
     assert not (aside / "stale").exists() and any(f.suffix == ".safetensors" for f in aside.iterdir())
 
 
+def test_a_checkpoint_moved_away_while_it_is_read_is_a_checkpoint_error(tmp_path, monkeypatch):
+    from adaworld_gym.training import checkpoint
+
+    path = _save(tmp_path, 1, _tiny_run())
+
+    def vanished(f):
+        raise FileNotFoundError(2, "No such file or directory", str(f))
+
+    monkeypatch.setattr(checkpoint, "sha256_file", vanished)
+    with pytest.raises(checkpoint.CheckpointError, match="missing"):
+        checkpoint.load_checkpoint(path)
+
+
 def test_resume_refuses_another_learning_rate_or_ema_decay(tmp_path):
     from adaworld_gym.training.common import resume_state
 

@@ -409,7 +409,8 @@ class PrefetchedBatches(Iterator[Any]):
     for it with the GIL released). The batches are those of ``stream``, in its order; :meth:`state_dict` is the
     stream's position after the last batch handed out (not the last one drawn), so checkpoints and resumed runs
     stay exact. An error in the thread is raised by the ``next`` call that would have returned its batch.
-    Call :meth:`close` (or use it as a context manager) to stop the thread.
+    The thread starts at the first ``next``; :meth:`close` (or leaving it as a context manager) stops it and
+    ends the stream.
     """
 
     _END = object()
@@ -422,8 +423,7 @@ class PrefetchedBatches(Iterator[Any]):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished = False
-        self._thread = threading.Thread(target=self._draw, name="adaworld-prefetch", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started by the first next()
 
     def _draw(self) -> None:
         try:
@@ -451,6 +451,9 @@ class PrefetchedBatches(Iterator[Any]):
     def __next__(self) -> Any:
         if self._finished:
             raise StopIteration
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._draw, name="adaworld-prefetch", daemon=True)
+            self._thread.start()
         item = self._queue.get()
         if item is self._END or isinstance(item, BaseException):
             self._finished = True
@@ -466,9 +469,11 @@ class PrefetchedBatches(Iterator[Any]):
         return self._state
 
     def close(self) -> None:
-        """Stop the thread (batches it drew and nobody took are dropped)."""
+        """Stop the thread and end the stream (batches drawn and not taken are dropped)."""
         self._stop.set()
-        self._thread.join()
+        self._finished = True
+        if self._thread is not None:
+            self._thread.join()
 
     def __enter__(self) -> PrefetchedBatches:
         return self

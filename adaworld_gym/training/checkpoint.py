@@ -194,13 +194,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(state_path.read_text(encoding="utf-8"))
         structure, expected = manifest["state"], manifest["sha256"][TENSORS_FILE]
+    except FileNotFoundError as err:  # moved away since the check above (another process set it aside)
+        raise CheckpointError(f"checkpoint file missing: {state_path}") from err
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(f"corrupt or truncated checkpoint file {state_path}: {err}") from err
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"unsupported checkpoint format {manifest.get('format_version')!r} in {state_path}"
         )
-    if sha256_file(tensor_path) != expected:
+    try:
+        digest = sha256_file(tensor_path)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"checkpoint file missing: {tensor_path}") from err
+    if digest != expected:
         raise CheckpointError(f"corrupt or truncated checkpoint file {tensor_path}: checksum mismatch")
     # Steps, clocks, RNG and data positions live in the JSON: checked too (checkpoints before this had no digest).
     saved_digest = manifest["sha256"].get("state")

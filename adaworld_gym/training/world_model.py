@@ -487,7 +487,7 @@ def window_loss(
     """The denoising loss of a batch of windows (see :func:`window_batches`) under latent actions ``z``."""
     # Train on 1..history_len real frames per window (AdaWorld draws the memory length uniformly);
     # drawing up to the clip's own length never feeds the zero padding at an episode start as frames.
-    u = torch.rand(batch["history_len"].shape, generator=generator).to(z.device)
+    u = torch.rand(batch["history_len"].shape, generator=generator, device=generator.device).to(z.device)
     lengths = 1 + (u * batch["history_len"]).long()
     return model.training_loss(batch["history"], batch["next"], z, history_len=lengths, generator=generator)
 
