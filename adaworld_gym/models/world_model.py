@@ -216,7 +216,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         # NHWC lets oneDNN pick faster convolutions, and on a CPU a batch runs in chunks of CPU_CHUNK rows, whose
         # activations stay in cache: batch 64, 2 threads: 59 -> 88 frames/s (interleaved A/B, medians of 3).
         # Not for training on a CPU: there group norm's backward on NHWC costs 8 ms a call against 1.6 in NCHW,
-        # and a small-preset step runs 1.15x faster in NCHW (docs/world_model.md, session 27).
+        # and a small-preset step runs 1.17-1.24x faster in NCHW (docs/world_model.md, session 27).
         x = torch.cat([scaled_noisy, history], dim=1)
         if not (torch.is_grad_enabled() and x.device.type == "cpu"):
             x = x.contiguous(memory_format=torch.channels_last)
