@@ -386,3 +386,33 @@ def test_non_finite_predictions_raise_instead_of_turning_black() -> None:
         broken.predict_next(frames(1, K), actions(1), steps=1, generator=gen(0))
     with pytest.raises(FloatingPointError, match="non-finite"):
         broken.rollout(frames(1, 1), actions(1)[:, None], steps=1, generator=gen(0))
+
+
+@pytest.mark.parametrize("shift", ["scale_shift", "default"])
+def test_in_place_resnet_blocks_give_the_frames_of_diffusers_blocks(monkeypatch, shift: str) -> None:
+    """The CPU sampling copy's in-place blocks compute the same values (bit for bit); blocks they cannot reproduce (another time-embedding norm) stay diffusers' own."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from adaworld_gym.models import world_model
+
+    model = make_model(autocast_dtype="bfloat16", resnet_time_scale_shift=shift)
+    randomise_condition(model)
+    with torch.no_grad():  # untrained scale-shift weights are zero: give them values, as training would
+        for module in model.unet.modules():
+            if isinstance(module, ResnetBlock2D):
+                module.time_emb_proj.weight.normal_(0.0, 0.2)
+    hist, z = frames(3, 3), actions(3)
+
+    def sample(in_place: bool) -> tuple[np.ndarray, set[str]]:
+        monkeypatch.setattr(world_model, "CPU_INPLACE_RESNETS", in_place)
+        model.invalidate_sampling_cache()
+        out = model.predict_next(hist, z, steps=2, generator=[gen(0), gen(1), gen(2)])
+        kinds = {type(m).__name__ for m in model._cpu_bf16_unet().modules() if isinstance(m, ResnetBlock2D)}
+        return out, kinds
+
+    fused, fused_kinds = sample(True)
+    plain, plain_kinds = sample(False)
+    assert np.array_equal(fused, plain)
+    assert plain_kinds == {"ResnetBlock2D"}
+    expected = {"_InferenceResnetBlock2D"} if shift == "scale_shift" else {"ResnetBlock2D"}
+    assert fused_kinds == expected
