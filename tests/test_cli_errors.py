@@ -108,6 +108,25 @@ def test_train_reward_refuses_a_lam_the_bundle_cannot_take_before_training(
     assert not (tmp_path / "run").exists()
 
 
+def test_train_reward_refuses_data_of_another_env_than_the_bundles_before_training(
+    cli_main, capsys, tmp_path, data_dir
+):
+    """A head trained on one game's rewards would pay them in another game's imagined env."""
+    from dataclasses import replace
+
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    bundle = tiny_random_bundle("discrete")
+    replace(bundle, meta={**bundle.meta, "env_id": "AdaWorld/Procgen-coinrun-v0"}).save_pretrained(
+        tmp_path / "b"
+    )
+    argv = ["train-reward", "--data", data_dir, "--bundle", tmp_path / "b", "--out", tmp_path / "run"]
+    _fails(
+        cli_main, capsys, argv, "serves AdaWorld/Procgen-coinrun-v0, but the data holds episodes of unknown"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_headless_play_records_with_a_progress_bar(bundle_dir, tmp_path, capsys):
     from adaworld_gym.play import play
 

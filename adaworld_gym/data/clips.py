@@ -66,6 +66,15 @@ def episodes_digest(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> s
     return digest.hexdigest()
 
 
+def env_ids(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> set[str]:
+    """The env ids of the episodes under ``roots``, from their manifests (no shard is read)."""
+    found: set[str] = set()
+    for path in find_subsets(roots):
+        store = EpisodeStore(path)
+        found.update(str(store.manifest[name].get("env_id", "unknown")) for name in store.names())
+    return found
+
+
 def history_start(episode: Episode, t: int, k: int) -> int:
     """First frame of the ``k``-frame history of target ``frames[t+1]``: never before the frame a Procgen reset
     started (an episode whose terminal frames are resets may hold several tries), nor before frame 0."""
