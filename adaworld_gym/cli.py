@@ -37,7 +37,7 @@ def _games(text: str) -> list[str]:
             f"unknown Procgen game(s) {', '.join(unknown)}; known: {', '.join(PROCGEN_GAMES)}, "
             f"or one of {', '.join(GAME_SETS)}"
         )
-    return games
+    return list(dict.fromkeys(games))  # each game once: "coinrun,coinrun" collected it twice
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:
@@ -108,6 +108,27 @@ def _non_negative_int(text: str) -> int:
 
 def positive_int(text: str) -> int:
     return _int_at_least(text, 1, "a positive integer")
+
+
+MAX_PUSH_TASK = 999  # tasks are drawn in sequence, about a second each: task i makes i + 1 of them
+
+
+def push_task_index(text: str) -> int:
+    value = _int_at_least(text, 0, f"a task index in 0..{MAX_PUSH_TASK}")
+    if value > MAX_PUSH_TASK:
+        raise argparse.ArgumentTypeError(
+            f"expected a task index in 0..{MAX_PUSH_TASK} (task i draws the i + 1 first tasks, about a "
+            f"second each), got {value}"
+        )
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed as numpy and torch both take it: an integer in 0..2**32-1."""
+    value = _int_at_least(text, 0, "a seed, an integer in 0..2**32-1")
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer in 0..2**32-1, got {value}")
+    return value
 
 
 def _data_spec(args: argparse.Namespace):
@@ -242,13 +263,20 @@ def _cmd_compose(args: argparse.Namespace) -> None:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> None:
+    from adaworld_gym import defaults
     from adaworld_gym.latent import kmeans, sample_latents, save_options
     from adaworld_gym.training.world_model import model_dir_of
 
+    # Beside the weights that were loaded: a training run's directory (which --lam accepts) holds them in model/.
+    target = model_dir_of(args.lam, "LAM", "train_lam")
+    if Path(target).resolve().is_relative_to(Path(defaults.ASSETS).resolve()):
+        raise ValueError(
+            f"the options would be written into the installed package ({target}): copy the LAM to a directory "
+            f"of your own first (cp -r {target} my_lam) and pass --lam my_lam"
+        )
     mu, _, _, names = sample_latents(_load_lam(args.lam), args.data, args.samples, seed=args.seed)
     centres = kmeans(mu, args.k, seed=args.seed)
-    # Beside the weights that were loaded: a training run's directory (which --lam accepts) holds them in model/.
-    path = save_options(model_dir_of(args.lam, "LAM", "train_lam"), centres, source=",".join(names))
+    path = save_options(target, centres, source=",".join(names))
     print(f"{args.k} control options from {len(mu)} latent actions stored in {path}")
 
 
@@ -526,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (pg, push, videos):
         p.add_argument("--out", type=Path, required=True)
     for p in (pg, push):  # video collection draws nothing at random: a --seed there would be ignored
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed_int, default=0)
     collect.set_defaults(func=_cmd_collect)
 
     lam = sub.add_parser("train-lam", help="train the latent action model")
@@ -541,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument(
         "--batch-size", type=positive_int, default=None, help="windows per step (default: the preset's)"
     )
-    lam.add_argument("--seed", type=int, default=0)
+    lam.add_argument("--seed", type=seed_int, default=0)
     lam.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     lam.add_argument(
         "--init-from",
@@ -581,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from this saved world model's weights (same preset), e.g. to train it longer",
     )
-    wm.add_argument("--seed", type=int, default=0)
+    wm.add_argument("--seed", type=seed_int, default=0)
     wm.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     wm.add_argument("--out", type=Path, required=True)
     wm.set_defaults(func=_cmd_train_wm)
@@ -596,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, default=20)
     tr.add_argument("--lam", type=Path, default=None, help="default: the shipped LAM")
     tr.add_argument("--model", type=Path, default=None, help="default: the shipped world model")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=seed_int, default=0)
     tr.add_argument("--out", type=Path, default=Path("transfer.gif"))
     tr.set_defaults(func=_cmd_transfer)
 
@@ -617,14 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     clu.add_argument("--data", type=Path, nargs="+", required=True)
     clu.add_argument("--k", type=positive_int, default=8)
     clu.add_argument("--samples", type=positive_int, default=5000)
-    clu.add_argument("--seed", type=int, default=0)
+    clu.add_argument("--seed", type=seed_int, default=0)
     clu.set_defaults(func=_cmd_cluster)
 
     plot = sub.add_parser("plot", help="2-D projection of latent actions by true action and by game (PNG)")
     plot.add_argument("--lam", type=Path, default=None)
     plot.add_argument("--data", type=Path, nargs="+", required=True)
     plot.add_argument("--samples", type=_at_least_two, default=3000)
-    plot.add_argument("--seed", type=int, default=0)
+    plot.add_argument("--seed", type=seed_int, default=0)
     plot.add_argument("--out", type=Path, required=True)
     plot.set_defaults(func=_cmd_plot)
 
@@ -646,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on next frames this bundle's world model makes from the real ones (what imagination shows)",
     )
     rw.add_argument("--imagined-denoise-steps", type=positive_int, default=None, help="default 1")
-    rw.add_argument("--seed", type=int, default=0)
+    rw.add_argument("--seed", type=seed_int, default=0)
     rw.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     rw.set_defaults(func=_cmd_train_reward)
 
@@ -659,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", choices=["random", "keys"], default=None, help="headless policy (default: random)"
     )
     pl.add_argument("--steps", type=int, default=None, help="stop after N steps (headless default 100)")
-    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--seed", type=seed_int, default=0)
     pl.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     pl.set_defaults(func=_cmd_play)
 
@@ -674,7 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="oracle",
         help="'oracle' (the simulator), 'default' (the shipped push bundle) or a bundle",
     )
-    plan.add_argument("--task", type=int, default=0, help="task index in make_push_tasks(n, seed)")
+    plan.add_argument(
+        "--task", type=push_task_index, default=0, help="task index in make_push_tasks(n, seed)"
+    )
     plan.add_argument("--planner", choices=["mppi", "cem"], default="mppi")
     plan.add_argument(
         "--samples", type=int, default=200, help="candidates per replan (VP2: 200; ~32 is practical on a CPU)"
@@ -686,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--denoise-steps", type=int, default=1, help="Euler steps per predicted frame (models)")
     plan.add_argument(
-        "--seed", type=int, default=0, help="seeds the tasks, the planner and the model's noise"
+        "--seed", type=seed_int, default=0, help="seeds the tasks, the planner and the model's noise"
     )
     plan.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     plan.add_argument("--out", type=Path, default=Path("plan.gif"))
@@ -722,14 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the adapter also sees the LAM's latent action of the last history transition (motion context)",
     )
-    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--seed", type=seed_int, default=0)
     ad.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")
     ad.set_defaults(func=_cmd_adapt)
 
     demo = sub.add_parser("demo", help="the end-to-end job on the shipped defaults")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed_int, default=0)
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -454,6 +454,8 @@ def collect_videos(
 ) -> CollectionReport:
     """Action-free videos under ``src`` -> one subset per folder (``out/video-<folder>/``)."""
     src = Path(src)
+    if src.is_file():
+        raise ValueError(f"{src} is a file: pass the directory that holds the videos (one subset per folder)")
     if not src.is_dir():
         raise ValueError(f"video source directory not found: {src}")
     if size < 1 or not target_hz > 0 or min_frames < 1:

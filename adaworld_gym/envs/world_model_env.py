@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import gymnasium
@@ -118,6 +118,17 @@ def _row_seeds(seed: Any, num_envs: int) -> list[int | None]:
     return [None if s is None else int(s) for s in seeds]
 
 
+def _options_dict(options: Any) -> Mapping[str, Any]:
+    """Reset ``options``: None or a mapping (a string's characters read as option names before)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            f"reset options must be a dict (or None), got {type(options).__name__}: {options!r:.80}"
+        )
+    return options
+
+
 def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
     """``options["reset_mask"]`` checked as Gymnasium's vector envs check it; None: every row."""
     if mask is None:
@@ -187,7 +198,7 @@ class _Imagination:
 
     def check_options(self, options: dict[str, Any] | None) -> dict[str, np.ndarray]:
         """The checked reset options of one row (``frames`` and/or ``goal``, as arrays); changes nothing."""
-        options = options or {}
+        options = _options_dict(options)
         unknown = set(options) - {"frames", "goal"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'frames' and/or 'goal'")
@@ -494,7 +505,7 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         seeds = _row_seeds(seed, self.num_envs)
         # Not popped from the caller's dict: vector wrappers (RecordEpisodeStatistics) read the mask after us.
-        options = dict(options or {})
+        options = dict(_options_dict(options))
         mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
         if "goal" in options and options["goal"] is None:  # clears every row's goal, as in WorldModelEnv
             options["goal"] = [None] * self.num_envs

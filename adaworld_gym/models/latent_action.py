@@ -22,6 +22,8 @@ Images enter the public helpers (:meth:`LatentActionModel.encode`, :meth:`Latent
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,6 +234,21 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         preset: str | None = None,
     ) -> None:
         super().__init__()
+        _check_settings(
+            positive=dict(
+                image_size=image_size, patch_size=patch_size, in_channels=in_channels, latent_dim=latent_dim,
+                width=width, decoder_depth=decoder_depth, num_heads=num_heads, num_codes=num_codes,
+                dead_code_steps=dead_code_steps, warp_range=warp_range,
+            ),
+            non_negative=dict(encoder_depth=encoder_depth, pixel_channels=pixel_channels, pixel_layers=pixel_layers),
+            weights=dict(
+                mlp_ratio=mlp_ratio, beta=beta, commitment=commitment, sparse_l1=sparse_l1,
+                sparse_var=sparse_var, sparse_cov=sparse_cov,
+            ),
+            flags=dict(residual=residual, difference_input=difference_input, film=film, warp=warp),
+        )  # fmt: skip
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
         if regularizer not in REGULARIZERS:
             raise ValueError(
                 f"unknown regularizer {regularizer!r}; expected one of {', '.join(REGULARIZERS)}"
@@ -317,6 +334,13 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 
     def _encode_raw(self, f_t: torch.Tensor, f_t1: torch.Tensor) -> torch.Tensor:
         """Output of the latent head for each pair: ``[B, 2D]`` for kl, ``[B, D]`` otherwise."""
+        size = self.config.image_size
+        if tuple(f_t.shape[-2:]) != (size, size) or f_t1.shape != f_t.shape:
+            raise ValueError(
+                f"frame pairs of shapes {tuple(f_t.shape)} and {tuple(f_t1.shape)} for a LAM of image_size "
+                f"{size}: both frames [B, {self.config.in_channels}, {size}, {size}] (collect or resize the data "
+                "to the model's size)"
+            )
         frames = torch.stack([self._patchify(f_t), self._patchify(f_t1)], dim=1)  # [B, 2, N, P]
         x = self.enc_patch(frames)
         if self.config.difference_input:
@@ -630,6 +654,25 @@ class LatentActionModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         elif unbatched:
             raise ValueError(f"a single frame takes a single latent action [{dim}], got {tuple(z.shape)}")
         return z.to(device=self.device, dtype=self.dtype)
+
+
+def _check_settings(
+    positive: dict[str, Any], non_negative: dict[str, Any], weights: dict[str, Any], flags: dict[str, Any]
+) -> None:
+    """Config values of the right type and range, named when not (a string or a negative size failed deep in
+    torch, and latent_dim=0 trained a model with no latent at all)."""
+    for group, minimum in ((positive, 1), (non_negative, 0)):
+        for name, value in group.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if weights["mlp_ratio"] <= 0:
+        raise ValueError(f"mlp_ratio must be > 0, got {weights['mlp_ratio']!r}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _check_chunk_size(chunk_size: Any) -> None:

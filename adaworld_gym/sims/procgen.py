@@ -230,6 +230,10 @@ class ProcgenEnv(gymnasium.Env):
         """Procgen's bytes and the episode step count of a state, checked so that Procgen's C code (which
         ends the process on a state that does not fit) never sees a bad one; a ValueError naming the problem
         otherwise."""
+        if not isinstance(state, (bytes, bytearray, np.ndarray)):
+            raise ValueError(
+                f"state must be the bytes or uint8 array get_state() returns, got {type(state).__name__}"
+            )
         raw = bytes(state) if isinstance(state, (bytes, bytearray)) else np.asarray(state, np.uint8).tobytes()
         if len(raw) < _FOOTER_SIZE or raw[-len(_STATE_MAGIC) :] != _STATE_MAGIC:
             raise ValueError(

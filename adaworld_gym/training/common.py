@@ -226,9 +226,14 @@ def resume_state(
             "use a new out_dir or the same inputs"
         )
     if state["model_config"] != model_config:
+        was, now = state["model_config"], model_config
+        keys = sorted({*was, *now} - {k for k in {*was, *now} if was.get(k, ...) == now.get(k, ...)})
+        differs = ", ".join(
+            f"{k}: {was.get(k, '(unset)')!r} then, {now.get(k, '(unset)')!r} now" for k in keys
+        )
         raise ValueError(
-            f"{path} was written for a different model config; use a new out_dir or the same "
-            f"preset/overrides (checkpoint: {state['model_config']}, now: {model_config})"
+            f"{path} was written for a different model config ({differs}); use a new out_dir or the same "
+            "preset/overrides"
         )
     asked = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     saved = list(state["scheduler"].get("base_lrs", asked))
