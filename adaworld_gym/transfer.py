@@ -20,7 +20,13 @@ from adaworld_gym.data.collect import VIDEO_SUFFIXES, read_video, square_resize
 from adaworld_gym.data.episodes import SHARD_SUFFIX, read_episode
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import DiffusionWorldModel
-from adaworld_gym.training.world_model import check_lam_compatible, label_actions, load_lam, load_world_model
+from adaworld_gym.training.world_model import (
+    check_lam_compatible,
+    label_actions,
+    load_lam,
+    load_world_model,
+    warn_if_other_lam,
+)
 from adaworld_gym.viz import GIF_SUFFIXES, check_output_file, save_gif, side_by_side
 
 __all__ = ["IMAGE_SUFFIXES", "load_frames", "transfer", "transfer_gif"]
@@ -145,6 +151,8 @@ def transfer_gif(
         beside their transferred counterparts.
     """
     check_output_file(out, GIF_SUFFIXES, "out")  # before the models load and the rollout runs
+    if not isinstance(lam, LatentActionModel) and not isinstance(model, DiffusionWorldModel):
+        warn_if_other_lam(model, lam)
     lam = lam if isinstance(lam, LatentActionModel) else load_lam(lam)
     model = model if isinstance(model, DiffusionWorldModel) else load_world_model(model)
     size = model.config.sample_size

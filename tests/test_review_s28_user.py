@@ -134,3 +134,49 @@ def test_cluster_refuses_to_write_into_the_installed_package(cli_main, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "into the installed package" in err
     assert not list((defaults.ASSETS / "lam").glob("latent_options*"))
+
+
+def test_adapt_names_another_envs_action_space_before_counting_its_episodes(tmp_path):
+    """Push episodes (Box(4)) given for a Procgen env said "asked for 100 trajectories but the data holds 2"."""
+    from gymnasium import spaces
+
+    from adaworld_gym.training.adapt import AdaptConfig, _labelled_sets
+
+    store = EpisodeStore(tmp_path / "push", create=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        store.write(
+            f"ep_{i:06d}",
+            Episode(
+                frames=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8),
+                actions=rng.uniform(-1, 1, (5, 4)).astype(np.float32),
+                action_space={"type": "box", "low": -1.0, "high": 1.0, "shape": [4]},
+            ),
+        )
+    with pytest.raises(ValueError, match="is not the env's {'type': 'Discrete', 'n': 15}"):
+        _labelled_sets(tmp_path / "push", None, AdaptConfig(), 0, spaces.Discrete(15))
+
+
+def test_a_world_model_remembers_its_lam_and_warns_of_another(tmp_path):
+    """adapt and transfer took any LAM of the right size: a codebook from another LAM's latents, silently."""
+    import warnings
+
+    from adaworld_gym import defaults
+    from adaworld_gym.models import LatentActionModel, lam_preset
+    from adaworld_gym.training.world_model import train_world_model, warn_if_other_lam
+    from benchmarks.world_model import synthetic_push_like
+
+    data = synthetic_push_like(tmp_path / "push", episodes=2, steps=6, seed=0)
+    for name, seed in (("lam_a", 0), ("lam_b", 1)):
+        torch.manual_seed(seed)
+        LatentActionModel(**lam_preset("tiny")).save_pretrained(tmp_path / name)
+    model = train_world_model(
+        str(data), tmp_path / "wm", str(tmp_path / "lam_a"), "tiny", max_steps=1, batch_size=2, progress=False
+    )
+    assert (model / "lam.json").is_file()
+    with pytest.warns(UserWarning, match="trained on the latent actions of another LAM"):
+        warn_if_other_lam(model, tmp_path / "lam_b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_other_lam(tmp_path / "wm", tmp_path / "lam_a")  # the run directory works too
+        warn_if_other_lam(defaults.DEFAULT_WORLD_MODEL, tmp_path / "lam_b")  # no record: not checked

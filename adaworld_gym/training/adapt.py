@@ -79,6 +79,7 @@ from adaworld_gym.training.world_model import (
     load_world_model,
     log_eval,
     to_device,
+    warn_if_other_lam,
     window_batches,
     window_loss,
 )
@@ -525,6 +526,7 @@ def adapt(
         raise ValueError(f"{model_dir} is LAM-conditioned: pass the LAM that labelled its training data")
     if lam is not None:
         check_lam_compatible(lam, pretrained)
+        warn_if_other_lam(model_dir, lam_dir)
         lam.to(accelerator.device)
     init = cfg.init if cfg.init != "auto" else ("random" if agnostic else "mean_mu")
     if init == "mean_mu" and lam is None:
@@ -713,10 +715,21 @@ def _labelled_sets(
     expected_env_id: str | None = None,
 ) -> tuple[LabelledWindows, LabelledWindows | None]:
     """The labelled training windows and the held-out ones, checked against the env's action space and id."""
+
+    def check_space(action_space: dict[str, Any]) -> str:
+        found = describe_space(episode_space(action_space))
+        if expected is not None and found != describe_space(expected):
+            raise ValueError(
+                f"the data's action space {found} is not the env's {describe_space(expected)}: "
+                "collect the labelled episodes from that env"
+            )
+        return found
+
     if isinstance(data, LabelledWindows):
         train = data
     else:
         episodes = read_episodes(data)
+        check_space(episodes[0].action_space)  # before drawing: another env's data failed on a count first
         discrete = episodes[0].action_space.get("type") == "discrete"
         train = labelled_windows(
             episodes,
@@ -724,12 +737,7 @@ def _labelled_sets(
             trajectories=None if discrete else cfg.trajectories,
             seed=cfg.seed,
         )
-    found = describe_space(episode_space(train.action_space))
-    if expected is not None and found != describe_space(expected):
-        raise ValueError(
-            f"the data's action space {found} is not the env's {describe_space(expected)}: "
-            "collect the labelled episodes from that env"
-        )
+    found = check_space(train.action_space)
     held_out = eval_data
     if eval_data is not None and not isinstance(eval_data, LabelledWindows):
         held_out = labelled_windows(read_episodes(eval_data), samples=eval_samples, seed=10_000)

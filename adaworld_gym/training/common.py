@@ -58,13 +58,14 @@ def write_json(path: Path, obj: Any) -> None:
 SAVED_MARKERS = ("config.json", "bundle.json")  # what a directory written by save_model_atomic holds
 
 
-def save_model_atomic(model: Any, model_dir: Path) -> None:
+def save_model_atomic(model: Any, model_dir: Path, notes: Mapping[str, Any] | None = None) -> None:
     """``save_pretrained`` into a side directory, then swap it in, so a kill never leaves half a model.
 
     An existing ``model_dir`` is replaced only if it is empty or an earlier save (it holds a ``config.json`` or
     ``bundle.json``); any other directory, or a file, raises ``FileExistsError`` and is left alone. The old save
     is moved aside before the new one is moved in and deleted after, so a kill leaves the old or the new one
-    (or, between the two renames, the old one in ``.NAME-old``).
+    (or, between the two renames, the old one in ``.NAME-old``). ``notes``: ``{file name: JSON value}`` written
+    beside the weights in the same swap.
     """
     model_dir = Path(model_dir).resolve()
     if model_dir.exists():
@@ -78,6 +79,8 @@ def save_model_atomic(model: Any, model_dir: Path) -> None:
     tmp = model_dir.with_name(f".{model_dir.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
+    for name, value in (notes or {}).items():
+        write_json(tmp / name, value)
     swap_in_directory(tmp, model_dir)
 
 

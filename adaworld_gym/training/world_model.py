@@ -25,6 +25,7 @@ Bf16 autocast is the model's own (``autocast_dtype``): the loop adds no autocast
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -413,7 +414,7 @@ def run_world_model_training(
             if writer is not None:
                 log_eval(writer, summary["eval"], step)
         with ema_weights(ema, raw_model):  # the saved model holds the EMA weights
-            save_model_atomic(raw_model, model_dir)
+            save_model_atomic(raw_model, model_dir, notes=lam_note(cfg.lam_dir))
         write_json(out_dir / "summary.json", summary)
     if writer is not None:
         writer.close()
@@ -431,6 +432,42 @@ def load_lam(path: str | os.PathLike | None) -> LatentActionModel:
     lam = LatentActionModel.from_pretrained(model_dir_of(path, "LAM", "train_lam")).eval()
     lam.requires_grad_(False)
     return lam
+
+
+LAM_NOTE = "lam.json"  # beside a trained world model's weights: the LAM whose latents it was trained on
+
+
+def lam_note(lam_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """The note a world model is saved with: its LAM's path and weight digest (none for the twin)."""
+    from adaworld_gym.models.loading import directory_digest
+
+    if lam_dir is None:
+        return {}
+    return {LAM_NOTE: {"lam": os.fspath(lam_dir), "digest": directory_digest(lam_dir, weights_only=True)}}
+
+
+def warn_if_other_lam(model_path: str | os.PathLike, lam_dir: str | os.PathLike) -> None:
+    """Warn when ``lam_dir`` is not the LAM the world model at ``model_path`` was trained on (its ``lam.json``;
+    models saved without one, such as the shipped model, are not checked). Its latents would then come from
+    another latent space: a codebook initialised from them, or a transfer driven by them, means other moves."""
+    import warnings
+
+    from adaworld_gym.models.loading import directory_digest
+
+    note = model_dir_of(model_path, "world model", "train_world_model") / LAM_NOTE
+    if not note.is_file():
+        return
+    try:
+        trained = json.loads(note.read_text(encoding="utf-8"))
+        trained_on, digest = trained["lam"], trained["digest"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"unreadable {note}: {err}") from err
+    if directory_digest(lam_dir, weights_only=True) != digest:
+        warnings.warn(
+            f"the world model at {model_path} was trained on the latent actions of another LAM ({trained_on}) "
+            f"than {lam_dir}: its latents mean other moves to this model; pass the LAM it was trained with",
+            stacklevel=2,
+        )
 
 
 def load_world_model(path: str | os.PathLike) -> DiffusionWorldModel:
