@@ -385,6 +385,7 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
 def _cmd_play(args: argparse.Namespace) -> None:
     import torch
 
+    from adaworld_gym.envs.viewer import no_display
     from adaworld_gym.play import play
 
     # One thread by default: on a busy 2-core machine two threads step the world model ~50x slower.
@@ -393,7 +394,7 @@ def _cmd_play(args: argparse.Namespace) -> None:
         raise ValueError(
             "--policy plays without a window: add --headless (interactive play reads the keyboard)"
         )
-    if not args.headless and _no_display():
+    if not args.headless and no_display():
         raise ValueError(
             "no display to open a window on (DISPLAY is unset): add --headless to let a policy play"
         )
@@ -410,15 +411,6 @@ def _cmd_play(args: argparse.Namespace) -> None:
     print(f"played {result.steps} steps, total reward {result.rewards.sum():.3f}{finished}")
     if result.record is not None:
         print(f"recording written to {result.record}")
-
-
-def _no_display() -> bool:
-    """True on a Linux machine without X11 or Wayland, where SDL would fall back to an invisible window."""
-    import os
-
-    if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
-        return False
-    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:

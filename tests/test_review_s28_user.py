@@ -180,3 +180,21 @@ def test_a_world_model_remembers_its_lam_and_warns_of_another(tmp_path):
         warnings.simplefilter("error")
         warn_if_other_lam(tmp_path / "wm", tmp_path / "lam_a")  # the run directory works too
         warn_if_other_lam(defaults.DEFAULT_WORLD_MODEL, tmp_path / "lam_b")  # no record: not checked
+
+
+def test_a_window_without_a_display_warns(monkeypatch):
+    """render_mode="human" on a machine without a display opened an invisible window, silently."""
+    from adaworld_gym.envs import viewer
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(viewer.sys, "platform", "linux")
+
+    def stop():
+        raise RuntimeError("stopped before pygame")
+
+    monkeypatch.setattr(viewer, "import_pygame", stop)
+    with pytest.warns(UserWarning, match="no display"), pytest.raises(RuntimeError, match="stopped"):
+        viewer.PygameViewer()
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # chosen on purpose (CI, headless play): no warning
+    assert not viewer.no_display()

@@ -8,11 +8,21 @@ first opened, so the rest of the package never needs it. With ``SDL_VIDEODRIVER=
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PygameViewer", "import_pygame"]
+__all__ = ["PygameViewer", "import_pygame", "no_display"]
+
+
+def no_display() -> bool:
+    """True on a Linux machine without X11 or Wayland (and no SDL driver chosen), where SDL would fall back to an
+    invisible window."""
+    if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def import_pygame() -> Any:
@@ -39,6 +49,12 @@ class PygameViewer:
     def __init__(self, caption: str = "AdaWorld", scale: int = 4, fps: float | None = None) -> None:
         if scale < 1:
             raise ValueError(f"scale must be >= 1, got {scale}")
+        if no_display():
+            warnings.warn(
+                "no display (DISPLAY and WAYLAND_DISPLAY are unset): the window will not be seen; use "
+                'render_mode="rgb_array" to get the frames, or set SDL_VIDEODRIVER=dummy to silence this',
+                stacklevel=3,
+            )
         self.pygame = import_pygame()
         self.pygame.display.init()  # the display only: no audio device is opened
         self.caption, self.scale, self.fps = caption, scale, fps
