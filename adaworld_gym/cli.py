@@ -348,16 +348,14 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
     _check_out_dir(args.out)
     if args.bundle is not None:  # before training: a wrong path or a bundle the head cannot fit fails now
         from adaworld_gym.data.clips import env_ids
+        from adaworld_gym.envs.shipped import check_recorded_env
         from adaworld_gym.models.bundle import AdaWorldBundle
 
         bundle = AdaWorldBundle.from_pretrained(args.bundle)
-        bundle_env = bundle.meta.get("env_id")
-        data_envs = sorted(env_ids(args.data))
-        if bundle_env is not None and data_envs != [bundle_env]:
-            raise ValueError(
-                f"the bundle {args.bundle} serves {bundle_env}, but the data holds episodes of "
-                f"{', '.join(data_envs)}: train its head on rewards of {bundle_env}"
-            )
+        # As adapt: one env, and not another adaptable one than the bundle's (own recordings are the user's).
+        check_recorded_env(
+            env_ids(args.data), bundle.meta.get("env_id"), "--data", "train a head on one env's rewards"
+        )
         lam_dim = None if args.lam is None else _load_lam(args.lam).config.latent_dim
         if lam_dim is not None and lam_dim != bundle.adapter.latent_dim:
             raise ValueError(

@@ -151,10 +151,13 @@ def transfer_gif(
         beside their transferred counterparts.
     """
     check_output_file(out, GIF_SUFFIXES, "out")  # before the models load and the rollout runs
-    if not isinstance(lam, LatentActionModel) and not isinstance(model, DiffusionWorldModel):
-        warn_if_other_lam(model, lam)
+    paths = (
+        None if isinstance(lam, LatentActionModel) or isinstance(model, DiffusionWorldModel) else (model, lam)
+    )
     lam = lam if isinstance(lam, LatentActionModel) else load_lam(lam)
     model = model if isinstance(model, DiffusionWorldModel) else load_world_model(model)
+    if paths is not None:
+        warn_if_other_lam(*paths)
     size = model.config.sample_size
     src = load_frames(source, size) if isinstance(source, (str, os.PathLike)) else np.asarray(source)
     tgt = load_frames(target, size) if isinstance(target, (str, os.PathLike)) else np.asarray(target)

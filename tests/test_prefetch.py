@@ -142,3 +142,15 @@ def test_every_training_draw_is_made_on_the_generators_device(push, monkeypatch)
     assert len(draws) >= 6 and all(
         device is not None and torch.device(device) == gen for _, device, gen in draws
     ), draws
+
+
+def test_a_prefetched_stream_dropped_without_close_stops_its_thread():
+    import gc
+
+    ahead = PrefetchedBatches(window_batches(square_clips(40), 1, 4, seed=0), depth=1)
+    next(ahead)
+    thread = ahead._thread
+    del ahead
+    gc.collect()
+    thread.join(timeout=2)
+    assert not thread.is_alive()

@@ -176,9 +176,12 @@ def test_a_world_model_remembers_its_lam_and_warns_of_another(tmp_path):
     assert (model / "lam.json").is_file()
     with pytest.warns(UserWarning, match="trained on the latent actions of another LAM"):
         warn_if_other_lam(model, tmp_path / "lam_b")
+    # A copy re-saved elsewhere (as a bundle's) gains diffusers' _name_or_path: still the same LAM.
+    LatentActionModel.from_pretrained(tmp_path / "lam_a").save_pretrained(tmp_path / "bundle_lam")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_other_lam(tmp_path / "wm", tmp_path / "lam_a")  # the run directory works too
+        warn_if_other_lam(model, tmp_path / "bundle_lam")
         warn_if_other_lam(defaults.DEFAULT_WORLD_MODEL, tmp_path / "lam_b")  # no record: not checked
 
 

@@ -403,16 +403,30 @@ def test_in_place_resnet_blocks_give_the_frames_of_diffusers_blocks(monkeypatch,
                 module.time_emb_proj.weight.normal_(0.0, 0.2)
     hist, z = frames(3, 3), actions(3)
 
-    def sample(in_place: bool) -> tuple[np.ndarray, set[str]]:
+    g = torch.Generator().manual_seed(3)
+    x = (
+        torch.randn(3, 3 * (K + 1), SIZE, SIZE, generator=g)
+        .bfloat16()
+        .contiguous(memory_format=torch.channels_last)
+    )
+    t, cond = (
+        torch.rand(3, generator=g),
+        torch.randn(3, model.unet.config.block_out_channels[0] * 4, generator=g),
+    )
+
+    def sample(in_place: bool) -> tuple[np.ndarray, torch.Tensor, set[str]]:
         monkeypatch.setattr(world_model, "CPU_INPLACE_RESNETS", in_place)
         model.invalidate_sampling_cache()
         out = model.predict_next(hist, z, steps=2, generator=[gen(0), gen(1), gen(2)])
-        kinds = {type(m).__name__ for m in model._cpu_bf16_unet().modules() if isinstance(m, ResnetBlock2D)}
-        return out, kinds
+        unet = model._cpu_bf16_unet()
+        with torch.no_grad():
+            raw = unet(x, t, class_labels=cond.bfloat16()).sample  # the network's own output, before rounding
+        kinds = {type(m).__name__ for m in unet.modules() if isinstance(m, ResnetBlock2D)}
+        return out, raw, kinds
 
-    fused, fused_kinds = sample(True)
-    plain, plain_kinds = sample(False)
-    assert np.array_equal(fused, plain)
+    fused, fused_raw, fused_kinds = sample(True)
+    plain, plain_raw, plain_kinds = sample(False)
+    assert np.array_equal(fused, plain) and torch.equal(fused_raw, plain_raw)
     assert plain_kinds == {"ResnetBlock2D"}
     expected = {"_InferenceResnetBlock2D"} if shift == "scale_shift" else {"ResnetBlock2D"}
     assert fused_kinds == expected

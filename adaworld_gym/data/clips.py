@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -422,8 +423,6 @@ class PrefetchedBatches(Iterator[Any]):
     ends the stream.
     """
 
-    _END = object()
-
     def __init__(self, stream: WindowBatches, depth: int = 2) -> None:
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -433,26 +432,9 @@ class PrefetchedBatches(Iterator[Any]):
         self._stop = threading.Event()
         self._finished = False
         self._thread: threading.Thread | None = None  # started by the first next()
-
-    def _draw(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    batch = next(self.stream)
-                except StopIteration:
-                    self._put(self._END)
-                    return
-                self._put((batch, self.stream.state_dict()))
-        except BaseException as err:  # handed to the consumer, which raises it
-            self._put(err)
-
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        # The thread holds the stream, queue and event, not this object: one dropped without close() is
+        # collected, and this stops its thread.
+        weakref.finalize(self, self._stop.set)
 
     def __iter__(self) -> PrefetchedBatches:
         return self
@@ -461,13 +443,16 @@ class PrefetchedBatches(Iterator[Any]):
         if self._finished:
             raise StopIteration
         if self._thread is None:
-            self._thread = threading.Thread(target=self._draw, name="adaworld-prefetch", daemon=True)
+            self._thread = threading.Thread(
+                target=_draw_ahead, args=(self.stream, self._queue, self._stop), name="adaworld-prefetch",
+                daemon=True,
+            )  # fmt: skip
             self._thread.start()
         item = self._queue.get()
-        if item is self._END or isinstance(item, BaseException):
+        if item is _END_OF_STREAM or isinstance(item, BaseException):
             self._finished = True
             self.close()
-            if item is self._END:
+            if item is _END_OF_STREAM:
                 raise StopIteration
             raise item
         batch, self._state = item
@@ -489,3 +474,29 @@ class PrefetchedBatches(Iterator[Any]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_END_OF_STREAM = object()
+
+
+def _draw_ahead(stream: WindowBatches, out: queue.Queue, stop: threading.Event) -> None:
+    """The thread of :class:`PrefetchedBatches`: (batch, position after it) pairs, then the end or the error."""
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    try:
+        while not stop.is_set():
+            try:
+                batch = next(stream)
+            except StopIteration:
+                put(_END_OF_STREAM)
+                return
+            put((batch, stream.state_dict()))
+    except BaseException as err:  # handed to the consumer, which raises it
+        put(err)

@@ -27,6 +27,7 @@ keyword is fixed: ``make("AdaWorld/WorldModel-Procgen-coinrun-v0", name="Robosui
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from adaworld_gym.sims.games import PROCGEN_GAMES
 
 __all__ = [
     "SHIPPED_WORLD_MODELS",
+    "check_recorded_env",
     "make_shipped_env",
     "make_shipped_vector_env",
     "shipped_bundle_dir",
@@ -168,3 +170,17 @@ def gymnasium_shipped_vector_env(
     the id's (``registered_name``)."""
     _check_registered_name(name, registered_name)
     return make_shipped_vector_env(name, bundle, **kwargs)
+
+
+def check_recorded_env(found: Iterable[str], expected: str | None, what: str, one_at_a_time: str) -> None:
+    """Refuse data recorded in several envs (``found``: its episodes' env ids), or in another adaptable env than
+    ``expected``. The action-space check cannot tell Procgen games apart (all ``Discrete(15)``); env ids of no
+    adaptable env (custom or synthetic recordings) are left to the caller. ``one_at_a_time``: what to do
+    instead of mixing ("adapt to one env at a time")."""
+    found = sorted(set(found))
+    if len(found) > 1:
+        raise ValueError(f"{what} mixes episodes of {len(found)} envs ({', '.join(found)}): {one_at_a_time}")
+    if expected is None or not found or found[0] == expected:
+        return
+    if found[0] in {entry[1] for entry in SHIPPED_WORLD_MODELS.values()}:
+        raise ValueError(f"{what} was recorded in {found[0]}, not in {expected}: use episodes of {expected}")

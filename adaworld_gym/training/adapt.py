@@ -769,25 +769,12 @@ def _check_disjoint(train: LabelledWindows, held_out: LabelledWindows) -> None:
 
 
 def _check_env_ids(windows: LabelledWindows, expected: str | None, what: str) -> None:
-    """Refuse windows of several envs, or of another adaptable env than ``expected``.
+    """Refuse windows of several envs, or of another adaptable env than ``expected`` (data of another game, or
+    a folder of several, averaged other games' action effects into the codebook)."""
+    from adaworld_gym.envs.shipped import check_recorded_env
 
-    The action-space check cannot tell Procgen games apart (all ``Discrete(15)``): without this, data of another
-    game (or a folder of several games) was accepted, and its codebook averaged other games' action effects.
-    Env ids that are no adaptable env (custom or synthetic recordings) are left to the caller.
-    """
-    found = sorted({windows.episodes[e].env_id for e in np.unique(windows.index[:, 0])})
-    if len(found) > 1:
-        raise ValueError(
-            f"{what} mixes episodes of {len(found)} envs ({', '.join(found)}): adapt to one env at a time"
-        )
-    if expected is None or not found or found[0] == expected:
-        return
-    from adaworld_gym.envs.shipped import SHIPPED_WORLD_MODELS
-
-    if found[0] in {entry[1] for entry in SHIPPED_WORLD_MODELS.values()}:
-        raise ValueError(
-            f"{what} was recorded in {found[0]}, not in {expected}: collect the labelled episodes from that env"
-        )
+    found = {windows.episodes[e].env_id for e in np.unique(windows.index[:, 0])}
+    check_recorded_env(found, expected, what, "adapt to one env at a time")
 
 
 @torch.no_grad()

@@ -230,10 +230,8 @@ def resume_state(
         )
     if state["model_config"] != model_config:
         was, now = state["model_config"], model_config
-        keys = sorted({*was, *now} - {k for k in {*was, *now} if was.get(k, ...) == now.get(k, ...)})
-        differs = ", ".join(
-            f"{k}: {was.get(k, '(unset)')!r} then, {now.get(k, '(unset)')!r} now" for k in keys
-        )
+        keys = [k for k in sorted({*was, *now}) if was.get(k, ...) != now.get(k, ...)]
+        differs = ", ".join(f"{k}: {was.get(k, 'unset')!r} then, {now.get(k, 'unset')!r} now" for k in keys)
         raise ValueError(
             f"{path} was written for a different model config ({differs}); use a new out_dir or the same "
             "preset/overrides"
@@ -360,7 +358,7 @@ def restore_process_state(accelerator: Any, state: dict[str, Any] | None, seed: 
         return state
     if len(others) != accelerator.num_processes - 1:
         step = 0 if state is None else state["step"]
-        set_seed(seed + step)
+        set_seed((seed + step) % 2**32)  # numpy's range, whatever the seed and step
         return None if state is None else {"step": step, "data_stream": None}
     own = others[accelerator.process_index - 1]
     restore_rng_state(own["rng"])

@@ -290,6 +290,7 @@ def run_world_model_training(
 
     step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data, lam=cfg.lam_dir)  # the labels come from this LAM
+    notes = lam_note(cfg.lam_dir)  # now: the LAM directory may be moved or retrained before the run ends
     state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
@@ -414,7 +415,7 @@ def run_world_model_training(
             if writer is not None:
                 log_eval(writer, summary["eval"], step)
         with ema_weights(ema, raw_model):  # the saved model holds the EMA weights
-            save_model_atomic(raw_model, model_dir, notes=lam_note(cfg.lam_dir))
+            save_model_atomic(raw_model, model_dir, notes=notes)
         write_json(out_dir / "summary.json", summary)
     if writer is not None:
         writer.close()
@@ -438,21 +439,35 @@ LAM_NOTE = "lam.json"  # beside a trained world model's weights: the LAM whose l
 
 
 def lam_note(lam_dir: str | os.PathLike | None) -> dict[str, Any]:
-    """The note a world model is saved with: its LAM's path and weight digest (none for the twin)."""
-    from adaworld_gym.models.loading import directory_digest
-
+    """The note a world model is saved with: its LAM's path and digest (none for the twin)."""
     if lam_dir is None:
         return {}
-    return {LAM_NOTE: {"lam": os.fspath(lam_dir), "digest": directory_digest(lam_dir, weights_only=True)}}
+    return {LAM_NOTE: {"lam": os.fspath(lam_dir), "digest": lam_digest(lam_dir)}}
+
+
+def lam_digest(lam_dir: str | os.PathLike) -> str:
+    """SHA-256 of a LAM's weights and settings: its safetensors files and its config without diffusers' own
+    ``_``-keys, which a copy re-saved elsewhere (a bundle's) changes without changing the model."""
+    import hashlib
+
+    from adaworld_gym.data.episodes import sha256_file
+
+    root = model_dir_of(lam_dir, "LAM", "train_lam")
+    config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    digest = hashlib.sha256(
+        json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True).encode()
+    )
+    for weights in sorted(root.glob("*.safetensors")):
+        digest.update(sha256_file(weights).encode())
+    return digest.hexdigest()
 
 
 def warn_if_other_lam(model_path: str | os.PathLike, lam_dir: str | os.PathLike) -> None:
     """Warn when ``lam_dir`` is not the LAM the world model at ``model_path`` was trained on (its ``lam.json``;
     models saved without one, such as the shipped model, are not checked). Its latents would then come from
-    another latent space: a codebook initialised from them, or a transfer driven by them, means other moves."""
+    another latent space: a codebook initialised from them, or a transfer driven by them, means other moves.
+    Call it once both have loaded (their own errors name a bad path better)."""
     import warnings
-
-    from adaworld_gym.models.loading import directory_digest
 
     note = model_dir_of(model_path, "world model", "train_world_model") / LAM_NOTE
     if not note.is_file():
@@ -462,7 +477,7 @@ def warn_if_other_lam(model_path: str | os.PathLike, lam_dir: str | os.PathLike)
         trained_on, digest = trained["lam"], trained["digest"]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"unreadable {note}: {err}") from err
-    if directory_digest(lam_dir, weights_only=True) != digest:
+    if lam_digest(lam_dir) != digest:
         warnings.warn(
             f"the world model at {model_path} was trained on the latent actions of another LAM ({trained_on}) "
             f"than {lam_dir}: its latents mean other moves to this model; pass the LAM it was trained with",
