@@ -42,6 +42,8 @@ Presets:
   which would take ~2.3 h: on a loaded machine pass ``--scenes 2`` or fewer models. The oracle replans in
   ~0.25 s (400 simulated steps, scaled from 1.8 s measured loaded for the paper's 3000); scene search ~0.5-5 s per
   candidate level.
+- ``cpu-cem100``: the ``cpu`` preset (same scene search, so the same scenes for a seed, and 1 denoising step) with
+  the paper's CEM sizes, 100 x 15, top 10: what the reduced planner costs a model (7.5x the frames per replan).
 - ``smoke``: 1 scene per game, CEM 2 x 5, 1 iteration, tiny random-weight bundles: for tests, not a measurement.
 
 Writes ``results.json`` (after every game and model), ``results.md`` and GIFs of the first episodes
@@ -123,6 +125,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2 shared cores, <= 60 min with all bundles (sizing in the module docstring).
     "cpu": dict(
         scenes=4, seeds=1, samples=20, horizon=10, elites=4, iterations=2, denoise_steps=1, workers=1,
+        max_candidates=200, bfs_budget=500, rollouts=64, gifs=1,
+    ),
+    # The cpu preset's scenes and steps with the paper's CEM sizes: how much the reduced planner costs.
+    "cpu-cem100": dict(
+        scenes=4, seeds=1, samples=100, horizon=15, elites=10, iterations=2, denoise_steps=1, workers=1,
         max_candidates=200, bfs_budget=500, rollouts=64, gifs=1,
     ),
     # Tests: tiny random-weight bundles, the simulator in-process.
