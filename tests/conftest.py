@@ -2,6 +2,7 @@
 
 import signal
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,18 @@ def cli_main():
     yield cli.main
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """One subset of two short 64 px synthetic episodes with discrete actions (modules that need real Procgen
+    episodes define their own ``data_dir``)."""
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+
+    root = tmp_path_factory.mktemp("data")
+    store = EpisodeStore(root / "procgen-maze", create=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        frames = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+        store.write(f"ep_{i:06d}", Episode(frames=frames, actions=rng.integers(0, 15, 5)))
+    return root

@@ -35,18 +35,6 @@ def bundle_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """One subset of two short 64 px episodes with discrete actions."""
-    root = tmp_path_factory.mktemp("data")
-    store = EpisodeStore(root / "procgen-maze", create=True)
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        frames = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
-        store.write(f"ep_{i:06d}", Episode(frames=frames, actions=rng.integers(0, 15, 5)))
-    return root
-
-
 def _fails(cli_main, capsys, argv, message):
     assert cli_main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
@@ -284,9 +272,9 @@ def test_scripts_refuse_bad_arguments_in_one_line(monkeypatch, capsys, tmp_path)
     with pytest.raises(SystemExit, match="data directory not found"):  # before: a traceback
         finetune.main(["--game", "plunder", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
 
-    ab = _script("ab_cpu_bf16")
+    ab = _script("ab_cpu_sampling")
     for argv in (["--threads", "0"], ["--batches", "0"]):  # before: torch's or the model's traceback
-        monkeypatch.setattr(sys, "argv", ["ab_cpu_bf16.py", *argv])
+        monkeypatch.setattr(sys, "argv", ["ab_cpu_sampling.py", *argv])
         with pytest.raises(SystemExit) as stop:
             ab.main()
         assert stop.value.code == 2 and "positive integer" in capsys.readouterr().err

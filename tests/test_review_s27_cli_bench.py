@@ -6,25 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from adaworld_gym.data.episodes import Episode, EpisodeStore
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """One subset of two short 64 px episodes with discrete actions."""
-    root = tmp_path_factory.mktemp("data")
-    store = EpisodeStore(root / "procgen-maze", create=True)
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        frames = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
-        store.write(f"ep_{i:06d}", Episode(frames=frames, actions=rng.integers(0, 15, 5)))
-    return root
 
 
 @pytest.fixture(scope="module")

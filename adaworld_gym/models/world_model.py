@@ -287,7 +287,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 
         Autocast re-casts every weight on every call and runs group norm in fp32 around bf16 convolutions; a
         bf16 copy does neither: predict_next at batch 1 / 16 / 64 is 1.14x / 1.16x / 1.18x faster at 2 threads
-        (``scripts/ab_cpu_bf16.py``, interleaved A/B). Changes are detected from version counters and a
+        (``scripts/ab_cpu_sampling.py``, interleaved A/B). Changes are detected from version counters and a
         sample of the values, and ``load_state_dict`` (also with ``assign=True``, which swaps in new tensors)
         is counted by a hook on the UNet, which makes a new copy; code that writes only a few weights through
         ``.data``, assigns new ``nn.Parameter`` objects or replaces a submodule of the UNet should call
