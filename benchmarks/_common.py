@@ -56,20 +56,87 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def parse_dataclass_args(cls: type[T], description: str, argv: list[str] | None = None) -> T:
+# --help for the fields most benchmarks share, where their dataclass says nothing more.
+GENERIC_HELP = {
+    "preset": "named settings (see below)",
+    "seed": "run seed: every draw follows from it (same seed, same numbers, timings aside)",
+    "out": "results directory (results.json, results.md, plots and GIFs)",
+    "threads": "torch threads",
+    "lam": "trained latent action model directory",
+    "data": "episode root",
+}
+
+
+def parse_dataclass_args(
+    cls: type[T], doc: str | None, argv: list[str] | None = None, choices: dict[str, Any] | None = None
+) -> T:
     """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default; lists take several;
-    a bool field is a switch that flips its default)."""
-    parser = argparse.ArgumentParser(description=description)
+    a bool field is a switch that flips its default).
+
+    ``--help`` shows ``doc`` (a benchmark's module docstring: its first paragraph as the description, the rest
+    below the options), each field's comments as its help, its default, and ``choices[field]`` where given.
+    """
+    first, _, rest = (doc or "").strip().partition("\n\n")
+    parser = argparse.ArgumentParser(
+        description=" ".join(first.split()),
+        epilog=rest or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    helps = {**GENERIC_HELP, **{k: v for k, v in field_comments(cls).items() if v}}
     for name, value in asdict(cls()).items():  # type: ignore[call-overload]
         flag = f"--{name.replace('_', '-')}"
+        text = helps.get(name, "")
+        if value not in ("", [], None) and not isinstance(value, bool):
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            text = f"{text} (default: {shown})".strip()
+        text = text.replace("%", "%%")  # argparse formats help strings
         if isinstance(value, bool):  # a switch: --flag sets it (type=bool would read "False" as true)
-            parser.add_argument(flag, dest=name, action="store_false" if value else "store_true")
+            action = "store_false" if value else "store_true"
+            parser.add_argument(flag, dest=name, action=action, help=text or None)
         elif isinstance(value, list):  # a list field takes one or more values, typed by its default's items
             item = type(value[0]) if value else str
-            parser.add_argument(flag, dest=name, type=item, nargs="+", default=value)
+            parser.add_argument(flag, dest=name, type=item, nargs="+", default=value, help=text or None)
         else:
-            parser.add_argument(flag, dest=name, type=type(value), default=value)
+            allowed = list((choices or {}).get(name, ())) or None
+            parser.add_argument(
+                flag, dest=name, type=type(value), default=value, choices=allowed, help=text or None
+            )
     return cls(**vars(parser.parse_args(argv)))
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The ``#`` comments of each field of a dataclass: on the lines right above it and at its end (its help
+    text in ``--help``); empty when the source cannot be read."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    lines = source.splitlines()
+    helps = {}
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    for node in body.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        above, line = [], node.lineno - 1
+        while line in comments and lines[line - 1].lstrip().startswith("#"):
+            above.insert(0, comments[line])
+            line -= 1
+        end = node.end_lineno or node.lineno
+        trailing = [comments[n] for n in range(node.lineno, end + 1) if n in comments]
+        helps[node.target.id] = " ".join(above + trailing)
+    return helps
 
 
 def resolve_data(args: Any) -> Path:
@@ -222,3 +289,104 @@ def parse_bundles(pairs: list[str]) -> dict[str, Path]:
             raise SystemExit(f"--bundles: the name {name!r} is taken")
         models[name] = Path(directory)
     return models
+
+
+# ------------------------------------------------------------------------------------------ plug-in dynamics
+def parse_plugins(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
+    """``--dynamics NAME=MODULE:FACTORY`` (or ``NAME=FILE.py:FACTORY``) as ``{name: "MODULE:FACTORY"}``.
+
+    Names must be identifiers and must not repeat a built-in model's (``taken``) or each other; nothing is
+    imported here, so a bad flag exits before any work.
+    """
+    plugins: dict[str, str] = {}
+    for spec in specs:
+        name, sep, target = spec.partition("=")
+        module, colon, factory = target.rpartition(":")
+        if not sep or not colon or not module or not factory.isidentifier():
+            raise SystemExit(f"--dynamics takes NAME=MODULE:FACTORY or NAME=FILE.py:FACTORY, got {spec!r}")
+        if not name.isidentifier():
+            raise SystemExit(
+                f"--dynamics {spec!r}: the name {name!r} must be an identifier (letters, digits, _)"
+            )
+        if name in taken or name in plugins:
+            raise SystemExit(
+                f"--dynamics {spec!r}: the name {name!r} is taken ({', '.join(taken)} are built in)"
+            )
+        plugins[name] = target
+    return plugins
+
+
+def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Any:
+    """Import ``target`` (``MODULE:FACTORY`` or ``FILE.py:FACTORY``), call ``FACTORY(env_id)`` and check that
+    the result is a :class:`~adaworld_gym.planning.Dynamics` over ``action_space``; exits naming what is wrong."""
+    import importlib
+    import importlib.util
+
+    from adaworld_gym.planning import Dynamics
+
+    where, _, attr = target.rpartition(":")
+    flag = f"--dynamics {name}={target}"
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise SystemExit(f"{flag}: no file {path}")
+            spec = importlib.util.spec_from_file_location(f"adaworld_plugin_{name}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except SystemExit:
+        raise
+    except Exception as e:  # the plug-in's own import error, whatever it is: name it and stop
+        raise SystemExit(f"{flag}: importing {where} failed: {type(e).__name__}: {e}") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SystemExit(f"{flag}: {where} has no callable {attr!r}")
+    dynamics = factory(env_id)
+    if not isinstance(dynamics, Dynamics):
+        raise SystemExit(
+            f"{flag}: {attr}({env_id!r}) returned {type(dynamics).__name__!r}, not a Dynamics "
+            "(needs rollout(context, actions, state=None), action_space, context_frames, uses_state)"
+        )
+    problems = []
+    if dynamics.action_space != action_space:
+        problems.append(f"action_space {dynamics.action_space} is not the env's {action_space}")
+    frames = dynamics.context_frames
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        problems.append(f"context_frames must be an int >= 1, got {frames!r}")
+    if not isinstance(dynamics.uses_state, bool):
+        problems.append(f"uses_state must be a bool, got {dynamics.uses_state!r}")
+    if problems:
+        raise SystemExit(f"{flag}: " + "; ".join(problems))
+    return dynamics
+
+
+def reseed(dynamics: Any, seed: int) -> None:
+    """Seed a dynamics' own randomness for an episode, if it has any (a ``reseed(seed)`` method, as the world
+    models' and any plug-in's that defines one), so every model's episode ``i`` starts from the same seed."""
+    method = getattr(dynamics, "reseed", None)
+    if callable(method):
+        method(seed)
+
+
+def imagining_dynamics(dynamics: Any, bundle: Any, denoise_steps: int, seed: int) -> Any:
+    """What draws a GIF's imagined column (each executed action predicted from the real frames): a fresh world
+    model over ``bundle``, a plug-in reseeded to ``seed``, or None (random actions, the oracle, a plug-in
+    that needs the simulator state)."""
+    if bundle is not None:
+        from adaworld_gym.planning import WorldModelDynamics
+
+        return WorldModelDynamics(bundle, steps=denoise_steps, generator_seed=seed)
+    if dynamics is None or dynamics.uses_state:
+        return None
+    reseed(dynamics, seed)
+    return dynamics
+
+
+def close_dynamics(dynamics: Any) -> None:
+    """Close a dynamics that holds resources (the oracle's worker processes, a plug-in's ``close``)."""
+    method = getattr(dynamics, "close", None)
+    if callable(method):
+        method()

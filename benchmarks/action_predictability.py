@@ -309,4 +309,4 @@ def main(args: Args) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(_common.parse_dataclass_args(Args, __doc__.split("\n")[0]))
+    main(_common.parse_dataclass_args(Args, __doc__))

@@ -627,7 +627,7 @@ def write_results(out: Path, results: dict[str, Any], plot: bool = True) -> None
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return _common.parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
+    return _common.parse_dataclass_args(Args, __doc__, argv, choices={"preset": PRESETS})
 
 
 if __name__ == "__main__":

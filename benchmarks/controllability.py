@@ -51,7 +51,7 @@ class Args:
     games: str = "chaser,heist,jumper,maze,caveflyer,push"  # comma list: Procgen games and/or push
     states: int = 16  # per game
     horizon: int = 5  # steps of the same move (the Procgen planner executes 5 before replanning)
-    denoise_steps: int = 1
+    denoise_steps: int = 1  # Euler steps per predicted frame (planning uses 1)
     guidance: float = 1.0  # classifier-free guidance on z for the learned models (1: off, as in planning)
     seed: int = 0
     threads: int = 1
@@ -338,4 +338,4 @@ def main(args: Args) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(_common.parse_dataclass_args(Args, __doc__.split("\n")[0]))
+    main(_common.parse_dataclass_args(Args, __doc__))

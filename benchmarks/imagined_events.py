@@ -47,7 +47,7 @@ class Args:
     episodes: int = 300  # held-out random-play episodes per game (test levels)
     steps: int = 200  # actions per episode at most
     max_events: int = 64  # events (and as many non-events) measured per game
-    denoise_steps: int = 1
+    denoise_steps: int = 1  # Euler steps per predicted frame
     seed: int = 0
     threads: int = 1
     out: Path = Path("out/imagined_events")
@@ -217,4 +217,4 @@ def main(args: Args) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(_common.parse_dataclass_args(Args, __doc__.split("\n")[0]))
+    main(_common.parse_dataclass_args(Args, __doc__))

@@ -95,12 +95,12 @@ PRESETS = {
 class Args:
     preset: str = "cpu"
     seed: int = 0
-    seeds: int = 2
+    seeds: int = 2  # training seeds per regulariser: seed, seed + 1, ...
     out: Path = Path("out/latent_actions")
     data: str = (
         ""  # episode root; "": data/, or OUT/data with --preset smoke (its tiny sets stay out of data/)
     )
-    regularizers: str = ",".join(REGULARIZERS)
+    regularizers: str = ",".join(REGULARIZERS)  # comma list of LAM regularisers to train and compare
     jobs: int = 2  # training runs in parallel, one torch thread each
     # Trained LAM directories, comma-separated (e.g. the shipped one), evaluated on the same held-out sample.
     also: str = ""
@@ -393,7 +393,7 @@ def main(args: Args) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return _common.parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
+    return _common.parse_dataclass_args(Args, __doc__, argv, choices={"preset": PRESETS})
 
 
 if __name__ == "__main__":

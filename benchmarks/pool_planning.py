@@ -75,10 +75,14 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         seeds.append(meta.get("seed"))
     games: dict[str, dict[str, list[int]]] = {}
     overall: dict[str, dict[str, Any]] = {}
+    # Plug-in models (--dynamics) count when every file ran the same target under the same name.
+    plugins = first.get("plugins") or {}
+    plugins = [n for n in plugins if all((r["meta"].get("plugins") or {}).get(n) == plugins[n] for r in runs)]
+    candidates = [*MODELS, *plugins]
     # A model enters the pool only with episodes of every game in every file (else its row would mix games).
     pooled = [
         model
-        for model in MODELS
+        for model in candidates
         if all(run[game]["per_episode"].get(model) for run in runs for game in first["game_list"])
     ]
     for game in first["game_list"]:
@@ -96,7 +100,7 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     for entry in overall.values():
         entry["rate"] = entry["successes"] / entry["episodes"]
     tests = {}
-    for a, b in TESTS:
+    for a, b in (*TESTS, *((name, "random") for name in plugins)):
         if a in overall and b in overall:
             (ka, na), (kb, nb) = ((overall[m]["successes"], overall[m]["episodes"]) for m in (a, b))
             ratio = (ka / na) / (kb / nb) if kb else math.inf if ka else math.nan
@@ -108,7 +112,7 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         "tests": tests,
         "meta": {
             "files": names,
-            "left_out": [model for model in MODELS if model not in pooled],
+            "left_out": [model for model in candidates if model not in pooled],
             **{key: first.get(key) for key in POOLED_SETTINGS},
             "bundles": {str(seed): run["meta"].get("bundles") for seed, run in zip(seeds, runs, strict=True)},
         },

@@ -86,17 +86,23 @@ from adaworld_gym.planning import (
     procgen_success,
     run_mpc_episode,
 )
+from adaworld_gym.registration import procgen_env_id
 from adaworld_gym.sims.games import PROCGEN_GAMES, TEST_LEVELS
 from adaworld_gym.sims.procgen import NUM_ACTIONS, ProcgenEnv
 from adaworld_gym.viz import save_gif
 from benchmarks import _common
 from benchmarks._common import (
     check_bundle_kind,
+    close_dynamics,
     copy_gifs,
     derived_seed,
     earlier_results,
+    imagining_dynamics,
     jsonable_args,
+    load_plugin,
     parse_dataclass_args,
+    parse_plugins,
+    reseed,
     skip_other_bundle,
     wilson,
 )
@@ -155,8 +161,11 @@ class Args:
     workers: int = -1  # oracle simulator processes; -1: the preset's
     threads: int = 1  # torch threads
     cost: str = "adaworld"  # adaworld (the paper's) or adaworld_tiebreak (ties broken by the mean similarity)
-    # Earlier runs' directories whose finished games and models are taken over (module docstring).
+    # Earlier runs' directories whose finished games and models are taken over (see "Resuming" below).
     reuse: list[Path] = field(default_factory=list)
+    # NAME=MODULE:FACTORY or NAME=FILE.py:FACTORY: your own Dynamics, FACTORY(env_id) per game, planned with
+    # beside the built-in models (same planner, cost, scenes and seeds); run every time, never taken over.
+    dynamics: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- scenes
@@ -374,10 +383,18 @@ def load_bundle(name: str, path: str) -> Any:
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate_model(
-    name: str, game: str, scenes: list[Scene], p: dict[str, Any], args: Args, bundle: Any = None
+    name: str,
+    game: str,
+    scenes: list[Scene],
+    p: dict[str, Any],
+    args: Args,
+    bundle: Any = None,
+    plugin: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run ``name`` on every scene and planner seed of ``game``; GIFs of the first ``p['gifs']`` episodes."""
-    dynamics: Any = None
+    """Run ``name`` on every scene and planner seed of ``game``; GIFs of the first ``p['gifs']`` episodes.
+
+    ``bundle``: a learned model's bundle; ``plugin``: a loaded plug-in :class:`Dynamics` (``--dynamics``)."""
+    dynamics: Any = plugin
     if name == "oracle":
         dynamics = SimulatorDynamics(functools.partial(make_env, game), workers=p["workers"])
     elif bundle is not None:
@@ -393,8 +410,7 @@ def evaluate_model(
                     if dynamics is None:
                         planner: Any = RandomMoves(p["horizon"], seed)
                     else:
-                        if isinstance(dynamics, WorldModelDynamics):
-                            dynamics.reseed(seed)
+                        reseed(dynamics, seed)
                         planner = CEMPlanner(
                             dynamics,
                             COSTS[args.cost],
@@ -420,10 +436,8 @@ def evaluate_model(
                     )
                     if len(rows) < p["gifs"]:
                         imagined = None
-                        if bundle is not None:
-                            imaginer = WorldModelDynamics(
-                                bundle, steps=p["denoise_steps"], generator_seed=seed + 1
-                            )
+                        imaginer = imagining_dynamics(dynamics, bundle, p["denoise_steps"], seed + 1)
+                        if imaginer is not None:
                             imagined = imagine_one_step(imaginer, episode.frames, episode.actions)
                         video = episode_video(scene.goal_image, episode.frames, imagined)
                         save_gif(video, args.out / f"{game}_{name}_scene{i:03d}_seed{s}.gif", fps=2)
@@ -443,8 +457,7 @@ def evaluate_model(
                     bar.update(1)
     finally:
         env.close()
-        if isinstance(dynamics, SimulatorDynamics):
-            dynamics.close()
+        close_dynamics(dynamics)
     return rows
 
 
@@ -505,7 +518,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         head,
         rule,
     ]
-    for name in MODELS:
+    names = list(results["average"]["success"])  # the built-in models, then any plug-ins
+    for name in names:
         cells = []
         for game in games:
             rate, n = results[game]["success"][name], results[game]["n_episodes"]
@@ -521,7 +535,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"| {name} | " + " | ".join(cells) + f" | {'—' if avg is None else f'{100 * avg:.1f}%'} |"
         )
     rows += ["", "Seconds per replan (planning only; world models vs the simulator):", "", head, rule]
-    for name in MODELS:
+    for name in names:
         cells = [results[g]["seconds_per_replan"][name] for g in games]
         avg = results["average"]["seconds_per_replan"][name]
         rows.append(
@@ -586,6 +600,8 @@ def main(args: Args) -> dict[str, Any]:
     if args.cost not in COSTS:
         raise SystemExit(f"unknown cost {args.cost!r}; choose from {', '.join(COSTS)}")
     models = _selection(args.models, MODELS, "model(s)")
+    plugins = parse_plugins(args.dynamics, MODELS)
+    names = (*MODELS, *plugins)
     games = _selection(args.games, GAMES, "game(s)")
     p = dict(PRESETS[args.preset])
     if args.scenes < 0 or args.seeds < 0:
@@ -615,19 +631,19 @@ def main(args: Args) -> dict[str, Any]:
         for game in games:
             g = per_game.get(game, {})
             rows = g.get("rows", {})
-            stats = {name: aggregate(rows.get(name)) for name in MODELS}
+            stats = {name: aggregate(rows.get(name)) for name in names}
             out[game] = {
-                "success": {name: stats[name][0] for name in MODELS},
-                "seconds_per_replan": {name: stats[name][1] for name in MODELS},
-                "skipped": {name: g.get("skipped", {}).get(name) for name in MODELS},
+                "success": {name: stats[name][0] for name in names},
+                "seconds_per_replan": {name: stats[name][1] for name in names},
+                "skipped": {name: g.get("skipped", {}).get(name) for name in names},
                 "n_episodes": len(g.get("scenes", [])) * p["seeds"],
                 "scene_search": g.get("search"),
                 "scenes": [s.summary() for s in g.get("scenes", [])],
-                "per_episode": {name: rows.get(name) for name in MODELS},
+                "per_episode": {name: rows.get(name) for name in names},
             }
         average: dict[str, dict[str, float | None]] = {"success": {}, "seconds_per_replan": {}}
         for key in average:
-            for name in MODELS:
+            for name in names:
                 values = [out[g][key][name] for g in games]
                 ok = complete and all(v is not None for v in values)
                 average[key][name] = float(np.mean(values)) if ok else None
@@ -649,6 +665,7 @@ def main(args: Args) -> dict[str, Any]:
                 f"{p['rollouts']} sticky random move sequences; completion in {MIN_REACH_STEPS}-{EPISODE_STEPS} "
                 "moves; goal = frame before the completing step",
                 "bundles": bundle_meta,
+                "plugins": plugins,
                 "cpu_count": os.cpu_count(),
                 "complete": complete,
                 "wall_minutes": (time.time() - start) / 60,
@@ -711,6 +728,13 @@ def main(args: Args) -> dict[str, Any]:
                 g["minutes"][name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
+            for name, target in plugins.items():
+                model_start = time.time()
+                plugin = load_plugin(name, target, procgen_env_id(game), spaces.Discrete(NUM_ACTIONS))
+                g["rows"][name] = evaluate_model(name, game, scenes, p, args, plugin=plugin)
+                g["minutes"][name] = (time.time() - model_start) / 60
+                results = snapshot(complete=False)
+                write_results(args.out, results)
         results = snapshot(complete=True)
         write_results(args.out, results)
     print(markdown_table(results))
@@ -718,7 +742,7 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
+    return parse_dataclass_args(Args, __doc__, argv, choices={"preset": PRESETS, "cost": COSTS})
 
 
 if __name__ == "__main__":

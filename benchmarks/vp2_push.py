@@ -81,11 +81,16 @@ from adaworld_gym.viz import save_gif
 from benchmarks import _common
 from benchmarks._common import (
     check_bundle_kind,
+    close_dynamics,
     copy_gifs,
     derived_seed,
     earlier_results,
+    imagining_dynamics,
     jsonable_args,
+    load_plugin,
     parse_dataclass_args,
+    parse_plugins,
+    reseed,
     skip_other_bundle,
     wilson,
 )
@@ -110,13 +115,16 @@ class Args:
     out: Path = Path("out/vp2_push")
     adaworld: str = ""  # adapted AdaWorld push bundle (default: the shipped one, if any; smoke: tiny random)
     action_agnostic: str = ""  # adapted action-agnostic twin bundle (smoke: tiny random)
-    tasks: int = 0  # 0: the preset's
+    tasks: int = 0  # tasks from make_push_tasks(n, seed); 0: the preset's
     samples: int = 0  # MPPI candidates per replan; 0: the preset's (a planner-budget study changes only this)
     workers: int = -1  # simulator processes for the oracle; -1: the preset's
     threads: int = 1  # torch threads (1 is the fastest per core on a shared 2-core machine)
     models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
-    # Earlier runs' directories whose finished models are taken over (module docstring).
+    # Earlier runs' directories whose finished models are taken over (see "Resuming and splitting" below).
     reuse: list[Path] = field(default_factory=list)
+    # NAME=MODULE:FACTORY or NAME=FILE.py:FACTORY: your own Dynamics, FACTORY(env_id), planned with beside the
+    # built-in models (same planner, cost, tasks and seeds); run every time, never taken over from --reuse.
+    dynamics: list[str] = field(default_factory=list)
 
 
 def task_seed(seed: int, index: int) -> int:
@@ -164,10 +172,12 @@ def load_learned(name: str, path: str) -> Any:
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate_model(
-    name: str, env: Any, tasks: list, p: dict[str, Any], args: Args, bundle: Any = None
+    name: str, env: Any, tasks: list, p: dict[str, Any], args: Args, bundle: Any = None, plugin: Any = None
 ) -> list[dict[str, Any]]:
-    """Run ``name`` on every task; write GIFs of the first ``p['gifs']`` episodes; per-task summaries."""
-    dynamics: Any = None
+    """Run ``name`` on every task; write GIFs of the first ``p['gifs']`` episodes; per-task summaries.
+
+    ``bundle``: a learned model's bundle; ``plugin``: a loaded plug-in :class:`Dynamics` (``--dynamics``)."""
+    dynamics: Any = plugin
     if name == "oracle":
         dynamics = SimulatorDynamics(oracle_env_factory(), workers=p["workers"])
     elif bundle is not None:
@@ -180,15 +190,12 @@ def evaluate_model(
                 if dynamics is None:
                     planner = RandomPlanner(horizon=1, seed=seed)
                 else:
-                    if isinstance(dynamics, WorldModelDynamics):
-                        dynamics.reseed(seed)
+                    reseed(dynamics, seed)
                     planner = make_planner("mppi", dynamics, p["samples"], p["horizon"], seed)
                 result = run_push_episode(env, task, planner)
                 if i < p["gifs"]:
-                    if isinstance(dynamics, WorldModelDynamics):
-                        imaginer = WorldModelDynamics(
-                            bundle, steps=p["denoise_steps"], generator_seed=seed + 1
-                        )
+                    imaginer = imagining_dynamics(dynamics, bundle, p["denoise_steps"], seed + 1)
+                    if imaginer is not None:
                         frames, actions = result.episode.frames, result.episode.actions
                         result.imagined = imagine_one_step(imaginer, frames, actions)
                     video = episode_video(task.goal_image, result.episode.frames, result.imagined)
@@ -197,8 +204,7 @@ def evaluate_model(
                 bar.set_postfix(success=sum(r["success"] for r in per_task), refresh=False)
                 bar.update(1)
     finally:
-        if isinstance(dynamics, SimulatorDynamics):
-            dynamics.close()
+        close_dynamics(dynamics)
     return per_task
 
 
@@ -238,14 +244,16 @@ def oracle_env_factory() -> Any:
     return functools.partial(make_env, PUSH_ENV_ID)
 
 
-def aggregate(per_task: dict[str, list[dict[str, Any]] | None]) -> dict[str, dict[str, Any]]:
+def aggregate(
+    per_task: dict[str, list[dict[str, Any]] | None], names: tuple[str, ...] = MODELS
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {
         "success": {},
         "mean_best_distance": {},
         "seconds_per_replan": {},
         "blind_replan_fraction": {},
     }
-    for name in MODELS:
+    for name in names:
         rows = per_task.get(name)
         if not rows:
             for key in out:
@@ -267,7 +275,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         "| model | success | 95% CI | mean best distance (m) | s / replan | blind replans |",
         "|---|---|---|---|---|---|",
     ]
-    for name in MODELS:
+    for name in results["success"]:  # the built-in models, then any plug-ins
         rate = results["success"][name]
         if rate is None:
             rows.append(f"| {name} | — | — | — | — | — (skipped: {results['skipped'][name]}) |")
@@ -306,6 +314,8 @@ def main(args: Args) -> dict[str, Any]:
     if args.preset not in PRESETS:
         raise SystemExit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    plugins = parse_plugins(args.dynamics, MODELS)
+    names = (*MODELS, *plugins)
     unknown = sorted(set(chosen) - set(MODELS))
     if unknown:
         raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
@@ -357,10 +367,10 @@ def main(args: Args) -> dict[str, Any]:
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
-                    **aggregate(per_task),
+                    **aggregate(per_task, names),
                     "n_tasks": len(tasks),
-                    "skipped": {name: skipped.get(name) for name in MODELS},
-                    "per_task": {name: per_task.get(name) for name in MODELS},
+                    "skipped": {name: skipped.get(name) for name in names},
+                    "per_task": {name: per_task.get(name) for name in names},
                     "meta": {
                         **jsonable_args(args),
                         **p,
@@ -370,10 +380,11 @@ def main(args: Args) -> dict[str, Any]:
                         "cost": "VP2 mse_rgb: squared error summed over predicted frames, pixels in [0, 1]",
                         "success_threshold_m": SUCCESS_THRESHOLD,
                         "bundles": bundle_meta,
+                        "plugins": plugins,
                         "cpu_count": os.cpu_count(),
                         "complete": complete,
                         "wall_minutes": (time.time() - start) / 60,
-                        "model_minutes": {name: minutes.get(name) for name in MODELS},
+                        "model_minutes": {name: minutes.get(name) for name in names},
                         "reused": reused,
                     },
                 }
@@ -400,6 +411,13 @@ def main(args: Args) -> dict[str, Any]:
                 minutes[name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
+            for name, target in plugins.items():
+                model_start = time.time()
+                plugin = load_plugin(name, target, PUSH_ENV_ID, env.action_space)
+                per_task[name] = evaluate_model(name, env, tasks, p, args, plugin=plugin)
+                minutes[name] = (time.time() - model_start) / 60
+                results = snapshot(complete=False)
+                write_results(args.out, results)
             results = snapshot(complete=True)
             write_results(args.out, results)
         finally:
@@ -409,7 +427,7 @@ def main(args: Args) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
+    return parse_dataclass_args(Args, __doc__, argv, choices={"preset": PRESETS})
 
 
 if __name__ == "__main__":

@@ -577,7 +577,7 @@ def remeasure_speed(args: Args, p: dict) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    return _common.parse_dataclass_args(Args, __doc__.split("\n")[0], argv)
+    return _common.parse_dataclass_args(Args, __doc__, argv, choices={"preset": PRESETS})
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ class Args:
     lam: str = "adaworld_gym/assets/lam"
     data: Path = Path("data")
     windows: int = 256  # per env
-    denoise_steps: list[int] = field(default_factory=lambda: [1, 3])
+    denoise_steps: list[int] = field(default_factory=lambda: [1, 3])  # Euler steps per frame, each scored
     guidance: list[float] = field(default_factory=lambda: [1.0])  # classifier-free guidance scales on z
-    envs: list[str] = field(default_factory=lambda: ["push", "procgen"])
+    envs: list[str] = field(default_factory=lambda: ["push", "procgen"])  # push and/or procgen
     push_dir: str = ""  # held-out push episodes; default DATA/push-test/push
     seed: int = 0
     threads: int = 1

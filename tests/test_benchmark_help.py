@@ -1,0 +1,79 @@
+"""Every benchmark's --help says what each flag does: the description in full, the fields' comments, their
+defaults and the named presets; a preset that does not exist is refused by the parser."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field, fields
+
+import pytest
+
+from benchmarks._common import field_comments, parse_dataclass_args
+
+BENCHMARKS = (
+    "action_predictability", "adaptation", "controllability", "imagined_events", "latent_actions",
+    "procgen_planning", "vp2_push", "world_model", "world_model_fit", "world_model_probe",
+)  # fmt: skip
+
+
+# fmt: off
+@dataclass
+class _Example:
+    # Above the field,
+    # over two lines.
+    first: int = 3  # and after it
+    second: str = (
+        "x"  # inside a wrapped default
+    )
+    third: list[str] = field(default_factory=list)
+    switch: bool = False
+# fmt: on
+
+
+def test_field_comments_are_read_above_beside_and_inside_a_field():
+    assert field_comments(_Example) == {
+        "first": "Above the field, over two lines. and after it",
+        "second": "inside a wrapped default",
+        "third": "",
+        "switch": "",
+    }
+
+
+def test_help_shows_the_description_comments_defaults_and_the_rest_of_the_doc(capsys):
+    doc = "One line that\nwraps.\n\nThe rest, below the options."
+    with pytest.raises(SystemExit) as exit_info:
+        parse_dataclass_args(_Example, doc, ["--help"], choices={"second": ["x", "y"]})
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "One line that wraps." in text and text.endswith("The rest, below the options.")
+    assert "Above the field, over two lines. and after it (default: 3)" in text
+    assert "--second {x,y} inside a wrapped default (default: x)" in text
+    with pytest.raises(SystemExit) as exit_info:
+        parse_dataclass_args(_Example, doc, ["--second", "z"], choices={"second": ["x", "y"]})
+    assert exit_info.value.code == 2 and "invalid choice: 'z'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_flag_has_help(name, capsys, monkeypatch):
+    module = importlib.import_module(f"benchmarks.{name}")
+    flags = [f"--{f.name.replace('_', '-')}" for f in fields(module.Args)]
+    # Parse --help through the module's own entry point, whichever way it calls the parser.
+    monkeypatch.setattr("sys.argv", [name, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        if hasattr(module, "parse_args"):
+            module.parse_args(["--help"])
+        else:
+            parse_dataclass_args(module.Args, module.__doc__, ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    options = out.split("options:", 1)[1]
+    for flag in flags:
+        # The flag's entry runs to the next flag's; it must say more than the flag's metavar.
+        entry = re.search(rf"^  {flag}\b(.*?)(?=^  -|\Z)", options, re.S | re.M)
+        assert entry, f"{name}: {flag} missing from --help"
+        metavar = flag.lstrip("-").upper().replace("-", "_")
+        words = set(entry.group(1).split()) - {metavar, f"[{metavar}", "...]"}
+        assert words, f"{name}: {flag} has no help text"
+    if hasattr(module, "PRESETS"):
+        assert "{" + ",".join(module.PRESETS) + "}" in out

@@ -1,0 +1,170 @@
+"""--dynamics: your own model in the planning benchmarks, under the built-in models' planner, cost, tasks and
+seeds. The proof: the real simulator handed in as a plug-in plays exactly the oracle's episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from benchmarks import pool_planning, procgen_planning, vp2_push
+from benchmarks._common import load_plugin, parse_plugins
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "copy_last_dynamics.py"
+
+# The oracle re-made outside the benchmark: the simulator restored to the current state, in-process.
+SIMULATOR_PLUGIN = """
+import functools
+from adaworld_gym.planning import SimulatorDynamics
+from adaworld_gym.registration import procgen_game
+
+def make(env_id):
+    game = procgen_game(env_id)
+    if game is None:
+        from benchmarks.vp2_push import oracle_env_factory
+        return SimulatorDynamics(oracle_env_factory(), workers=0)
+    from benchmarks.procgen_planning import make_env
+    return SimulatorDynamics(functools.partial(make_env, game), workers=0)
+"""
+
+# Records the seed it is given before each episode (what makes a plug-in's own randomness comparable).
+RECORDING_PLUGIN = """
+import json, os
+import numpy as np
+from gymnasium import spaces
+
+class Recorder:
+    context_frames, uses_state = 2, False
+    action_space = spaces.Discrete(15)
+    def __init__(self, log):
+        self.log = log
+    def reseed(self, seed):
+        with open(self.log, "a") as f:
+            f.write(json.dumps(seed) + "\\n")
+    def rollout(self, context, actions, state=None):
+        assert context.shape[1] <= 2 and context.dtype == np.uint8
+        return np.repeat(context[:, -1:], actions.shape[1], axis=1)
+
+def make(env_id):
+    return Recorder(os.environ["PLUGIN_LOG"])
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_simulator_as_a_plug_in_plays_the_oracles_push_episodes(tmp_path):
+    sim = _write(tmp_path, "sim", SIMULATOR_PLUGIN)
+    out = tmp_path / "out"
+    results = vp2_push.main(
+        vp2_push.Args(
+            preset="smoke",
+            models="oracle,random",
+            dynamics=[f"sim={sim}:make", f"still={EXAMPLE}:make"],
+            out=out,
+        )
+    )
+    oracle, sim_rows = results["per_task"]["oracle"], results["per_task"]["sim"]
+    strip = ("seconds_per_replan",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in sim_rows] == [
+        {k: v for k, v in r.items() if k not in strip} for r in oracle
+    ]
+    # A model that cannot tell actions apart leaves MPPI blind on every replan; the oracle rarely is.
+    assert results["blind_replan_fraction"]["still"] == 1.0
+    assert results["meta"]["plugins"] == {"sim": f"{sim}:make", "still": f"{EXAMPLE}:make"}
+    on_disk = json.loads((out / "results.json").read_text())
+    assert set(on_disk["success"]) == {*vp2_push.MODELS, "sim", "still"}
+    assert "| still |" in (out / "results.md").read_text()
+    assert (out / "still_task000.gif").is_file() and (out / "sim_task000.gif").is_file()
+
+
+def test_a_procgen_plug_in_gets_the_same_scenes_and_seeds_and_is_pooled(tmp_path, monkeypatch):
+    sim = _write(tmp_path, "sim", SIMULATOR_PLUGIN)
+    rec = _write(tmp_path, "rec", RECORDING_PLUGIN)
+    log = tmp_path / "seeds.jsonl"
+    monkeypatch.setenv("PLUGIN_LOG", str(log))
+    runs = []
+    for seed in (0, 1):
+        args = procgen_planning.Args(
+            preset="smoke",
+            seed=seed,
+            games="maze",
+            models="oracle,random",
+            dynamics=[f"sim={sim}:make", f"rec={rec}:make"],
+            out=tmp_path / f"seed{seed}",
+        )
+        results = procgen_planning.main(args)
+        episodes = results["maze"]["per_episode"]
+        assert [r["actions"] for r in episodes["sim"]] == [r["actions"] for r in episodes["oracle"]]
+        assert [r["success"] for r in episodes["sim"]] == [r["success"] for r in episodes["oracle"]]
+        planner_seeds = [r["planner_seed"] for r in episodes["oracle"]]
+        assert [r["planner_seed"] for r in episodes["rec"]] == planner_seeds
+        recorded = [json.loads(line) for line in log.read_text().splitlines()]
+        # Before each episode the planner's seed; before the first episode's GIF, that seed + 1.
+        assert recorded == [planner_seeds[0], planner_seeds[0] + 1, *planner_seeds[1:]]
+        log.unlink()
+        runs.append(results)
+    pooled = pool_planning.pool(runs, ["seed0", "seed1"])
+    assert {"sim", "rec"} <= set(pooled["all"]) and "rec_vs_random" in pooled["tests"]
+    assert pooled["all"]["sim"]["successes"] == pooled["all"]["oracle"]["successes"]
+
+
+def test_bad_dynamics_flags_exit_before_any_work():
+    ok = parse_plugins(["mine=pkg.mod:make", "other=my/file.py:build"], ("oracle",))
+    assert ok == {"mine": "pkg.mod:make", "other": "my/file.py:build"}
+    for spec, message in [
+        ("mine", "NAME=MODULE:FACTORY"),
+        ("mine=pkg.mod", "NAME=MODULE:FACTORY"),
+        ("mine=pkg.mod:", "NAME=MODULE:FACTORY"),
+        ("my model=pkg.mod:make", "must be an identifier"),
+        ("oracle=pkg.mod:make", "is taken"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            parse_plugins([spec], ("oracle",))
+    with pytest.raises(SystemExit, match="'a' is taken"):
+        parse_plugins(["a=x:y", "a=x:z"], ())
+
+
+@pytest.mark.parametrize(
+    "source, factory, message",
+    [
+        (None, "make", "no file"),
+        ("raise ImportError('needs jax')", "make", "importing .* failed: ImportError: needs jax"),
+        ("x = 1", "make", ".*plugin.py has no callable 'make'"),
+        (
+            "def make(env_id):\n    return object()",
+            "make",
+            r"make\('AdaWorld/Procgen-maze-v0'\) returned 'object', not a Dynamics",
+        ),
+        (
+            "from gymnasium import spaces\nclass D:\n    action_space = spaces.Discrete(4)\n"
+            "    context_frames, uses_state = 0, 'no'\n    def rollout(self, c, a, state=None): pass\n"
+            "def make(env_id):\n    return D()",
+            "make",
+            r"action_space Discrete\(4\) is not the env's Discrete\(15\); context_frames must be an int >= 1, "
+            r"got 0; uses_state must be a bool",
+        ),
+    ],
+)
+def test_a_broken_plug_in_is_named_with_what_is_wrong(tmp_path, source, factory, message):
+    path = tmp_path / "plugin.py"
+    if source is not None:
+        path.write_text(source)
+    with pytest.raises(SystemExit, match=f"--dynamics mine={path}:{factory}: {message}"):
+        load_plugin("mine", f"{path}:{factory}", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+
+
+def test_the_example_plug_in_predicts_the_last_frame():
+    dynamics = load_plugin("still", f"{EXAMPLE}:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    context = np.random.default_rng(0).integers(0, 256, (3, 2, 64, 64, 3), dtype=np.uint8)
+    frames = dynamics.rollout(context, np.zeros((3, 4), np.int64))
+    assert frames.shape == (3, 4, 64, 64, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames, np.repeat(context[:, -1:], 4, axis=1))
