@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -73,12 +74,15 @@ def parse_dataclass_args(
     """``--field-name VALUE`` for every field of the dataclass ``cls`` (typed by its default; lists take several;
     a bool field is a switch that flips its default).
 
+    A list flag given twice takes both values (``--reuse A --reuse B`` as ``--reuse A B``).
     ``--help`` shows ``doc`` (a benchmark's module docstring: its first paragraph as the description, the rest
     below the options), each field's comments as its help, its default, and ``choices[field]`` where given.
     """
+    import textwrap
+
     first, _, rest = (doc or "").strip().partition("\n\n")
     parser = argparse.ArgumentParser(
-        description=" ".join(first.split()),
+        description=textwrap.fill(" ".join(first.split()), width=100),
         epilog=rest or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -95,13 +99,23 @@ def parse_dataclass_args(
             parser.add_argument(flag, dest=name, action=action, help=text or None)
         elif isinstance(value, list):  # a list field takes one or more values, typed by its default's items
             item = type(value[0]) if value else str
-            parser.add_argument(flag, dest=name, type=item, nargs="+", default=value, help=text or None)
+            parser.add_argument(
+                flag, dest=name, type=item, nargs="+", default=value, action=_ExtendGiven, help=text or None
+            )
         else:
             allowed = list((choices or {}).get(name, ())) or None
             parser.add_argument(
                 flag, dest=name, type=type(value), default=value, choices=allowed, help=text or None
             )
     return cls(**vars(parser.parse_args(argv)))
+
+
+class _ExtendGiven(argparse.Action):
+    """A list option whose values replace its default the first time and add to the list after that."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        current = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, list(values) if current is self.default else [*current, *values])
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -312,6 +326,8 @@ def parse_plugins(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
             raise SystemExit(
                 f"--dynamics {spec!r}: the name {name!r} is taken ({', '.join(taken)} are built in)"
             )
+        if module.endswith(".py"):  # one spelling per file (./a.py and a.py), so that pooled runs agree
+            target = f"{os.path.normpath(module)}:{factory}"
         plugins[name] = target
     return plugins
 
@@ -334,6 +350,8 @@ def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Any:
             spec = importlib.util.spec_from_file_location(f"adaworld_plugin_{name}", path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
+            # Registered as a module, as an import would: dataclasses and pickling look their module up there.
+            sys.modules[spec.name] = module
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
@@ -360,7 +378,47 @@ def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Any:
         problems.append(f"uses_state must be a bool, got {dynamics.uses_state!r}")
     if problems:
         raise SystemExit(f"{flag}: " + "; ".join(problems))
-    return dynamics
+    return CheckedPlugin(name, dynamics)
+
+
+class CheckedPlugin:
+    """A plug-in :class:`~adaworld_gym.planning.Dynamics` whose every ``rollout`` is checked to return uint8
+    frames ``[B, T, H, W, 3]`` for ``[B, T, ...]`` actions (at the context's size), with errors that name the
+    plug-in; everything else (``reseed``, ``close``, other attributes) is the plug-in's own."""
+
+    def __init__(self, name: str, dynamics: Any) -> None:
+        self.name, self.dynamics = name, dynamics
+        self.action_space = dynamics.action_space
+        self.context_frames = dynamics.context_frames
+        self.uses_state = dynamics.uses_state
+
+    def rollout(self, context: Any, actions: Any, state: Any = None) -> np.ndarray:
+        frames = np.asarray(self.dynamics.rollout(context, actions, state=state))
+        batch, steps = np.shape(actions)[:2]
+        size = () if context is None else tuple(np.shape(context)[2:4])
+        if frames.dtype != np.uint8:
+            raise ValueError(f"plug-in {self.name!r}: rollout must return uint8 frames, got {frames.dtype}")
+        if (
+            frames.ndim != 5
+            or frames.shape[:2] != (batch, steps)
+            or frames.shape[-1] != 3
+            or (size and frames.shape[2:4] != size)
+        ):
+            want = f"[{batch}, {steps}, {', '.join(map(str, size)) if size else 'H, W'}, 3]"
+            raise ValueError(f"plug-in {self.name!r}: rollout must return frames {want}, got {frames.shape}")
+        return frames
+
+    def __getattr__(self, attribute: str) -> Any:
+        if "dynamics" not in self.__dict__:  # not yet initialised (e.g. while unpickling)
+            raise AttributeError(attribute)
+        return getattr(self.__dict__["dynamics"], attribute)
+
+
+def recorded_plugins(directory: Path, protocol: dict[str, Any]) -> dict[str, str]:
+    """The plug-ins (``{name: target}``) a results file in ``directory`` ran under ``protocol``; {} if none."""
+    earlier = earlier_results(directory, protocol)
+    plugins = earlier["meta"].get("plugins") if earlier else None
+    return {str(k): str(v) for k, v in plugins.items()} if isinstance(plugins, dict) else {}
 
 
 def reseed(dynamics: Any, seed: int) -> None:

@@ -119,13 +119,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--bundle", type=Path, default=None, help="default: the shipped Procgen-coinrun bundle"
     )
     # Counts of 0 made NaN rates (--repeats 0, written to the JSON as NaN) or a ZeroDivisionError after the timings.
-    parser.add_argument("--num-envs", type=positive_int, default=16)
+    parser.add_argument(
+        "--num-envs",
+        type=positive_int,
+        default=16,
+        help="N: rows of the vector env, single envs stepped in turn",
+    )
     parser.add_argument("--steps", type=positive_int, default=8, help="vector steps per timing")
-    parser.add_argument("--denoise-steps", type=positive_int, nargs="+", default=[1, 3])
-    parser.add_argument("--repeats", type=positive_int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--denoise-steps",
+        type=positive_int,
+        nargs="+",
+        default=[1, 3],
+        help="Euler steps per frame, each timed",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="alternate timings of each side; medians are kept"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the envs' resets and the actions")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="results directory (results.json, results.md)"
+    )
     args = parser.parse_args(argv)
     make_out_dir(args.out)  # an --out that is a file fails now, not after the timings
     if args.bundle is None:

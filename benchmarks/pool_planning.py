@@ -75,14 +75,17 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         seeds.append(meta.get("seed"))
     games: dict[str, dict[str, list[int]]] = {}
     overall: dict[str, dict[str, Any]] = {}
-    # Plug-in models (--dynamics) count when every file ran the same target under the same name.
-    plugins = first.get("plugins") or {}
-    plugins = [n for n in plugins if all((r["meta"].get("plugins") or {}).get(n) == plugins[n] for r in runs)]
-    candidates = [*MODELS, *plugins]
+    # Plug-in models (--dynamics): pooled when every file ran the same target under the same name.
+    targets: dict[str, list[str | None]] = {}
+    for run in runs:
+        for plugin in run["meta"].get("plugins") or {}:
+            targets.setdefault(plugin, [(r["meta"].get("plugins") or {}).get(plugin) for r in runs])
+    plugins = [name for name, given in targets.items() if len(set(given)) == 1]
+    candidates = [*MODELS, *targets]
     # A model enters the pool only with episodes of every game in every file (else its row would mix games).
     pooled = [
         model
-        for model in candidates
+        for model in (*MODELS, *plugins)
         if all(run[game]["per_episode"].get(model) for run in runs for game in first["game_list"])
     ]
     for game in first["game_list"]:
@@ -113,6 +116,8 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         "meta": {
             "files": names,
             "left_out": [model for model in candidates if model not in pooled],
+            # Per plug-in, its target in each file (None: not run there); one that differs is left out.
+            "plugins": targets,
             **{key: first.get(key) for key in POOLED_SETTINGS},
             "bundles": {str(seed): run["meta"].get("bundles") for seed, run in zip(seeds, runs, strict=True)},
         },

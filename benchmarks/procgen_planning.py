@@ -102,6 +102,7 @@ from benchmarks._common import (
     load_plugin,
     parse_dataclass_args,
     parse_plugins,
+    recorded_plugins,
     reseed,
     skip_other_bundle,
     wilson,
@@ -472,8 +473,8 @@ PROTOCOL_SETTINGS = (
 def finished_models(
     directory: Path, protocol: dict[str, Any], bundles: dict[str, dict[str, str]]
 ) -> dict[str, dict[str, Any]]:
-    """``found[game][model] = (per-episode rows, scene summaries, minutes, where it ran)`` for the models that
-    finished every episode of a game in ``directory`` under ``protocol``; a learned model also needs the same
+    """``found[game][model] = (per-episode rows, scene summaries, minutes, where it ran)`` for the models (plug-ins
+    included) that finished every episode of a game in ``directory`` under ``protocol``; a learned model also needs the same
     bundle (``bundles[game][model]``). A missing, unreadable or other-protocol file gives nothing.
     """
     earlier = earlier_results(directory, protocol)
@@ -485,7 +486,7 @@ def finished_models(
         g = earlier.get(game)
         if not isinstance(g, dict) or not isinstance(g.get("per_episode"), dict):
             continue
-        for name in MODELS:
+        for name in (*MODELS, *recorded_plugins(directory, protocol)):
             rows = g["per_episode"].get(name)
             if not rows or len(rows) != g.get("n_episodes"):
                 continue
@@ -585,10 +586,10 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     _common.write_results(out, results, markdown_table)
 
 
-def _selection(text: str, known: tuple[str, ...], what: str) -> list[str]:
+def _selection(text: str, known: tuple[str, ...], what: str, allow_none: bool = False) -> list[str]:
     chosen = [x.strip() for x in text.split(",") if x.strip()]
     unknown = sorted(set(chosen) - set(known))
-    if unknown or not chosen:
+    if unknown or not (chosen or allow_none):
         raise SystemExit(f"unknown or no {what} {', '.join(unknown)}; choose from {', '.join(known)}")
     return [x for x in known if x in chosen]
 
@@ -599,8 +600,8 @@ def main(args: Args) -> dict[str, Any]:
         raise SystemExit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     if args.cost not in COSTS:
         raise SystemExit(f"unknown cost {args.cost!r}; choose from {', '.join(COSTS)}")
-    models = _selection(args.models, MODELS, "model(s)")
     plugins = parse_plugins(args.dynamics, MODELS)
+    models = _selection(args.models, MODELS, "model(s)", allow_none=bool(plugins))  # plug-ins alone are fine
     names = (*MODELS, *plugins)
     games = _selection(args.games, GAMES, "game(s)")
     p = dict(PRESETS[args.preset])
@@ -665,7 +666,7 @@ def main(args: Args) -> dict[str, Any]:
                 f"{p['rollouts']} sticky random move sequences; completion in {MIN_REACH_STEPS}-{EPISODE_STEPS} "
                 "moves; goal = frame before the completing step",
                 "bundles": bundle_meta,
-                "plugins": plugins,
+                "plugins": {**plugins, **kept},
                 "cpu_count": os.cpu_count(),
                 "complete": complete,
                 "wall_minutes": (time.time() - start) / 60,
@@ -686,6 +687,12 @@ def main(args: Args) -> dict[str, Any]:
         }
         # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
         finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
+        # Plug-ins are checked (on the first game) before any work; those --out holds and this run does not
+        # are kept, game by game where their scenes are this run's.
+        space = spaces.Discrete(NUM_ACTIONS)
+        first_game = {n: load_plugin(n, t, procgen_env_id(games[0]), space) for n, t in plugins.items()}
+        kept = {n: t for n, t in recorded_plugins(args.out, protocol).items() if n not in names}
+        names = (*names, *kept)
         # Every game's scenes first, and every finished model taken over before any runs, so that each
         # snapshot written below holds them: a snapshot without them would replace their only record in --out.
         for game in games:
@@ -714,6 +721,11 @@ def main(args: Args) -> dict[str, Any]:
                     g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
                     copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")
                     print(f"[{game}/{name}] finished earlier under the same protocol: taken from {source}")
+            for name in kept:
+                entry = finished[args.out].get(game, {}).get(name)
+                if entry is not None and entry[1] == summaries:
+                    g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
+                    print(f"[{game}/{name}] a plug-in of an earlier run in --out, not given now: kept")
         for game in games:
             g, scenes = per_game[game], per_game[game]["scenes"]
             to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]
@@ -730,7 +742,7 @@ def main(args: Args) -> dict[str, Any]:
                 write_results(args.out, results)
             for name, target in plugins.items():
                 model_start = time.time()
-                plugin = load_plugin(name, target, procgen_env_id(game), spaces.Discrete(NUM_ACTIONS))
+                plugin = first_game.pop(name, None) or load_plugin(name, target, procgen_env_id(game), space)
                 g["rows"][name] = evaluate_model(name, game, scenes, p, args, plugin=plugin)
                 g["minutes"][name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)

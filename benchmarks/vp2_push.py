@@ -90,6 +90,7 @@ from benchmarks._common import (
     load_plugin,
     parse_dataclass_args,
     parse_plugins,
+    recorded_plugins,
     reseed,
     skip_other_bundle,
     wilson,
@@ -215,15 +216,15 @@ PROTOCOL_SETTINGS = ("tasks", "samples", "horizon", "denoise_steps")
 
 def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str, str]) -> dict[str, Any]:
     """Per model, ``(per_task rows, minutes, where it ran)`` of the models finished in ``directory`` under
-    ``protocol``. A learned model also needs the same bundle. A missing, unreadable or other-protocol file gives
-    nothing.
+    ``protocol``, plug-ins included. A learned model also needs the same bundle. A missing, unreadable or
+    other-protocol file gives nothing.
     """
     earlier = earlier_results(directory, protocol)
     if earlier is None or not isinstance(earlier.get("per_task"), dict):
         return {}
     meta, per_task = earlier["meta"], earlier["per_task"]
     found = {}
-    for name in MODELS:
+    for name in (*MODELS, *recorded_plugins(directory, protocol)):
         rows = per_task.get(name)
         if not rows or len(rows) != protocol["tasks"]:
             continue
@@ -278,7 +279,10 @@ def markdown_table(results: dict[str, Any]) -> str:
     for name in results["success"]:  # the built-in models, then any plug-ins
         rate = results["success"][name]
         if rate is None:
-            rows.append(f"| {name} | — | — | — | — | — (skipped: {results['skipped'][name]}) |")
+            reason = results["skipped"][name]
+            rows.append(
+                f"| {name} | — | — | — | — | — ({f'skipped: {reason}' if reason else 'not run yet'}) |"
+            )
             continue
         k = int(round(rate * n))
         low, high = wilson(k, n)
@@ -364,6 +368,14 @@ def main(args: Args) -> dict[str, Any]:
             results: dict[str, Any] = {}
             # Read once, before anything runs: earlier runs' finished models, the out directory's first.
             finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
+            # Plug-ins are checked before any model runs; those --out holds and this run does not are kept.
+            loaded = {n: load_plugin(n, t, PUSH_ENV_ID, env.action_space) for n, t in plugins.items()}
+            kept = {
+                name: target
+                for name, target in recorded_plugins(args.out, protocol).items()
+                if name not in names and name in finished[args.out]
+            }
+            names = (*names, *kept)
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
@@ -380,7 +392,7 @@ def main(args: Args) -> dict[str, Any]:
                         "cost": "VP2 mse_rgb: squared error summed over predicted frames, pixels in [0, 1]",
                         "success_threshold_m": SUCCESS_THRESHOLD,
                         "bundles": bundle_meta,
-                        "plugins": plugins,
+                        "plugins": {**plugins, **kept},
                         "cpu_count": os.cpu_count(),
                         "complete": complete,
                         "wall_minutes": (time.time() - start) / 60,
@@ -411,9 +423,11 @@ def main(args: Args) -> dict[str, Any]:
                 minutes[name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
-            for name, target in plugins.items():
+            for name in kept:
+                per_task[name], minutes[name], reused[name] = finished[args.out][name]
+                print(f"[{name}] a plug-in of an earlier run in --out, not given now: kept")
+            for name, plugin in loaded.items():
                 model_start = time.time()
-                plugin = load_plugin(name, target, PUSH_ENV_ID, env.action_space)
                 per_task[name] = evaluate_model(name, env, tasks, p, args, plugin=plugin)
                 minutes[name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)

@@ -115,6 +115,70 @@ def test_a_procgen_plug_in_gets_the_same_scenes_and_seeds_and_is_pooled(tmp_path
     pooled = pool_planning.pool(runs, ["seed0", "seed1"])
     assert {"sim", "rec"} <= set(pooled["all"]) and "rec_vs_random" in pooled["tests"]
     assert pooled["all"]["sim"]["successes"] == pooled["all"]["oracle"]["successes"]
+    # A plug-in run under another target in one file is left out of the pool, and says so.
+    runs[1]["meta"]["plugins"]["rec"] = "elsewhere.py:make"
+    pooled = pool_planning.pool(runs, ["seed0", "seed1"])
+    assert "rec" not in pooled["all"] and "rec" in pooled["meta"]["left_out"]
+    assert pooled["meta"]["plugins"]["rec"] == [f"{rec}:make", "elsewhere.py:make"]
+
+    # Rerun seed 0 into the same --out with the simulator plug-in alone (no built-in model): it runs again,
+    # and what --out held of the others, the recorder plug-in included, stays.
+    again = procgen_planning.main(
+        procgen_planning.Args(
+            preset="smoke",
+            seed=0,
+            games="maze",
+            models="",
+            dynamics=[f"sim={sim}:make"],
+            out=tmp_path / "seed0",
+        )
+    )
+    assert again["maze"]["per_episode"]["rec"] == runs[0]["maze"]["per_episode"]["rec"]
+    assert again["maze"]["per_episode"]["oracle"] == runs[0]["maze"]["per_episode"]["oracle"]
+    assert [r["actions"] for r in again["maze"]["per_episode"]["sim"]] == [
+        r["actions"] for r in runs[0]["maze"]["per_episode"]["oracle"]
+    ]
+    assert again["meta"]["plugins"] == {"sim": f"{sim}:make", "rec": f"{rec}:make"}
+    assert again["meta"]["reused"]["maze"]["rec"] == str(tmp_path / "seed0")
+
+
+def test_a_push_plug_in_of_an_earlier_run_in_out_is_kept(tmp_path):
+    out = tmp_path / "out"
+    first = vp2_push.main(
+        vp2_push.Args(preset="smoke", models="random", dynamics=[f"still={EXAMPLE}:make"], out=out)
+    )
+    second = vp2_push.main(vp2_push.Args(preset="smoke", models="oracle", out=out))
+    assert second["per_task"]["still"] == first["per_task"]["still"]
+    assert second["meta"]["plugins"] == {"still": f"{EXAMPLE}:make"}
+    assert second["meta"]["reused"]["still"] == str(out)
+    assert second["success"]["oracle"] is not None and second["success"]["random"] is not None
+
+
+def test_a_bad_plug_in_stops_the_run_before_any_model_runs(tmp_path):
+    for module, args in [
+        (vp2_push, vp2_push.Args(preset="smoke", models="random", out=tmp_path / "push")),
+        (
+            procgen_planning,
+            procgen_planning.Args(preset="smoke", games="maze", models="random", out=tmp_path / "pg"),
+        ),
+    ]:
+        args.dynamics = [f"mine={tmp_path / 'missing.py'}:make"]
+        with pytest.raises(SystemExit, match="--dynamics mine=.*missing.py:make: no file"):
+            module.main(args)
+        assert not list(args.out.glob("*.gif")) and not (args.out / "results.json").exists()
+
+
+def test_list_flags_given_twice_take_every_value():
+    args = vp2_push.parse_args(
+        ["--dynamics", "a=m:f", "--dynamics", "b=m:g", "c=./x.py:h", "--reuse", "A", "--reuse", "B"]
+    )
+    assert args.dynamics == ["a=m:f", "b=m:g", "c=./x.py:h"] and [str(d) for d in args.reuse] == ["A", "B"]
+    assert parse_plugins(args.dynamics, ()) == {
+        "a": "m:f",
+        "b": "m:g",
+        "c": "x.py:h",
+    }  # one spelling per file
+    assert vp2_push.parse_args([]).dynamics == []
 
 
 def test_bad_dynamics_flags_exit_before_any_work():
@@ -160,6 +224,56 @@ def test_a_broken_plug_in_is_named_with_what_is_wrong(tmp_path, source, factory,
         path.write_text(source)
     with pytest.raises(SystemExit, match=f"--dynamics mine={path}:{factory}: {message}"):
         load_plugin("mine", f"{path}:{factory}", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+
+
+def test_a_plug_in_file_is_a_module_as_an_import_would_make_it(tmp_path):
+    # Dataclasses (and pickling) look the defining module up in sys.modules.
+    path = tmp_path / "dc.py"
+    path.write_text(
+        "from __future__ import annotations\nimport dataclasses, pickle\nimport numpy as np\n"
+        "from gymnasium import spaces\n\n@dataclasses.dataclass\nclass Still:\n"
+        "    action_space: spaces.Space\n    context_frames: int = 1\n    uses_state: bool = False\n"
+        "    def rollout(self, context, actions, state=None):\n"
+        "        return np.repeat(context[:, -1:], actions.shape[1], axis=1)\n\n"
+        "def make(env_id):\n    return pickle.loads(pickle.dumps(Still(spaces.Discrete(15))))\n"
+    )
+    dynamics = load_plugin("dc", f"{path}:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    assert dynamics.rollout(np.zeros((1, 1, 64, 64, 3), np.uint8), np.zeros((1, 2), np.int64)).shape == (
+        1,
+        2,
+        64,
+        64,
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "return np.zeros((*actions.shape[:2], 64, 64, 3), np.float32)",
+            "must return uint8 frames, got float32",
+        ),
+        (
+            "return np.zeros((*actions.shape[:2], 3, 64, 64), np.uint8)",
+            r"must return frames \[2, 3, 64, 64, 3\], got \(2, 3, 3, 64, 64\)",
+        ),
+        (
+            "return np.zeros((1, 3, 64, 64, 3), np.uint8)",
+            r"must return frames \[2, 3, 64, 64, 3\], got \(1, 3, 64, 64, 3\)",
+        ),
+    ],
+)
+def test_what_a_plug_in_predicts_is_checked_and_named(tmp_path, body, message):
+    path = tmp_path / "bad_frames.py"
+    path.write_text(
+        "import numpy as np\nfrom gymnasium import spaces\n\nclass D:\n    action_space = spaces.Discrete(15)\n"
+        f"    context_frames, uses_state = 1, False\n    def rollout(self, context, actions, state=None):\n        {body}\n\n"
+        "def make(env_id):\n    return D()\n"
+    )
+    dynamics = load_plugin("odd", f"{path}:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    with pytest.raises(ValueError, match=f"plug-in 'odd': rollout {message}"):
+        dynamics.rollout(np.zeros((2, 1, 64, 64, 3), np.uint8), np.zeros((2, 3), np.int64))
 
 
 def test_the_example_plug_in_predicts_the_last_frame():
