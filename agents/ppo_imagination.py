@@ -47,13 +47,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 
+from adaworld_gym.cli import positive_int, seed_int
 from adaworld_gym.data.episodes import atomic_write_bytes
 from adaworld_gym.envs.shipped import shipped_bundles_root
 from adaworld_gym.envs.world_model_env import SB3VecEnvAdapter, WorldModelVectorEnv
 from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
-from adaworld_gym.sims.procgen import ProcgenEnv
+from adaworld_gym.sims.procgen import NUM_ACTIONS, ProcgenEnv
 from adaworld_gym.training.adapt import collect_adaptation_data, read_episodes
 from benchmarks._common import machine_info, read_json, write_results
 from benchmarks.env_speed import vector_speedup
@@ -201,8 +203,11 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         rows["imagination"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
 
         real_env = make_vec_env(lambda: ProcgenEnv(game), n_envs=p.num_envs, seed=seed)
-        agent = ppo(real_env, seed, p.n_steps, p.num_envs, out / "tb" / game)
-        agent.learn(real_frames, tb_log_name=f"real_seed{seed}")
+        try:
+            agent = ppo(real_env, seed, p.n_steps, p.num_envs, out / "tb" / game)
+            agent.learn(real_frames, tb_log_name=f"real_seed{seed}")
+        finally:  # an unclosed Procgen env left for the garbage collector ends the run with a BufferError
+            real_env.close()
         real_seen.append(int(agent.num_timesteps))
         rows["real"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
         rows["random"].append(evaluate(game, None, p.eval_episodes, p.eval_max_steps, seed)[0])
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=list(PROCGEN_GAMES),
         help="default: all 16 (those without a head are skipped)",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1], help="one PPO run per seed")
     parser.add_argument(
         "--bundles", type=Path, default=None, help="holds procgen-<game>/ (default: the shipped bundles)"
     )
@@ -280,8 +285,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--horizon", type=int, default=0, help="imagined episode length before truncation (0: the preset's)"
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="results directory (results.json, tensorboard runs)"
+    )
     args = parser.parse_args(argv)
     args.bundles = args.bundles or shipped_bundles_root()
     torch.set_num_threads(args.threads)
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.start_data is not None and args.starts != "real":
         raise SystemExit("--start-data needs --starts real")
     p = dataclasses.replace(p, starts=args.starts, start_data=args.start_data)
-    games = [check_game(g) for g in args.games]
+    games = check_selection(args.games, args.seeds, args.start_data)
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
@@ -325,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["skipped"][game] = f"no bundle at {bundle_dir}"
             continue
         bundle = AdaWorldBundle.from_pretrained(
-            bundle_dir, expected_action_space=ProcgenEnv(game).action_space
+            bundle_dir, expected_action_space=spaces.Discrete(NUM_ACTIONS)
         )
         if bundle.reward_head is None:
             results["skipped"][game] = "bundle has no reward head (adaworld train-reward)"
@@ -356,6 +363,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write_results(args.out, results, markdown_table)
     print(markdown_table(results))
     return results
+
+
+def check_selection(games: list[str], seeds: list[int], start_data: str | None) -> list[str]:
+    """The games, checked with the seeds and ``--start-data`` before any work: exits naming what is wrong."""
+    try:
+        checked = [check_game(g) for g in games]
+    except ValueError as e:
+        raise SystemExit(f"--games: {e}") from None
+    for flag, values in (("--games", checked), ("--seeds", seeds)):
+        if len(set(values)) != len(values):  # a repeated seed would pass for an independent run that agrees
+            raise SystemExit(f"{flag}: each at most once, got {' '.join(map(str, values))}")
+    for game in checked if start_data is not None else ():
+        try:
+            where = Path(start_data.format(game=game))
+        except (KeyError, IndexError, ValueError):
+            raise SystemExit(f"--start-data {start_data!r}: the only placeholder is {{game}}") from None
+        if not where.is_dir():
+            raise SystemExit(f"--start-data: no episode directory {where} (for {game})")
+    return checked
 
 
 def game_provenance(game: str, bundle_dir: Path, p: Preset, seeds: Sequence[int]) -> dict[str, Any]:

@@ -454,7 +454,8 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         num_envs: N.
         render_mode: ``"rgb_array"`` or None.
 
-    ``reset`` options: ``"frames"`` uint8 ``[N, h, 64, 64, 3]`` and/or ``"goal"`` uint8 ``[N, 64, 64, 3]``;
+    ``reset`` options: ``"frames"`` uint8 ``[N, h, 64, 64, 3]`` and/or ``"goal"`` uint8 ``[N, 64, 64, 3]`` (or one
+    ``[64, 64, 3]`` image for every row, as a ``make_vec(..., vectorization_mode="sync")`` env takes it);
     ``"reset_mask"`` (bool ``[N]``, as in Gymnasium >= 1.1): reset only those rows (with their seeds and option
     entries); the other rows go on and return their current frames.
     """
@@ -509,6 +510,9 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
         if "goal" in options and options["goal"] is None:  # clears every row's goal, as in WorldModelEnv
             options["goal"] = [None] * self.num_envs
+        goal = options.get("goal")
+        if isinstance(goal, np.ndarray) and goal.ndim == 3:  # one image for all rows, as "sync" mode takes it
+            options["goal"] = [goal] * self.num_envs
         unknown = set(options) - {"frames", "goal"}
         if unknown:
             raise ValueError(
