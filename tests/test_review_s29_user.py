@@ -76,3 +76,25 @@ def test_a_ppo_run_leaves_no_procgen_env_to_the_garbage_collector(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "BufferError" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr[-2000:]
+
+
+def test_a_shipped_id_given_another_games_bundle_warns(tmp_path):
+    from adaworld_gym.envs.shipped import shipped_bundle_dir
+
+    maze = shipped_bundle_dir("Procgen-maze")
+    with pytest.warns(
+        UserWarning, match="adapted to AdaWorld/Procgen-maze-v0, not AdaWorld/Procgen-coinrun-v0"
+    ):
+        gymnasium.make("AdaWorld/WorldModel-Procgen-coinrun-v0", bundle=maze).close()
+    with pytest.warns(UserWarning, match="adapted to AdaWorld/Procgen-maze-v0"):
+        gymnasium.make_vec(
+            "AdaWorld/WorldModel-Procgen-coinrun-v0",
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            bundle=maze,
+        ).close()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gymnasium.make("AdaWorld/WorldModel-Procgen-maze-v0", bundle=maze).close()  # its own game: silent

@@ -13,7 +13,8 @@ share the package's world model and LAM and add a zero-shot adapter: each action
 Bundles whose reward head predicts held-out real rewards (``assets/bundles/rewards.json``: chaser, coinrun,
 leaper, ninja and plunder) pay rewards and terminate; the others pay 0 unless a goal image is given at reset (attach a head with
 ``adaworld train-reward --bundle``). A missing bundle raises ``FileNotFoundError`` naming the path and how to
-create one. Any bundle directory works in its place: ``gymnasium.make(id, bundle=PATH)``; every other keyword goes to
+create one. Any bundle directory over the same action space works in its place: ``gymnasium.make(id, bundle=PATH)``
+(one whose ``meta["env_id"]`` names another real env than the id's warns); every other keyword goes to
 :class:`WorldModelEnv` (or, with ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``,
 to :class:`WorldModelVectorEnv`).
 
@@ -27,6 +28,7 @@ keyword is fixed: ``make("AdaWorld/WorldModel-Procgen-coinrun-v0", name="Robosui
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -80,8 +82,16 @@ _REAL_RENDER_FPS = {"RobosuitePush": 1, **{f"Procgen-{game}": 15 for game in PRO
 
 
 def _real_pace(env: Any, name: str) -> Any:
-    """``env`` with its real env's frame rate in (a copy of) its metadata."""
+    """``env`` with its real env's frame rate in (a copy of) its metadata; warns when its bundle records that
+    it was adapted to another real env than ``name``'s (a ``bundle=`` of another game, say)."""
     env.metadata = {**env.metadata, "render_fps": _REAL_RENDER_FPS[name]}
+    recorded, real_id = env.bundle.meta.get("env_id"), _entry(name)[1]
+    if isinstance(recorded, str) and recorded != real_id:
+        warnings.warn(
+            f"{shipped_env_id(name)}: the bundle given was adapted to {recorded}, not {real_id}; its frames and "
+            f'actions are {recorded}\'s (gymnasium.make("AdaWorld/WorldModel-v0", bundle=...) takes any bundle)',
+            stacklevel=4,
+        )
     return env
 
 
