@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from adaworld_gym.sims.games import ADAPTATION_GAMES, DISTRIBUTION_MODES, PRETRAIN_GAMES, PROCGEN_GAMES
 
@@ -509,15 +510,20 @@ def _add_shares_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _subcommand(sub: Any, name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose own ``--help`` opens with what it does (the line ``adaworld --help`` lists for it)."""
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".", **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaworld", description="Latent-action diffusion world models as Gymnasium environments."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    collect = sub.add_parser("collect", help="collect episode data from a simulator or videos")
+    collect = _subcommand(sub, "collect", help="collect episode data from a simulator or videos")
     csub = collect.add_subparsers(dest="source", required=True)
-    pg = csub.add_parser("procgen", help="uniform-random-action Procgen episodes")
+    pg = _subcommand(csub, "procgen", help="uniform-random-action Procgen episodes")
     pg.add_argument(
         "--games",
         type=_games,
@@ -529,15 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--levels", choices=["train", "test"], default="train")
     pg.add_argument("--distribution-mode", default="easy", choices=DISTRIBUTION_MODES)
     pg.add_argument("--batch", type=int, default=16, help="episodes run side by side")
-    push = csub.add_parser(
-        "push", help="RobosuitePush episodes: scripted pushes, noisy pushes, random actions"
+    push = _subcommand(
+        csub, "push", help="RobosuitePush episodes: scripted pushes, noisy pushes, random actions"
     )
     push.add_argument("--episodes", type=int, default=100)
     push.add_argument("--steps", type=int, default=30, help="actions per episode")
     push.add_argument(
         "--workers", type=positive_int, default=2, help="simulator processes (1: in this process)"
     )
-    videos = csub.add_parser("videos", help="action-free videos (mp4/avi/gif...), one subset per folder")
+    videos = _subcommand(csub, "videos", help="action-free videos (mp4/avi/gif...), one subset per folder")
     videos.add_argument("src", type=Path)
     videos.add_argument("--size", type=int, default=64)
     videos.add_argument("--hz", type=float, default=10.0, help="target frame rate after frame skipping")
@@ -547,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=seed_int, default=0)
     collect.set_defaults(func=_cmd_collect)
 
-    lam = sub.add_parser("train-lam", help="train the latent action model")
+    lam = _subcommand(sub, "train-lam", help="train the latent action model")
     lam.add_argument("--data", type=Path, nargs="+", required=True)
     _add_shares_argument(lam)
     lam.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
@@ -577,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--out", type=Path, required=True)
     lam.set_defaults(func=_cmd_train_lam)
 
-    wm = sub.add_parser("train-wm", help="train the diffusion world model on LAM-labelled transitions")
+    wm = _subcommand(sub, "train-wm", help="train the diffusion world model on LAM-labelled transitions")
     wm.add_argument("--lam", type=Path, default=None, help="trained LAM directory (not needed for the twin)")
     wm.add_argument("--data", type=Path, nargs="+", required=True)
     _add_shares_argument(wm)
@@ -604,8 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     wm.add_argument("--out", type=Path, required=True)
     wm.set_defaults(func=_cmd_train_wm)
 
-    tr = sub.add_parser(
-        "transfer", help="drive a rollout of another scene with a video's latent actions (GIF)"
+    tr = _subcommand(
+        sub, "transfer", help="drive a rollout of another scene with a video's latent actions (GIF)"
     )
     tr.add_argument(
         "--source", type=Path, required=True, help="episode (.awe) or video whose actions to copy"
@@ -618,19 +624,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, default=Path("transfer.gif"))
     tr.set_defaults(func=_cmd_transfer)
 
-    enc = sub.add_parser("encode", help="latent actions of an episode (.awe) or a video")
+    enc = _subcommand(sub, "encode", help="latent actions of an episode (.awe) or a video")
     enc.add_argument("input", type=Path)
     enc.add_argument("--lam", type=Path, default=None, help="LAM directory (default: the shipped one)")
     enc.add_argument("--out", type=Path, required=True, help=".npy file [T-1, d]")
     enc.set_defaults(func=_cmd_encode)
 
-    comp = sub.add_parser("compose", help="average latent actions (.npy files of [d] or [N,d])")
+    comp = _subcommand(sub, "compose", help="average latent actions (.npy files of [d] or [N,d])")
     comp.add_argument("latents", type=Path, nargs="+")
     comp.add_argument("--weights", type=float, nargs="+", default=None)
     comp.add_argument("--out", type=Path, required=True)
     comp.set_defaults(func=_cmd_compose)
 
-    clu = sub.add_parser("cluster", help="k-means control options over latent actions, stored with the LAM")
+    clu = _subcommand(sub, "cluster", help="k-means control options over latent actions, stored with the LAM")
     clu.add_argument("--lam", type=Path, required=True)
     clu.add_argument("--data", type=Path, nargs="+", required=True)
     clu.add_argument("--k", type=positive_int, default=8)
@@ -638,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     clu.add_argument("--seed", type=seed_int, default=0)
     clu.set_defaults(func=_cmd_cluster)
 
-    plot = sub.add_parser("plot", help="2-D projection of latent actions by true action and by game (PNG)")
+    plot = _subcommand(sub, "plot", help="2-D projection of latent actions by true action and by game (PNG)")
     plot.add_argument("--lam", type=Path, default=None)
     plot.add_argument("--data", type=Path, nargs="+", required=True)
     plot.add_argument("--samples", type=_at_least_two, default=3000)
@@ -646,8 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True)
     plot.set_defaults(func=_cmd_plot)
 
-    rw = sub.add_parser(
-        "train-reward", help="train the reward / termination head on collected episodes' real rewards"
+    rw = _subcommand(
+        sub, "train-reward", help="train the reward / termination head on collected episodes' real rewards"
     )
     rw.add_argument("--data", type=Path, nargs="+", required=True)
     rw.add_argument("--out", type=Path, required=True)
@@ -668,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     rw.set_defaults(func=_cmd_train_reward)
 
-    pl = sub.add_parser("play", help="play an environment with the keyboard (pygame), or headless")
+    pl = _subcommand(sub, "play", help="play an environment with the keyboard (pygame), or headless")
     pl.add_argument("--env", required=True, help="e.g. AdaWorld/WorldModel-v0 or AdaWorld/Procgen-heist-v0")
     pl.add_argument("--bundle", type=Path, default=None, help="bundle directory for world-model envs")
     pl.add_argument("--record", type=Path, default=None, help="write the frames to this GIF")
@@ -681,8 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     pl.set_defaults(func=_cmd_play)
 
-    plan = sub.add_parser(
-        "plan", help="goal-image MPC on a VP2 push task with the simulator oracle or a world model (GIF)"
+    plan = _subcommand(
+        sub, "plan", help="goal-image MPC on a VP2 push task with the simulator oracle or a world model (GIF)"
     )
     plan.add_argument(
         "--env", default="AdaWorld/RobosuitePush-v0", help="only AdaWorld/RobosuitePush-v0 so far"
@@ -709,11 +715,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=seed_int, default=0, help="seeds the tasks, the planner and the model's noise"
     )
     plan.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
-    plan.add_argument("--out", type=Path, default=Path("plan.gif"))
+    plan.add_argument(
+        "--out",
+        type=Path,
+        default=Path("plan.gif"),
+        help="GIF of the episode, goal | real (default: plan.gif)",
+    )
     plan.set_defaults(func=_cmd_plan)
 
-    ad = sub.add_parser(
-        "adapt", help="finetune a pretrained world model to a real env's actions (codebook / MLP adapter)"
+    ad = _subcommand(
+        sub,
+        "adapt",
+        help="finetune a pretrained world model to a real env's actions (codebook / MLP adapter)",
     )
     ad.add_argument("--model", type=Path, required=True, help="pretrained world model directory")
     ad.add_argument(
@@ -747,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")
     ad.set_defaults(func=_cmd_adapt)
 
-    demo = sub.add_parser("demo", help="the end-to-end job on the shipped defaults")
+    demo = _subcommand(sub, "demo", help="the end-to-end job on the shipped defaults")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--seed", type=seed_int, default=0)
     demo.set_defaults(func=_cmd_demo)

@@ -309,8 +309,8 @@ def parse_bundles(pairs: list[str]) -> dict[str, Path]:
 def parse_plugins(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
     """``--dynamics NAME=MODULE:FACTORY`` (or ``NAME=FILE.py:FACTORY``) as ``{name: "MODULE:FACTORY"}``.
 
-    Names must be identifiers and must not repeat a built-in model's (``taken``) or each other; nothing is
-    imported here, so a bad flag exits before any work.
+    Names must be identifiers, not a built-in model's (``taken``), each given once; nothing is imported here,
+    so a bad flag exits before any work.
     """
     plugins: dict[str, str] = {}
     for spec in specs:
@@ -322,47 +322,68 @@ def parse_plugins(specs: list[str], taken: tuple[str, ...]) -> dict[str, str]:
             raise SystemExit(
                 f"--dynamics {spec!r}: the name {name!r} must be an identifier (letters, digits, _)"
             )
-        if name in taken or name in plugins:
-            raise SystemExit(
-                f"--dynamics {spec!r}: the name {name!r} is taken ({', '.join(taken)} are built in)"
-            )
-        if module.endswith(".py"):  # one spelling per file (./a.py and a.py), so that pooled runs agree
+        if name in taken:
+            raise SystemExit(f"--dynamics {spec!r}: {name!r} is a built-in model ({', '.join(taken)})")
+        if name in plugins:
+            raise SystemExit(f"--dynamics {spec!r}: the name {name!r} is given twice")
+        if module.endswith(".py"):  # one spelling per file (./a.py and a.py)
             target = f"{os.path.normpath(module)}:{factory}"
         plugins[name] = target
     return plugins
 
 
-def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Any:
-    """Import ``target`` (``MODULE:FACTORY`` or ``FILE.py:FACTORY``), call ``FACTORY(env_id)`` and check that
-    the result is a :class:`~adaworld_gym.planning.Dynamics` over ``action_space``; exits naming what is wrong."""
+def _import_plugin(flag: str, where: str) -> Any:
+    """The module of a plug-in: imported by name, or a ``.py`` file imported as ``python FILE.py`` would see it
+    (its folder first on ``sys.path``, so it imports its neighbours, and worker processes, which start with
+    this ``sys.path``, can import it by its name); once per process, however many games load it."""
     import importlib
-    import importlib.util
+
+    if not where.endswith(".py"):
+        return importlib.import_module(where)
+    path = Path(where).resolve()
+    if not path.is_file():
+        raise SystemExit(f"{flag}: no file {where}")
+    if not path.stem.isidentifier():
+        raise SystemExit(f"{flag}: {path.name} cannot be imported (a module name is letters, digits and _)")
+    known = sys.modules.get(path.stem)
+    if known is None:
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        known = importlib.import_module(path.stem)
+    source = getattr(known, "__file__", None)
+    if source is None or Path(source).resolve() != path:
+        raise SystemExit(
+            f"{flag}: the module name {path.stem!r} is taken by {source or known}; rename {path.name}"
+        )
+    return known
+
+
+def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> CheckedPlugin:
+    """Import ``target`` (``MODULE:FACTORY`` or ``FILE.py:FACTORY``), call ``FACTORY(env_id)`` and check that
+    the result is a :class:`~adaworld_gym.planning.Dynamics` over ``action_space``; exits naming what is wrong
+    (after printing the traceback of an error raised by the plug-in's own code)."""
+    import hashlib
+    import traceback
 
     from adaworld_gym.planning import Dynamics
 
     where, _, attr = target.rpartition(":")
     flag = f"--dynamics {name}={target}"
     try:
-        if where.endswith(".py"):
-            path = Path(where)
-            if not path.is_file():
-                raise SystemExit(f"{flag}: no file {path}")
-            spec = importlib.util.spec_from_file_location(f"adaworld_plugin_{name}", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            # Registered as a module, as an import would: dataclasses and pickling look their module up there.
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
+        module = _import_plugin(flag, where)
     except SystemExit:
         raise
-    except Exception as e:  # the plug-in's own import error, whatever it is: name it and stop
+    except Exception as e:  # the plug-in's own import error, whatever it is: show it, name it and stop
+        traceback.print_exc()
         raise SystemExit(f"{flag}: importing {where} failed: {type(e).__name__}: {e}") from e
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise SystemExit(f"{flag}: {where} has no callable {attr!r}")
-    dynamics = factory(env_id)
+    try:
+        dynamics = factory(env_id)
+    except Exception as e:
+        traceback.print_exc()
+        raise SystemExit(f"{flag}: {attr}({env_id!r}) failed: {type(e).__name__}: {e}") from e
     if not isinstance(dynamics, Dynamics):
         raise SystemExit(
             f"{flag}: {attr}({env_id!r}) returned {type(dynamics).__name__!r}, not a Dynamics "
@@ -378,7 +399,10 @@ def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Any:
         problems.append(f"uses_state must be a bool, got {dynamics.uses_state!r}")
     if problems:
         raise SystemExit(f"{flag}: " + "; ".join(problems))
-    return CheckedPlugin(name, dynamics)
+    # What identifies the plug-in's code across runs (pool_planning compares it): its module file's bytes.
+    source = getattr(module, "__file__", None)
+    digest = f"sha256:{hashlib.sha256(Path(source).read_bytes()).hexdigest()}" if source else None
+    return CheckedPlugin(name, dynamics, digest)
 
 
 class CheckedPlugin:
@@ -386,8 +410,8 @@ class CheckedPlugin:
     frames ``[B, T, H, W, 3]`` for ``[B, T, ...]`` actions (at the context's size), with errors that name the
     plug-in; everything else (``reseed``, ``close``, other attributes) is the plug-in's own."""
 
-    def __init__(self, name: str, dynamics: Any) -> None:
-        self.name, self.dynamics = name, dynamics
+    def __init__(self, name: str, dynamics: Any, digest: str | None = None) -> None:
+        self.name, self.dynamics, self.digest = name, dynamics, digest
         self.action_space = dynamics.action_space
         self.context_frames = dynamics.context_frames
         self.uses_state = dynamics.uses_state
@@ -414,11 +438,26 @@ class CheckedPlugin:
         return getattr(self.__dict__["dynamics"], attribute)
 
 
-def recorded_plugins(directory: Path, protocol: dict[str, Any]) -> dict[str, str]:
-    """The plug-ins (``{name: target}``) a results file in ``directory`` ran under ``protocol``; {} if none."""
+def recorded_plugins(directory: Path, protocol: dict[str, Any], key: str = "plugins") -> dict[str, str]:
+    """The plug-ins (``{name: target}``; ``key="plugin_digests"``: ``{name: digest}``) a results file in
+    ``directory`` ran under ``protocol``; {} if none."""
     earlier = earlier_results(directory, protocol)
-    plugins = earlier["meta"].get("plugins") if earlier else None
+    plugins = earlier["meta"].get(key) if earlier else None
     return {str(k): str(v) for k, v in plugins.items()} if isinstance(plugins, dict) else {}
+
+
+def select_models(text: str, builtin: tuple[str, ...], plugins: dict[str, str]) -> list[str]:
+    """The built-in models a ``--models`` comma list selects; it may name the plug-ins too (always run) and may
+    be empty when there are plug-ins, but must select something."""
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(chosen) - set(builtin) - set(plugins))
+    if unknown:
+        raise SystemExit(
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join((*builtin, *plugins))}"
+        )
+    if not chosen and not plugins:
+        raise SystemExit(f"--models selects no model; choose from {', '.join(builtin)} (or add --dynamics)")
+    return [m for m in builtin if m in chosen]
 
 
 def reseed(dynamics: Any, seed: int) -> None:

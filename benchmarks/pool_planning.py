@@ -75,12 +75,20 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         seeds.append(meta.get("seed"))
     games: dict[str, dict[str, list[int]]] = {}
     overall: dict[str, dict[str, Any]] = {}
-    # Plug-in models (--dynamics): pooled when every file ran the same target under the same name.
+    # Plug-in models (--dynamics): pooled when every file ran the same code under the same name (the digest
+    # of its module file where every file records one, else the same target).
     targets: dict[str, list[str | None]] = {}
     for run in runs:
         for plugin in run["meta"].get("plugins") or {}:
             targets.setdefault(plugin, [(r["meta"].get("plugins") or {}).get(plugin) for r in runs])
-    plugins = [name for name, given in targets.items() if len(set(given)) == 1]
+    plugins = []
+    for name, given in targets.items():
+        digests = [(r["meta"].get("plugin_digests") or {}).get(name) for r in runs]
+        same = len(set(digests)) == 1 if None not in digests else len(set(given)) == 1 and None not in given
+        if same:
+            plugins.append(name)
+        else:
+            print(f"[{name}] left out of the pool: not the same plug-in in every file (targets {given})")
     candidates = [*MODELS, *targets]
     # A model enters the pool only with episodes of every game in every file (else its row would mix games).
     pooled = [
@@ -106,7 +114,8 @@ def pool(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     for a, b in (*TESTS, *((name, "random") for name in plugins)):
         if a in overall and b in overall:
             (ka, na), (kb, nb) = ((overall[m]["successes"], overall[m]["episodes"]) for m in (a, b))
-            ratio = (ka / na) / (kb / nb) if kb else math.inf if ka else math.nan
+            # None where the ratio is undefined (no success on b's side): JSON has no NaN or infinity.
+            ratio = (ka / na) / (kb / nb) if kb else None
             tests[f"{a}_vs_{b}"] = {"ratio": ratio, "p": fisher_greater(ka, na, kb, nb)}
     return {
         "seeds": seeds,
@@ -136,7 +145,14 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([model, *cells, *per_seed, total]) + " |")
     lines += ["", "| comparison | ratio of success rates | one-sided Fisher exact p |", "|---|---|---|"]
     for name, test in results["tests"].items():
-        lines.append(f"| {name.replace('_vs_', ' > ')} | {test['ratio']:.2f}x | {test['p']:.3f} |")
+        ratio = "—" if test["ratio"] is None else f"{test['ratio']:.2f}x"
+        lines.append(f"| {name.replace('_vs_', ' > ')} | {ratio} | {test['p']:.3f} |")
+    left_out = results["meta"].get("left_out")
+    if left_out:
+        lines += [
+            "",
+            f"Left out (not in every file, or another plug-in under one name): {', '.join(left_out)}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

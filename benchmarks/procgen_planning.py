@@ -104,6 +104,7 @@ from benchmarks._common import (
     parse_plugins,
     recorded_plugins,
     reseed,
+    select_models,
     skip_other_bundle,
     wilson,
 )
@@ -586,10 +587,10 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     _common.write_results(out, results, markdown_table)
 
 
-def _selection(text: str, known: tuple[str, ...], what: str, allow_none: bool = False) -> list[str]:
+def _selection(text: str, known: tuple[str, ...], what: str) -> list[str]:
     chosen = [x.strip() for x in text.split(",") if x.strip()]
     unknown = sorted(set(chosen) - set(known))
-    if unknown or not (chosen or allow_none):
+    if unknown or not chosen:
         raise SystemExit(f"unknown or no {what} {', '.join(unknown)}; choose from {', '.join(known)}")
     return [x for x in known if x in chosen]
 
@@ -601,7 +602,7 @@ def main(args: Args) -> dict[str, Any]:
     if args.cost not in COSTS:
         raise SystemExit(f"unknown cost {args.cost!r}; choose from {', '.join(COSTS)}")
     plugins = parse_plugins(args.dynamics, MODELS)
-    models = _selection(args.models, MODELS, "model(s)", allow_none=bool(plugins))  # plug-ins alone are fine
+    models = select_models(args.models, MODELS, plugins)
     names = (*MODELS, *plugins)
     games = _selection(args.games, GAMES, "game(s)")
     p = dict(PRESETS[args.preset])
@@ -667,6 +668,7 @@ def main(args: Args) -> dict[str, Any]:
                 "moves; goal = frame before the completing step",
                 "bundles": bundle_meta,
                 "plugins": {**plugins, **kept},
+                "plugin_digests": digests,
                 "cpu_count": os.cpu_count(),
                 "complete": complete,
                 "wall_minutes": (time.time() - start) / 60,
@@ -677,78 +679,92 @@ def main(args: Args) -> dict[str, Any]:
             },
         }
 
-    with tempfile.TemporaryDirectory(prefix="procgen_planning_") as tmp:
-        paths, skipped = bundle_dirs(args, games, Path(tmp))
-        # A bundle is identified by its path and a digest of its weights, so that a result is never taken
-        # over for another model behind the same path.
-        bundle_meta = {
-            game: {name: f"{path} sha256:{bundle_digest(path)}" for name, path in paths[game].items()}
-            for game in games
-        }
-        # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
-        finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
-        # Plug-ins are checked (on the first game) before any work; those --out holds and this run does not
-        # are kept, game by game where their scenes are this run's.
-        space = spaces.Discrete(NUM_ACTIONS)
-        first_game = {n: load_plugin(n, t, procgen_env_id(games[0]), space) for n, t in plugins.items()}
-        kept = {n: t for n, t in recorded_plugins(args.out, protocol).items() if n not in names}
-        names = (*names, *kept)
-        # Every game's scenes first, and every finished model taken over before any runs, so that each
-        # snapshot written below holds them: a snapshot without them would replace their only record in --out.
-        for game in games:
-            for name in MODELS:
-                if name not in models:
-                    skipped[game].setdefault(name, "not selected (--models)")
-            scenes, search = find_scenes(
-                game, p["scenes"], args.seed, p["max_candidates"], p["bfs_budget"], p["rollouts"]
+    loaded: dict[tuple[str, str], Any] = {}  # (game, plug-in) loaded and not yet run
+    try:
+        with tempfile.TemporaryDirectory(prefix="procgen_planning_") as tmp:
+            paths, skipped = bundle_dirs(args, games, Path(tmp))
+            # A bundle is identified by its path and a digest of its weights, so that a result is never taken
+            # over for another model behind the same path.
+            bundle_meta = {
+                game: {name: f"{path} sha256:{bundle_digest(path)}" for name, path in paths[game].items()}
+                for game in games
+            }
+            # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
+            finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
+            # Plug-ins are loaded for every game and checked before any work (those not run are closed at the
+            # end, whatever happens); those --out holds and this run does not are kept, game by game where their
+            # scenes are this run's.
+            space = spaces.Discrete(NUM_ACTIONS)
+            for game in games:
+                for name, target in plugins.items():
+                    loaded[game, name] = load_plugin(name, target, procgen_env_id(game), space)
+            digests = {n: loaded[games[0], n].digest for n in plugins}
+            kept = {n: t for n, t in recorded_plugins(args.out, protocol).items() if n not in names}
+            digests.update(
+                {n: d for n, d in recorded_plugins(args.out, protocol, "plugin_digests").items() if n in kept}
             )
-            print(
-                f"[{game}] {search['found']} scenes from {search['tried']} levels ({search['seconds']:.0f} s)"
-            )
-            g = per_game[game] = {"scenes": scenes, "search": search, "skipped": skipped[game]}
-            g.update(rows={}, minutes={}, reused={})
-            summaries = [scene.summary() for scene in scenes]
-            for name in MODELS:
-                # Only episodes played on these very scenes count.
-                done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
-                source = next((d for d, entry in done.items() if entry[1] == summaries), None)
-                if name in skipped[game]:
-                    # Not selected: what --out already holds for it stays (a run on other models rewrote it as null).
-                    if source != args.out or skipped[game][name] != "not selected (--models)":
+            names = (*names, *kept)
+            # Every game's scenes first, and every finished model taken over before any runs, so that each
+            # snapshot written below holds them: a snapshot without them would replace their only record in --out.
+            for game in games:
+                for name in MODELS:
+                    if name not in models:
+                        skipped[game].setdefault(name, "not selected (--models)")
+                scenes, search = find_scenes(
+                    game, p["scenes"], args.seed, p["max_candidates"], p["bfs_budget"], p["rollouts"]
+                )
+                print(
+                    f"[{game}] {search['found']} scenes from {search['tried']} levels ({search['seconds']:.0f} s)"
+                )
+                g = per_game[game] = {"scenes": scenes, "search": search, "skipped": skipped[game]}
+                g.update(rows={}, minutes={}, reused={})
+                summaries = [scene.summary() for scene in scenes]
+                for name in MODELS:
+                    # Only episodes played on these very scenes count.
+                    done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
+                    source = next((d for d, entry in done.items() if entry[1] == summaries), None)
+                    if name in skipped[game]:
+                        # Not selected: what --out already holds for it stays (a run on other models rewrote it as null).
+                        if source != args.out or skipped[game][name] != "not selected (--models)":
+                            continue
+                        del skipped[game][name]
+                    if source is not None:
+                        g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
+                        copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")
+                        print(
+                            f"[{game}/{name}] finished earlier under the same protocol: taken from {source}"
+                        )
+                for name in kept:
+                    entry = finished[args.out].get(game, {}).get(name)
+                    if entry is not None and entry[1] == summaries:
+                        g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
+                        print(f"[{game}/{name}] a plug-in of an earlier run in --out, not given now: kept")
+            for game in games:
+                g, scenes = per_game[game], per_game[game]["scenes"]
+                to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]
+                bundles = {n: load_bundle(n, path) for n, path in paths[game].items() if n in to_run}
+                for name in MODELS:
+                    if name in skipped[game]:
+                        print(f"[{game}/{name}] skipped: {skipped[game][name]}")
+                    if name not in to_run:
                         continue
-                    del skipped[game][name]
-                if source is not None:
-                    g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
-                    copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")
-                    print(f"[{game}/{name}] finished earlier under the same protocol: taken from {source}")
-            for name in kept:
-                entry = finished[args.out].get(game, {}).get(name)
-                if entry is not None and entry[1] == summaries:
-                    g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
-                    print(f"[{game}/{name}] a plug-in of an earlier run in --out, not given now: kept")
-        for game in games:
-            g, scenes = per_game[game], per_game[game]["scenes"]
-            to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]
-            bundles = {n: load_bundle(n, path) for n, path in paths[game].items() if n in to_run}
-            for name in MODELS:
-                if name in skipped[game]:
-                    print(f"[{game}/{name}] skipped: {skipped[game][name]}")
-                if name not in to_run:
-                    continue
-                model_start = time.time()
-                g["rows"][name] = evaluate_model(name, game, scenes, p, args, bundles.get(name))
-                g["minutes"][name] = (time.time() - model_start) / 60
-                results = snapshot(complete=False)
-                write_results(args.out, results)
-            for name, target in plugins.items():
-                model_start = time.time()
-                plugin = first_game.pop(name, None) or load_plugin(name, target, procgen_env_id(game), space)
-                g["rows"][name] = evaluate_model(name, game, scenes, p, args, plugin=plugin)
-                g["minutes"][name] = (time.time() - model_start) / 60
-                results = snapshot(complete=False)
-                write_results(args.out, results)
-        results = snapshot(complete=True)
-        write_results(args.out, results)
+                    model_start = time.time()
+                    g["rows"][name] = evaluate_model(name, game, scenes, p, args, bundles.get(name))
+                    g["minutes"][name] = (time.time() - model_start) / 60
+                    results = snapshot(complete=False)
+                    write_results(args.out, results)
+                for name in plugins:
+                    model_start = time.time()
+                    plugin = loaded.pop((game, name))
+                    g["rows"][name] = evaluate_model(name, game, scenes, p, args, plugin=plugin)
+                    g["minutes"][name] = (time.time() - model_start) / 60
+                    results = snapshot(complete=False)
+                    write_results(args.out, results)
+            results = snapshot(complete=True)
+            write_results(args.out, results)
+    finally:
+        for plugin in loaded.values():  # not run (an earlier model failed): closed all the same
+            close_dynamics(plugin)
     print(markdown_table(results))
     return results
 

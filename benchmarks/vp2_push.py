@@ -92,6 +92,7 @@ from benchmarks._common import (
     parse_plugins,
     recorded_plugins,
     reseed,
+    select_models,
     skip_other_bundle,
     wilson,
 )
@@ -317,12 +318,9 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
 def main(args: Args) -> dict[str, Any]:
     if args.preset not in PRESETS:
         raise SystemExit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
     plugins = parse_plugins(args.dynamics, MODELS)
+    chosen = select_models(args.models, MODELS, plugins)
     names = (*MODELS, *plugins)
-    unknown = sorted(set(chosen) - set(MODELS))
-    if unknown:
-        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     p = dict(PRESETS[args.preset])
     if args.tasks < 0 or args.samples < 0:
         raise SystemExit(
@@ -360,6 +358,7 @@ def main(args: Args) -> dict[str, Any]:
         }
 
         env = make_env(PUSH_ENV_ID)
+        loaded: dict[str, Any] = {}  # plug-ins loaded and not yet run: closed at the end whatever happens
         try:
             tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped)
             per_task: dict[str, list[dict[str, Any]] | None] = {}
@@ -369,13 +368,18 @@ def main(args: Args) -> dict[str, Any]:
             # Read once, before anything runs: earlier runs' finished models, the out directory's first.
             finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
             # Plug-ins are checked before any model runs; those --out holds and this run does not are kept.
-            loaded = {n: load_plugin(n, t, PUSH_ENV_ID, env.action_space) for n, t in plugins.items()}
+            for name, target in plugins.items():
+                loaded[name] = load_plugin(name, target, PUSH_ENV_ID, env.action_space)
             kept = {
                 name: target
                 for name, target in recorded_plugins(args.out, protocol).items()
                 if name not in names and name in finished[args.out]
             }
             names = (*names, *kept)
+            digests = {n: plugin.digest for n, plugin in loaded.items()}
+            digests.update(
+                {n: d for n, d in recorded_plugins(args.out, protocol, "plugin_digests").items() if n in kept}
+            )
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
@@ -393,6 +397,7 @@ def main(args: Args) -> dict[str, Any]:
                         "success_threshold_m": SUCCESS_THRESHOLD,
                         "bundles": bundle_meta,
                         "plugins": {**plugins, **kept},
+                        "plugin_digests": digests,
                         "cpu_count": os.cpu_count(),
                         "complete": complete,
                         "wall_minutes": (time.time() - start) / 60,
@@ -403,6 +408,9 @@ def main(args: Args) -> dict[str, Any]:
 
             # Take over every finished model before running any, so that each snapshot written below holds
             # them: a snapshot without them would replace the only record of them in --out.
+            for name in kept:
+                per_task[name], minutes[name], reused[name] = finished[args.out][name]
+                print(f"[{name}] a plug-in of an earlier run in --out, not given now: kept")
             for name in MODELS:
                 source = next((d for d, done in finished.items() if name in done), None)
                 if name in skipped:
@@ -423,12 +431,9 @@ def main(args: Args) -> dict[str, Any]:
                 minutes[name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
-            for name in kept:
-                per_task[name], minutes[name], reused[name] = finished[args.out][name]
-                print(f"[{name}] a plug-in of an earlier run in --out, not given now: kept")
-            for name, plugin in loaded.items():
+            for name in list(loaded):
                 model_start = time.time()
-                per_task[name] = evaluate_model(name, env, tasks, p, args, plugin=plugin)
+                per_task[name] = evaluate_model(name, env, tasks, p, args, plugin=loaded.pop(name))
                 minutes[name] = (time.time() - model_start) / 60
                 results = snapshot(complete=False)
                 write_results(args.out, results)
@@ -436,6 +441,8 @@ def main(args: Args) -> dict[str, Any]:
             write_results(args.out, results)
         finally:
             env.close()
+            for plugin in loaded.values():
+                close_dynamics(plugin)
     print(markdown_table(results))
     return results
 

@@ -4,6 +4,8 @@ seeds. The proof: the real simulator handed in as a plug-in plays exactly the or
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,18 @@ from benchmarks import pool_planning, procgen_planning, vp2_push
 from benchmarks._common import load_plugin, parse_plugins
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def forget_plugin_modules():
+    """A FILE.py plug-in is imported once per process under its file's name, its folder first on sys.path: the
+    tests write files of one name in many folders, so each test forgets what the last one imported."""
+    modules, path = set(sys.modules), list(sys.path)
+    yield
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+    sys.path[:] = path
+
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "copy_last_dynamics.py"
 
@@ -116,10 +130,14 @@ def test_a_procgen_plug_in_gets_the_same_scenes_and_seeds_and_is_pooled(tmp_path
     assert {"sim", "rec"} <= set(pooled["all"]) and "rec_vs_random" in pooled["tests"]
     assert pooled["all"]["sim"]["successes"] == pooled["all"]["oracle"]["successes"]
     # A plug-in run under another target in one file is left out of the pool, and says so.
-    runs[1]["meta"]["plugins"]["rec"] = "elsewhere.py:make"
+    # The same code spelled another way pools; other code under the same name is left out, and says so.
+    runs[1]["meta"]["plugins"]["rec"] = "elsewhere/rec.py:make"
+    assert "rec" in pool_planning.pool(runs, ["seed0", "seed1"])["all"]
+    runs[1]["meta"]["plugin_digests"]["rec"] = "sha256:other"
     pooled = pool_planning.pool(runs, ["seed0", "seed1"])
     assert "rec" not in pooled["all"] and "rec" in pooled["meta"]["left_out"]
-    assert pooled["meta"]["plugins"]["rec"] == [f"{rec}:make", "elsewhere.py:make"]
+    assert pooled["meta"]["plugins"]["rec"] == [f"{rec}:make", "elsewhere/rec.py:make"]
+    assert "Left out" in pool_planning.markdown_table(pooled)
 
     # Rerun seed 0 into the same --out with the simulator plug-in alone (no built-in model): it runs again,
     # and what --out held of the others, the recorder plug-in included, stays.
@@ -168,6 +186,73 @@ def test_a_bad_plug_in_stops_the_run_before_any_model_runs(tmp_path):
         assert not list(args.out.glob("*.gif")) and not (args.out / "results.json").exists()
 
 
+# Imports a neighbour file, counts its imports and its factory calls, refuses maze, records closes.
+PER_GAME_PLUGIN = """
+import os
+import numpy as np
+from gymnasium import spaces
+from neighbour import SHIFT
+
+IMPORTS = int(os.environ.get("PLUGIN_IMPORTS", "0")) + 1
+os.environ["PLUGIN_IMPORTS"] = str(IMPORTS)
+
+class Shift:
+    context_frames, uses_state = 1, False
+    action_space = spaces.Discrete(15)
+    def rollout(self, context, actions, state=None):
+        return np.roll(np.repeat(context[:, -1:], actions.shape[1], axis=1), SHIFT, axis=3)
+    def close(self):
+        with open(os.environ["PLUGIN_CLOSED"], "a") as f:
+            f.write("closed\\n")
+
+def make(env_id):
+    if "maze" in env_id:
+        raise FileNotFoundError("no checkpoint for " + env_id)
+    return Shift()
+"""
+
+
+def test_every_games_plug_in_is_loaded_before_any_model_runs_and_closed_whatever_happens(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "neighbour.py").write_text("SHIFT = 2\n")
+    (tmp_path / "pergame.py").write_text(PER_GAME_PLUGIN)
+    closed = tmp_path / "closed.txt"
+    monkeypatch.setenv("PLUGIN_CLOSED", str(closed))
+    monkeypatch.delenv("PLUGIN_IMPORTS", raising=False)
+    args = procgen_planning.Args(
+        preset="smoke", games="jumper,maze", models="random", dynamics=[f"pg={tmp_path / 'pergame.py'}:make"]
+    )
+    args.out = tmp_path / "out"
+    with pytest.raises(
+        SystemExit,
+        match=r"pg=.*pergame.py:make: make\('AdaWorld/Procgen-maze-v0'\) failed: "
+        "FileNotFoundError: no checkpoint for AdaWorld/Procgen-maze-v0",
+    ):
+        procgen_planning.main(args)
+    assert not (args.out / "results.json").exists()  # no game ran
+    assert closed.read_text() == "closed\n"  # jumper's, loaded before maze's failed
+    # Games that load: the file (and its neighbour) imported once, one factory call per game.
+    closed.unlink()
+    args.games = "jumper,caveflyer"
+    results = procgen_planning.main(args)
+    assert os.environ["PLUGIN_IMPORTS"] == "1"
+    assert closed.read_text() == "closed\nclosed\n"
+    assert all(results[g]["per_episode"]["pg"] for g in ("jumper", "caveflyer"))
+    assert results["meta"]["plugin_digests"]["pg"].startswith("sha256:")
+
+
+def test_models_may_name_plug_ins_and_may_be_empty_only_with_one(tmp_path):
+    with pytest.raises(SystemExit, match="--models selects no model"):
+        vp2_push.main(vp2_push.Args(preset="smoke", models="", out=tmp_path / "a"))
+    with pytest.raises(SystemExit, match="--models selects no model"):
+        procgen_planning.main(procgen_planning.Args(preset="smoke", models=" ", out=tmp_path / "b"))
+    results = vp2_push.main(
+        vp2_push.Args(preset="smoke", models="still", dynamics=[f"still={EXAMPLE}:make"], out=tmp_path / "c")
+    )
+    assert [n for n, rate in results["success"].items() if rate is not None] == ["still"]
+
+
 def test_list_flags_given_twice_take_every_value():
     args = vp2_push.parse_args(
         ["--dynamics", "a=m:f", "--dynamics", "b=m:g", "c=./x.py:h", "--reuse", "A", "--reuse", "B"]
@@ -189,11 +274,11 @@ def test_bad_dynamics_flags_exit_before_any_work():
         ("mine=pkg.mod", "NAME=MODULE:FACTORY"),
         ("mine=pkg.mod:", "NAME=MODULE:FACTORY"),
         ("my model=pkg.mod:make", "must be an identifier"),
-        ("oracle=pkg.mod:make", "is taken"),
+        ("oracle=pkg.mod:make", "'oracle' is a built-in model"),
     ]:
         with pytest.raises(SystemExit, match=message):
             parse_plugins([spec], ("oracle",))
-    with pytest.raises(SystemExit, match="'a' is taken"):
+    with pytest.raises(SystemExit, match="the name 'a' is given twice"):
         parse_plugins(["a=x:y", "a=x:z"], ())
 
 

@@ -62,7 +62,9 @@ class Dynamics(Protocol):
         """Predict the frames after each action of each candidate.
 
         Args:
-            context: uint8 ``[B, k, H, W, 3]`` past frames per candidate, oldest first (learned models).
+            context: uint8 ``[B, k, H, W, 3]`` past frames per candidate, oldest first (learned models); k is at
+                most ``context_frames`` and smaller at an episode's start. Planners pass a read-only broadcast
+                view: copy it before writing into it.
             actions: ``[B, T, *action_space.shape]`` candidate action sequences (``[B, T]`` ints for Discrete).
             state: the simulator state to start every candidate from (simulators).
 
