@@ -510,9 +510,9 @@ def _add_shares_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _subcommand(sub: Any, name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 (argparse's name)
     """A subcommand whose own ``--help`` opens with what it does (the line ``adaworld --help`` lists for it)."""
-    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".", **kwargs)
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
 
 
 def build_parser() -> argparse.ArgumentParser:

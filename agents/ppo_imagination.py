@@ -206,7 +206,7 @@ def run_game(game: str, bundle: AdaWorldBundle, p: Preset, seeds: Sequence[int],
         try:
             agent = ppo(real_env, seed, p.n_steps, p.num_envs, out / "tb" / game)
             agent.learn(real_frames, tb_log_name=f"real_seed{seed}")
-        finally:  # an unclosed Procgen env left for the garbage collector ends the run with a BufferError
+        finally:  # Procgen envs are closed, not left to the garbage collector (see test_env_and_agent_user_paths)
             real_env.close()
         real_seen.append(int(agent.num_timesteps))
         rows["real"].append(evaluate(game, agent, p.eval_episodes, p.eval_max_steps, seed)[0])
@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["skipped"][game] = f"no bundle at {bundle_dir}"
             continue
         bundle = AdaWorldBundle.from_pretrained(
-            bundle_dir, expected_action_space=spaces.Discrete(NUM_ACTIONS)
+            bundle_dir,
+            expected_action_space=spaces.Discrete(NUM_ACTIONS),  # no Procgen env opened for it
         )
         if bundle.reward_head is None:
             results["skipped"][game] = "bundle has no reward head (adaworld train-reward)"
@@ -377,7 +378,7 @@ def check_selection(games: list[str], seeds: list[int], start_data: str | None) 
     for game in checked if start_data is not None else ():
         try:
             where = Path(start_data.format(game=game))
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, AttributeError):
             raise SystemExit(f"--start-data {start_data!r}: the only placeholder is {{game}}") from None
         if not where.is_dir():
             raise SystemExit(f"--start-data: no episode directory {where} (for {game})")

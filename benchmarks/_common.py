@@ -9,7 +9,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +59,7 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 # --help for the fields most benchmarks share, where their dataclass says nothing more.
 GENERIC_HELP = {
-    "preset": "named settings (see below)",
+    "preset": "named settings (tasks, sizes, planner budget: the module's PRESETS)",
     "seed": "run seed: every draw follows from it (same seed, same numbers, timings aside)",
     "out": "results directory (results.json, results.md, plots and GIFs)",
     "threads": "torch threads",
@@ -438,12 +438,23 @@ class CheckedPlugin:
         return getattr(self.__dict__["dynamics"], attribute)
 
 
-def recorded_plugins(directory: Path, protocol: dict[str, Any], key: str = "plugins") -> dict[str, str]:
-    """The plug-ins (``{name: target}``; ``key="plugin_digests"``: ``{name: digest}``) a results file in
-    ``directory`` ran under ``protocol``; {} if none."""
-    earlier = earlier_results(directory, protocol)
-    plugins = earlier["meta"].get(key) if earlier else None
-    return {str(k): str(v) for k, v in plugins.items()} if isinstance(plugins, dict) else {}
+def earlier_plugins(meta: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """``({name: target}, {name: digest})`` of the plug-ins an earlier results file's ``meta`` records."""
+    meta = meta if isinstance(meta, dict) else {}
+    targets, digests = meta.get("plugins"), meta.get("plugin_digests")
+    targets = {str(k): str(v) for k, v in targets.items()} if isinstance(targets, dict) else {}
+    digests = {str(k): str(v) for k, v in digests.items()} if isinstance(digests, dict) else {}
+    return targets, digests
+
+
+def kept_plugins(
+    meta: dict[str, Any] | None, finished: Iterable[str]
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """``({name: target}, {name: digest})`` of the plug-ins an earlier run in ``--out`` (its ``meta``) finished
+    (``finished``: the model names with complete rows there): kept until a plug-in run now replaces them."""
+    targets, digests = earlier_plugins(meta)
+    done = set(finished)
+    return {n: t for n, t in targets.items() if n in done}, {n: digests.get(n) for n in targets if n in done}
 
 
 def select_models(text: str, builtin: tuple[str, ...], plugins: dict[str, str]) -> list[str]:

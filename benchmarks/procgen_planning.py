@@ -96,13 +96,14 @@ from benchmarks._common import (
     close_dynamics,
     copy_gifs,
     derived_seed,
+    earlier_plugins,
     earlier_results,
     imagining_dynamics,
     jsonable_args,
+    kept_plugins,
     load_plugin,
     parse_dataclass_args,
     parse_plugins,
-    recorded_plugins,
     reseed,
     select_models,
     skip_other_bundle,
@@ -487,7 +488,7 @@ def finished_models(
         g = earlier.get(game)
         if not isinstance(g, dict) or not isinstance(g.get("per_episode"), dict):
             continue
-        for name in (*MODELS, *recorded_plugins(directory, protocol)):
+        for name in (*MODELS, *earlier_plugins(meta)[0]):
             rows = g["per_episode"].get(name)
             if not rows or len(rows) != g.get("n_episodes"):
                 continue
@@ -667,8 +668,8 @@ def main(args: Args) -> dict[str, Any]:
                 f"{p['rollouts']} sticky random move sequences; completion in {MIN_REACH_STEPS}-{EPISODE_STEPS} "
                 "moves; goal = frame before the completing step",
                 "bundles": bundle_meta,
-                "plugins": {**plugins, **kept},
-                "plugin_digests": digests,
+                "plugins": dict(targets),  # of the plug-in rows present (the last run's where both)
+                "plugin_digests": dict(digests),
                 "cpu_count": os.cpu_count(),
                 "complete": complete,
                 "wall_minutes": (time.time() - start) / 60,
@@ -691,19 +692,18 @@ def main(args: Args) -> dict[str, Any]:
             }
             # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
             finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
-            # Plug-ins are loaded for every game and checked before any work (those not run are closed at the
-            # end, whatever happens); those --out holds and this run does not are kept, game by game where their
-            # scenes are this run's.
+            # Plug-ins are made for every game and checked before any work (those not run are closed at the
+            # end, whatever happens). Those --out finished earlier are kept, game by game where their scenes are
+            # this run's, until a plug-in given now replaces them (meta.reused says which rows are earlier ones).
             space = spaces.Discrete(NUM_ACTIONS)
             for game in games:
                 for name, target in plugins.items():
                     loaded[game, name] = load_plugin(name, target, procgen_env_id(game), space)
-            digests = {n: loaded[games[0], n].digest for n in plugins}
-            kept = {n: t for n, t in recorded_plugins(args.out, protocol).items() if n not in names}
-            digests.update(
-                {n: d for n, d in recorded_plugins(args.out, protocol, "plugin_digests").items() if n in kept}
+            earlier = earlier_results(args.out, protocol)
+            targets, digests = kept_plugins(
+                earlier and earlier["meta"], {n for f in finished[args.out].values() for n in f}
             )
-            names = (*names, *kept)
+            names = (*names, *(n for n in targets if n not in names))
             # Every game's scenes first, and every finished model taken over before any runs, so that each
             # snapshot written below holds them: a snapshot without them would replace their only record in --out.
             for game in games:
@@ -734,11 +734,12 @@ def main(args: Args) -> dict[str, Any]:
                         print(
                             f"[{game}/{name}] finished earlier under the same protocol: taken from {source}"
                         )
-                for name in kept:
+                for name in targets:
                     entry = finished[args.out].get(game, {}).get(name)
                     if entry is not None and entry[1] == summaries:
                         g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
-                        print(f"[{game}/{name}] a plug-in of an earlier run in --out, not given now: kept")
+                        again = ", until run again" * (name in plugins)
+                        print(f"[{game}/{name}] a plug-in finished earlier in --out: kept{again}")
             for game in games:
                 g, scenes = per_game[game], per_game[game]["scenes"]
                 to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]
@@ -758,6 +759,8 @@ def main(args: Args) -> dict[str, Any]:
                     plugin = loaded.pop((game, name))
                     g["rows"][name] = evaluate_model(name, game, scenes, p, args, plugin=plugin)
                     g["minutes"][name] = (time.time() - model_start) / 60
+                    targets[name], digests[name] = plugins[name], plugin.digest
+                    g["reused"].pop(name, None)
                     results = snapshot(complete=False)
                     write_results(args.out, results)
             results = snapshot(complete=True)

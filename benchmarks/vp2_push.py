@@ -84,13 +84,14 @@ from benchmarks._common import (
     close_dynamics,
     copy_gifs,
     derived_seed,
+    earlier_plugins,
     earlier_results,
     imagining_dynamics,
     jsonable_args,
+    kept_plugins,
     load_plugin,
     parse_dataclass_args,
     parse_plugins,
-    recorded_plugins,
     reseed,
     select_models,
     skip_other_bundle,
@@ -225,7 +226,7 @@ def finished_models(directory: Path, protocol: dict[str, Any], bundles: dict[str
         return {}
     meta, per_task = earlier["meta"], earlier["per_task"]
     found = {}
-    for name in (*MODELS, *recorded_plugins(directory, protocol)):
+    for name in (*MODELS, *earlier_plugins(meta)[0]):
         rows = per_task.get(name)
         if not rows or len(rows) != protocol["tasks"]:
             continue
@@ -367,19 +368,13 @@ def main(args: Args) -> dict[str, Any]:
             results: dict[str, Any] = {}
             # Read once, before anything runs: earlier runs' finished models, the out directory's first.
             finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
-            # Plug-ins are checked before any model runs; those --out holds and this run does not are kept.
+            # Plug-ins are checked before any model runs. Those --out finished earlier are kept (with the target
+            # and digest they ran) until a plug-in given now replaces them: a rerun never drops rows it had.
             for name, target in plugins.items():
                 loaded[name] = load_plugin(name, target, PUSH_ENV_ID, env.action_space)
-            kept = {
-                name: target
-                for name, target in recorded_plugins(args.out, protocol).items()
-                if name not in names and name in finished[args.out]
-            }
-            names = (*names, *kept)
-            digests = {n: plugin.digest for n, plugin in loaded.items()}
-            digests.update(
-                {n: d for n, d in recorded_plugins(args.out, protocol, "plugin_digests").items() if n in kept}
-            )
+            earlier = earlier_results(args.out, protocol)
+            targets, digests = kept_plugins(earlier and earlier["meta"], finished[args.out])
+            names = (*names, *(n for n in targets if n not in names))
 
             def snapshot(complete: bool) -> dict[str, Any]:
                 return {
@@ -396,8 +391,8 @@ def main(args: Args) -> dict[str, Any]:
                         "cost": "VP2 mse_rgb: squared error summed over predicted frames, pixels in [0, 1]",
                         "success_threshold_m": SUCCESS_THRESHOLD,
                         "bundles": bundle_meta,
-                        "plugins": {**plugins, **kept},
-                        "plugin_digests": digests,
+                        "plugins": dict(targets),  # of the plug-in rows present (kept or run)
+                        "plugin_digests": dict(digests),
                         "cpu_count": os.cpu_count(),
                         "complete": complete,
                         "wall_minutes": (time.time() - start) / 60,
@@ -408,9 +403,12 @@ def main(args: Args) -> dict[str, Any]:
 
             # Take over every finished model before running any, so that each snapshot written below holds
             # them: a snapshot without them would replace the only record of them in --out.
-            for name in kept:
+            for name in targets:
                 per_task[name], minutes[name], reused[name] = finished[args.out][name]
-                print(f"[{name}] a plug-in of an earlier run in --out, not given now: kept")
+                print(
+                    f"[{name}] a plug-in finished earlier in --out: kept"
+                    + (", until run again" * (name in loaded))
+                )
             for name in MODELS:
                 source = next((d for d, done in finished.items() if name in done), None)
                 if name in skipped:
@@ -433,8 +431,11 @@ def main(args: Args) -> dict[str, Any]:
                 write_results(args.out, results)
             for name in list(loaded):
                 model_start = time.time()
-                per_task[name] = evaluate_model(name, env, tasks, p, args, plugin=loaded.pop(name))
+                plugin = loaded.pop(name)
+                per_task[name] = evaluate_model(name, env, tasks, p, args, plugin=plugin)
                 minutes[name] = (time.time() - model_start) / 60
+                targets[name], digests[name] = plugins[name], plugin.digest
+                reused.pop(name, None)
                 results = snapshot(complete=False)
                 write_results(args.out, results)
             results = snapshot(complete=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,9 @@ def forget_plugin_modules():
     tests write files of one name in many folders, so each test forgets what the last one imported."""
     modules, path = set(sys.modules), list(sys.path)
     yield
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+    for name in set(sys.modules) - modules:  # the test's own plug-in files, not the libraries they imported
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(tempfile.gettempdir()):
+            del sys.modules[name]
     sys.path[:] = path
 
 
@@ -129,7 +131,6 @@ def test_a_procgen_plug_in_gets_the_same_scenes_and_seeds_and_is_pooled(tmp_path
     pooled = pool_planning.pool(runs, ["seed0", "seed1"])
     assert {"sim", "rec"} <= set(pooled["all"]) and "rec_vs_random" in pooled["tests"]
     assert pooled["all"]["sim"]["successes"] == pooled["all"]["oracle"]["successes"]
-    # A plug-in run under another target in one file is left out of the pool, and says so.
     # The same code spelled another way pools; other code under the same name is left out, and says so.
     runs[1]["meta"]["plugins"]["rec"] = "elsewhere/rec.py:make"
     assert "rec" in pool_planning.pool(runs, ["seed0", "seed1"])["all"]
@@ -137,7 +138,8 @@ def test_a_procgen_plug_in_gets_the_same_scenes_and_seeds_and_is_pooled(tmp_path
     pooled = pool_planning.pool(runs, ["seed0", "seed1"])
     assert "rec" not in pooled["all"] and "rec" in pooled["meta"]["left_out"]
     assert pooled["meta"]["plugins"]["rec"] == [f"{rec}:make", "elsewhere/rec.py:make"]
-    assert "Left out" in pool_planning.markdown_table(pooled)
+    left_out = pool_planning.markdown_table(pooled).split("Left out", 1)[1]
+    assert "rec" in left_out and "sim" not in left_out
 
     # Rerun seed 0 into the same --out with the simulator plug-in alone (no built-in model): it runs again,
     # and what --out held of the others, the recorder plug-in included, stays.
@@ -170,6 +172,39 @@ def test_a_push_plug_in_of_an_earlier_run_in_out_is_kept(tmp_path):
     assert second["meta"]["plugins"] == {"still": f"{EXAMPLE}:make"}
     assert second["meta"]["reused"]["still"] == str(out)
     assert second["success"]["oracle"] is not None and second["success"]["random"] is not None
+
+
+FLAKY_PLUGIN = """
+import os
+import numpy as np
+from gymnasium import spaces
+
+class Still:
+    context_frames, uses_state = 1, False
+    def __init__(self, space):
+        self.action_space = space
+    def rollout(self, context, actions, state=None):
+        if os.environ.get("PLUGIN_FAILS"):
+            raise RuntimeError("out of memory")
+        return np.repeat(context[:, -1:], actions.shape[1], axis=1)
+
+def make(env_id):
+    return Still(spaces.Box(-1.0, 1.0, (4,), np.float32))
+"""
+
+
+def test_a_rerun_that_fails_keeps_the_plug_ins_earlier_rows(tmp_path, monkeypatch):
+    (tmp_path / "flaky.py").write_text(FLAKY_PLUGIN)
+    args = dict(
+        preset="smoke", models="random", dynamics=[f"flaky={tmp_path / 'flaky.py'}:make"], out=tmp_path / "o"
+    )
+    first = vp2_push.main(vp2_push.Args(**args))
+    monkeypatch.setenv("PLUGIN_FAILS", "1")
+    with pytest.raises(RuntimeError, match="out of memory"):  # after the oracle ran and was written down
+        vp2_push.main(vp2_push.Args(**{**args, "models": "random,oracle"}))
+    on_disk = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert on_disk["per_task"]["flaky"] == first["per_task"]["flaky"]  # kept while the rerun ran, and after
+    assert on_disk["meta"]["reused"]["flaky"] == str(tmp_path / "o")
 
 
 def test_a_bad_plug_in_stops_the_run_before_any_model_runs(tmp_path):

@@ -57,3 +57,13 @@ def test_a_model_missing_from_a_game_is_left_out(tmp_path):
     results = main([str(tmp_path / "r.json"), "--out", str(tmp_path / "out")])
     assert list(results["all"]) == ["random"] and results["meta"]["left_out"][:2] == ["oracle", "adaworld"]
     assert results["games"] == {"maze": {"random": [0, 1]}, "heist": {"random": [1, 1]}}
+
+
+def test_a_ratio_with_no_success_below_is_null_in_strict_json(tmp_path):
+    run = _run(0, {"adaworld": [True, False], "action_agnostic": [False, False], "random": [False, False]})
+    (tmp_path / "r.json").write_text(json.dumps(run))
+    results = main([str(tmp_path / "r.json"), "--out", str(tmp_path / "out")])
+    assert results["tests"]["adaworld_vs_random"]["ratio"] is None
+    text = (tmp_path / "out" / "results.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))  # no NaN / Infinity
+    assert "adaworld > random | — |" in (tmp_path / "out" / "results.md").read_text()

@@ -28,6 +28,7 @@ keyword is fixed: ``make("AdaWorld/WorldModel-Procgen-coinrun-v0", name="Robosui
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -90,9 +91,19 @@ def _real_pace(env: Any, name: str) -> Any:
         warnings.warn(
             f"{shipped_env_id(name)}: the bundle given was adapted to {recorded}, not {real_id}; its frames and "
             f'actions are {recorded}\'s (gymnasium.make("AdaWorld/WorldModel-v0", bundle=...) takes any bundle)',
-            stacklevel=4,
+            stacklevel=_caller_level(),
         )
     return env
+
+
+def _caller_level() -> int:
+    """``warnings.warn``'s stacklevel, called right here, that points at the user's line: past this package's
+    frames and Gymnasium's (``gymnasium.make`` and ``make_vec`` reach the env through different depths)."""
+    frame, level = sys._getframe(2), 2  # the frame that calls warnings.warn, then its callers
+    inside = (str(Path(__file__).resolve().parents[1]), f"{os.sep}gymnasium{os.sep}")
+    while frame is not None and any(part in frame.f_code.co_filename for part in inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def shipped_env_id(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Session 29's walk through the package as an RL researcher: what it found, fixed and pinned down."""
+"""User paths through the envs and the PPO agent that a walk as an RL researcher found broken or unclear."""
 
 from __future__ import annotations
 
