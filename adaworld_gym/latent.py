@@ -193,28 +193,50 @@ def plot_latents(
     return path
 
 
+def _even_shares(n: int, sizes: Sequence[int]) -> list[int]:
+    """``n`` split as evenly as possible over subsets of ``sizes`` items, none given more than it has (the
+    remainder to the first ones)."""
+    shares = [0] * len(sizes)
+    open_ = [i for i, size in enumerate(sizes) if size > 0]
+    left = n
+    while left > 0 and open_:
+        each, extra = divmod(left, len(open_))
+        for rank, i in enumerate(list(open_)):
+            give = min(each + (rank < extra), sizes[i] - shares[i])
+            shares[i] += give
+            left -= give
+        open_ = [i for i in open_ if shares[i] < sizes[i]]
+    return shares
+
+
 def sample_latents(
     model, roots: Sequence[str | os.PathLike], n: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Encode ``n`` transitions drawn evenly from every subset under ``roots``.
+    """Encode up to ``n`` transitions drawn evenly from every subset under ``roots``.
 
-    Returns ``(mu [N,d], discrete action or -1 [N], subset index [N], subset names)``.
+    A subset with fewer transitions than its share gives each of them once (its unused share goes to the
+    others), so a short clip is not repeated into a cluster of its own; the others are drawn at random.
+    Returns ``(mu [N,d], discrete action or -1 [N], subset index [N], subset names)``, ``N <= n``.
     """
     from adaworld_gym.data.clips import ClipDataset, find_subsets
 
     rng = np.random.default_rng(seed)
     subsets = find_subsets(roots)
-    f_t, f_t1, actions, groups = [], [], [], []
-    for g, path in enumerate(subsets):
-        per_subset = n // len(subsets) + (g < n % len(subsets))  # n in all, the remainder to the first ones
-        if not per_subset:
-            continue
+    datasets = []
+    for path in subsets:
         ds = ClipDataset(path)
         info = ds.subsets[0]
         if all(info.store.manifest[name]["has_actions"] for name in info.names):
             ds = ClipDataset(path, with_actions=True)
-        for _ in range(per_subset):
-            item = ds.sample_from(0, rng)
+        datasets.append(ds)
+    shares = _even_shares(n, [ds.num_transitions for ds in datasets])
+    f_t, f_t1, actions, groups = [], [], [], []
+    for g, (ds, share) in enumerate(zip(datasets, shares, strict=True)):
+        if share >= ds.num_transitions:
+            items = list(ds.iter_windows())  # every usable window once
+        else:
+            items = [ds.sample_from(0, rng) for _ in range(share)]
+        for item in items:
             f_t.append(item["history"][-1])
             f_t1.append(item["next"])
             groups.append(g)

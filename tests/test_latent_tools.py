@@ -65,6 +65,19 @@ def test_options_round_trip_and_corruption(tmp_path):
         save_options(tmp_path / "missing", centres)
 
 
+def test_a_short_clip_gives_each_transition_once_and_its_share_goes_to_the_others(lam_dir, tmp_path):
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+
+    rng = np.random.default_rng(0)
+    for subset, steps in (("video-short", 3), ("video-long", 40)):
+        store = EpisodeStore(tmp_path / subset, create=True)
+        store.write("ep_000000", Episode(frames=rng.integers(0, 256, (steps, 64, 64, 3), dtype=np.uint8)))
+    mu, _, groups, names = sample_latents(LatentActionModel.from_pretrained(lam_dir), [tmp_path], 30, seed=0)
+    short = names.index("video-short")
+    assert (groups == short).sum() == 2 and len(mu) == 30  # its 2 transitions once, 28 from the long clip
+    assert len(np.unique(mu[groups == short].round(5), axis=0)) == 2
+
+
 def test_sample_latents_labels_match_windows(lam_dir, data_dir):
     model = LatentActionModel.from_pretrained(lam_dir)
     mu, actions, groups, names = sample_latents(model, [data_dir], 20, seed=0)
@@ -143,3 +156,16 @@ def test_kmeans_names_too_few_distinct_points_and_refuses_non_finite_ones():
         assert kmeans(points, 3).shape == (3, 4)
     with pytest.raises(ValueError, match="NaN or inf"):
         kmeans(np.full((4, 2), np.nan, np.float32), 2)
+
+
+def test_control_options_stored_beside_a_lam_leave_its_digest_alone(lam_dir, tmp_path):
+    # `adaworld cluster` after `train-wm` made the world model's resume refuse its own LAM and `transfer` warn.
+    import shutil
+
+    from adaworld_gym.training.world_model import lam_digest
+
+    lam = tmp_path / "lam"
+    shutil.copytree(lam_dir, lam)
+    before = lam_digest(lam)
+    save_options(lam, np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32))
+    assert lam_digest(lam) == before

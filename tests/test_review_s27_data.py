@@ -100,6 +100,20 @@ def test_a_data_mixture_of_two_frame_sizes_is_refused_naming_the_directories(tmp
     assert first == [0] * 8
 
 
+def test_one_dataset_of_two_frame_sizes_names_both_directories(tmp_path):
+    # Two --data folders holding a subset of one name ("video-big") were told apart by nothing but the name.
+    from adaworld_gym.data.clips import ClipDataset
+
+    for root, size in (("first", 16), ("second", 8)):
+        store = EpisodeStore(tmp_path / root / "video-big", create=True)
+        store.write("ep_0", Episode(np.zeros((5, size, size, 3), np.uint8)))
+    dataset = ClipDataset([tmp_path / "first", tmp_path / "second"], history=1)
+    with pytest.raises(EpisodeError, match="one size") as error:
+        list(dataset.iter_windows())
+    assert str(tmp_path / "first" / "video-big") in str(error.value)
+    assert str(tmp_path / "second" / "video-big") in str(error.value)
+
+
 def _gif(path, shade):
     from PIL import Image
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,12 +100,23 @@ def test_same_seed_same_weights(tmp_path, data, lam_dir):
 
 
 def test_lam_mismatch_and_missing_lam_raise(tmp_path, data):
+    # The model takes the LAM's sizes; frames of another size than the LAM's are refused at the first labels.
     small_frames = save_lam(tmp_path / "lam32", image_size=32, patch_size=8)
-    with pytest.raises(ValueError, match="image_size 32 does not match the world model's sample_size 64"):
+    with pytest.raises(
+        ValueError, match=r"resolution \(64, 64\) does not match the model's image_size 32x32"
+    ):
         train_world_model(data, tmp_path / "a", small_frames, "tiny", max_steps=1, **FAST)
     narrow = save_lam(tmp_path / "lam16", latent_dim=16)
     with pytest.raises(ValueError, match="latent_dim 16 does not match the world model's action_dim 32"):
-        train_world_model(data, tmp_path / "b", narrow, "tiny", max_steps=1, **FAST)
+        overrides = {"action_dim": 32}  # sizes given explicitly must agree with the LAM
+        train_world_model(
+            data, tmp_path / "b", narrow, "tiny", max_steps=1, model_overrides=overrides, **FAST
+        )
+    with pytest.raises(ValueError, match="image_size 32 does not match the world model's sample_size 64"):
+        overrides = {"sample_size": 64}
+        train_world_model(
+            data, tmp_path / "b2", small_frames, "tiny", max_steps=1, model_overrides=overrides, **FAST
+        )
     with pytest.raises(ValueError, match="needs a LAM"):
         train_world_model(data, tmp_path / "c", None, "tiny", max_steps=1, **FAST)
     with pytest.raises(FileNotFoundError, match="no LAM found"):
@@ -128,3 +140,26 @@ def test_init_from_starts_at_the_saved_weights(tmp_path, data):
             data, tmp_path / "c", None, "tiny", action_agnostic=True, max_steps=1,
             model_overrides={"num_history": 2}, init_from=first, **FAST,
         )  # fmt: skip
+
+
+def test_the_world_model_takes_the_lams_latent_and_frame_sizes(tmp_path):
+    # A LAM trained with --set latent_dim=16 image_size=32 used to stop train-wm with a hint it had no flag for.
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+    from adaworld_gym.models.world_model import DiffusionWorldModel
+    from adaworld_gym.training.lam import train_lam
+    from adaworld_gym.training.world_model import train_world_model
+
+    rng = np.random.default_rng(0)
+    store = EpisodeStore(tmp_path / "data" / "video-a", create=True)
+    for i in range(2):
+        store.write(f"ep_{i:06d}", Episode(frames=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)))
+    overrides = {"latent_dim": 16, "image_size": 32}
+    lam = train_lam(
+        [tmp_path / "data"], tmp_path / "lam", preset="tiny", max_steps=2, model_overrides=overrides
+    )
+    model = DiffusionWorldModel.from_pretrained(
+        train_world_model([tmp_path / "data"], tmp_path / "wm", lam, preset="tiny", max_steps=2)
+    )
+    assert (model.config.action_dim, model.config.sample_size) == (16, 32)
+    frames = model.predict_next(np.zeros((1, 2, 32, 32, 3), np.uint8), np.zeros((1, 16), np.float32))
+    assert frames.shape == (1, 32, 32, 3)

@@ -159,6 +159,7 @@ class ClipDataset(torch.utils.data.IterableDataset):
         self._cache: dict[tuple[int, str], tuple[Episode, np.ndarray]] = {}
         self._action_space: dict[str, Any] | None = None
         self._frame_shape: tuple[int, ...] | None = None
+        self._frame_source: tuple[Path, str] = (Path(), "")  # where the first frame size was read
 
     @property
     def subset_names(self) -> list[str]:
@@ -174,11 +175,12 @@ class ClipDataset(torch.utils.data.IterableDataset):
             episode = self.subsets[subset].store.read(name, verify=self.verify)
             shape = episode.frames.shape[1:]
             if self._frame_shape is None:
-                self._frame_shape = shape
+                self._frame_shape, self._frame_source = shape, (self.subsets[subset].store.root, name)
             elif shape != self._frame_shape:  # batches stack windows: one frame size for every subset
+                first = self._frame_source
                 raise EpisodeError(
-                    f"{name} in {self.subsets[subset].name} has {shape[0]}x{shape[1]} frames, earlier episodes "
-                    f"{self._frame_shape[0]}x{self._frame_shape[1]}; collect every subset at one size"
+                    f"{name} in {self.subsets[subset].store.root} has {shape[0]}x{shape[1]} frames, {first[1]} in "
+                    f"{first[0]} {self._frame_shape[0]}x{self._frame_shape[1]}; collect every subset at one size"
                 )
             if self.with_actions:
                 if self._action_space is None:

@@ -267,9 +267,15 @@ def run_world_model_training(
     set_seed(cfg.seed)
     bf16 = cfg.mixed_precision == "bf16"
 
+    lam = None if cfg.action_agnostic else load_lam(cfg.lam_dir)
+    # The LAM fixes the latent size and the frame size the model works in (unless model_overrides says else).
+    from_lam = (
+        {} if lam is None else {"action_dim": lam.config.latent_dim, "sample_size": lam.config.image_size}
+    )
     model = DiffusionWorldModel(
         **{
             **world_model_preset(cfg.preset),
+            **from_lam,
             **cfg.model_overrides,
             "action_agnostic": cfg.action_agnostic,
             "autocast_dtype": "bfloat16" if bf16 else None,
@@ -277,7 +283,6 @@ def run_world_model_training(
     )
     if cfg.init_from is not None:
         warm_start(model, cfg.init_from)
-    lam = None if cfg.action_agnostic else load_lam(cfg.lam_dir)
     if lam is not None:
         check_lam_compatible(lam, model)
         lam.to(accelerator.device)
@@ -446,8 +451,9 @@ def lam_note(lam_dir: str | os.PathLike | None) -> dict[str, Any]:
 
 
 def lam_digest(lam_dir: str | os.PathLike) -> str:
-    """SHA-256 of a LAM's weights and settings: its safetensors files and its config without diffusers' own
-    ``_``-keys, which a copy re-saved elsewhere (a bundle's) changes without changing the model."""
+    """SHA-256 of a LAM's weights and settings: its safetensors files (not the control options ``adaworld
+    cluster`` stores beside them) and its config without diffusers' own ``_``-keys, which a copy re-saved
+    elsewhere (a bundle's) changes without changing the model."""
     import hashlib
 
     from adaworld_gym.data.episodes import sha256_file
@@ -457,8 +463,13 @@ def lam_digest(lam_dir: str | os.PathLike) -> str:
     digest = hashlib.sha256(
         json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True).encode()
     )
+    from adaworld_gym.latent import OPTIONS_FILE
+
     for weights in sorted(root.glob("*.safetensors")):
-        digest.update(sha256_file(weights).encode())
+        if (
+            weights.name != OPTIONS_FILE
+        ):  # `adaworld cluster`'s options, stored beside the LAM: not its weights
+            digest.update(sha256_file(weights).encode())
     return digest.hexdigest()
 
 
@@ -513,12 +524,14 @@ def check_lam_compatible(lam: LatentActionModel, model: DiffusionWorldModel) -> 
     if lam.config.image_size != model.config.sample_size:
         raise ValueError(
             f"LAM image_size {lam.config.image_size} does not match the world model's sample_size "
-            f"{model.config.sample_size}: train both on the same frame size"
+            f"{model.config.sample_size}: use the LAM the world model was trained with (train-wm takes the "
+            "LAM's sizes)"
         )
     if lam.config.latent_dim != model.config.action_dim:
         raise ValueError(
             f"LAM latent_dim {lam.config.latent_dim} does not match the world model's action_dim "
-            f"{model.config.action_dim}: set model_overrides={{'action_dim': {lam.config.latent_dim}}}"
+            f"{model.config.action_dim}: use the LAM the world model was trained with (train-wm takes the "
+            "LAM's sizes)"
         )
 
 
