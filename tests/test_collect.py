@@ -106,6 +106,20 @@ def test_video_collection(tmp_path):
         collect_videos(tmp_path / "src", tmp_path / "out", size=32)
 
 
+def test_an_unreadable_video_does_not_stop_the_others(tmp_path):
+    (tmp_path / "src" / "m").mkdir(parents=True)
+    for name in ("a.avi", "c.avi", "d.avi"):
+        _write_video(tmp_path / "src" / "m" / name, n=12, fps=10)
+    (tmp_path / "src" / "m" / "b.avi").write_bytes(b"not a video")
+    with pytest.raises(
+        ValueError, match=r"1 of 4 videos could not be read \(.*b.avi\); the others were collected"
+    ):
+        collect_videos(tmp_path / "src", tmp_path / "out")
+    assert len(EpisodeStore(tmp_path / "out" / "video-m").names()) == 3
+    (tmp_path / "src" / "m" / "b.avi").unlink()  # fixed: the rerun reads nothing again
+    assert collect_videos(tmp_path / "src", tmp_path / "out").episodes_skipped == 3
+
+
 def test_clips_of_two_frame_sizes_are_refused_naming_the_subset(tmp_path):
     for name, size in (("video-a", 8), ("video-b", 16)):
         EpisodeStore(tmp_path / name, create=True).write(

@@ -452,7 +452,10 @@ def _records_source(store: EpisodeStore) -> bool:
 def collect_videos(
     src: str | Path, out: str | Path, size: int = 64, target_hz: float = 10.0, min_frames: int = 2
 ) -> CollectionReport:
-    """Action-free videos under ``src`` -> one subset per folder (``out/video-<folder>/``)."""
+    """Action-free videos under ``src`` -> one subset per folder (``out/video-<folder>/``).
+
+    A video that cannot be read does not stop the others: they are all collected, then a ``ValueError`` lists
+    the unreadable ones (fix or remove them and rerun; the videos collected are kept and not read again)."""
     src = Path(src)
     if src.is_file():
         raise ValueError(f"{src} is a file: pass the directory that holds the videos (one subset per folder)")
@@ -489,7 +492,7 @@ def collect_videos(
             {**settings, "source": str(src.resolve())} if _records_source(store) else settings
         )
         stores[folder] = label, store
-    reports = []
+    reports, unreadable = [], []
     for folder, folder_files in by_folder.items():
         label, store = stores[folder]
         names = _video_names(folder_files, src)
@@ -497,7 +500,12 @@ def collect_videos(
 
         def jobs(todo=todo, names=names) -> Iterable[tuple[str, Episode]]:
             for f in todo:
-                frames, fps = read_video(f)
+                try:
+                    frames, fps = read_video(f)
+                except ValueError as e:
+                    tqdm.write(f"skipping {f}: {e}")
+                    unreadable.append(f)
+                    continue
                 skip = max(1, round(fps / target_hz))
                 kept = [square_resize(fr, size) for fr in frames[::skip]]
                 if len(kept) < min_frames:
@@ -514,4 +522,12 @@ def collect_videos(
                 )
 
         reports.append(_write_all(store, jobs(), len(todo), len(folder_files) - len(todo), f"videos {label}"))
+    if unreadable:
+        listed = ", ".join(map(str, unreadable[:5])) + (
+            f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        )
+        raise ValueError(
+            f"{len(unreadable)} of {len(files)} videos could not be read ({listed}); the others were collected "
+            f"into {out}: fix or remove these and rerun to add them"
+        )
     return _sum_reports(reports)
