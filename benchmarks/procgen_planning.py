@@ -501,6 +501,39 @@ def finished_models(
     return found
 
 
+def take_over(
+    game: str,
+    g: dict[str, Any],
+    summaries: list[dict[str, Any]],
+    finished: dict[Path, dict[str, dict[str, Any]]],
+    out: Path,
+    kept: dict[str, str],
+    rerun: dict[str, str],
+) -> None:
+    """Fill a game's record ``g`` with the episodes earlier runs finished on these very scenes (``summaries``):
+    built-in models from ``--out`` or a ``--reuse`` directory (one not selected now from ``--out`` only, so that
+    a run of other models keeps it), and the ``kept`` plug-ins from ``--out`` (until those in ``rerun`` run)."""
+    skipped = g["skipped"]
+    for name in MODELS:
+        done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
+        source = next((d for d, entry in done.items() if entry[1] == summaries), None)
+        if name in skipped:
+            # Not selected: what --out already holds for it stays (a run on other models rewrote it as null).
+            if source != out or skipped[name] != "not selected (--models)":
+                continue
+            del skipped[name]
+        if source is not None:
+            g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
+            copy_gifs(source, out, f"{game}_{name}_scene*.gif")
+            print(f"[{game}/{name}] finished earlier under the same protocol: taken from {source}")
+    for name in kept:
+        entry = finished[out].get(game, {}).get(name)
+        if entry is not None and entry[1] == summaries:
+            g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
+            again = ", until run again" * (name in rerun)
+            print(f"[{game}/{name}] a plug-in finished earlier in --out: kept{again}")
+
+
 def aggregate(rows: list[dict[str, Any]] | None) -> tuple[float | None, float | None]:
     """(success rate, seconds per replan averaged over all replans) of one model on one game."""
     if not rows:
@@ -718,28 +751,9 @@ def main(args: Args) -> dict[str, Any]:
                 )
                 g = per_game[game] = {"scenes": scenes, "search": search, "skipped": skipped[game]}
                 g.update(rows={}, minutes={}, reused={})
-                summaries = [scene.summary() for scene in scenes]
-                for name in MODELS:
-                    # Only episodes played on these very scenes count.
-                    done = {d: f[game][name] for d, f in finished.items() if name in f.get(game, {})}
-                    source = next((d for d, entry in done.items() if entry[1] == summaries), None)
-                    if name in skipped[game]:
-                        # Not selected: what --out already holds for it stays (a run on other models rewrote it as null).
-                        if source != args.out or skipped[game][name] != "not selected (--models)":
-                            continue
-                        del skipped[game][name]
-                    if source is not None:
-                        g["rows"][name], _, g["minutes"][name], g["reused"][name] = done[source]
-                        copy_gifs(source, args.out, f"{game}_{name}_scene*.gif")
-                        print(
-                            f"[{game}/{name}] finished earlier under the same protocol: taken from {source}"
-                        )
-                for name in targets:
-                    entry = finished[args.out].get(game, {}).get(name)
-                    if entry is not None and entry[1] == summaries:
-                        g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
-                        again = ", until run again" * (name in plugins)
-                        print(f"[{game}/{name}] a plug-in finished earlier in --out: kept{again}")
+                take_over(
+                    game, g, [scene.summary() for scene in scenes], finished, args.out, targets, plugins
+                )
             for game in games:
                 g, scenes = per_game[game], per_game[game]["scenes"]
                 to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]
