@@ -417,7 +417,11 @@ class CheckedPlugin:
         self.uses_state = dynamics.uses_state
 
     def rollout(self, context: Any, actions: Any, state: Any = None) -> np.ndarray:
-        frames = np.asarray(self.dynamics.rollout(context, actions, state=state))
+        try:
+            frames = np.asarray(self.dynamics.rollout(context, actions, state=state))
+        except Exception as e:  # the plug-in's own error, traceback and all, with whose it is
+            e.add_note(f"raised by the rollout of plug-in {self.name!r} (--dynamics)")
+            raise
         batch, steps = np.shape(actions)[:2]
         size = () if context is None else tuple(np.shape(context)[2:4])
         if frames.dtype != np.uint8:

@@ -200,8 +200,9 @@ def test_a_rerun_that_fails_keeps_the_plug_ins_earlier_rows(tmp_path, monkeypatc
     )
     first = vp2_push.main(vp2_push.Args(**args))
     monkeypatch.setenv("PLUGIN_FAILS", "1")
-    with pytest.raises(RuntimeError, match="out of memory"):  # after the oracle ran and was written down
+    with pytest.raises(RuntimeError, match="out of memory") as error:  # after the oracle ran and was written
         vp2_push.main(vp2_push.Args(**{**args, "models": "random,oracle"}))
+    assert "raised by the rollout of plug-in 'flaky'" in error.value.__notes__[0]
     on_disk = json.loads((tmp_path / "o" / "results.json").read_text())
     assert on_disk["per_task"]["flaky"] == first["per_task"]["flaky"]  # kept while the rerun ran, and after
     assert on_disk["meta"]["reused"]["flaky"] == str(tmp_path / "o")

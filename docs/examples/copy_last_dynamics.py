@@ -9,7 +9,8 @@ returns an object with ``action_space``, ``context_frames``, ``uses_state`` and 
     python -m benchmarks.procgen_planning --preset cpu --models oracle,random \\
         --dynamics copy_last=docs/examples/copy_last_dynamics.py:make
 
-``rollout`` gets at most ``context_frames`` past frames (fewer at an episode's start), as a read-only view.
+``rollout`` gets at most ``context_frames`` past frames (fewer at an episode's start; planners pass a read-only
+view, so copy before writing).
 Optional: ``reseed(seed)`` (called before every episode with the seed every model gets) and ``close()``.
 This model cannot tell actions apart, so the planner is blind: a floor for the learned models' rows.
 """
