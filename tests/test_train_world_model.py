@@ -142,8 +142,9 @@ def test_init_from_starts_at_the_saved_weights(tmp_path, data):
         )  # fmt: skip
 
 
-def test_the_world_model_takes_the_lams_latent_and_frame_sizes(tmp_path):
-    # A LAM trained with --set latent_dim=16 image_size=32 used to stop train-wm with a hint it had no flag for.
+def test_the_lam_takes_the_datas_frame_size_and_the_world_model_the_lams_sizes(tmp_path):
+    # 32-px videos with a 16-d LAM used to stop train-lam (64 px) and then train-wm (with a hint for a flag it
+    # did not have).
     from adaworld_gym.data.episodes import Episode, EpisodeStore
     from adaworld_gym.models.world_model import DiffusionWorldModel
     from adaworld_gym.training.lam import train_lam
@@ -153,7 +154,8 @@ def test_the_world_model_takes_the_lams_latent_and_frame_sizes(tmp_path):
     store = EpisodeStore(tmp_path / "data" / "video-a", create=True)
     for i in range(2):
         store.write(f"ep_{i:06d}", Episode(frames=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)))
-    overrides = {"latent_dim": 16, "image_size": 32}
+    # train-lam takes the data's frame size (32 px) without being told; train-wm then takes the LAM's sizes
+    overrides = {"latent_dim": 16}
     lam = train_lam(
         [tmp_path / "data"], tmp_path / "lam", preset="tiny", max_steps=2, model_overrides=overrides
     )

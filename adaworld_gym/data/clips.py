@@ -282,6 +282,21 @@ class MixtureDataset(torch.utils.data.IterableDataset):
             yield self.sample(rng)
 
 
+def data_frame_size(data: DataSpec) -> int | None:
+    """The frame size of the first episode of ``data`` (directories or a ``{directory: share}`` mixture), or
+    None for in-memory clips: what a model trained on it has to take."""
+    if is_path(data):
+        roots = [data]
+    elif isinstance(data, Mapping):
+        roots = list(data)
+    elif isinstance(data, Sequence) and data and all(is_path(x) for x in data):
+        roots = list(data)
+    else:
+        return None
+    first = EpisodeStore(find_subsets(roots)[0])
+    return int(first.read(first.names()[0]).frames.shape[1])
+
+
 def is_path(x: Any) -> bool:
     """A filesystem path (str or PathLike), as opposed to in-memory clips."""
     return isinstance(x, (str, os.PathLike))

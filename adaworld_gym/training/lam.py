@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.clips import DataSpec, WindowBatches
+from adaworld_gym.data.clips import DataSpec, WindowBatches, data_frame_size
 from adaworld_gym.models.latent_action import PRESETS, REGULARIZERS, LatentActionModel, lam_preset
 from adaworld_gym.training.checkpoint import (
     capture_rng_state,
@@ -224,6 +224,9 @@ def run_lam_training(
     set_seed(cfg.seed)
 
     model_kwargs = {**lam_preset(cfg.preset), **cfg.model_overrides, "regularizer": cfg.regularizer}
+    if "image_size" not in cfg.model_overrides and cfg.init_from is None:
+        # The data's frame size (videos collected with --size 32, say), unless told otherwise.
+        model_kwargs["image_size"] = data_frame_size(data) or model_kwargs.get("image_size", 64)
     if cfg.beta is not None:
         model_kwargs["beta"] = cfg.beta
     model = LatentActionModel(**model_kwargs)
