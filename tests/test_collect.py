@@ -120,6 +120,17 @@ def test_an_unreadable_video_does_not_stop_the_others(tmp_path):
     assert collect_videos(tmp_path / "src", tmp_path / "out").episodes_skipped == 3
 
 
+def test_a_subfolder_collected_after_its_parent_is_refused(tmp_path):
+    (tmp_path / "videos" / "moves").mkdir(parents=True)
+    _write_video(tmp_path / "videos" / "moves" / "a.avi", n=12, fps=10)
+    collect_videos(tmp_path / "videos", tmp_path / "out")  # into video-moves/
+    with pytest.raises(ValueError, match=r"1 of these videos are already collected in .*video-moves"):
+        collect_videos(tmp_path / "videos" / "moves", tmp_path / "out")  # would be video-root/
+    assert not (tmp_path / "out" / "video-root").exists()
+    again = collect_videos(tmp_path / "videos", tmp_path / "out")  # the same source again: fine
+    assert again.episodes_skipped == 1
+
+
 def test_clips_of_two_frame_sizes_are_refused_naming_the_subset(tmp_path):
     for name, size in (("video-a", 8), ("video-b", 16)):
         EpisodeStore(tmp_path / name, create=True).write(

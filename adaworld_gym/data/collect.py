@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from adaworld_gym.data.episodes import COLLECTION, Episode, EpisodeStore
+from adaworld_gym.data.episodes import COLLECTION, MANIFEST, Episode, EpisodeStore
 from adaworld_gym.sims.games import check_distribution_mode, check_game, episode_timeout
 from adaworld_gym.sims.procgen import NUM_ACTIONS, _import_procgen, level_range
 
@@ -449,6 +449,32 @@ def _records_source(store: EpisodeStore) -> bool:
     return not isinstance(recorded, dict) or "source" in recorded
 
 
+def _refuse_collected_elsewhere(out: Path, src: Path, files: list[Path], writing: set[str]) -> None:
+    """Refuse videos that another video subset of ``out`` (one not written now) already holds: collecting a
+    folder and then one of its subfolders would put the same videos in two subsets, counted twice."""
+    wanted = {f.resolve() for f in files}
+    for subset in sorted(out.glob("video-*")) if out.is_dir() else ():
+        if subset.name in writing or not (subset / COLLECTION).is_file() or not (subset / MANIFEST).is_file():
+            continue
+        try:
+            record = json.loads((subset / COLLECTION).read_text())
+            root = Path(record["source"])
+            collected = {
+                (root / info["env_id"].removeprefix("video:")).resolve()
+                for info in EpisodeStore(subset).manifest.values()
+                if str(info.get("env_id", "")).startswith("video:")
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an older or unreadable record: nothing to compare against (the store reports its own)
+        both = sorted(wanted & collected)
+        if both:
+            raise ValueError(
+                f"{len(both)} of these videos are already collected in {subset} (e.g. {both[0]}): collecting them "
+                f"from {src} would count them twice; collect {record['source']} again into {out} instead, or "
+                "use another --out"
+            )
+
+
 def collect_videos(
     src: str | Path, out: str | Path, size: int = 64, target_hz: float = 10.0, min_frames: int = 2
 ) -> CollectionReport:
@@ -482,6 +508,7 @@ def collect_videos(
                 "per folder): rename one of them"
             )
         labels[folder] = label
+    _refuse_collected_elsewhere(Path(out), src, files, {f"video-{label}" for label in labels.values()})
     stores = {}
     for folder, label in labels.items():  # every subset's settings checked before any episode is written
         store = EpisodeStore(Path(out) / f"video-{label}", create=True)
