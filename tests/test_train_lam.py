@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +329,28 @@ def test_resuming_with_another_weight_decay_is_refused(tmp_path):
     assert resume_state(tmp_path, {}, *run(0.01))["step"] == 1
     with pytest.raises(ValueError, match=r"weight_decay \[0\.01\], now asked for \[0\.5\]"):
         resume_state(tmp_path, {}, *run(0.5))
+
+
+def test_the_lam_takes_the_frame_size_training_reads(tmp_path):
+    """The data's frame size, from what training samples: not a 0-share directory, not a 1-frame episode, and
+    an --init-from LAM trained on the same data fits without --set image_size."""
+    from adaworld_gym.data.clips import data_frame_size
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+
+    rng = np.random.default_rng(0)
+
+    def subset(path, size, frames=6):
+        EpisodeStore(path, create=True).write(
+            "ep_0", Episode(rng.integers(0, 256, (frames, size, size, 3), np.uint8))
+        )
+
+    subset(tmp_path / "d32" / "a", 32)
+    subset(tmp_path / "d64" / "a", 64)
+    subset(tmp_path / "mixed" / "a-first", 64, frames=1)  # nothing to train on: not the size
+    subset(tmp_path / "mixed" / "b", 32)
+    assert data_frame_size({str(tmp_path / "d32"): 0.0, str(tmp_path / "d64"): 1.0}) == 64
+    assert data_frame_size([tmp_path / "mixed"]) == 32
+    assert data_frame_size([{"history": None}]) is None  # in-memory clips: the preset's size
+    first = train_lam([tmp_path / "d32"], tmp_path / "lam", preset="tiny", max_steps=2)
+    again = train_lam([tmp_path / "d32"], tmp_path / "ft", preset="tiny", max_steps=2, init_from=first)
+    assert json.loads((Path(again) / "config.json").read_text())["image_size"] == 32

@@ -283,18 +283,26 @@ class MixtureDataset(torch.utils.data.IterableDataset):
 
 
 def data_frame_size(data: DataSpec) -> int | None:
-    """The frame size of the first episode of ``data`` (directories or a ``{directory: share}`` mixture), or
-    None for in-memory clips: what a model trained on it has to take."""
+    """The frame size of the first episode training would read from ``data`` (directories, or a ``{directory:
+    share}`` mixture's directories with a share above 0; episodes of 2 frames or more), or None (in-memory clips,
+    nothing usable: training then reports its own error): what a model trained on it has to take."""
     if is_path(data):
         roots = [data]
     elif isinstance(data, Mapping):
-        roots = list(data)
+        roots = [root for root, share in data.items() if share > 0]
     elif isinstance(data, Sequence) and data and all(is_path(x) for x in data):
         roots = list(data)
     else:
         return None
-    first = EpisodeStore(find_subsets(roots)[0])
-    return int(first.read(first.names()[0]).frames.shape[1])
+    try:
+        for subset in find_subsets(roots):
+            store = EpisodeStore(subset)
+            for name, info in store.manifest.items():
+                if info.get("frames", 0) >= 2:
+                    return int(store.read(name, verify=False).frames.shape[1])
+    except (EpisodeError, OSError, ValueError):
+        return None
+    return None
 
 
 def is_path(x: Any) -> bool:

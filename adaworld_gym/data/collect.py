@@ -451,14 +451,19 @@ def _records_source(store: EpisodeStore) -> bool:
 
 def _refuse_collected_elsewhere(out: Path, src: Path, files: list[Path], writing: set[str]) -> None:
     """Refuse videos that another video subset of ``out`` (one not written now) already holds: collecting a
-    folder and then one of its subfolders would put the same videos in two subsets, counted twice."""
+    folder and then one of its subfolders would put the same videos in two subsets, counted twice. Videos are
+    matched by their resolved path, in subsets whose recorded source folder holds ``src`` or lies inside it (a
+    source moved since, or a subset collected before sources were recorded, is not matched)."""
     wanted = {f.resolve() for f in files}
+    here = src.resolve()
     for subset in sorted(out.glob("video-*")) if out.is_dir() else ():
         if subset.name in writing or not (subset / COLLECTION).is_file() or not (subset / MANIFEST).is_file():
             continue
         try:
             record = json.loads((subset / COLLECTION).read_text())
-            root = Path(record["source"])
+            root = Path(record["source"]).resolve()
+            if not (root == here or root in here.parents or here in root.parents):
+                continue  # unrelated folders share no videos (and need no path resolved)
             collected = {
                 (root / info["env_id"].removeprefix("video:")).resolve()
                 for info in EpisodeStore(subset).manifest.values()

@@ -224,8 +224,9 @@ def run_lam_training(
     set_seed(cfg.seed)
 
     model_kwargs = {**lam_preset(cfg.preset), **cfg.model_overrides, "regularizer": cfg.regularizer}
-    if "image_size" not in cfg.model_overrides and cfg.init_from is None:
-        # The data's frame size (videos collected with --size 32, say), unless told otherwise.
+    if "image_size" not in cfg.model_overrides:
+        # The data's frame size (videos collected with --size 32, say), unless told otherwise; an --init-from
+        # LAM of another size is then refused by name.
         model_kwargs["image_size"] = data_frame_size(data) or model_kwargs.get("image_size", 64)
     if cfg.beta is not None:
         model_kwargs["beta"] = cfg.beta
