@@ -483,6 +483,7 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
 
 def _check_adapt_inputs(args: argparse.Namespace) -> None:
     """The model, its LAM, --out and flags that would be ignored, checked before any data is collected."""
+    from adaworld_gym.data.episodes import FRAME_SHAPE
     from adaworld_gym.training.world_model import check_lam_compatible, load_lam, load_world_model
 
     _check_out_dir(args.out)
@@ -494,6 +495,12 @@ def _check_adapt_inputs(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.model} is LAM-conditioned: pass the LAM that labelled its data with --lam")
     else:
         check_lam_compatible(load_lam(args.lam), model)
+    size = model.config.sample_size
+    if not args.data and size != FRAME_SHAPE[0]:
+        raise ValueError(
+            f"{args.model} makes {size}x{size} frames and {args.env} serves {FRAME_SHAPE[0]}x{FRAME_SHAPE[1]}: "
+            "adapting to a real env needs a model trained at its frame size"
+        )
     if args.data and args.episode_steps is not None:
         raise ValueError(
             "--episode-steps sets the length of collected episodes; with --data nothing is collected"

@@ -193,6 +193,20 @@ def test_adapt_rejects_bad_inputs(grid, push, tmp_path):
     assert AdaptConfig().max_steps == 800 and AdaptConfig().samples_per_action == 100
 
 
+def test_adapt_refuses_frames_of_another_size_than_the_model_makes(grid, tmp_path, capsys):
+    small = tiny_random_bundle("latent", frame_size=32)
+    small.world_model.save_pretrained(tmp_path / "wm32")
+    small.lam.save_pretrained(tmp_path / "lam32")
+    with pytest.raises(ValueError, match="the data holds 64x64 frames but .*wm32 makes 32x32"):
+        adapt(tmp_path / "wm32", tmp_path / "lam32", grid, tmp_path / "a", max_steps=1, **FAST)
+    # The CLI refuses before collecting anything from the real env, whose frames are 64x64.
+    argv = ["adapt", "--model", str(tmp_path / "wm32"), "--lam", str(tmp_path / "lam32")]
+    argv += ["--env", "AdaWorld/Procgen-coinrun-v0", "--out", str(tmp_path / "b")]
+    assert cli_main(argv) == 2
+    assert "makes 32x32 frames and AdaWorld/Procgen-coinrun-v0 serves 64x64" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "data").exists()
+
+
 def test_adapt_rejects_data_of_another_env_with_the_same_action_space(grid, tmp_path):
     """All Procgen games share Discrete(15): the action-space check alone took another game's data."""
     wm_dir, lam_dir, _ = save_pretrained(tmp_path)

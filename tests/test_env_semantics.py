@@ -260,3 +260,33 @@ def test_compute_reward_through_gymnasium_make_is_on_the_unwrapped_env(bundle):
         assert compute(obs["achieved_goal"], obs["desired_goal"], {}) == pytest.approx(reward)
     dummy = DummyVecEnv([lambda: env])
     assert dummy.env_method("compute_reward", obs["achieved_goal"], obs["desired_goal"], {})[0] == reward
+
+
+def test_envs_serve_the_frame_size_of_their_bundle(tmp_path):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    bundle = tiny_random_bundle("discrete", frame_size=32, reward_head=True)
+    bundle.save_pretrained(tmp_path / "b32")
+    env = gymnasium.make("AdaWorld/WorldModel-v0", bundle=str(tmp_path / "b32"), denoise_steps=1)
+    assert env.observation_space.shape == (32, 32, 3)
+    first, _ = env.reset(seed=0)
+    frame = env.step(1)[0]
+    assert first.shape == frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(WorldModelEnv(bundle, denoise_steps=1), warn=False)
+
+    venv = WorldModelVectorEnv(bundle, num_envs=2, denoise_steps=1)
+    assert venv.single_observation_space.shape == (32, 32, 3)
+    obs, _ = venv.reset(seed=[0, 1])
+    np.testing.assert_array_equal(obs[0], first)
+    assert venv.step(np.array([1, 0]))[0].shape == (2, 32, 32, 3)
+
+    goal_env = GoalWorldModelEnv(bundle, denoise_steps=1)
+    obs, _ = goal_env.reset(seed=0, options={"goal": np.zeros((32, 32, 3), np.uint8)})
+    assert {key: value.shape for key, value in obs.items()} == dict.fromkeys(obs, (32, 32, 3))
+    # Start frames and goals of another size are refused with the size the env wants.
+    with pytest.raises(ValueError, match=r"uint8 \[32, 32, 3\], got uint8 \(64, 64, 3\)"):
+        goal_env.reset(options={"goal": np.zeros((64, 64, 3), np.uint8)})
+    with pytest.raises(ValueError, match=r"uint8 \[h, 32, 32, 3\]"):
+        env.reset(options={"frames": np.zeros((1, 64, 64, 3), np.uint8)})

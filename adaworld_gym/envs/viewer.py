@@ -1,4 +1,4 @@
-"""A small pygame window for 64x64 frames: ``render_mode="human"`` and ``adaworld play`` share it.
+"""A small pygame window for small frames (64x64 and the like): ``render_mode="human"`` and ``adaworld play`` share it.
 
 pygame is the optional ``play`` extra (``pip install "adaworld-gym[play]"``); it is imported when a window is
 first opened, so the rest of the package never needs it. With ``SDL_VIDEODRIVER=dummy`` the window is virtual

@@ -7,7 +7,9 @@ context also reads the motion of the last two frames in the window) and samples 
 is drawn from it, and so is the seed of the ``torch.Generator`` behind every frame's diffusion noise, so the
 same seed gives the same frames.
 
-* Reward: with ``reset(options={"goal": image})`` (a uint8 ``[64, 64, 3]`` goal image), the negative mean squared
+* Frames: uint8 ``[S, S, 3]``, S the bundle's world-model frame size (``config.sample_size``: 64 for the shipped
+  bundles); start frames and goal images must have it.
+* Reward: with ``reset(options={"goal": image})`` (a uint8 ``[S, S, 3]`` goal image), the negative mean squared
   pixel error between the new frame and the goal, pixels scaled to [0, 1] (so in [-1, 0], 0 at the goal):
   :func:`goal_reward`. The goal stays for later resets until one passes another (``{"goal": None}`` clears it),
   so every autoreset keeps it: ``gymnasium.make_vec`` in any mode, SB3's ``DummyVecEnv`` and the vector env.
@@ -68,7 +70,6 @@ __all__ = [
     "make_world_model_env",
 ]
 
-FRAME_SHAPE = (64, 64, 3)
 RENDER_FPS = 15
 
 
@@ -144,10 +145,11 @@ def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
     return mask
 
 
-def _check_image(image: Any, name: str, ndim: int) -> np.ndarray:
+def _check_image(image: Any, name: str, ndim: int, frame_shape: tuple[int, int, int]) -> np.ndarray:
     image = np.asarray(image)
-    layout = "[h, 64, 64, 3]" if ndim == 4 else "[64, 64, 3]"
-    if image.dtype != np.uint8 or image.ndim != ndim or image.shape[-3:] != FRAME_SHAPE:
+    size = ", ".join(map(str, frame_shape))
+    layout = f"[h, {size}]" if ndim == 4 else f"[{size}]"
+    if image.dtype != np.uint8 or image.ndim != ndim or image.shape[-3:] != frame_shape:
         raise ValueError(f"{name} must be uint8 {layout}, got {image.dtype} {image.shape}")
     return image
 
@@ -181,15 +183,11 @@ class _Imagination:
         denoise_steps = int(denoise_steps)
         max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         size = bundle.world_model.config.sample_size
-        if size != FRAME_SHAPE[0]:
-            raise ValueError(
-                f"the world-model envs serve {FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} frames; this bundle's model "
-                f"makes {size}x{size} frames"
-            )
+        self.frame_shape = (size, size, 3)  # the frames the bundle's model makes (64x64 for the shipped ones)
         self.bundle = bundle
         self.denoise_steps, self.max_episode_steps = denoise_steps, max_episode_steps
         self.k = bundle.world_model.config.num_history
-        self.windows = np.zeros((num_envs, self.k, *FRAME_SHAPE), np.uint8)  # right-aligned, newest last
+        self.windows = np.zeros((num_envs, self.k, *self.frame_shape), np.uint8)  # right-aligned, newest last
         self.lengths = np.zeros(num_envs, np.int64)  # valid frames per window; 0 = never reset
         self.elapsed = np.zeros(num_envs, np.int64)
         self.terminated = np.zeros(num_envs, bool)
@@ -204,13 +202,15 @@ class _Imagination:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'frames' and/or 'goal'")
         checked = {}
         if options.get("frames") is not None:
-            checked["frames"] = _check_image(options["frames"], 'options["frames"]', ndim=4)
+            checked["frames"] = _check_image(options["frames"], 'options["frames"]', 4, self.frame_shape)
             if not 1 <= len(checked["frames"]) <= self.k:
                 n = len(checked["frames"])
                 raise ValueError(f'options["frames"] has {n} frames; the model takes 1..{self.k}')
         if "goal" in options:  # None: clear the goal (an absent key keeps it, see reset)
             goal = options["goal"]
-            checked["goal"] = None if goal is None else _check_image(goal, 'options["goal"]', ndim=3).copy()
+            checked["goal"] = (
+                None if goal is None else _check_image(goal, 'options["goal"]', 3, self.frame_shape).copy()
+            )
         return checked
 
     def reset(self, i: int, rng: np.random.Generator, options: dict[str, Any] | None) -> np.ndarray:
@@ -313,8 +313,8 @@ class WorldModelEnv(gymnasium.Env):
         render_mode: ``"rgb_array"``, ``"human"`` (pygame) or None.
         expected_action_space: when given, loading a bundle with another action space raises ``ValueError``.
 
-    ``reset`` options: ``"frames"``: uint8 ``[h, 64, 64, 3]`` start context (1 <= h <= k) instead of a
-    bundle context; ``"goal"``: uint8 ``[64, 64, 3]`` goal image for the reward, kept by later resets until
+    ``reset`` options: ``"frames"``: uint8 ``[h, S, S, 3]`` start context (1 <= h <= k, S the model's frame size)
+    instead of a bundle context; ``"goal"``: uint8 ``[S, S, 3]`` goal image for the reward, kept by later resets until
     one passes another goal or None (see the module docstring).
     """
 
@@ -332,11 +332,11 @@ class WorldModelEnv(gymnasium.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None")
         self.bundle = _load_bundle(bundle, expected_action_space)
         self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+        self._core = _Imagination(self.bundle, 1, denoise_steps, max_episode_steps)
+        self.observation_space = spaces.Box(0, 255, self._core.frame_shape, np.uint8)
         # A copy: Box adapters hand out one space object, so envs of one bundle would share (and reseed) its
         # sampling RNG: env_b.action_space.seed(0) changed what env_a.action_space.sample() draws.
         self.action_space = copy.deepcopy(self.bundle.action_space)
-        self._core = _Imagination(self.bundle, 1, denoise_steps, max_episode_steps)
         self._frame: np.ndarray | None = None
         self._window: PygameViewer | None = None
 
@@ -391,7 +391,7 @@ class WorldModelEnv(gymnasium.Env):
 class GoalWorldModelEnv(WorldModelEnv):
     """Goal-conditioned variant: Dict observations ``observation`` / ``achieved_goal`` / ``desired_goal``.
 
-    The goals are 64x64x3 uint8 images; ``achieved_goal`` is the current frame. A goal passed in
+    The goals are uint8 images of the frames' shape; ``achieved_goal`` is the current frame. A goal passed in
     ``options["goal"]`` stays for later resets (autoresets included) until one passes another; without one (or
     after ``{"goal": None}``) every ``reset`` draws a new goal, the last frame of a bundle start context (with
     ``self.np_random``). The reward is :meth:`compute_reward` (= :func:`goal_reward`), usable for hindsight
@@ -454,8 +454,8 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         num_envs: N.
         render_mode: ``"rgb_array"`` or None.
 
-    ``reset`` options: ``"frames"`` uint8 ``[N, h, 64, 64, 3]`` and/or ``"goal"`` uint8 ``[N, 64, 64, 3]`` (or one
-    ``[64, 64, 3]`` image for every row, as a ``make_vec(..., vectorization_mode="sync")`` env takes it);
+    ``reset`` options: ``"frames"`` uint8 ``[N, h, S, S, 3]`` and/or ``"goal"`` uint8 ``[N, S, S, 3]`` (or one
+    ``[S, S, 3]`` image for every row, as a ``make_vec(..., vectorization_mode="sync")`` env takes it);
     ``"reset_mask"`` (bool ``[N]``, as in Gymnasium >= 1.1): reset only those rows (with their seeds and option
     entries); the other rows go on and return their current frames.
     """
@@ -482,13 +482,13 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
         self.bundle = _load_bundle(bundle, expected_action_space)
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.single_observation_space = spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+        self._core = _Imagination(self.bundle, num_envs, denoise_steps, max_episode_steps)
+        self.single_observation_space = spaces.Box(0, 255, self._core.frame_shape, np.uint8)
         self.single_action_space = copy.deepcopy(self.bundle.action_space)  # see WorldModelEnv
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._core = _Imagination(self.bundle, num_envs, denoise_steps, max_episode_steps)
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
-        self._frames = np.zeros((num_envs, *FRAME_SHAPE), np.uint8)
+        self._frames = np.zeros((num_envs, *self._core.frame_shape), np.uint8)
         self._autoreset = np.zeros(num_envs, bool)
 
     def _reset_row(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:

@@ -378,6 +378,7 @@ def tiny_random_bundle(
     action_size: int = 2,
     action_agnostic: bool = False,
     motion: bool = False,
+    frame_size: int = 64,
 ) -> AdaWorldBundle:
     """A random-weight bundle on the ``tiny`` presets, for tests and docs (frames are noise, but seeded).
 
@@ -391,14 +392,16 @@ def tiny_random_bundle(
         action_size: dimensions of the ``"continuous"`` action (4 for RobosuitePush).
         action_agnostic: the world model is the twin that ignores z.
         motion: the ``"discrete"`` / ``"continuous"`` adapter also takes the motion context (random weights).
+        frame_size: height and width of every frame (LAM, world model, reward head and start frames).
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # module constructors draw from the global RNG; keep the caller's intact
         torch.manual_seed(seed)
-        lam = LatentActionModel(**lam_preset("tiny")).eval()
+        lam = LatentActionModel(**{**lam_preset("tiny"), "image_size": frame_size}).eval()
         latent_dim = lam.config.latent_dim
         world_model = DiffusionWorldModel(
             **world_model_preset(preset),
+            sample_size=frame_size,
             num_history=2,
             action_dim=latent_dim,
             action_agnostic=action_agnostic,
@@ -423,9 +426,11 @@ def tiny_random_bundle(
         if isinstance(adapter, ActionCodebook) and adapter.motion is not None:  # make the motion term matter
             torch.nn.init.normal_(adapter.motion.weight, std=0.5, generator=generator)
         head = (
-            RewardHead(latent_dim=latent_dim, channels=(4, 4, 4, 4), hidden=8).eval() if reward_head else None
+            RewardHead(latent_dim=latent_dim, image_size=frame_size, channels=(4, 4, 4, 4), hidden=8).eval()
+            if reward_head
+            else None
         )
-    frames = np.random.default_rng(seed).integers(0, 256, (3, 2, 64, 64, 3), dtype=np.uint8)
+    frames = np.random.default_rng(seed).integers(0, 256, (3, 2, frame_size, frame_size, 3), dtype=np.uint8)
     return AdaWorldBundle(
         lam,
         world_model,

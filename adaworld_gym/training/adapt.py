@@ -543,6 +543,15 @@ def adapt(
     train, held_out = _labelled_sets(
         data, eval_data, cfg, eval_samples, expected_action_space, expected_env_id
     )
+    for windows, what in ((train, "the data"), (held_out, "the eval data")):
+        sizes = set() if windows is None else {e.frames.shape[1:3] for e in windows.episodes}
+        size = next((s for s in sorted(sizes) if s != (pretrained.config.sample_size,) * 2), None)
+        if size is not None:
+            raise ValueError(
+                f"{what} holds {size[0]}x{size[1]} frames but {model_dir} makes "
+                f"{pretrained.config.sample_size}x{pretrained.config.sample_size} ones: adapt a model trained at "
+                "the data's frame size"
+            )
     train = replace(train, history=k)
     if cfg.motion:  # computed once per window, then carried in every batch
         train = replace(train, motion=window_motion(lam, train))
