@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from adaworld_gym.latent_bundle import ACTION_KINDS
 from adaworld_gym.sims.games import ADAPTATION_GAMES, DISTRIBUTION_MODES, PRETRAIN_GAMES, PROCGEN_GAMES
 
 # Commands whose work is checkpointed or skipped when already on disk, so a rerun carries on.
@@ -481,6 +482,27 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
     print(f"adapted bundle saved to {path} (action space {space}; summary in {args.out / 'summary.json'})")
 
 
+def _cmd_bundle(args: argparse.Namespace) -> None:
+    import torch
+
+    from adaworld_gym.latent_bundle import build_latent_bundle
+
+    torch.set_num_threads(args.threads)
+    _check_out_dir(args.out)
+    path = build_latent_bundle(
+        args.lam,
+        args.model,
+        args.data,
+        args.out,
+        args.actions,
+        args.bound,
+        args.starts,
+        args.reward,
+        args.seed,
+    )
+    print(f"bundle saved to {path}: gymnasium.make('AdaWorld/WorldModel-v0', bundle='{path}')")
+
+
 def _check_adapt_inputs(args: argparse.Namespace) -> None:
     """The model, its LAM, --out and flags that would be ignored, checked before any data is collected."""
     from adaworld_gym.data.episodes import FRAME_SHAPE
@@ -766,6 +788,34 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ad.add_argument("--out", type=Path, required=True, help="run directory; the bundle goes to OUT/bundle")
     ad.set_defaults(func=_cmd_adapt)
+
+    bu = _subcommand(
+        sub, "bundle", help="a bundle from videos alone: k-means options or the latent action as its actions"
+    )
+    bu.add_argument("--lam", type=Path, required=True, help="the LAM (with `adaworld cluster` options)")
+    bu.add_argument("--model", type=Path, required=True, help="the world model trained on its latents")
+    bu.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="episodes whose first frames start it"
+    )
+    bu.add_argument(
+        "--actions",
+        choices=ACTION_KINDS,
+        default="options",
+        help="options: Discrete(k) over the cluster options; latent: Box over the latent action",
+    )
+    bu.add_argument(
+        "--bound", type=float, default=None, help="latent: the Box bound (default: 99th percentile of |mu|)"
+    )
+    bu.add_argument(
+        "--starts", type=positive_int, default=16, help="start frames (first frame of each episode)"
+    )
+    bu.add_argument(
+        "--reward", type=Path, default=None, help="a reward head (adaworld train-reward) to attach"
+    )
+    bu.add_argument("--seed", type=seed_int, default=0)
+    bu.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    bu.add_argument("--out", type=Path, required=True, help="the bundle directory")
+    bu.set_defaults(func=_cmd_bundle)
 
     demo = _subcommand(sub, "demo", help="the end-to-end job on the shipped defaults")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
