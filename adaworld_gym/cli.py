@@ -844,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # user-facing problems: say what is wrong, no traceback
-        print(f"adaworld {args.command}: error: {e}", file=sys.stderr)
+        notes = "".join(f"\n  {note}" for note in getattr(e, "__notes__", ()))
+        print(f"adaworld {args.command}: error: {e}{notes}", file=sys.stderr)
         return 2
     except ImportError as e:
         if "pip install" not in str(e):  # not a missing optional extra (pygame): a bug, show the traceback

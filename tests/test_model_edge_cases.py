@@ -265,3 +265,37 @@ def test_a_float64_latent_beyond_float32_is_named_as_input_not_blamed_on_the_wei
     history = np.zeros((1, 2, 64, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="beyond float32's range"):
         model.predict_next(history, np.full((1, 8), 1e39), steps=1)
+
+
+def test_saved_configs_with_wrong_types_bad_schedules_or_missing_fields_are_named(bundle, tmp_path):
+    from adaworld_gym.models import LatentActionModel
+
+    bundle.world_model.save_pretrained(tmp_path / "wm")
+    config = json.loads((tmp_path / "wm" / "config.json").read_text())
+
+    def load_with(name, drop=(), **fields):
+        shutil.copytree(tmp_path / "wm", tmp_path / name)
+        edited = {k: v for k, v in {**config, **fields}.items() if k not in drop}
+        (tmp_path / name / "config.json").write_text(json.dumps(edited))
+        return DiffusionWorldModel.from_pretrained(tmp_path / name)
+
+    # "no" is a non-empty string: it used to build a model that ignores its actions.
+    with pytest.raises(ValueError, match=r"config.json: action_agnostic must be true or false, got 'no'"):
+        load_with("str_bool", action_agnostic="no")
+    with pytest.raises(ValueError, match="sample_size must be a finite int, got 64.5"):
+        load_with("float_int", sample_size=64.5)
+    with pytest.raises(ValueError, match="sigma_max must be above sigma_min"):
+        load_with("sigma", sigma_max=0)
+    with pytest.raises(ValueError, match="rho must be > 0"):
+        load_with("rho", rho=0)
+    with pytest.raises(ValueError, match="norm_num_groups 7 must divide"):
+        load_with("groups", norm_num_groups=7)
+    with pytest.warns(UserWarning, match="lacks predict_residual=False: the defaults are used"):
+        load_with("missing", drop=["predict_residual"])
+
+    # A truncated weights file: the reader's own reason, not only "Unable to load weights".
+    LatentActionModel(**bundle.lam.config).save_pretrained(tmp_path / "lam")
+    weights = tmp_path / "lam" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(OSError, match="cannot read the weights: Safetensor"):
+        LatentActionModel.from_pretrained(tmp_path / "lam")

@@ -354,3 +354,37 @@ def test_the_lam_takes_the_frame_size_training_reads(tmp_path):
     first = train_lam([tmp_path / "d32"], tmp_path / "lam", preset="tiny", max_steps=2)
     again = train_lam([tmp_path / "d32"], tmp_path / "ft", preset="tiny", max_steps=2, init_from=first)
     assert json.loads((Path(again) / "config.json").read_text())["image_size"] == 32
+
+
+def test_a_damaged_episode_stops_training_after_a_save_and_collect_writes_it_again(tmp_path):
+    import warnings
+
+    from adaworld_gym.data.collect import collect_procgen
+    from adaworld_gym.data.episodes import EpisodeError, read_episode
+
+    data = tmp_path / "data"
+    collect_procgen(["heist"], 12, 6, data, seed=0, batch=4)
+    shard = data / "procgen-heist" / "ep_000005.awe"
+    intact, episode = shard.read_bytes(), read_episode(shard)
+    kw = dict(batch_size=1, max_steps=40, checkpoint_every=1000, log_every=1000, progress=False)
+    clean = LatentActionModel.from_pretrained(train_lam([data], tmp_path / "clean", "tiny", **kw))
+
+    shard.write_bytes(intact[: len(intact) // 2])
+    with pytest.raises(EpisodeError, match="rerun the `adaworld collect` command") as failure:
+        train_lam([data], tmp_path / "run", "tiny", **kw)
+    saved = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))["step"]
+    assert 0 < saved < 40 and failure.value.__notes__ == [
+        f"the steps up to {saved} are saved: this command resumes there"
+    ]
+    # Rerunning the collection sets the damaged shard aside and writes the same episode again.
+    with pytest.warns(UserWarning, match="1 damaged episode.*ep_000005"):
+        report = collect_procgen(["heist"], 12, 6, data, seed=0, batch=4)
+    assert report.episodes_written == 1
+    np.testing.assert_array_equal(read_episode(shard).frames, episode.frames)
+    assert (shard.parent / "ep_000005.awe.corrupt").exists()
+    # The resumed run draws the batch it failed on: it ends where the uninterrupted one did.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no data-position warning either
+        resumed = LatentActionModel.from_pretrained(train_lam([data], tmp_path / "run", "tiny", **kw))
+    for a, b in zip(clean.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -359,14 +359,22 @@ class WindowBatches(Iterator[Any]):
         return self
 
     def __next__(self) -> Any:
+        # A damaged episode met part-way through a batch leaves the stream where the batch began, so a
+        # checkpoint saved then resumes (once the episode is collected again) with the batch it failed on.
+        before = self.state_dict() if self.sampled or self.sequence else None
         buf: list[Mapping[str, Any]] = []
-        while len(buf) < self.batch_size:
-            clip = self._next_clip()
-            if clip is None:
-                if buf and self.epochs is not None:
-                    return self.collate(buf)  # evaluation keeps the last partial batch
-                raise StopIteration
-            buf.append(clip)
+        try:
+            while len(buf) < self.batch_size:
+                clip = self._next_clip()
+                if clip is None:
+                    if buf and self.epochs is not None:
+                        return self.collate(buf)  # evaluation keeps the last partial batch
+                    raise StopIteration
+                buf.append(clip)
+        except EpisodeError:
+            if before is not None:
+                self.load_state_dict(before)
+            raise
         return self.collate(buf)
 
     def _next_clip(self) -> Mapping[str, Any] | None:

@@ -196,6 +196,7 @@ def collect_procgen(
             {"collector": "procgen", "game": game, "steps": steps, "levels": list(levels_range),
              "distribution_mode": distribution_mode, "seed": seed}
         )  # fmt: skip
+        store.set_aside_damaged()
         todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
 
         def jobs(store=store, todo=todo, game=game, subset=subset):
@@ -339,6 +340,7 @@ def collect_push(
     _check_seed(seed)
     store = EpisodeStore(Path(out) / "push", create=True)
     store.check_collection({"collector": "push", "steps": steps, "seed": seed})
+    store.set_aside_damaged()
     todo = [i for i in range(episodes) if f"ep_{i:06d}" not in store]
     args = [(i, episode_seed(seed, "push", i), steps) for i in todo]
     if workers <= 1:
@@ -528,6 +530,7 @@ def collect_videos(
     for folder, folder_files in by_folder.items():
         label, store = stores[folder]
         names = _video_names(folder_files, src)
+        store.set_aside_damaged()
         todo = [f for f in folder_files if names[f] not in store]
 
         def jobs(todo=todo, names=names) -> Iterable[tuple[str, Episode]]:

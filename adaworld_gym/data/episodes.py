@@ -462,6 +462,32 @@ class EpisodeStore:
                 "now); collect into another directory"
             )
 
+    def set_aside_damaged(self) -> list[str]:
+        """Move shards whose checksum no longer matches the manifest to ``<file>.corrupt`` and forget them.
+
+        Collectors call it before skipping the names present, so rerunning the collection that wrote a damaged
+        episode writes it again. Returns the names set aside.
+        """
+        with self._locked():
+            damaged = [
+                name
+                for name in self.names()
+                if self.path(name).exists() and sha256_file(self.path(name)) != self.manifest[name]["sha256"]
+            ]
+            for name in damaged:
+                path = self.path(name)
+                path.replace(path.with_name(path.name + ".corrupt"))
+                del self.manifest[name]
+            if damaged:
+                self._save_manifest()
+        if damaged:
+            warnings.warn(
+                f"{len(damaged)} damaged episode(s) in {self.root} (checksum mismatch) moved aside to *.corrupt "
+                f"and collected again: {', '.join(damaged[:5])}{' ...' if len(damaged) > 5 else ''}",
+                stacklevel=2,
+            )
+        return damaged
+
     def __contains__(self, name: str) -> bool:
         return name in self.manifest and self.path(name).exists()
 
@@ -487,7 +513,10 @@ class EpisodeStore:
         if not path.exists():
             raise EpisodeError(f"episode file listed in the manifest is missing: {path}")
         if verify and sha256_file(path) != self.manifest[name]["sha256"]:
-            raise EpisodeError(f"checksum mismatch (corrupt or modified file): {path}")
+            raise EpisodeError(
+                f"checksum mismatch (corrupt or modified file): {path}; rerun the `adaworld collect` command "
+                "that wrote it (with the same --out) to collect damaged episodes again"
+            )
         return read_episode(path)
 
     def total_frames(self) -> int:

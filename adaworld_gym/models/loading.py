@@ -21,6 +21,57 @@ _LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "erro
 SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 
 
+def _innermost(err: BaseException) -> str:
+    """The deepest error in ``err``'s chain that names the reader (safetensors), else the deepest of all."""
+    chain_, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain_.append(err)
+        err = err.__cause__ or err.__context__
+    named = [e for e in chain_ if "safetensor" in type(e).__name__.lower()]
+    found = (named or chain_)[-1]
+    return f"{type(found).__name__}: {found}"
+
+
+def _check_config_fields(
+    cls: type, config: dict[str, Any], config_file: Path, overrides: dict[str, Any]
+) -> None:
+    """Refuse config fields of another type than their constructor default's, and warn about missing ones.
+
+    diffusers passes JSON values on as they are, so ``"action_agnostic": "no"`` built a model that ignores its
+    actions (a non-empty string is true), and a missing field silently took the constructor's default.
+    """
+    import inspect
+    import math
+    import warnings
+
+    missing = []
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        default = param.default
+        if name == "self" or name in overrides or default is inspect.Parameter.empty:
+            continue
+        if name not in config:
+            missing.append(f"{name}={default!r}")
+            continue
+        value = config[name]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int | float) and value is not None:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (isinstance(value, int) or isinstance(default, float))
+        else:
+            continue
+        if not ok:
+            kind = "true or false" if isinstance(default, bool) else f"a finite {type(default).__name__}"
+            raise ValueError(f"{config_file}: {name} must be {kind}, got {value!r}")
+    if missing:
+        warnings.warn(
+            f"{config_file} lacks {', '.join(missing)}: the defaults are used (a config saved by older code, or "
+            "an edited one)",
+            stacklevel=3,
+        )
+
+
 class CheckedLoadingMixin:
     """``from_pretrained`` for a directory written by ``save_pretrained``, with errors that name the problem.
 
@@ -41,13 +92,15 @@ class CheckedLoadingMixin:
         if not config_file.is_file():
             raise FileNotFoundError(f"not a saved {cls.__name__}: {config_file} is missing")
         try:
-            class_name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name")
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            class_name = config.get("_class_name")
         except (ValueError, AttributeError) as err:
             raise ValueError(f"{config_file} is not a valid model config: {err}") from err
         if class_name != cls.__name__:
             raise ValueError(
                 f"{config_file} describes a {class_name!r}, not a {cls.__name__}: mismatched checkpoint"
             )
+        _check_config_fields(cls, config, config_file, overrides=kwargs)
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(
                 f"no safetensors weights in {path} (expected {SAFETENSORS_WEIGHTS}); other weight formats are "
@@ -65,6 +118,8 @@ class CheckedLoadingMixin:
             raise ValueError(
                 f"could not build a {cls.__name__} from {config_file} (a field of the wrong type?): {err}"
             ) from err
+        except OSError as err:  # diffusers names the file but buries why (a truncated file, a bad header)
+            raise OSError(f"{path}: cannot read the weights: {_innermost(err)}") from err
         problems = {key: info[key] for key in _LOADING_PROBLEMS if info.get(key)}
         empty = [name for name, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
         if problems or empty:

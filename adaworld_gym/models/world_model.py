@@ -143,6 +143,23 @@ def _fusable(block: nn.Module) -> bool:
     )
 
 
+def _check_schedule(**values: float) -> None:
+    """The noise-schedule settings: a bad one (``rho`` 0, ``sigma_max`` 0) failed only when sampling, far off."""
+    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values.values()):
+        raise ValueError(f"the noise settings must be finite numbers, got {values}")
+    for name in ("sigma_data", "sigma_min", "rho", "p_std", "history_aug_step"):
+        if values[name] <= 0:
+            raise ValueError(f"{name} must be > 0, got {values[name]}")
+    if values["sigma_max"] <= values["sigma_min"]:
+        raise ValueError(
+            f"sigma_max must be above sigma_min, got {values['sigma_max']} <= {values['sigma_min']}"
+        )
+    if values["history_aug_max"] < 0 or values["inference_aug_level"] < 0:
+        raise ValueError("history_aug_max and inference_aug_level must be >= 0")
+    if not 0 <= values["cond_drop_prob"] < 1:
+        raise ValueError(f"cond_drop_prob must be in [0, 1), got {values['cond_drop_prob']}")
+
+
 class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
     """Predicts the next 64x64 RGB frame from up to ``num_history`` past frames and a latent action.
 
@@ -199,7 +216,14 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"num_history and action_dim must be >= 1, got {num_history} and {action_dim}")
         if autocast_dtype not in (None, "bfloat16", "float16"):
             raise ValueError(f"autocast_dtype must be None, 'bfloat16' or 'float16', got {autocast_dtype!r}")
+        _check_schedule(
+            sigma_data=sigma_data, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, p_std=p_std,
+            history_aug_max=history_aug_max, history_aug_step=history_aug_step,
+            inference_aug_level=inference_aug_level, cond_drop_prob=cond_drop_prob,
+        )  # fmt: skip
         channels = tuple(block_out_channels)
+        if any(c % norm_num_groups for c in channels):
+            raise ValueError(f"norm_num_groups {norm_num_groups} must divide every block width {channels}")
         if sample_size < 1 or sample_size % 2 ** (len(channels) - 1):
             raise ValueError(
                 f"sample_size {sample_size} must be a positive multiple of {2 ** (len(channels) - 1)} "

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import swap_in_directory
+from adaworld_gym.data.episodes import EpisodeError, swap_in_directory
 
 
 def budget_spent(
@@ -530,6 +530,13 @@ class CheckpointClock:
                     yield
                 except KeyboardInterrupt:
                     self._flush()  # keep the work done so far; the next call resumes from here
+                    raise
+                except EpisodeError as e:
+                    # Raised while drawing a batch, between steps: the state is the last complete step's. With
+                    # several processes a save is a collective the others would not join, so only one saves.
+                    if self.agree is None:
+                        self._flush()
+                        e.add_note(f"the steps up to {self.saved_step} are saved: this command resumes there")
                     raise
                 self._flush()
         finally:
