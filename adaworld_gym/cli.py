@@ -204,7 +204,9 @@ def _load_npy(path: Path):
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"cannot read latent actions from {path}: {e}") from e
+        # numpy reads any file that is not .npy/.npz as a pickle, which it then refuses: say what it is not.
+        reason = "not a .npy file" if "pickled data" in str(e) else e
+        raise ValueError(f"cannot read latent actions from {path}: {reason}") from e
     if not isinstance(array, np.ndarray):  # an .npz archive under another name
         array.close()
         raise ValueError(f"cannot read latent actions from {path}: an .npz archive, not one .npy array")
@@ -449,11 +451,22 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 def _cmd_adapt(args: argparse.Namespace) -> None:
     import torch
 
-    from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
+    from adaworld_gym.training.adapt import adapt, adapt_config, adaptation_space, collect_adaptation_data
 
     torch.set_num_threads(args.threads)
     space = adaptation_space(args.env)
     _check_adapt_inputs(args)  # before a collection that can take minutes
+    config = adapt_config(  # checked before collecting too
+        samples_per_action=args.samples_per_action,
+        trajectories=args.trajectories,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        init=args.init,
+        mlp_fit_steps=args.mlp_fit_steps,
+        motion=args.motion,
+        seed=args.seed,
+    )
     data = args.data or collect_adaptation_data(
         args.env,
         args.out / "data",
@@ -467,15 +480,7 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
         args.lam,
         data,
         args.out,
-        samples_per_action=args.samples_per_action,
-        trajectories=args.trajectories,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        init=args.init,
-        mlp_fit_steps=args.mlp_fit_steps,
-        motion=args.motion,
-        seed=args.seed,
+        config,
         expected_action_space=space,
         meta={"env_id": args.env},
     )

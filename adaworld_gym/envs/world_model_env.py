@@ -74,8 +74,28 @@ RENDER_FPS = 15
 
 
 def goal_reward(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
-    """Negative mean squared error over the last three (H, W, C) axes, pixels in [0, 1]; vectorised."""
-    diff = (np.asarray(achieved, np.float32) - np.asarray(desired, np.float32)) / 255.0
+    """Negative mean squared error over the last three (H, W, C) axes, pixels in [0, 1]; vectorised.
+
+    Both are images ``[..., H, W, 3]`` of one image shape (batch axes broadcast) on the 0-255 scale (uint8, or
+    integers or floats in [0, 255]); anything else raises ``ValueError`` (HER relabelling hands over whole batches unchecked).
+    """
+    achieved, desired = np.asarray(achieved), np.asarray(desired)
+    for name, image in (("achieved_goal", achieved), ("desired_goal", desired)):
+        if image.ndim < 3 or image.shape[-1] != 3 or image.dtype.kind not in "uif":
+            raise ValueError(f"{name} must be images [..., H, W, 3], got {image.dtype} {image.shape}")
+        if image.dtype != np.uint8 and image.size:
+            if image.dtype.kind == "f" and not np.isfinite(image).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            if image.min() < 0 or image.max() > 255:
+                raise ValueError(f"{name} pixels must lie in [0, 255], got {image.min()}..{image.max()}")
+    try:
+        np.broadcast_shapes(achieved.shape, desired.shape)
+    except ValueError:
+        raise ValueError(
+            f"achieved_goal {achieved.shape} and desired_goal {desired.shape} do not match (one image shape, "
+            "batch axes equal or broadcastable)"
+        ) from None
+    diff = (achieved.astype(np.float32) - desired.astype(np.float32)) / 255.0
     return -np.mean(diff**2, axis=(-3, -2, -1), dtype=np.float32)
 
 

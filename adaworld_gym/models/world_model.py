@@ -485,7 +485,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         z = self._check_z(z, batch, "z")
         lengths = self._check_history_len(history_len, batch, h)
         frame = self._sample(self._pad_history(hist, lengths), lengths, z, steps, generator, guidance_scale)
-        out = _to_uint8(frame).permute(0, 2, 3, 1)
+        out = _to_uint8(frame, z).permute(0, 2, 3, 1)
         return out.cpu().numpy() if is_numpy else out
 
     @torch.no_grad()
@@ -527,7 +527,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
 
             zs = tqdm(zs, desc="rollout", unit="frame")
         for z in zs:
-            frame = _to_uint8(self._sample(window, lengths, z, steps, generator, guidance_scale))
+            frame = _to_uint8(self._sample(window, lengths, z, steps, generator, guidance_scale), z)
             frames.append(frame)
             window = torch.cat([window[:, 1:], _to_unit(frame)[:, None]], dim=1)
             lengths = (lengths + 1).clamp(max=self.config.num_history)
@@ -686,9 +686,17 @@ def _to_unit(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 127.5 - 1.0
 
 
-def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
+def _to_uint8(frames: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     # NaN would turn into black pixels and pass every check downstream (a planner's NaN guard included).
     if not torch.isfinite(frames).all():
+        largest = 0.0 if z is None or not z.numel() else float(z.abs().max())
+        if (
+            largest > 1e3
+        ):  # finite but huge latents overflow the network: the input is at fault, not the weights
+            raise FloatingPointError(
+                f"the world model produced non-finite values (NaN or inf) from z values up to {largest:.3g}: "
+                "latent actions are of order 1 (the LAM's mu); scale z down"
+            )
         raise FloatingPointError(
             "the world model produced non-finite values (NaN or inf): its weights are corrupt or diverged"
         )

@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import signal
 import traceback
@@ -35,7 +37,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from adaworld_gym._checks import is_int
+from adaworld_gym._checks import check_seed, is_int
 from adaworld_gym.data.collect import exit_with_parent
 
 if TYPE_CHECKING:  # torch and the models load only when a world model is used (not in simulator workers)
@@ -154,12 +156,14 @@ class WorldModelDynamics:
         self.action_space: spaces.Space = self.adapter.action_space
         self.context_frames: int = int(self.world_model.config.num_history)
         self.steps, self.chunk_size = steps, chunk_size
+        if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         self.guidance_scale, self.common_noise = float(guidance_scale), bool(common_noise)
         self.reseed(generator_seed)
 
     def reseed(self, generator_seed: int) -> None:
         """Restart the noise sequence: the next call is call 0 of ``generator_seed``."""
-        self.generator_seed, self.calls = int(generator_seed), 0
+        self.generator_seed, self.calls = check_seed(generator_seed, "generator_seed"), 0
 
     def _call_seed(self) -> int:
         seed = int(np.random.SeedSequence([self.generator_seed, self.calls]).generate_state(1, np.uint64)[0])

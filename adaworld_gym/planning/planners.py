@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from adaworld_gym._checks import is_int
+from adaworld_gym._checks import check_seed, is_int
 from adaworld_gym.planning.costs import ADAWORLD_COST, VP2_COST, CostFn, sanitize_costs
 from adaworld_gym.planning.dynamics import Dynamics, WorldModelDynamics
 
@@ -73,6 +73,11 @@ def _check_goal(goal: Any) -> np.ndarray:
     goal = np.asarray(goal)
     if goal.ndim != 3 or goal.shape[-1] != 3 or goal.dtype.kind not in "uif":
         raise ValueError(f"goal must be an image [H, W, 3], got {goal.dtype} {goal.shape}")
+    # A NaN goal made every candidate's cost NaN, which read as a model fault ("non-finite predictions?").
+    if goal.dtype.kind == "f" and not np.isfinite(goal).all():
+        raise ValueError("goal contains NaN or inf")
+    if goal.dtype != np.uint8 and goal.size and (goal.min() < 0 or goal.max() > 255):
+        raise ValueError(f"goal pixels must lie in [0, 255], got {goal.min()}..{goal.max()}")
     return goal
 
 
@@ -116,8 +121,8 @@ class Planner:
         self.cost, self.horizon, self.execute = cost, horizon, execute
         self.warm_start = warm_start
         self.default_action = self._resolve_default(default_action)
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.seed = check_seed(seed)
+        self.rng = np.random.default_rng(self.seed)
         self.replan_seconds: list[float] = []
         self.last_info: dict[str, Any] = {}
         self._previous: np.ndarray | None = None
@@ -144,8 +149,8 @@ class Planner:
         self.replan_seconds = []
         self.last_info = {}
         if seed is not None:
-            self.seed = seed
-            self.rng = np.random.default_rng(seed)
+            self.seed = check_seed(seed)
+            self.rng = np.random.default_rng(self.seed)
 
     def plan(
         self,
@@ -467,6 +472,10 @@ class CEMPlanner(Planner):
         self.samples, self.elites, self.iterations = samples, elites, iterations
         self.beta, self.smoothing = float(beta), float(smoothing)
         self.return_best, self.keep_previous = return_best, keep_previous
+        if self.discrete and init_std is not None:  # was ignored: CEM over Discrete refits action frequencies
+            raise ValueError(
+                "init_std applies to Box action spaces; CEM over Discrete samples action frequencies"
+            )
         self.init_std = None if self.discrete else _resolve_std(init_std, space)
 
     def _resolve_default(self, default_action: Any) -> np.ndarray:

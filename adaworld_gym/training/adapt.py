@@ -511,8 +511,7 @@ def adapt(
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    cfg = replace(config or AdaptConfig(), **{k: v for k, v in overrides.items() if v is not None})
-    _validate(cfg)
+    cfg = adapt_config(config, **overrides)
     out_dir = Path(out_dir)
     ckpt_root = out_dir / "checkpoints"
     accelerator = Accelerator()
@@ -816,6 +815,13 @@ def _adapter_inputs(adapter: LatentAdapter, lam: Any, batch: Mapping[str, torch.
     if not adapter.uses_motion:
         return (batch["action"],)
     return batch["action"], batch["motion"] if "motion" in batch else batch_motion(lam, batch)
+
+
+def adapt_config(config: AdaptConfig | None = None, **overrides: Any) -> AdaptConfig:
+    """``config`` (default: the defaults) with the non-None ``overrides``, checked (``ValueError``)."""
+    cfg = replace(config or AdaptConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    _validate(cfg)
+    return cfg
 
 
 def _validate(cfg: AdaptConfig) -> None:
