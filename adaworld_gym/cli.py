@@ -149,14 +149,11 @@ def _data_spec(args: argparse.Namespace):
 
 
 def _cmd_train_lam(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.models.latent_action import LatentActionModel
     from adaworld_gym.training.lam import train_lam
 
     overrides = _model_settings(args.set, LatentActionModel, {"regularizer", "beta", "preset"})
-    _check_out_dir(args.out)
-    torch.set_num_threads(args.threads)
+    _check_run_dir(args.out)
     path = train_lam(
         _data_spec(args),
         args.out,
@@ -229,6 +226,27 @@ def _check_out_dir(path: Path) -> None:
             return
 
 
+def _check_run_dir(path: Path) -> None:
+    """A training run's --out must not be a saved model, bundle or episode data (swapped arguments wrote runs
+    into a LAM's weights folder or a data folder)."""
+    from adaworld_gym.data.episodes import MANIFEST
+
+    _check_out_dir(path)
+    if not path.is_dir():
+        return
+    for marker, what in (
+        ("config.json", "a saved model"),
+        ("bundle.json", "a bundle"),
+        (MANIFEST, "episode data"),
+    ):
+        if (path / marker).is_file():
+            raise ValueError(f"--out {path} holds {what} ({marker}): give a run directory of its own")
+    if any((child / MANIFEST).is_file() for child in path.iterdir() if child.is_dir()):
+        raise ValueError(
+            f"--out {path} holds episode data (subsets with {MANIFEST}): give a run directory of its own"
+        )
+
+
 def _cmd_encode(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import encode_frames
     from adaworld_gym.transfer import load_frames
@@ -294,16 +312,13 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_wm(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.training.world_model import train_world_model
 
-    torch.set_num_threads(args.threads)
     if args.lam is None and not args.action_agnostic:
         raise ValueError("--lam is required unless --action-agnostic")
     if args.lam is not None and args.action_agnostic:
         raise ValueError("--action-agnostic trains without latent actions: drop --lam")
-    _check_out_dir(args.out)
+    _check_run_dir(args.out)
     path = train_world_model(
         _data_spec(args),
         args.out,
@@ -331,8 +346,9 @@ def _cmd_transfer(args: argparse.Namespace) -> None:
     lam = args.lam or shipped(DEFAULT_LAM, "latent action model")
     model = args.model or shipped(DEFAULT_WORLD_MODEL, "world model")
     out = transfer_gif(
-        args.source, args.target, args.out, lam, model, steps=args.steps, seed=args.seed, progress=True
-    )
+        args.source, args.target, args.out, lam, model, steps=args.steps, denoise_steps=args.denoise_steps,
+        seed=args.seed, target_frames=args.target_frames, progress=True,
+    )  # fmt: skip
     print(f"wrote {out} (source | transferred)")
 
 
@@ -344,12 +360,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_reward(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.training.reward import attach_reward_head, train_reward
 
-    torch.set_num_threads(args.threads)
-    _check_out_dir(args.out)
+    _check_run_dir(args.out)
     if args.bundle is not None:  # before training: a wrong path or a bundle the head cannot fit fails now
         from adaworld_gym.data.clips import env_ids
         from adaworld_gym.envs.shipped import check_recorded_env
@@ -380,18 +393,22 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
     )
     print(f"reward head saved to {path} (held-out metrics in {args.out / 'summary.json'})")
     if args.bundle is not None:
+        import json
+
+        events = json.loads((args.out / "summary.json").read_text())["train_events"]
+        if not events:  # it learned zeros: attached, the bundle would claim a head that never pays nor ends
+            raise ValueError(
+                f"the head saw no rewarded or terminal transition in --data: not attached to {args.bundle} "
+                "(collect episodes in which the game pays or ends, e.g. more or longer ones)"
+            )
         attach_reward_head(args.bundle, path)
         print(f"reward head attached to the bundle {args.bundle}")
 
 
 def _cmd_play(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.envs.viewer import no_display
     from adaworld_gym.play import play
 
-    # One thread by default: on a busy 2-core machine two threads step the world model ~50x slower.
-    torch.set_num_threads(args.threads)
     if args.policy is not None and not args.headless:
         raise ValueError(
             "--policy plays without a window: add --headless (interactive play reads the keyboard)"
@@ -416,11 +433,8 @@ def _cmd_play(args: argparse.Namespace) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.plan import plan_push
 
-    torch.set_num_threads(args.threads)
     result = plan_push(
         args.out,
         model=args.model,
@@ -449,11 +463,8 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_adapt(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.training.adapt import adapt, adapt_config, adaptation_space, collect_adaptation_data
 
-    torch.set_num_threads(args.threads)
     space = adaptation_space(args.env)
     _check_adapt_inputs(args)  # before a collection that can take minutes
     config = adapt_config(  # checked before collecting too
@@ -488,11 +499,8 @@ def _cmd_adapt(args: argparse.Namespace) -> None:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> None:
-    import torch
-
     from adaworld_gym.latent_bundle import build_latent_bundle
 
-    torch.set_num_threads(args.threads)
     _check_out_dir(args.out)
     path = build_latent_bundle(
         args.lam,
@@ -511,9 +519,11 @@ def _cmd_bundle(args: argparse.Namespace) -> None:
 def _check_adapt_inputs(args: argparse.Namespace) -> None:
     """The model, its LAM, --out and flags that would be ignored, checked before any data is collected."""
     from adaworld_gym.data.episodes import FRAME_SHAPE
+    from adaworld_gym.training.common import check_save_target
     from adaworld_gym.training.world_model import check_lam_compatible, load_lam, load_world_model
 
-    _check_out_dir(args.out)
+    _check_run_dir(args.out)
+    check_save_target(args.out / "bundle")  # where the bundle goes, after the finetune
     model = load_world_model(args.model)
     if model.config.action_agnostic:
         if args.lam is not None:
@@ -654,7 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, default=20)
     tr.add_argument("--lam", type=Path, default=None, help="default: the shipped LAM")
     tr.add_argument("--model", type=Path, default=None, help="default: the shipped world model")
+    tr.add_argument("--denoise-steps", type=positive_int, default=3, help="Euler steps per frame")
+    tr.add_argument("--target-frames", type=positive_int, default=1, help="leading target frames as history")
     tr.add_argument("--seed", type=seed_int, default=0)
+    tr.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     tr.add_argument("--out", type=Path, default=Path("transfer.gif"))
     tr.set_defaults(func=_cmd_transfer)
 
@@ -662,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", type=Path)
     enc.add_argument("--lam", type=Path, default=None, help="LAM directory (default: the shipped one)")
     enc.add_argument("--out", type=Path, required=True, help=".npy file [T-1, d]")
+    enc.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     enc.set_defaults(func=_cmd_encode)
 
     comp = _subcommand(sub, "compose", help="average latent actions (.npy files of [d] or [N,d])")
@@ -676,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     clu.add_argument("--k", type=positive_int, default=8)
     clu.add_argument("--samples", type=positive_int, default=5000)
     clu.add_argument("--seed", type=seed_int, default=0)
+    clu.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     clu.set_defaults(func=_cmd_cluster)
 
     plot = _subcommand(sub, "plot", help="2-D projection of latent actions by true action and by game (PNG)")
@@ -684,6 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--samples", type=_at_least_two, default=3000)
     plot.add_argument("--seed", type=seed_int, default=0)
     plot.add_argument("--out", type=Path, required=True)
+    plot.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     plot.set_defaults(func=_cmd_plot)
 
     rw = _subcommand(
@@ -846,6 +862,12 @@ def _stop_gracefully_on_signals() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _stop_gracefully_on_signals()
+    # Every command that runs a model takes --threads, default 1: on a busy 2-core machine two threads stepped
+    # the world model ~50x slower, and a transfer took 16.5 s at two threads against 7.2 s at one.
+    if hasattr(args, "threads"):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # user-facing problems: say what is wrong, no traceback

@@ -62,9 +62,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,8 +334,13 @@ class RandomMoves(RandomPlanner):
         return self.rng.choice(np.array(PROCGEN_MOVE_ACTIONS, np.int64), self.horizon), {"best_cost": np.nan}
 
 
-def bundle_dirs(args: Args, games: list[str], tmp: Path) -> tuple[dict, dict]:
-    """``paths[game][model]`` bundle directories and ``skipped[game][model]`` reasons for the learned models."""
+def bundle_dirs(
+    args: Args, games: list[str], tmp: Path, models: Sequence[str] = LEARNED
+) -> tuple[dict, dict]:
+    """``paths[game][model]`` bundle directories and ``skipped[game][model]`` reasons for the learned models.
+
+    A folder given for one of ``models`` (the models to run) must hold a bundle of every game, of that game.
+    """
     paths: dict[str, dict[str, str]] = {g: {} for g in games}
     skipped: dict[str, dict[str, str]] = {g: {} for g in games}
     given = {"adaworld": args.adaworld, "adaworld_zero_shot": args.adaworld_zero_shot}
@@ -354,12 +361,30 @@ def bundle_dirs(args: Args, games: list[str], tmp: Path) -> tuple[dict, dict]:
             else:
                 skipped[game][name] = f"no bundle: --{name.replace('_', '-')} not given"
                 continue
+            flag = f"--{name.replace('_', '-')}"
             if (path / "bundle.json").is_file():
+                _check_bundle_game(path, game, flag)
                 paths[game][name] = str(path)
+            elif given[name] and name in models:  # a folder the user named holds no bundle for the game
+                raise SystemExit(
+                    f"{flag} {given[name]}: no bundle for {game} at {path} (bundle.json missing); the folder holds "
+                    f"one bundle per game as procgen-<game>/ (e.g. link {path} to an `adaworld adapt --out` "
+                    "folder's bundle/)"
+                )
             else:
-                flag = f"--{name.replace('_', '-')}"
                 skipped[game][name] = f"no bundle at {path}" + ("" if given[name] else f" ({flag} not given)")
     return paths, skipped
+
+
+def _check_bundle_game(path: Path, game: str, flag: str) -> None:
+    """Refuse a bundle adapted to another game: its codebook holds that game's moves, so its plans mean others."""
+    try:
+        recorded = json.loads((path / "bundle.json").read_text()).get("meta", {}).get("env_id")
+    except (ValueError, AttributeError):
+        return  # a damaged bundle.json: load_bundle names the problem
+    expected = f"AdaWorld/Procgen-{game}-v0"
+    if isinstance(recorded, str) and recorded != expected:
+        raise SystemExit(f"{flag}: the bundle at {path} was adapted to {recorded}, not {expected}")
 
 
 def tiny_procgen_bundle(seed: int = 0, action_agnostic: bool = False, preset: str = "tiny") -> Any:
@@ -716,7 +741,7 @@ def main(args: Args) -> dict[str, Any]:
     loaded: dict[tuple[str, str], Any] = {}  # (game, plug-in) loaded and not yet run
     try:
         with tempfile.TemporaryDirectory(prefix="procgen_planning_") as tmp:
-            paths, skipped = bundle_dirs(args, games, Path(tmp))
+            paths, skipped = bundle_dirs(args, games, Path(tmp), models)
             # A bundle is identified by its path and a digest of its weights, so that a result is never taken
             # over for another model behind the same path.
             bundle_meta = {

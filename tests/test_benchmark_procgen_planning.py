@@ -146,6 +146,27 @@ def test_models_without_a_bundle_are_skipped_with_a_reason(tmp_path, no_shipped_
     assert "Skipped:" in (tmp_path / "out" / "results.md").read_text()
 
 
+def test_a_bundle_folder_given_for_a_model_that_runs_must_hold_that_games_bundle(tmp_path):
+    from benchmarks.procgen_planning import bundle_dirs
+
+    args = Args(preset="cpu", games="maze,heist", adaworld=str(tmp_path / "mine"))
+    tiny_procgen_bundle(seed=0).save_pretrained(tmp_path / "mine" / "procgen-maze")
+    with pytest.raises(SystemExit, match="--adaworld .*: no bundle for heist at .*procgen-heist"):
+        bundle_dirs(args, ["maze", "heist"], tmp_path, models=["adaworld"])
+    paths, skipped = bundle_dirs(args, ["maze", "heist"], tmp_path, models=["random"])  # not run: noted
+    assert "no bundle at" in skipped["heist"]["adaworld"] and paths["maze"]["adaworld"].endswith(
+        "procgen-maze"
+    )
+
+    other = tiny_procgen_bundle(seed=0)
+    other.meta = {**other.meta, "env_id": "AdaWorld/Procgen-coinrun-v0"}
+    other.save_pretrained(tmp_path / "mine" / "procgen-heist")
+    with pytest.raises(
+        SystemExit, match="adapted to AdaWorld/Procgen-coinrun-v0, not AdaWorld/Procgen-heist-v0"
+    ):
+        bundle_dirs(args, ["maze", "heist"], tmp_path, models=["random"])
+
+
 def test_an_adapted_twin_is_recognised_by_what_it_was_pretrained_as():
     # adaworld adapt turns action conditioning on in the twin; the bundle records what it was pretrained as.
     adapted_twin = tiny_procgen_bundle(seed=0)

@@ -82,3 +82,34 @@ def test_cli_adapt_checks_its_settings_before_collecting_and_compose_names_a_non
     text.write_text("0.1 0.2\n")
     assert cli_main(["compose", str(text), "--out", str(tmp_path / "z.npy")]) == 2
     assert "not a .npy file" in capsys.readouterr().err
+
+
+def test_training_refuses_an_out_that_holds_a_model_a_bundle_or_data(tmp_path, capsys):
+    from synthetic_data import grid_episodes
+
+    bundle = tiny_random_bundle("latent")
+    bundle.lam.save_pretrained(tmp_path / "lam")
+    bundle.save_pretrained(tmp_path / "bundle")
+    data = grid_episodes(tmp_path / "data")
+    lam = ["--lam", str(tmp_path / "lam")]
+    cases = [
+        (["train-lam", "--data", str(data), "--out", str(tmp_path / "lam")], "holds a saved model"),
+        (["train-wm", *lam, "--data", str(data), "--out", str(tmp_path / "bundle")], "holds a bundle"),
+        (["train-lam", "--data", str(data), "--out", str(data)], "holds episode data"),
+        (["train-lam", "--data", str(data), "--out", str(tmp_path / "data")], "holds episode data (subsets"),
+    ]
+    for argv, message in cases:
+        assert cli_main(argv) == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "lam").iterdir()) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
+
+    # adapt: an OUT/bundle that a save would refuse is refused before collecting and finetuning.
+    bundle.world_model.save_pretrained(tmp_path / "wm")
+    (tmp_path / "run" / "bundle").mkdir(parents=True)
+    (tmp_path / "run" / "bundle" / "mine.txt").write_text("x")
+    argv = ["adapt", "--model", str(tmp_path / "wm"), *lam, "--env", "AdaWorld/Procgen-coinrun-v0"]
+    assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert "run/bundle: it holds other files" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["bundle"]

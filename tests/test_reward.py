@@ -288,6 +288,16 @@ def test_attach_reward_head_and_train_reward_cli(trained, tmp_path, capsys):
     assert AdaWorldBundle.from_pretrained(tmp_path / "c").reward_head.config.latent_dim == 0
     code = main(["train-reward", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert code == 2 and "nowhere" in capsys.readouterr().err
+    # Episodes where nothing pays or ends teach a head of zeros: it is saved, not attached.
+    from synthetic_data import grid_episodes
+
+    quiet = grid_episodes(tmp_path / "quiet")
+    tiny_random_bundle("discrete").save_pretrained(tmp_path / "d")
+    argv = ["train-reward", "--data", str(quiet), "--out", str(tmp_path / "q"), "--max-steps", "2"]
+    with pytest.warns(UserWarning, match="learn zeros"):
+        code = main([*argv, "--batch-size", "4", "--bundle", str(tmp_path / "d")])
+    assert code == 2 and "saw no rewarded or terminal transition" in capsys.readouterr().err
+    assert AdaWorldBundle.from_pretrained(tmp_path / "d").reward_head is None
 
 
 # ---------------------------------------------------------------------------------------------- envs

@@ -388,3 +388,21 @@ def test_a_damaged_episode_stops_training_after_a_save_and_collect_writes_it_aga
         resumed = LatentActionModel.from_pretrained(train_lam([data], tmp_path / "run", "tiny", **kw))
     for a, b in zip(clean.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_rerunning_a_finished_run_keeps_the_control_options_new_weights_drop_them(tmp_path):
+    from adaworld_gym.latent import load_options, save_options
+
+    clips = square_clips(16)
+    kw = dict(model_overrides=TINY_32, batch_size=8, progress=False)
+    model_dir = train_lam(clips, tmp_path / "run", "tiny", max_steps=2, **kw)
+    centres = np.arange(6, dtype=np.float32).reshape(2, 3)
+    save_options(model_dir, centres)
+    train_lam(clips, tmp_path / "run", "tiny", max_steps=2, **kw)  # finished: saves the same weights
+    np.testing.assert_array_equal(load_options(model_dir), centres)
+    with pytest.warns(
+        UserWarning, match="latent_options.safetensors, made for its earlier weights: not kept"
+    ):
+        train_lam(clips, tmp_path / "run", "tiny", max_steps=3, **kw)  # trained on: other latents
+    with pytest.raises(FileNotFoundError, match="run `adaworld cluster` first"):
+        load_options(model_dir)

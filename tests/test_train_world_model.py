@@ -165,3 +165,12 @@ def test_the_lam_takes_the_datas_frame_size_and_the_world_model_the_lams_sizes(t
     assert (model.config.action_dim, model.config.sample_size) == (16, 32)
     frames = model.predict_next(np.zeros((1, 2, 32, 32, 3), np.uint8), np.zeros((1, 16), np.float32))
     assert frames.shape == (1, 32, 32, 3)
+
+
+def test_a_run_directory_of_another_model_is_refused_in_one_line(tmp_path, data, lam_dir):
+    from adaworld_gym.training.lam import train_lam
+
+    train_lam(data, tmp_path / "run", "tiny", max_steps=1, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="is a checkpoint of another kind of model") as refused:
+        train_world_model(data, tmp_path / "run", lam_dir, "tiny", max_steps=2, **FAST)
+    assert len(str(refused.value)) < 300

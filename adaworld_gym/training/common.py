@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.episodes import EpisodeError, swap_in_directory
+from adaworld_gym.data.episodes import EpisodeError, sha256_file, swap_in_directory
 
 
 def budget_spent(
@@ -58,16 +58,32 @@ def write_json(path: Path, obj: Any) -> None:
 SAVED_MARKERS = ("config.json", "bundle.json")  # what a directory written by save_model_atomic holds
 
 
-def save_model_atomic(model: Any, model_dir: Path, notes: Mapping[str, Any] | None = None) -> None:
+def save_model_atomic(
+    model: Any, model_dir: Path, notes: Mapping[str, Any] | None = None, keep_added: bool = False
+) -> None:
     """``save_pretrained`` into a side directory, then swap it in, so a kill never leaves half a model.
 
     An existing ``model_dir`` is replaced only if it is empty or an earlier save (it holds a ``config.json`` or
     ``bundle.json``); any other directory, or a file, raises ``FileExistsError`` and is left alone. The old save
     is moved aside before the new one is moved in and deleted after, so a kill leaves the old or the new one
     (or, between the two renames, the old one in ``.NAME-old``). ``notes``: ``{file name: JSON value}`` written
-    beside the weights in the same swap.
+    beside the weights in the same swap. ``keep_added``: files added to the old save since (a LAM's control
+    options) stay when the weights are the same (see :func:`_keep_added_files`).
     """
     model_dir = Path(model_dir).resolve()
+    check_save_target(model_dir)
+    tmp = model_dir.with_name(f".{model_dir.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    for name, value in (notes or {}).items():
+        write_json(tmp / name, value)
+    if keep_added:
+        _keep_added_files(model_dir, tmp)
+    swap_in_directory(tmp, model_dir)
+
+
+def check_save_target(model_dir: Path) -> None:
+    """``FileExistsError`` unless ``model_dir`` is absent, empty or an earlier save (see save_model_atomic)."""
     if model_dir.exists():
         if not model_dir.is_dir():
             raise FileExistsError(f"cannot save to {model_dir}: it is a file")
@@ -76,12 +92,33 @@ def save_model_atomic(model: Any, model_dir: Path, notes: Mapping[str, Any] | No
                 f"cannot save to {model_dir}: it holds other files (no {' or '.join(SAVED_MARKERS)}); "
                 "choose an empty or new directory"
             )
-    tmp = model_dir.with_name(f".{model_dir.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    for name, value in (notes or {}).items():
-        write_json(tmp / name, value)
-    swap_in_directory(tmp, model_dir)
+
+
+def _keep_added_files(old_dir: Path, new_dir: Path) -> None:
+    """Carry files added beside saved weights (``adaworld cluster``'s options) into a save of the same weights.
+
+    Re-running a finished training command saves the same weights again, which used to drop the options; a
+    save of other weights drops them with a warning, since they were made from the earlier weights' latents.
+    """
+    if not old_dir.is_dir():
+        return
+    added = sorted(p for p in old_dir.iterdir() if p.is_file() and not (new_dir / p.name).exists())
+    if not added:
+        return
+    weights = sorted(p.name for p in new_dir.glob("*.safetensors"))
+    same = bool(weights) and all(
+        (old_dir / name).is_file() and sha256_file(old_dir / name) == sha256_file(new_dir / name)
+        for name in weights
+    )
+    if same:
+        for path in added:
+            shutil.copy2(path, new_dir / path.name)
+    else:
+        warnings.warn(
+            f"{old_dir} held {', '.join(p.name for p in added)}, made for its earlier weights: not kept with the new "
+            "ones (rerun `adaworld cluster` for new control options)",
+            stacklevel=3,
+        )
 
 
 def image_grid(f_t: torch.Tensor, f_t1: torch.Tensor, pred: torch.Tensor, n: int = 8) -> torch.Tensor:
@@ -230,8 +267,16 @@ def resume_state(
         )
     if state["model_config"] != model_config:
         was, now = state["model_config"], model_config
+        if len(set(was) & set(now)) * 2 < min(len(was), len(now)):  # hardly a field in common
+            raise ValueError(
+                f"{path} is a checkpoint of another kind of model (a run of another training command in this "
+                "out_dir?): use a new out_dir"
+            )
         keys = [k for k in sorted({*was, *now}) if was.get(k, ...) != now.get(k, ...)]
-        differs = ", ".join(f"{k}: {was.get(k, 'unset')!r} then, {now.get(k, 'unset')!r} now" for k in keys)
+        differs = ", ".join(
+            f"{k}: {was.get(k, 'unset')!r} then, {now.get(k, 'unset')!r} now" for k in keys[:8]
+        )
+        differs += f" and {len(keys) - 8} more" if len(keys) > 8 else ""
         raise ValueError(
             f"{path} was written for a different model config ({differs}); use a new out_dir or the same "
             "preset/overrides"

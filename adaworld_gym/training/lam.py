@@ -351,7 +351,7 @@ def run_lam_training(
             summary["eval"] = evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches)
             if writer is not None:
                 _log_eval(writer, summary["eval"], step)
-        save_model_atomic(raw_model, model_dir)
+        save_model_atomic(raw_model, model_dir, keep_added=True)  # adaworld cluster's options
         write_json(out_dir / "summary.json", summary)
     if writer is not None:
         writer.close()
