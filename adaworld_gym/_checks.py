@@ -1,9 +1,11 @@
-"""Small argument checks shared across the package."""
+"""Small argument checks and error helpers shared across the package."""
 
 from __future__ import annotations
 
 import numbers
 from typing import Any
+
+import numpy as np
 
 
 def is_int(value: Any) -> bool:
@@ -16,3 +18,18 @@ def check_seed(value: Any, name: str = "seed") -> int:
     if not is_int(value) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, also on Python 3.10, which lacks it (its tracebacks do not show notes)."""
+    error.__notes__ = [*getattr(error, "__notes__", []), note]
+
+
+def check_pixel_scale(image: np.ndarray, name: str) -> None:
+    """Pixels on the 0-255 scale: uint8, or finite integers or floats in [0, 255] (``ValueError`` otherwise)."""
+    if image.dtype == np.uint8 or not image.size:
+        return
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if image.min() < 0 or image.max() > 255:
+        raise ValueError(f"{name} pixels must lie in [0, 255], got {image.min()}..{image.max()}")

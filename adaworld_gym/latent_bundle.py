@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from adaworld_gym._checks import check_seed, is_int
+
 __all__ = ["ACTION_KINDS", "build_latent_bundle", "start_frames", "latent_bound"]
 
 ACTION_KINDS = ("options", "latent")
@@ -27,9 +29,10 @@ def start_frames(roots: Sequence[str | os.PathLike], n: int = 16) -> np.ndarray:
     from adaworld_gym.data.clips import find_subsets
     from adaworld_gym.data.episodes import EpisodeStore
 
-    if n < 1:
-        raise ValueError(f"the number of start frames must be >= 1, got {n}")
-    queues = [(EpisodeStore(path), list(EpisodeStore(path).names())) for path in find_subsets(roots)]
+    if not is_int(n) or n < 1:
+        raise ValueError(f"the number of start frames must be an integer >= 1, got {n!r}")
+    stores = [EpisodeStore(path) for path in find_subsets(roots)]
+    queues = [(store, store.names()) for store in stores]
     frames = []
     while len(frames) < n and any(names for _, names in queues):
         for store, names in queues:  # round robin, so that every subset (video folder, game) gets starts
@@ -78,8 +81,9 @@ def build_latent_bundle(
     from adaworld_gym.latent import load_options
     from adaworld_gym.models.adapters import LatentOptions, LatentPassthrough
     from adaworld_gym.models.bundle import AdaWorldBundle
-    from adaworld_gym.training.reward import attach_reward_head
+    from adaworld_gym.training.reward import load_reward_head
     from adaworld_gym.training.world_model import (
+        check_lam_compatible,
         load_lam,
         load_world_model,
         model_dir_of,
@@ -92,21 +96,27 @@ def build_latent_bundle(
         raise ValueError("a bound applies to actions='latent' only")
     if bound is not None and not (np.isfinite(bound) and bound > 0):
         raise ValueError(f"bound must be a finite number > 0, got {bound}")
+    check_seed(seed)
     lam, world_model = load_lam(lam_dir), load_world_model(model_dir)
     if world_model.config.action_agnostic:
         raise ValueError(f"{model_dir} is action-agnostic: its frames do not depend on any action")
+    check_lam_compatible(lam, world_model)
     warn_if_other_lam(model_dir, lam_dir)
+    head = None if reward is None else load_reward_head(reward)
     starts = start_frames(data, num_starts)  # before any encoding: bad data fails fast
+    size = world_model.config.sample_size
+    if starts.shape[2:4] != (size, size):
+        raise ValueError(
+            f"the episodes in {', '.join(map(str, data))} hold {starts.shape[2]}x{starts.shape[3]} frames, the "
+            f"world model makes {size}x{size} ones"
+        )
     if actions == "options":
         adapter = LatentOptions(load_options(model_dir_of(lam_dir, "LAM", "train_lam")))
     else:
-        adapter = LatentPassthrough(
-            lam.config.latent_dim, latent_bound(lam, data, seed=seed) if bound is None else bound
-        )
+        bound = latent_bound(lam, data, seed=seed) if bound is None else bound
+        adapter = LatentPassthrough(lam.config.latent_dim, bound)
     source = f"{actions} of {lam_dir}; start frames from {', '.join(map(str, data))}"
-    bundle = AdaWorldBundle(lam, world_model, adapter, starts, meta={"source": source})
-    out = Path(out)
+    # Whole before it is saved: a head that does not fit fails here, leaving nothing half-made at ``out``.
+    bundle = AdaWorldBundle(lam, world_model, adapter, starts, meta={"source": source}, reward_head=head)
     bundle.save_pretrained(out)
-    if reward is not None:
-        attach_reward_head(out, reward)
-    return out
+    return Path(out)

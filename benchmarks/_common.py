@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from adaworld_gym._checks import add_note
+
 T = TypeVar("T")
 
 
@@ -420,7 +422,7 @@ class CheckedPlugin:
         try:
             frames = np.asarray(self.dynamics.rollout(context, actions, state=state))
         except Exception as e:  # the plug-in's own error, traceback and all, with whose it is
-            e.add_note(f"raised by the rollout of plug-in {self.name!r} (--dynamics)")
+            add_note(e, f"raised by the rollout of plug-in {self.name!r} (--dynamics)")
             raise
         batch, steps = np.shape(actions)[:2]
         size = () if context is None else tuple(np.shape(context)[2:4])

@@ -148,6 +148,7 @@ def synthetic_push_like(out: Path, episodes: int, steps: int, seed: int) -> Path
     # Episodes already there are kept: refuse a directory written with other settings (or by collect_push)
     # rather than mix its episodes with these.
     store.check_collection({"collector": "synthetic_push_like", "steps": steps, "seed": seed})
+    store.set_aside_damaged()  # written again below, as the collectors do
     rng = np.random.default_rng(seed)
     for i in range(episodes):
         table = rng.integers(90, 140, (64, 64, 3), dtype=np.uint8)

@@ -96,4 +96,17 @@ def test_bad_requests_are_refused_clearly(models, tmp_path, capsys):
     tiny_random_bundle("latent", seed=1).lam.save_pretrained(lam_without_options)
     with pytest.raises(FileNotFoundError, match="run `adaworld cluster` first"):
         build_latent_bundle(lam_without_options, models / "wm", [models / "a"], tmp_path / "y")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # A head of another frame size, or start frames of another size than the model's: nothing is written.
+    RewardHead(latent_dim=0, image_size=32, channels=(4, 4, 4, 4), hidden=8).save_pretrained(tmp_path / "h32")
+    with pytest.raises(ValueError, match="image_size 32 does not match"):
+        build_latent_bundle(
+            models / "lam", models / "wm", [models / "a"], tmp_path / "z", reward=tmp_path / "h32"
+        )
+    small = tiny_random_bundle("latent", seed=1, frame_size=32)
+    small.lam.save_pretrained(tmp_path / "lam32")
+    small.world_model.save_pretrained(tmp_path / "wm32")
+    save_options(tmp_path / "lam32", np.zeros((2, small.lam.config.latent_dim)))
+    with pytest.raises(ValueError, match="hold 64x64 frames, the world model makes 32x32 ones"):
+        build_latent_bundle(tmp_path / "lam32", tmp_path / "wm32", [models / "a"], tmp_path / "w")
+    for name in "xyzw":
+        assert not (tmp_path / name).exists()

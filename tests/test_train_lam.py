@@ -370,11 +370,11 @@ def test_a_damaged_episode_stops_training_after_a_save_and_collect_writes_it_aga
     clean = LatentActionModel.from_pretrained(train_lam([data], tmp_path / "clean", "tiny", **kw))
 
     shard.write_bytes(intact[: len(intact) // 2])
-    with pytest.raises(EpisodeError, match="rerun the `adaworld collect` command") as failure:
+    with pytest.raises(EpisodeError, match="rerun the command that collected it") as failure:
         train_lam([data], tmp_path / "run", "tiny", **kw)
     saved = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))["step"]
     assert 0 < saved < 40 and failure.value.__notes__ == [
-        f"the steps up to {saved} are saved: this command resumes there"
+        f"the steps up to {saved} are saved: a rerun resumes there"
     ]
     # Rerunning the collection sets the damaged shard aside and writes the same episode again.
     with pytest.warns(UserWarning, match="1 damaged episode.*ep_000005"):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from adaworld_gym._checks import check_seed
 from adaworld_gym.data.episodes import COLLECTION, MANIFEST, Episode, EpisodeStore
 from adaworld_gym.sims.games import check_distribution_mode, check_game, episode_timeout
 from adaworld_gym.sims.procgen import NUM_ACTIONS, _import_procgen, level_range
@@ -187,7 +188,7 @@ def collect_procgen(
     levels_range = level_range(levels)
     if episodes < 1 or steps < 1 or batch < 1:
         raise ValueError(f"episodes, steps and batch must be positive, got {episodes}, {steps} and {batch}")
-    _check_seed(seed)
+    check_seed(seed)  # before a collection records its settings
     reports = []
     for game in games:
         subset = f"procgen-{game}"
@@ -210,12 +211,6 @@ def collect_procgen(
 
         reports.append(_write_all(store, jobs(), len(todo), episodes - len(todo), f"procgen {game}"))
     return _sum_reports(reports)
-
-
-def _check_seed(seed: int) -> None:
-    """Refuse a seed :func:`episode_seed` cannot use, before a collection records its settings."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def _sum_reports(reports: list[CollectionReport]) -> CollectionReport:
@@ -337,7 +332,7 @@ def collect_push(
         raise ValueError(
             f"episodes, steps and workers must be positive, got {episodes}, {steps} and {workers}"
         )
-    _check_seed(seed)
+    check_seed(seed)  # before a collection records its settings
     store = EpisodeStore(Path(out) / "push", create=True)
     store.check_collection({"collector": "push", "steps": steps, "seed": seed})
     store.set_aside_damaged()

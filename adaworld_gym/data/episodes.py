@@ -514,8 +514,8 @@ class EpisodeStore:
             raise EpisodeError(f"episode file listed in the manifest is missing: {path}")
         if verify and sha256_file(path) != self.manifest[name]["sha256"]:
             raise EpisodeError(
-                f"checksum mismatch (corrupt or modified file): {path}; rerun the `adaworld collect` command "
-                "that wrote it (with the same --out) to collect damaged episodes again"
+                f"checksum mismatch (corrupt or modified file): {path}; rerun the command that collected it "
+                "(`adaworld collect` or `adaworld adapt`, same output directory): it collects damaged episodes again"
             )
         return read_episode(path)
 

@@ -51,7 +51,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
-from adaworld_gym._checks import is_int
+from adaworld_gym._checks import check_pixel_scale, is_int
 from adaworld_gym._imports import quiet_imports
 from adaworld_gym.envs.viewer import PygameViewer
 from adaworld_gym.models.bundle import AdaWorldBundle
@@ -83,12 +83,10 @@ def goal_reward(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
     for name, image in (("achieved_goal", achieved), ("desired_goal", desired)):
         if image.ndim < 3 or image.shape[-1] != 3 or image.dtype.kind not in "uif":
             raise ValueError(f"{name} must be images [..., H, W, 3], got {image.dtype} {image.shape}")
-        if image.dtype != np.uint8 and image.size:
-            if image.dtype.kind == "f" and not np.isfinite(image).all():
-                raise ValueError(f"{name} contains NaN or inf")
-            if image.min() < 0 or image.max() > 255:
-                raise ValueError(f"{name} pixels must lie in [0, 255], got {image.min()}..{image.max()}")
+        check_pixel_scale(image, name)
     try:
+        if achieved.shape[-3:] != desired.shape[-3:]:
+            raise ValueError
         np.broadcast_shapes(achieved.shape, desired.shape)
     except ValueError:
         raise ValueError(

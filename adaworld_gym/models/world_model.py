@@ -45,6 +45,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from adaworld_gym._checks import is_int
 from adaworld_gym.models.loading import CheckedLoadingMixin
 
 __all__ = ["DiffusionWorldModel", "world_model_preset", "WORLD_MODEL_PRESETS"]
@@ -161,7 +162,7 @@ def _check_schedule(**values: float) -> None:
 
 
 class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
-    """Predicts the next 64x64 RGB frame from up to ``num_history`` past frames and a latent action.
+    """Predicts the next RGB frame (64x64 by default) from up to ``num_history`` past frames and a latent action.
 
     Args:
         sample_size: frame height and width in pixels.
@@ -212,6 +213,14 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         predict_residual: bool = False,
     ) -> None:
         super().__init__()
+        for name, value in (("action_agnostic", action_agnostic), ("predict_residual", predict_residual)):
+            if not isinstance(value, bool):  # "no" is truthy: it made a model that ignored its actions
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+        sizes = {"sample_size": sample_size, "num_history": num_history, "action_dim": action_dim}
+        sizes.update(layers_per_block=layers_per_block, norm_num_groups=norm_num_groups)
+        for name, value in sizes.items():
+            if not is_int(value):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if num_history < 1 or action_dim < 1:
             raise ValueError(f"num_history and action_dim must be >= 1, got {num_history} and {action_dim}")
         if autocast_dtype not in (None, "bfloat16", "float16"):

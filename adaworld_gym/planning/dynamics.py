@@ -178,7 +178,7 @@ class WorldModelDynamics:
         batch, horizon = _check_batch(actions)
         if context is None:
             raise ValueError(
-                "WorldModelDynamics predicts from past frames: pass context (uint8 [B, k, 64, 64, 3]); "
+                "WorldModelDynamics predicts from past frames: pass context (uint8 [B, k, H, W, 3]); "
                 "only SimulatorDynamics plans from a simulator state"
             )
         context = np.asarray(context)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from adaworld_gym._checks import check_seed, is_int
+from adaworld_gym._checks import check_pixel_scale, check_seed, is_int
 from adaworld_gym.planning.costs import ADAWORLD_COST, VP2_COST, CostFn, sanitize_costs
 from adaworld_gym.planning.dynamics import Dynamics, WorldModelDynamics
 
@@ -74,10 +74,7 @@ def _check_goal(goal: Any) -> np.ndarray:
     if goal.ndim != 3 or goal.shape[-1] != 3 or goal.dtype.kind not in "uif":
         raise ValueError(f"goal must be an image [H, W, 3], got {goal.dtype} {goal.shape}")
     # A NaN goal made every candidate's cost NaN, which read as a model fault ("non-finite predictions?").
-    if goal.dtype.kind == "f" and not np.isfinite(goal).all():
-        raise ValueError("goal contains NaN or inf")
-    if goal.dtype != np.uint8 and goal.size and (goal.min() < 0 or goal.max() > 255):
-        raise ValueError(f"goal pixels must lie in [0, 255], got {goal.min()}..{goal.max()}")
+    check_pixel_scale(goal, "goal")
     return goal
 
 

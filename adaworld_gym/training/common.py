@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaworld_gym._checks import add_note
 from adaworld_gym.data.episodes import EpisodeError, sha256_file, swap_in_directory
 
 
@@ -578,10 +579,11 @@ class CheckpointClock:
                     raise
                 except EpisodeError as e:
                     # Raised while drawing a batch, between steps: the state is the last complete step's. With
-                    # several processes a save is a collective the others would not join, so only one saves.
+                    # several processes a save is a collective the others would not join: none saves here.
                     if self.agree is None:
                         self._flush()
-                        e.add_note(f"the steps up to {self.saved_step} are saved: this command resumes there")
+                        if self.saved_step > 0:
+                            add_note(e, f"the steps up to {self.saved_step} are saved: a rerun resumes there")
                     raise
                 self._flush()
         finally:

@@ -573,17 +573,22 @@ def evaluate_reward_head(
     }
 
 
+def load_reward_head(path: str | os.PathLike) -> RewardHead:
+    """The reward head saved at ``path`` (its ``model`` directory or the run directory holding it), in eval mode."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"  # a run directory
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no reward head at {path}: expected a directory written by train_reward")
+    return RewardHead.from_pretrained(path).eval()
+
+
 def attach_reward_head(bundle_dir: str | os.PathLike, head: RewardHead | str | os.PathLike) -> Path:
     """Give the bundle at ``bundle_dir`` this reward head (a model or its directory); rewrites it atomically."""
     from adaworld_gym.models.bundle import AdaWorldBundle
 
     if not isinstance(head, RewardHead):
-        path = Path(head)
-        if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-            path = path / "model"  # a run directory
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no reward head at {path}: expected a directory written by train_reward")
-        head = RewardHead.from_pretrained(path).eval()
+        head = load_reward_head(head)
     bundle = AdaWorldBundle.from_pretrained(bundle_dir)
     try:
         bundle = replace(bundle, reward_head=head)
