@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from adaworld_gym.cli import main as cli_main
+from adaworld_gym.data.episodes import UMASK
 from adaworld_gym.envs.world_model_env import GoalWorldModelEnv, goal_reward
 from adaworld_gym.models.bundle import tiny_random_bundle
 from adaworld_gym.planning.dynamics import WorldModelDynamics
@@ -113,3 +114,28 @@ def test_training_refuses_an_out_that_holds_a_model_a_bundle_or_data(tmp_path, c
     assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert "run/bundle: it holds other files" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["bundle"]
+
+
+def test_bundle_paths_name_what_is_there_and_resumed_runs_say_so(tmp_path, capsys):
+    from adaworld_gym.models.bundle import AdaWorldBundle
+    from adaworld_gym.training.lam import train_lam
+
+    with pytest.raises(FileNotFoundError, match="bundle directory not found"):
+        AdaWorldBundle.from_pretrained(tmp_path / "nope")
+    tiny_random_bundle("discrete").save_pretrained(
+        tmp_path / "run" / "bundle"
+    )  # as `adaworld adapt` leaves it
+    with pytest.raises(FileNotFoundError, match=r"is an adapt run: its bundle is .*run/bundle\)"):
+        AdaWorldBundle.from_pretrained(tmp_path / "run")
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 2, 32, 32, 3), np.uint8)
+    clips = [{"history": f[:1], "history_len": 1, "next": f[1], "subset": 0} for f in frames]
+    kw = dict(model_overrides={"image_size": 32, "patch_size": 8}, batch_size=2)
+    train_lam(clips, tmp_path / "lam", "tiny", max_steps=1, progress=False, **kw)
+    capsys.readouterr()
+    train_lam(clips, tmp_path / "lam", "tiny", max_steps=2, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "resuming from " in err and "step-000000001 (step 1)" in err
+    # Checkpoints are readable by others, as every other file written (mkdtemp made them 0700).
+    checkpoint = next((tmp_path / "lam" / "checkpoints").glob("step-*"))
+    assert checkpoint.stat().st_mode & 0o055 == 0o055 & ~UMASK

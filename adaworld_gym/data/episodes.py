@@ -168,7 +168,7 @@ def _current_umask() -> int:
     return mask
 
 
-_UMASK = _current_umask()
+UMASK = _current_umask()  # new files get 0o666 & ~UMASK, directories 0o777 & ~UMASK
 
 
 def fsync_path(path: Path) -> None:
@@ -185,7 +185,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -209,7 +209,7 @@ def swap_in_directory(side: Path, directory: Path) -> None:
     for path in [*(p for p in side.rglob("*") if p.is_file()), side]:
         # safetensors writes through mkstemp (0600): give files the usual permissions, as for other writes.
         if path.is_file():
-            os.chmod(path, 0o666 & ~_UMASK)
+            os.chmod(path, 0o666 & ~UMASK)
         fsync_path(path)
     old = directory.with_name(f".{directory.name}-old")
     if directory.exists():

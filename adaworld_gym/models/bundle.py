@@ -254,9 +254,7 @@ class AdaWorldBundle:
             ValueError: a file is corrupt (named), or the action space does not match.
         """
         directory = Path(directory)
-        header_path = directory / BUNDLE_JSON
-        if not header_path.is_file():
-            raise FileNotFoundError(f"not an AdaWorld bundle: {header_path} is missing")
+        header_path = _header_path(directory)
         try:
             header = json.loads(header_path.read_text())
             found = header.get("format")
@@ -359,13 +357,24 @@ def _load_model(model_cls: type, path: Path, device: str | torch.device) -> Any:
         raise ValueError(f"cannot load {model_cls.__name__} from {path}: {e}") from e
 
 
+def _header_path(directory: Path) -> Path:
+    """``directory/bundle.json``; ``FileNotFoundError`` naming what is there instead (nothing, an adapt run)."""
+    header_path = directory / BUNDLE_JSON
+    if header_path.is_file():
+        return header_path
+    if not directory.exists():
+        raise FileNotFoundError(f"bundle directory not found: {directory}")
+    hint = ""
+    if (directory / "bundle" / BUNDLE_JSON).is_file():  # `adaworld adapt --out` holds its bundle in bundle/
+        hint = f" ({directory} is an adapt run: its bundle is {directory / 'bundle'})"
+    raise FileNotFoundError(f"not an AdaWorld bundle: {header_path} is missing{hint}")
+
+
 def bundle_digest(directory: str | os.PathLike) -> str:
     """The :func:`~adaworld_gym.models.loading.directory_digest` of a saved bundle and the model directories it
     shares (``bundle.json``'s ``shared``), i.e. of everything that decides what it imagines."""
     directory = Path(directory)
-    header_path = directory / BUNDLE_JSON
-    if not header_path.is_file():
-        raise FileNotFoundError(f"not an AdaWorld bundle: {header_path} is missing")
+    header_path = _header_path(directory)
     shared = json.loads(header_path.read_text()).get("shared", {})
     return directory_digest(directory, *(directory / rel for _, rel in sorted(shared.items())))
 

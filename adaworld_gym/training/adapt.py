@@ -601,7 +601,10 @@ def adapt(
 
     step, samples, train_seconds, evals = 0, 0, 0.0, []
     provenance = training_provenance(data, pretrained=model_dir, lam=None if lam is None else lam_dir)
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
+    state = resume_state(
+        ckpt_root, model_config, model, optimizer, scheduler, ema, provenance,
+        announce=progress and accelerator.is_main_process,
+    )  # fmt: skip
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
         restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + step)

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from adaworld_gym.data.episodes import fsync_path, sha256_file
+from adaworld_gym.data.episodes import UMASK, fsync_path, sha256_file
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "tensors.safetensors"
@@ -161,6 +161,10 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
         state_path = tmp / STATE_FILE
         state_path.write_text(json.dumps(manifest), encoding="utf-8")
         fsync_path(state_path)
+        # mkdtemp makes 0700 directories and safetensors 0600 files: a collaborator could not read or resume
+        # the run; give them the permissions every other write gets.
+        os.chmod(tmp, 0o777 & ~UMASK)
+        os.chmod(tensor_path, 0o666 & ~UMASK)
         if final.exists():  # re-saving the same step: move the old one aside first
             _remove(final)
         os.replace(tmp, final)

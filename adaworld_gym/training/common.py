@@ -219,6 +219,7 @@ def resume_state(
     scheduler,
     ema: Any = None,
     provenance: dict[str, Any] | None = None,
+    announce: bool = False,
 ) -> dict | None:
     """Load the latest checkpoint into model, optimizer, scheduler and ``ema`` (and the RNGs); None if there is none.
 
@@ -309,6 +310,12 @@ def resume_state(
     if ema is not None:
         ema.load_state_dict(state["ema"])
     restore_rng_state(state["rng"])
+    if announce:  # a rerun after a kill otherwise only shows a bar that starts part-way
+        import sys
+
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"resuming from {path} (step {state['step']})", file=sys.stderr)
     return state
 
 

@@ -98,7 +98,8 @@ class LamTrainConfig:
         return config_from_preset(cls, _TRAIN_PRESETS, preset, "LAM", **overrides)
 
 
-# Budgets: tiny runs in seconds; small fills about an hour of a 2-core CPU; base is for one GPU.
+# Budgets: tiny is for tests (seconds at a few steps; its 200 steps take ~2 min at one thread on a busy
+# CPU); small fills about an hour of a 2-core CPU; base is for one GPU.
 _TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         batch_size=16,
@@ -242,7 +243,10 @@ def run_lam_training(
 
     step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data)
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance)
+    state = resume_state(
+        ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance,
+        announce=progress and accelerator.is_main_process,
+    )  # fmt: skip
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
     model, optimizer = accelerator.prepare(model, optimizer)

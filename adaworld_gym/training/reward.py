@@ -389,7 +389,10 @@ def run_reward_training(
         "max_episodes": cfg.max_episodes,
         "imagined_denoise_steps": cfg.imagined_denoise_steps if cfg.imagined_by is not None else None,
     }
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance)
+    state = resume_state(
+        ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance,
+        announce=progress,
+    )  # fmt: skip
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
 

@@ -120,7 +120,7 @@ class WorldModelTrainConfig:
         return config_from_preset(cls, _TRAIN_PRESETS, preset, "world model", **overrides)
 
 
-# Budgets: tiny runs in seconds (tests); small is the 2-core CPU model (~10 samples/s at one thread with
+# Budgets: tiny is for tests (seconds at a few steps, ~2 min for its default run); small is the 2-core CPU model (~10 samples/s at one thread with
 # a second training beside it, so 1,200 steps of 32 take ~60 minutes); base is for one GPU.
 _TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
@@ -296,7 +296,10 @@ def run_world_model_training(
     step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data, lam=cfg.lam_dir)  # the labels come from this LAM
     notes = lam_note(cfg.lam_dir)  # now: the LAM directory may be moved or retrained before the run ends
-    state = resume_state(ckpt_root, model_config, model, optimizer, scheduler, ema, provenance)
+    state = resume_state(
+        ckpt_root, model_config, model, optimizer, scheduler, ema, provenance,
+        announce=progress and accelerator.is_main_process,
+    )  # fmt: skip
     if state is not None:
         step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
         restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + step)
