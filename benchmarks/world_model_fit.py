@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adaworld_gym.precision import bf16_is_fast
 from adaworld_gym.training.world_model import (
     _actions,
     load_lam,
@@ -62,7 +63,7 @@ def set_losses(model, lam, spec, batches: int, seed: int) -> list[float]:
     for _ in range(batches):
         batch = next(stream)
         z = _actions(None if model.config.action_agnostic else lam, batch, model.config.action_dim, True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_is_fast("cpu")):
             loss = window_loss(model, batch, z, draws)  # training's own draw of the history length, too
         losses.append(float(loss))
     return losses

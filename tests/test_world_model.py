@@ -430,3 +430,25 @@ def test_in_place_resnet_blocks_give_the_frames_of_diffusers_blocks(monkeypatch,
     assert plain_kinds == {"ResnetBlock2D"}
     expected = {"_InferenceResnetBlock2D"} if shift == "scale_shift" else {"ResnetBlock2D"}
     assert fused_kinds == expected
+
+
+def test_bf16_takes_effect_only_where_the_hardware_computes_it(monkeypatch):
+    import adaworld_gym.models.world_model as world_model_module
+    from adaworld_gym.precision import bf16_is_fast
+
+    model = DiffusionWorldModel(**world_model_preset("tiny"), autocast_dtype="bfloat16").eval()
+    history = np.random.default_rng(0).integers(0, 256, (1, 1, 64, 64, 3), np.uint8)
+    z = np.zeros((1, model.config.action_dim), np.float32)
+    frames = {}
+    for native in (True, False):
+        monkeypatch.setattr(world_model_module, "bf16_is_fast", lambda _, native=native: native)
+        assert model._autocast_name() == ("bfloat16" if native else None)
+        frames[native] = model.predict_next(history, z, generator=torch.Generator().manual_seed(0))
+    # The same model in fp32 on a CPU without native bf16: the fp32 model's frames exactly.
+    fp32 = DiffusionWorldModel(**world_model_preset("tiny"), autocast_dtype=None).eval()
+    fp32.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(
+        frames[False], fp32.predict_next(history, z, generator=torch.Generator().manual_seed(0))
+    )
+    assert model.config.autocast_dtype == "bfloat16"  # the setting is kept, for machines that have it
+    assert isinstance(bf16_is_fast("cpu"), bool)

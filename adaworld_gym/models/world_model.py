@@ -47,6 +47,7 @@ from torch import nn
 
 from adaworld_gym._checks import is_int
 from adaworld_gym.models.loading import CheckedLoadingMixin
+from adaworld_gym.precision import bf16_is_fast
 
 __all__ = ["DiffusionWorldModel", "world_model_preset", "WORLD_MODEL_PRESETS"]
 
@@ -304,7 +305,7 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         x, cond = x.to(weight_dtype), cond.to(weight_dtype)
         chunk = CPU_CHUNK if x.device.type == "cpu" else x.shape[0]
         unet, context = self.unet, self._autocast()
-        bf16 = self.config.autocast_dtype == "bfloat16"
+        bf16 = self._autocast_name() == "bfloat16"
         if CPU_BF16_COPY and bf16 and x.device.type == "cpu" and not torch.is_grad_enabled():
             unet, context = self._cpu_bf16_unet(), contextlib.nullcontext()
             x, cond = x.to(torch.bfloat16), cond.to(torch.bfloat16)
@@ -395,8 +396,15 @@ class DiffusionWorldModel(CheckedLoadingMixin, ModelMixin, ConfigMixin):
         # ModelMixin.device walks every submodule for offload hooks: ~1 ms a call, several calls per sampled frame.
         return next(self.parameters()).device
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast_name(self) -> str | None:
+        """The configured autocast dtype, or None (fp32) where bf16 is emulated and slow (see ``precision``)."""
         name = self.config.autocast_dtype
+        if name == "bfloat16" and not bf16_is_fast(self.device.type):
+            return None
+        return name
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        name = self._autocast_name()
         if name is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=getattr(torch, name))

@@ -33,6 +33,7 @@ import torch
 
 from adaworld_gym.data.clips import DataSpec, WindowBatches, data_frame_size
 from adaworld_gym.models.latent_action import PRESETS, REGULARIZERS, LatentActionModel, lam_preset
+from adaworld_gym.precision import bf16_is_fast
 from adaworld_gym.training.checkpoint import (
     capture_rng_state,
     save_checkpoint,
@@ -221,7 +222,8 @@ def run_lam_training(
     # is a process-wide singleton that refuses a second run with another precision in the same process.
     # bf16 needs no gradient scaler, so plain autocast is all accelerate would do (on CPU and GPU alike).
     accelerator = Accelerator()
-    autocast_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
+    bf16 = cfg.mixed_precision == "bf16" and bf16_is_fast(accelerator.device.type)  # else emulated: slow
+    autocast_dtype = torch.bfloat16 if bf16 else None
     set_seed(cfg.seed)
 
     model_kwargs = {**lam_preset(cfg.preset), **cfg.model_overrides, "regularizer": cfg.regularizer}
