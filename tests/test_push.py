@@ -210,9 +210,16 @@ def test_push_collector_redraws_episodes_where_an_object_falls(
     from adaworld_gym.data import collect
 
     monkeypatch.setattr(collect, "_PUSH_ENV", env)
-    index, seed = 2, collect.episode_seed(0, "push", 2)  # attempt 0 of this episode pushes an object off
-    frames, actions, on_table = collect._push_attempt(env, index, seed, 0, 30)
-    assert not on_table and frames.shape == (31, OBS_SIZE, OBS_SIZE, 3) and actions.shape == (30, 4)
+    # An episode whose attempt 0 pushes an object off. Which one does depends on the CPU: MuJoCo's contacts round
+    # differently with AVX2 and AVX-512 (episode 2 of run seed 0 on an AMX Xeon, episode 1 on an AVX2 EPYC).
+    candidates = [(run_seed, index) for run_seed in range(4) for index in range(8)]
+    for run_seed, index in candidates:
+        seed = collect.episode_seed(run_seed, "push", index)
+        frames, actions, on_table = collect._push_attempt(env, index, seed, 0, 30)
+        if not on_table:
+            break
+    assert not on_table, f"no first attempt among {len(candidates)} episodes pushed an object off the table"
+    assert frames.shape == (31, OBS_SIZE, OBS_SIZE, 3) and actions.shape == (30, 4)
     _, episode = collect._push_episode((index, seed, 30))
     assert episode.meta["attempt"] >= 1 and episode.seed == seed
     assert np.all(env.object_positions()[:, 2] > TABLE_TOP[2])  # the kept attempt ended on the table

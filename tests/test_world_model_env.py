@@ -369,7 +369,7 @@ def test_bundle_load_names_missing_or_corrupt_files(bundles, tmp_path):
     (tmp_path / "bundle.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="bundle.json"):
         AdaWorldBundle.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="bundle.json"):
+    with pytest.raises(FileNotFoundError, match="bundle directory not found"):
         AdaWorldBundle.from_pretrained(tmp_path / "nowhere")
 
 
