@@ -1,9 +1,9 @@
 """Whether bf16 is worth using on a device: the one place that decides, for sampling, training and labelling.
 
 bf16 autocast is 2-3x faster than fp32 on CPUs with native bf16 (AMX, AVX-512 BF16), but on a CPU without it
-(AVX2 only: most AMD and older Intel laptops and servers) oneDNN emulates it and the shipped world model samples
-5-8x slower than in fp32 (345 vs 43-62 ms a frame on an AVX2 AMD EPYC, one thread). Models keep their
-``autocast_dtype`` setting; it takes effect where this says bf16 is fast.
+(AVX2 only: many laptops and servers) oneDNN emulates it: there the shipped world model sampled 6.5-8.5x slower
+than in fp32 (about 330 vs 39-51 ms a frame on an AVX2 AMD EPYC, one thread; ``scripts/ab_bf16.py``). Models keep
+their ``autocast_dtype`` setting; it takes effect where this says bf16 is fast.
 """
 
 from __future__ import annotations
