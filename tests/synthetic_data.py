@@ -32,3 +32,14 @@ def grid_episodes(root, episodes: int = 4, steps: int = 12, seed: int = 0):
             ),
         )
     return root / "grid"
+
+
+def save_tiny_models(root, action_agnostic: bool = False, frame_size: int = 64, seed: int = 1):
+    """A tiny random world model and LAM on disk (``root/wm``, ``root/lam``), as pretraining runs leave them;
+    returns the two directories and the bundle they come from."""
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    bundle = tiny_random_bundle("latent", seed=seed, action_agnostic=action_agnostic, frame_size=frame_size)
+    bundle.world_model.save_pretrained(root / "wm")
+    bundle.lam.save_pretrained(root / "lam")
+    return root / "wm", root / "lam", bundle

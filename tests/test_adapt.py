@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from synthetic_data import grid_episodes
+from synthetic_data import grid_episodes, save_tiny_models
 
 from adaworld_gym.cli import main as cli_main
 from adaworld_gym.data.episodes import EpisodeStore
@@ -32,14 +32,6 @@ from benchmarks.world_model import synthetic_push_like
 
 torch.set_num_threads(1)  # the machine is shared: one thread is the fastest per core
 FAST = dict(batch_size=4, eval_denoise_steps=1, log_every=1, progress=False)
-
-
-def save_pretrained(tmp, action_agnostic: bool = False):
-    """A tiny random world model and LAM on disk, as a pretraining run leaves them."""
-    bundle = tiny_random_bundle("latent", seed=1, action_agnostic=action_agnostic)
-    bundle.world_model.save_pretrained(tmp / "wm")
-    bundle.lam.save_pretrained(tmp / "lam")
-    return tmp / "wm", tmp / "lam", bundle
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +70,7 @@ def test_labelled_windows_cap_per_action_and_trajectories(grid, push):
 
 
 def test_codebook_starts_at_the_mean_latent_of_each_action(grid, tmp_path):
-    _, _, bundle = save_pretrained(tmp_path)
+    _, _, bundle = save_tiny_models(tmp_path)
     windows = labelled_windows(read_episodes(grid), samples_per_action=4, seed=0)
     mu = transition_latents(bundle.lam, windows)
     f_t, f_t1 = windows.pairs()
@@ -132,7 +124,7 @@ def test_conditioned_copy_of_the_twin_predicts_as_the_twin_then_listens_to_z(tmp
 
 @pytest.mark.parametrize("agnostic", [False, True])
 def test_adapt_evaluates_saves_a_bundle_and_resumes(grid, grid_eval, tmp_path, agnostic):
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path, action_agnostic=agnostic)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path, action_agnostic=agnostic)
     out = tmp_path / "run"
     kw = dict(
         samples_per_action=6, max_steps=4, eval_at=[0, 2, 4], eval_data=grid_eval, eval_samples=8, **FAST
@@ -159,7 +151,7 @@ def test_adapt_evaluates_saves_a_bundle_and_resumes(grid, grid_eval, tmp_path, a
 
 
 def test_finetuning_moves_the_codebook_and_lowers_the_loss(grid, tmp_path):
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     kw = dict(samples_per_action=6, lr=3e-3, seed=0, **FAST)
     start = AdaWorldBundle.from_pretrained(adapt(wm_dir, lam_dir, grid, tmp_path / "a", max_steps=0, **kw))
     end = AdaWorldBundle.from_pretrained(adapt(wm_dir, lam_dir, grid, tmp_path / "b", max_steps=15, **kw))
@@ -178,7 +170,7 @@ def test_finetuning_moves_the_codebook_and_lowers_the_loss(grid, tmp_path):
 
 
 def test_adapt_rejects_bad_inputs(grid, push, tmp_path):
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     with pytest.raises(ValueError, match="LAM-conditioned"):
         adapt(wm_dir, None, grid, tmp_path / "a", max_steps=1, **FAST)
     with pytest.raises(ValueError, match="unknown init"):
@@ -187,20 +179,18 @@ def test_adapt_rejects_bad_inputs(grid, push, tmp_path):
         adapt(wm_dir, lam_dir, grid, tmp_path / "c", max_steps=1, eval_data=push, **FAST)
     with pytest.raises(FileNotFoundError, match="world model"):
         adapt(tmp_path / "nothing", lam_dir, grid, tmp_path / "d", max_steps=1, **FAST)
-    twin_dir, _, _ = save_pretrained(tmp_path / "twin", action_agnostic=True)
+    twin_dir, _, _ = save_tiny_models(tmp_path / "twin", action_agnostic=True)
     with pytest.raises(ValueError, match="random"):
         adapt(twin_dir, lam_dir, grid, tmp_path / "e", max_steps=1, init="mean_mu", **FAST)
     assert AdaptConfig().max_steps == 800 and AdaptConfig().samples_per_action == 100
 
 
 def test_adapt_refuses_frames_of_another_size_than_the_model_makes(grid, tmp_path, capsys):
-    small = tiny_random_bundle("latent", frame_size=32)
-    small.world_model.save_pretrained(tmp_path / "wm32")
-    small.lam.save_pretrained(tmp_path / "lam32")
-    with pytest.raises(ValueError, match="the data holds 64x64 frames but .*wm32 makes 32x32"):
-        adapt(tmp_path / "wm32", tmp_path / "lam32", grid, tmp_path / "a", max_steps=1, **FAST)
+    wm32, lam32, _ = save_tiny_models(tmp_path / "m32", frame_size=32)
+    with pytest.raises(ValueError, match="the data holds 64x64 frames but .*m32/wm makes 32x32"):
+        adapt(wm32, lam32, grid, tmp_path / "a", max_steps=1, **FAST)
     # The CLI refuses before collecting anything from the real env, whose frames are 64x64.
-    argv = ["adapt", "--model", str(tmp_path / "wm32"), "--lam", str(tmp_path / "lam32")]
+    argv = ["adapt", "--model", str(wm32), "--lam", str(lam32)]
     argv += ["--env", "AdaWorld/Procgen-coinrun-v0", "--out", str(tmp_path / "b")]
     assert cli_main(argv) == 2
     assert "makes 32x32 frames and AdaWorld/Procgen-coinrun-v0 serves 64x64" in capsys.readouterr().err
@@ -209,7 +199,7 @@ def test_adapt_refuses_frames_of_another_size_than_the_model_makes(grid, tmp_pat
 
 def test_adapt_rejects_data_of_another_env_with_the_same_action_space(grid, tmp_path):
     """All Procgen games share Discrete(15): the action-space check alone took another game's data."""
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     for game in ("bigfish", "coinrun"):
         store = EpisodeStore(tmp_path / "games" / f"procgen-{game}", create=True)
         for name in EpisodeStore(grid).names()[:2]:
@@ -232,7 +222,7 @@ def test_adapt_rejects_data_of_another_env_with_the_same_action_space(grid, tmp_
 
 
 def test_cli_adapts_from_collected_data(push, tmp_path, capsys):
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     out = tmp_path / "adapted"
     argv = ["adapt", "--model", str(wm_dir), "--lam", str(lam_dir), "--env", "AdaWorld/RobosuitePush-v0"]
     argv += [
@@ -266,7 +256,7 @@ def test_cli_adapts_from_collected_data(push, tmp_path, capsys):
 def test_motion_context_comes_from_the_last_two_history_frames(grid, tmp_path):
     from adaworld_gym.latent import motion_context
 
-    _, _, bundle = save_pretrained(tmp_path)
+    _, _, bundle = save_tiny_models(tmp_path)
     windows = replace(labelled_windows(read_episodes(grid), samples=10**6), history=3)  # every transition
     context = window_motion(bundle.lam, windows)
     assert context.shape == (len(windows), 33) and context.dtype == np.float32
@@ -294,14 +284,14 @@ def test_motion_context_comes_from_the_last_two_history_frames(grid, tmp_path):
 
 
 def test_adapt_with_motion_fits_and_saves_a_motion_adapter(grid, grid_eval, tmp_path):
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     kw = dict(samples_per_action=6, max_steps=2, eval_at=[0, 2], eval_data=grid_eval, eval_samples=8, **FAST)
     bundle_dir = adapt(wm_dir, lam_dir, grid, tmp_path / "run", motion=True, **kw)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "motion_fit_mse" in summary["adapter"] and len(summary["evals"]) == 2
     bundle = AdaWorldBundle.from_pretrained(bundle_dir)
     assert bundle.adapter.uses_motion and bundle.adapter.motion_dim == bundle.lam.config.latent_dim
-    twin_dir, _, _ = save_pretrained(tmp_path / "twin", action_agnostic=True)
+    twin_dir, _, _ = save_tiny_models(tmp_path / "twin", action_agnostic=True)
     with pytest.raises(ValueError, match="motion=True needs"):
         adapt(twin_dir, None, grid, tmp_path / "t", motion=True, **kw)
 
@@ -347,7 +337,7 @@ def test_scaled_columns_step_as_if_they_had_their_own_rate() -> None:
 
 
 def test_held_out_episodes_that_are_training_episodes_are_refused(grid, tmp_path):
-    wm_dir, lam_dir, _ = save_pretrained(tmp_path)
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     with pytest.raises(ValueError, match=r"held-out episode\(s\) are also labelled training episodes"):
         adapt(wm_dir, lam_dir, grid, tmp_path / "a", max_steps=1, eval_data=grid, eval_samples=8, **FAST)
 

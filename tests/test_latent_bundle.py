@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
-from synthetic_data import grid_episodes
+from synthetic_data import grid_episodes, save_tiny_models
 
 import adaworld_gym  # noqa: F401  (registers the ids)
 from adaworld_gym.cli import main as cli_main
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def models(tmp_path_factory):
     """A tiny LAM (with 3 control options), its world model, the twin, and two folders of episodes."""
     root = tmp_path_factory.mktemp("models")
-    bundle = tiny_random_bundle("latent", seed=1)
-    bundle.lam.save_pretrained(root / "lam")
-    bundle.world_model.save_pretrained(root / "wm")
+    _, _, bundle = save_tiny_models(root)
     tiny_random_bundle("latent", seed=1, action_agnostic=True).world_model.save_pretrained(root / "twin")
     save_options(root / "lam", np.random.default_rng(0).normal(size=(3, bundle.lam.config.latent_dim)))
     grid_episodes(root / "a", episodes=3)
@@ -102,11 +100,9 @@ def test_bad_requests_are_refused_clearly(models, tmp_path, capsys):
         build_latent_bundle(
             models / "lam", models / "wm", [models / "a"], tmp_path / "z", reward=tmp_path / "h32"
         )
-    small = tiny_random_bundle("latent", seed=1, frame_size=32)
-    small.lam.save_pretrained(tmp_path / "lam32")
-    small.world_model.save_pretrained(tmp_path / "wm32")
-    save_options(tmp_path / "lam32", np.zeros((2, small.lam.config.latent_dim)))
+    wm32, lam32, small = save_tiny_models(tmp_path / "m32", frame_size=32)
+    save_options(lam32, np.zeros((2, small.lam.config.latent_dim)))
     with pytest.raises(ValueError, match="hold 64x64 frames, the world model makes 32x32 ones"):
-        build_latent_bundle(tmp_path / "lam32", tmp_path / "wm32", [models / "a"], tmp_path / "w")
+        build_latent_bundle(lam32, wm32, [models / "a"], tmp_path / "w")
     for name in "xyzw":
         assert not (tmp_path / name).exists()

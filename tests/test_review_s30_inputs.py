@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_data import save_tiny_models
 
 from adaworld_gym.cli import main as cli_main
 from adaworld_gym.data.episodes import UMASK
@@ -70,10 +71,8 @@ def test_huge_latent_actions_are_blamed_on_z_not_the_weights():
 
 
 def test_cli_adapt_checks_its_settings_before_collecting_and_compose_names_a_non_npy_file(tmp_path, capsys):
-    bundle = tiny_random_bundle("latent")
-    bundle.world_model.save_pretrained(tmp_path / "wm")
-    bundle.lam.save_pretrained(tmp_path / "lam")
-    argv = ["adapt", "--model", str(tmp_path / "wm"), "--lam", str(tmp_path / "lam")]
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
+    argv = ["adapt", "--model", str(wm_dir), "--lam", str(lam_dir)]
     argv += ["--env", "AdaWorld/Procgen-coinrun-v0", "--out", str(tmp_path / "run")]
     for extra, message in ((["--steps", "-1"], "max_steps must be >= 0"), (["--lr", "nan"], "need lr > 0")):
         assert cli_main([*argv, *extra]) == 2 and message in capsys.readouterr().err
@@ -88,8 +87,7 @@ def test_cli_adapt_checks_its_settings_before_collecting_and_compose_names_a_non
 def test_training_refuses_an_out_that_holds_a_model_a_bundle_or_data(tmp_path, capsys):
     from synthetic_data import grid_episodes
 
-    bundle = tiny_random_bundle("latent")
-    bundle.lam.save_pretrained(tmp_path / "lam")
+    _, _, bundle = save_tiny_models(tmp_path)
     bundle.save_pretrained(tmp_path / "bundle")
     data = grid_episodes(tmp_path / "data")
     lam = ["--lam", str(tmp_path / "lam")]
@@ -107,7 +105,6 @@ def test_training_refuses_an_out_that_holds_a_model_a_bundle_or_data(tmp_path, c
     ]
 
     # adapt: an OUT/bundle that a save would refuse is refused before collecting and finetuning.
-    bundle.world_model.save_pretrained(tmp_path / "wm")
     (tmp_path / "run" / "bundle").mkdir(parents=True)
     (tmp_path / "run" / "bundle" / "mine.txt").write_text("x")
     argv = ["adapt", "--model", str(tmp_path / "wm"), *lam, "--env", "AdaWorld/Procgen-coinrun-v0"]

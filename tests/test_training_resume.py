@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_data import grid_episodes
+from synthetic_data import grid_episodes, save_tiny_models
 
 from adaworld_gym.data.clips import WindowBatches
 from adaworld_gym.data.episodes import Episode, EpisodeStore
 from adaworld_gym.models import LatentActionModel, lam_preset
-from adaworld_gym.models.bundle import tiny_random_bundle
 from adaworld_gym.training import latest_checkpoint, load_checkpoint, train_lam
 from adaworld_gym.training.adapt import adapt
 from adaworld_gym.training.reward import train_reward
@@ -182,14 +181,12 @@ def test_reward_resumed_after_a_kill_matches_the_uninterrupted_run(tmp_path):
 @pytest.fixture(scope="module")
 def adaptation(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
-    bundle = tiny_random_bundle("latent", seed=1)
-    bundle.world_model.save_pretrained(root / "wm")
-    bundle.lam.save_pretrained(root / "lam")
+    wm_dir, lam_dir, _ = save_tiny_models(root)
     kw = dict(
         samples_per_action=6, max_steps=7, batch_size=4, eval_denoise_steps=1, log_every=2, eval_at=[0, 3, 7],
         eval_data=grid_episodes(root / "eval", episodes=3, seed=1), eval_samples=8, checkpoint_every=3, progress=False,
     )  # fmt: skip
-    return root / "wm", root / "lam", grid_episodes(root, episodes=3), kw
+    return wm_dir, lam_dir, grid_episodes(root, episodes=3), kw
 
 
 def test_adapt_resumed_after_sigterm_matches_the_uninterrupted_run(adaptation, tmp_path, monkeypatch):

@@ -77,7 +77,8 @@ def goal_reward(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
     """Negative mean squared error over the last three (H, W, C) axes, pixels in [0, 1]; vectorised.
 
     Both are images ``[..., H, W, 3]`` of one image shape (batch axes broadcast) on the 0-255 scale (uint8, or
-    integers or floats in [0, 255]); anything else raises ``ValueError`` (HER relabelling hands over whole batches unchecked).
+    integers or floats in [0, 255]); anything else raises ``ValueError`` (HER relabelling hands over whole batches
+    unchecked).
     """
     achieved, desired = np.asarray(achieved), np.asarray(desired)
     for name, image in (("achieved_goal", achieved), ("desired_goal", desired)):
@@ -93,6 +94,11 @@ def goal_reward(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
             f"achieved_goal {achieved.shape} and desired_goal {desired.shape} do not match (one image shape, "
             "batch axes equal or broadcastable)"
         ) from None
+    return _goal_mse_reward(achieved, desired)
+
+
+def _goal_mse_reward(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
+    """:func:`goal_reward` without its checks, for ``step``: its frames and goals were checked where they came in."""
     diff = (achieved.astype(np.float32) - desired.astype(np.float32)) / 255.0
     return -np.mean(diff**2, axis=(-3, -2, -1), dtype=np.float32)
 
@@ -297,7 +303,7 @@ class _Imagination:
             )
         rewards = np.array(
             [
-                r if self.goals[i] is None else goal_reward(f, self.goals[i])
+                r if self.goals[i] is None else _goal_mse_reward(f, self.goals[i])
                 for i, f, r in zip(rows, frames, head_rewards, strict=True)
             ],
             np.float32,
