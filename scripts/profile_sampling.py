@@ -5,7 +5,9 @@ share of each kind of operator (convolutions against the memory-bound rest), fro
 
 Why the vector env's speed-up over single envs stays below 4x on 2 cores (docs/environments_and_rl.md): a batch
 shares the per-call overheads, but the memory-bound pointwise work (group norm, activations, adds) gains little
-and the convolutions themselves about 3.4x per frame. Run it on a quiet machine.
+and the convolutions themselves about 3.4x per frame. It also counts a prediction's floating-point operations
+and sets the rate they run at beside a large matrix product's on the same threads, in the dtype the model samples
+in here: how far from what the CPU can do at all a call is. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -59,6 +61,28 @@ def profile(model: DiffusionWorldModel, batch: int, steps: int, calls: int) -> t
     return ms_per_frame, {kind: t / total for kind, t in sorted(spent.items(), key=lambda kv: -kv[1])}
 
 
+def flops_per_frame(model: DiffusionWorldModel, steps: int) -> float:
+    """Floating-point operations of one ``predict_next`` frame (torch's counter: convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    history = np.zeros((1, model.config.num_history, 64, 64, 3), dtype=np.uint8)
+    z = torch.zeros(1, model.config.action_dim)
+    with FlopCounterMode(display=False) as counter:
+        model.predict_next(history, z, steps=steps, generator=torch.Generator().manual_seed(0))
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 2048, calls: int = 10) -> float:
+    """GFLOP/s of a ``size``-square matrix product in ``dtype``: what these threads reach on dense work."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(calls):
+        a @ b
+    return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
@@ -77,6 +101,13 @@ def main() -> None:
         print(f"| {batch} | {ms:.2f} | " + " | ".join(f"{100 * shares.get(k, 0):.0f}%" for k in kinds) + " |")
     first, last = args.batches[0], args.batches[-1]
     print(f"\nbatch {last} vs {first}: {results[first][0] / results[last][0]:.2f}x the frames/s")
+    flops = flops_per_frame(model, args.steps)
+    dtype = torch.bfloat16 if model._autocast_name() == "bfloat16" else torch.float32
+    dense = matmul_rate(dtype)
+    print(f"{flops / 1e9:.2f} GFLOP a frame; a {dtype} 2048-square matmul runs at {dense:.0f} GFLOP/s here")
+    for batch, (ms, _) in results.items():
+        rate = flops / ms / 1e6
+        print(f"batch {batch}: {rate:.0f} GFLOP/s, {100 * rate / dense:.0f}% of the matmul's rate")
 
 
 if __name__ == "__main__":
