@@ -33,7 +33,9 @@ Presets:
   machine with both cores busy with two other trainings, the ``small`` world model trains at 6.7 samples/s (batch 4,
   0.60 s/step) and predicts 25 / 8 frames/s at 1 / 3 denoising steps (batch 32); on free cores ~2x that (~15
   samples/s, as in ``training/world_model.py``). Per run: 800 x 4 / 15 = 213 s of training + 6 x 64 predictions
-  at 3 steps (~25 s) + labelling, k-means and data (~15 s): ~250 s, so 15 runs per core take ~63 minutes.
+  at 3 steps (~25 s) + labelling, k-means and data (~15 s): ~250 s, so 15 runs per core take ~63 minutes
+  (50.9 min measured on a 2-core Xeon with AMX). A CPU without native bf16 trains in fp32 and takes longer: ~9.4
+  min a run on an AVX2-only AMD EPYC, ~144 minutes for the 30 (README, "Adapting to a real action space").
 - ``smoke``: tiny random models and tiny data (one freshly collected game, synthetic push-like episodes),
   finetune steps (0, 2): for tests, not a measurement.
 
