@@ -62,7 +62,7 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
 # --help for the fields most benchmarks share, where their dataclass says nothing more.
 GENERIC_HELP = {
     "preset": "named settings (tasks, sizes, planner budget: the module's PRESETS)",
-    "seed": "run seed: every draw follows from it (same seed, same numbers, timings aside)",
+    "seed": "run seed: every draw follows from it (same seed, same numbers on the same kind of CPU, timings aside)",
     "out": "results directory (results.json, results.md, plots and GIFs)",
     "threads": "torch threads",
     "lam": "trained latent action model directory",
@@ -222,9 +222,12 @@ def read_json(path: Path, what: str) -> Any:
         raise SystemExit(f"cannot read {what} {path}: {e}; fix or delete it") from None
 
 
-def reuse_problem(directory: Path, protocol: dict[str, Any]) -> str | None:
+def reuse_problem(
+    directory: Path, protocol: dict[str, Any], notes: dict[str, str] | None = None
+) -> str | None:
     """Why the ``results.json`` of a ``--reuse`` directory cannot contribute to a run under ``protocol`` (none
-    there, no ``meta``, other settings), or None when it can; an unreadable file exits (:func:`read_json`)."""
+    there, no ``meta``, other settings, each followed by its entry in ``notes`` if any), or None when it can;
+    an unreadable file exits (:func:`read_json`)."""
     path = Path(directory) / "results.json"
     if not path.is_file():
         return f"no {path}"
@@ -235,15 +238,19 @@ def reuse_problem(directory: Path, protocol: dict[str, Any]) -> str | None:
     changed = [key for key, value in protocol.items() if meta.get(key) != value]
     if changed:
         there = ", ".join(f"{key} {meta.get(key)!r} there, {protocol[key]!r} now" for key in changed)
-        return f"{path} was run under another protocol ({there})"
+        why = "".join(f"; {notes[key]}" for key in changed if notes and key in notes)
+        return f"{path} was run under another protocol ({there}){why}"
     return None
 
 
-def check_reuse_dirs(out: Path, reuse: list[Path], protocol: dict[str, Any]) -> None:
-    """Exit before anything runs if a ``--reuse`` directory cannot contribute under ``protocol`` (saying why:
-    rather than run its models again) or if ``out`` holds an unreadable ``results.json``."""
+def check_reuse_dirs(
+    out: Path, reuse: list[Path], protocol: dict[str, Any], notes: dict[str, str] | None = None
+) -> None:
+    """Exit before anything runs if a ``--reuse`` directory cannot contribute under ``protocol`` (saying why,
+    with ``notes`` on a changed setting: rather than run its models again) or if ``out`` holds an unreadable
+    ``results.json``."""
     for directory in reuse:
-        problem = reuse_problem(Path(directory), protocol)
+        problem = reuse_problem(Path(directory), protocol, notes)
         if problem is not None:
             raise SystemExit(f"--reuse {directory}: {problem}")
     if (Path(out) / "results.json").is_file():
@@ -341,10 +348,22 @@ def _import_plugin(flag: str, where: str) -> Any:
     import importlib
 
     if not where.endswith(".py"):
-        return importlib.import_module(where)
+        try:
+            return importlib.import_module(where)
+        except ModuleNotFoundError as e:
+            if e.name is None or not where.startswith(e.name):
+                raise  # the plug-in's own import of something else: load_plugin shows it
+            hint = (
+                f"a file path needs its .py: {where}.py"
+                if "/" in where or "\\" in where or Path(where + ".py").is_file()
+                else "give its file as FILE.py:FACTORY, or put its folder on PYTHONPATH"
+            )
+            raise SystemExit(f"{flag}: no module named {where!r} ({hint})") from None
     path = Path(where).resolve()
     if not path.is_file():
-        raise SystemExit(f"{flag}: no file {where}")
+        raise SystemExit(
+            f"{flag}: no file {where} (looked for {path}; relative paths start at the current directory)"
+        )
     if not path.stem.isidentifier():
         raise SystemExit(f"{flag}: {path.name} cannot be imported (a module name is letters, digits and _)")
     known = sys.modules.get(path.stem)
@@ -360,14 +379,18 @@ def _import_plugin(flag: str, where: str) -> Any:
     return known
 
 
-def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> CheckedPlugin:
-    """Import ``target`` (``MODULE:FACTORY`` or ``FILE.py:FACTORY``), call ``FACTORY(env_id)`` and check that
-    the result is a :class:`~adaworld_gym.planning.Dynamics` over ``action_space``; exits naming what is wrong
-    (after printing the traceback of an error raised by the plug-in's own code)."""
+def load_plugin(
+    name: str, target: str, env_id: str, action_space: Any, frame_size: int = 64
+) -> CheckedPlugin:
+    """Import ``target`` (``MODULE:FACTORY`` or ``FILE.py:FACTORY``), call ``FACTORY(env_id)``, check that
+    the result is a :class:`~adaworld_gym.planning.Dynamics` over ``action_space`` and (a learned model: not
+    ``uses_state``) that one probe rollout from a grey ``frame_size`` context returns the frames it must; exits
+    naming what is wrong (after printing the traceback of an error raised by the plug-in's own code)."""
     import hashlib
     import traceback
 
     from adaworld_gym.planning import Dynamics
+    from adaworld_gym.planning.dynamics import not_a_dynamics
 
     where, _, attr = target.rpartition(":")
     flag = f"--dynamics {name}={target}"
@@ -388,8 +411,8 @@ def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Check
         raise SystemExit(f"{flag}: {attr}({env_id!r}) failed: {type(e).__name__}: {e}") from e
     if not isinstance(dynamics, Dynamics):
         raise SystemExit(
-            f"{flag}: {attr}({env_id!r}) returned {type(dynamics).__name__!r}, not a Dynamics "
-            "(needs rollout(context, actions, state=None), action_space, context_frames, uses_state)"
+            f"{flag}: {attr}({env_id!r}) returned {type(dynamics).__name__!r}, not a Dynamics; "
+            + not_a_dynamics(dynamics).split(": ", 1)[1]
         )
     problems = []
     if dynamics.action_space != action_space:
@@ -404,7 +427,35 @@ def load_plugin(name: str, target: str, env_id: str, action_space: Any) -> Check
     # What identifies the plug-in's code across runs (pool_planning compares it): its module file's bytes.
     source = getattr(module, "__file__", None)
     digest = f"sha256:{hashlib.sha256(Path(source).read_bytes()).hexdigest()}" if source else None
-    return CheckedPlugin(name, dynamics, digest)
+    plugin = CheckedPlugin(name, dynamics, digest)
+    if not dynamics.uses_state:
+        _probe(plugin, flag, action_space, frame_size)
+    return plugin
+
+
+def _probe(plugin: CheckedPlugin, flag: str, action_space: Any, frame_size: int) -> None:
+    """One rollout (1 candidate, 1 step, from a grey context) before any model runs, so that frames of the
+    wrong kind stop the benchmark now rather than after the models before this one (the oracle: ~50 min)."""
+    import traceback
+
+    context = np.full((1, plugin.context_frames, frame_size, frame_size, 3), 128, np.uint8)
+    actions = np.asarray(action_space.sample())[None, None]
+    try:
+        plugin.rollout(context, actions)
+    except ValueError as e:
+        if str(e).startswith(f"plug-in {plugin.name!r}: rollout must"):  # CheckedPlugin's own check
+            raise SystemExit(
+                f"{flag}: a probe rollout (1 candidate, 1 step) {str(e).split(': rollout ', 1)[1]}"
+            ) from e
+        traceback.print_exc()
+        raise SystemExit(
+            f"{flag}: a probe rollout (1 candidate, 1 step) failed: {type(e).__name__}: {e}"
+        ) from e
+    except Exception as e:  # the plug-in's own error: show it, name it and stop
+        traceback.print_exc()
+        raise SystemExit(
+            f"{flag}: a probe rollout (1 candidate, 1 step) failed: {type(e).__name__}: {e}"
+        ) from e
 
 
 class CheckedPlugin:
@@ -427,7 +478,9 @@ class CheckedPlugin:
         batch, steps = np.shape(actions)[:2]
         size = () if context is None else tuple(np.shape(context)[2:4])
         if frames.dtype != np.uint8:
-            raise ValueError(f"plug-in {self.name!r}: rollout must return uint8 frames, got {frames.dtype}")
+            raise ValueError(
+                f"plug-in {self.name!r}: rollout must return uint8 frames, got {_describe(frames)}"
+            )
         if (
             frames.ndim != 5
             or frames.shape[:2] != (batch, steps)
@@ -442,6 +495,25 @@ class CheckedPlugin:
         if "dynamics" not in self.__dict__:  # not yet initialised (e.g. while unpickling)
             raise AttributeError(attribute)
         return getattr(self.__dict__["dynamics"], attribute)
+
+
+def _describe(frames: np.ndarray) -> str:
+    """A non-uint8 prediction's dtype, with its range and the fix when that says how it went wrong."""
+    if frames.dtype.kind not in "fiub" or frames.size == 0:
+        return str(frames.dtype)
+    values = frames.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    bad = values.size - finite.size
+    if not finite.size:
+        return f"{frames.dtype} with no finite value (NaN/inf everywhere)"
+    text = f"{frames.dtype} in [{finite.min():.3g}, {finite.max():.3g}]"
+    if bad:
+        text += f" with {bad} NaN/inf values (a uint8 cast would turn them into silent zeros)"
+    elif finite.min() >= 0 and finite.max() <= 1 and frames.dtype.kind == "f":
+        text += ": scale to 0-255 first, e.g. (frames * 255).round().clip(0, 255).astype(np.uint8)"
+    elif finite.min() >= 0 and finite.max() <= 255:
+        text += ": cast with frames.round().clip(0, 255).astype(np.uint8)"
+    return text
 
 
 def earlier_plugins(meta: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:

@@ -555,8 +555,10 @@ def take_over(
         entry = finished[out].get(game, {}).get(name)
         if entry is not None and entry[1] == summaries:
             g["rows"][name], _, g["minutes"][name], g["reused"][name] = entry
-            again = ", until run again" * (name in rerun)
-            print(f"[{game}/{name}] a plug-in finished earlier in --out: kept{again}")
+            what = (
+                "running it again (its rows stay until the new ones are written)" if name in rerun else "kept"
+            )
+            print(f"[{game}/{name}] a plug-in finished earlier in --out: {what}")
 
 
 def aggregate(rows: list[dict[str, Any]] | None) -> tuple[float | None, float | None]:

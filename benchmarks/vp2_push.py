@@ -47,7 +47,9 @@ being run again, with its GIFs. Everything is seeded per task, so this gives the
 it lets a killed run resume and lets the learned models run in a second process beside the oracle, e.g.
 ``--models adaworld,action_agnostic --out DIR2``, then the full command with ``--reuse DIR2``. ``meta.reused``
 names the models taken over and ``meta.model_minutes`` gives each model's own wall time. A ``--reuse``
-directory without a ``results.json`` or run under another protocol is refused with the reason.
+directory without a ``results.json`` or run under another protocol is refused with the reason. The protocol
+includes the tasks themselves (``meta.task_digest``): one seed can give other tasks on another kind of CPU
+(MuJoCo's rounding), and their results are never merged.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ from adaworld_gym.plan import (
     run_push_episode,
 )
 from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
-from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks
+from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks, push_tasks_digest
 from adaworld_gym.viz import save_gif
 from benchmarks import _common
 from benchmarks._common import (
@@ -336,12 +338,40 @@ def main(args: Args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     start = time.time()
     args.out = Path(args.out)
-    reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
     protocol = {k: p[k] for k in PROTOCOL_SETTINGS}
     protocol.update(preset=args.preset, seed=args.seed, episode_steps=VP2_STEPS)
-    _common.check_reuse_dirs(args.out, args.reuse, protocol)
-    args.out.mkdir(parents=True, exist_ok=True)
+    env = make_env(PUSH_ENV_ID)
+    try:
+        tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped)
+        # The tasks themselves, not only their seed: MuJoCo's rounding differs between CPU kinds, so one seed
+        # can give other start states on another machine, whose results must not be merged with these.
+        protocol["task_digest"] = push_tasks_digest(tasks)
+        _common.check_reuse_dirs(args.out, args.reuse, protocol, notes={"task_digest": TASK_DIGEST_NOTE})
+        args.out.mkdir(parents=True, exist_ok=True)
+        return _run(args, p, protocol, plugins, chosen, names, env, tasks, start)
+    finally:
+        env.close()
 
+
+TASK_DIGEST_NOTE = (
+    "the push tasks differ: the same seed gives other start states on another kind of CPU (MuJoCo's rounding), "
+    "and results written before the tasks were fingerprinted carry none; run those models again here"
+)
+
+
+def _run(
+    args: Args,
+    p: dict[str, Any],
+    protocol: dict[str, Any],
+    plugins: dict[str, str],
+    chosen: Any,
+    names: tuple[str, ...],
+    env: Any,
+    tasks: list[Any],
+    start: float,
+) -> dict[str, Any]:
+    """The benchmark proper, once the tasks are made and the --reuse directories checked against them."""
+    reuse_dirs = [args.out, *(Path(d) for d in args.reuse)]
     with tempfile.TemporaryDirectory(prefix="vp2_push_") as tmp:
         paths, skipped = learned_bundles(args, Path(tmp))
         for name in MODELS:
@@ -358,10 +388,8 @@ def main(args: Args) -> dict[str, Any]:
             if name in bundles
         }
 
-        env = make_env(PUSH_ENV_ID)
         loaded: dict[str, Any] = {}  # plug-ins loaded and not yet run: closed at the end whatever happens
         try:
-            tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped)
             per_task: dict[str, list[dict[str, Any]] | None] = {}
             minutes: dict[str, float | None] = {}
             reused: dict[str, str] = {}
@@ -387,6 +415,7 @@ def main(args: Args) -> dict[str, Any]:
                         **p,
                         "env": PUSH_ENV_ID,
                         "episode_steps": VP2_STEPS,
+                        "task_digest": protocol["task_digest"],
                         "planner": "mppi (VP2: gamma 0.05, beta 0.5, init std (0.5, 0.5, 0.5, 0), 1 update)",
                         "cost": "VP2 mse_rgb: squared error summed over predicted frames, pixels in [0, 1]",
                         "success_threshold_m": SUCCESS_THRESHOLD,
@@ -406,8 +435,12 @@ def main(args: Args) -> dict[str, Any]:
             for name in targets:
                 per_task[name], minutes[name], reused[name] = finished[args.out][name]
                 print(
-                    f"[{name}] a plug-in finished earlier in --out: kept"
-                    + (", until run again" * (name in loaded))
+                    f"[{name}] a plug-in finished earlier in --out: "
+                    + (
+                        "running it again (its rows stay until the new ones are written)"
+                        if name in loaded
+                        else "kept"
+                    )
                 )
             for name in MODELS:
                 source = next((d for d, done in finished.items() if name in done), None)
@@ -441,7 +474,6 @@ def main(args: Args) -> dict[str, Any]:
             results = snapshot(complete=True)
             write_results(args.out, results)
         finally:
-            env.close()
             for plugin in loaded.values():
                 close_dynamics(plugin)
     print(markdown_table(results))

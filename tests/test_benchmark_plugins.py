@@ -184,7 +184,7 @@ class Still:
     def __init__(self, space):
         self.action_space = space
     def rollout(self, context, actions, state=None):
-        if os.environ.get("PLUGIN_FAILS"):
+        if os.environ.get("PLUGIN_FAILS") and len(actions) > 1:  # passes the one-candidate probe at load
             raise RuntimeError("out of memory")
         return np.repeat(context[:, -1:], actions.shape[1], axis=1)
 
@@ -369,32 +369,86 @@ def test_a_plug_in_file_is_a_module_as_an_import_would_make_it(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    "body, probed, message",
     [
         (
             "return np.zeros((*actions.shape[:2], 64, 64, 3), np.float32)",
+            r"uint8 frames, got float32 in \[0, 0\]: scale to 0-255 first",
             "must return uint8 frames, got float32",
         ),
         (
             "return np.zeros((*actions.shape[:2], 3, 64, 64), np.uint8)",
+            r"frames \[1, 1, 64, 64, 3\], got \(1, 1, 3, 64, 64\)",
             r"must return frames \[2, 3, 64, 64, 3\], got \(2, 3, 3, 64, 64\)",
         ),
         (
             "return np.zeros((1, 3, 64, 64, 3), np.uint8)",
+            r"frames \[1, 1, 64, 64, 3\], got \(1, 3, 64, 64, 3\)",
             r"must return frames \[2, 3, 64, 64, 3\], got \(1, 3, 64, 64, 3\)",
         ),
     ],
 )
-def test_what_a_plug_in_predicts_is_checked_and_named(tmp_path, body, message):
+def test_what_a_plug_in_predicts_is_checked_and_named(tmp_path, body, probed, message):
+    from benchmarks._common import CheckedPlugin
+
     path = tmp_path / "bad_frames.py"
     path.write_text(
         "import numpy as np\nfrom gymnasium import spaces\n\nclass D:\n    action_space = spaces.Discrete(15)\n"
         f"    context_frames, uses_state = 1, False\n    def rollout(self, context, actions, state=None):\n        {body}\n\n"
         "def make(env_id):\n    return D()\n"
     )
-    dynamics = load_plugin("odd", f"{path}:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    # Loading probes one rollout, so the benchmark stops before any model runs ...
+    with pytest.raises(
+        SystemExit, match=rf"--dynamics odd=.*: a probe rollout \(1 candidate, 1 step\) must return {probed}"
+    ):
+        load_plugin("odd", f"{path}:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    # ... and every later rollout is checked the same way.
+    from bad_frames import D
+
     with pytest.raises(ValueError, match=f"plug-in 'odd': rollout {message}"):
-        dynamics.rollout(np.zeros((2, 1, 64, 64, 3), np.uint8), np.zeros((2, 3), np.int64))
+        CheckedPlugin("odd", D()).rollout(np.zeros((2, 1, 64, 64, 3), np.uint8), np.zeros((2, 3), np.int64))
+
+
+@pytest.mark.parametrize(
+    "frames, described",
+    [
+        ("np.full((1, 1, 64, 64, 3), np.nan, np.float32)", "no finite value"),
+        (
+            "np.where(np.arange(3) == 1, np.nan, 200.0) * np.ones((1, 1, 64, 64, 3))",
+            "NaN/inf values .*silent zeros",
+        ),
+        ("np.full((1, 1, 64, 64, 3), 200.0)", r"in \[200, 200\]: cast with frames.round\(\)"),
+    ],
+)
+def test_float_frames_are_described_with_their_fix(tmp_path, frames, described):
+    path = tmp_path / "float_frames.py"
+    path.write_text(
+        "import numpy as np\nfrom gymnasium import spaces\n\nclass D:\n    action_space = spaces.Discrete(15)\n"
+        f"    context_frames, uses_state = 1, False\n    def rollout(self, context, actions, state=None):\n"
+        f"        return {frames}\n\ndef make(env_id):\n    return D()\n"
+    )
+    with pytest.raises(SystemExit, match=described):
+        load_plugin("odd", f"{path}:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+
+
+def test_plug_in_paths_that_miss_get_a_hint(tmp_path, monkeypatch):
+    (tmp_path / "mine.py").write_text("def make(env_id):\n    return None\n")
+    space = spaces.Discrete(15)
+    with pytest.raises(SystemExit, match=r"no module named '.*/mine' \(a file path needs its \.py"):
+        load_plugin("m", f"{tmp_path / 'mine'}:make", "AdaWorld/Procgen-maze-v0", space)
+    with pytest.raises(
+        SystemExit, match=r"no module named 'not_on_the_path_xyz' \(give its file as FILE\.py"
+    ):
+        load_plugin("m", "not_on_the_path_xyz:make", "AdaWorld/Procgen-maze-v0", space)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        SystemExit, match=r"no file other.py \(looked for .*other.py; relative paths start at"
+    ):
+        load_plugin("m", "other.py:make", "AdaWorld/Procgen-maze-v0", space)
+    with pytest.raises(
+        SystemExit, match=r"returned 'NoneType', not a Dynamics; it lacks rollout, action_space"
+    ):
+        load_plugin("m", "mine.py:make", "AdaWorld/Procgen-maze-v0", space)
 
 
 def test_the_example_plug_in_predicts_the_last_frame():

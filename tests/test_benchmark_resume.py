@@ -73,6 +73,35 @@ def test_vp2_push_reuse_that_cannot_contribute_is_refused(tmp_path):
         vp2_push.main(args)
 
 
+def test_vp2_push_results_on_other_tasks_are_not_merged(tmp_path, monkeypatch, no_shipped_bundle):
+    # Same seed, other tasks (MuJoCo rounds differently on another kind of CPU; or a file from before the tasks
+    # were fingerprinted): --reuse refuses it, saying why, and --out's finished rows are run again.
+    from adaworld_gym.sims.push import make_push_tasks, push_tasks_digest
+
+    monkeypatch.setattr(vp2_push, "evaluate_model", _fake_push_rows)
+    out = tmp_path / "out"
+    first = vp2_push.main(vp2_push.Args(preset="smoke", seed=0, models="random", out=out))
+    n = vp2_push.PRESETS["smoke"]["tasks"]
+    assert first["meta"]["task_digest"] == push_tasks_digest(make_push_tasks(n, 0))
+    assert push_tasks_digest(make_push_tasks(n, 1)) != first["meta"]["task_digest"]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for digest in ("0" * 64, None):
+        results = json.loads((out / "results.json").read_text())
+        results["meta"]["task_digest"] = digest
+        (elsewhere / "results.json").write_text(json.dumps(results))
+        args = vp2_push.Args(preset="smoke", seed=0, models="random", out=tmp_path / "new", reuse=[elsewhere])
+        with pytest.raises(
+            SystemExit, match=r"task_digest .* there, .*; the push tasks differ: .*another kind of CPU"
+        ):
+            vp2_push.main(args)
+
+    (out / "results.json").write_text((elsewhere / "results.json").read_text())  # --out itself, no digest
+    again = vp2_push.main(vp2_push.Args(preset="smoke", seed=0, models="random", out=out))
+    assert again["meta"]["reused"] == {} and again["meta"]["task_digest"] == first["meta"]["task_digest"]
+
+
 # ----------------------------------------------------------------------------------------------- adaptation
 def _push_job(tmp: Path, run: str, eval_at=(0, 3)) -> dict:
     from benchmarks.world_model import synthetic_push_like

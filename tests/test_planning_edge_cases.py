@@ -101,8 +101,57 @@ def test_a_goal_of_the_wrong_size_is_named_as_such():
     # It was reported as "SimulatorDynamics.rollout returned frames of shape ...": the dynamics were fine.
     with SimulatorDynamics(Level, workers=0) as oracle:
         planner = CEMPlanner(oracle, samples=4, elites=2, horizon=2, iterations=1)
-        with pytest.raises(ValueError, match=r"goal image of shape \(8, 8, 3\) does not match"):
+        with pytest.raises(ValueError, match=r"the goal image is 8x8 but SimulatorDynamics.rollout predicts"):
             planner.plan(None, np.zeros((8, 8, 3), np.uint8), FRESH)
+
+
+class _OwnModel:
+    """A user's own dynamics, returning whatever ``frames`` says."""
+
+    context_frames, uses_state = 1, False
+
+    def __init__(self, frames):
+        self.action_space, self.frames = gymnasium.spaces.Box(-1, 1, (2,), np.float32), frames
+
+    def rollout(self, context, actions, state=None):
+        return self.frames(np.shape(actions)[:2])
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        (lambda bt: None, r"_OwnModel.rollout returned None, not frames \[4, 2, H, W, 3\]"),
+        (
+            lambda bt: np.zeros((*bt, 3, 8, 8), np.uint8),
+            r"returned frames of shape \(4, 2, 3, 8, 8\).*channels last",
+        ),
+        (
+            lambda bt: np.zeros((bt[0], 8, 8, 3), np.uint8),
+            r"returned frames of shape \(4, 8, 8, 3\), expected \[4, 2",
+        ),
+        (
+            lambda bt: np.zeros((*bt, 16, 16, 3), np.uint8),
+            r"the goal image is 8x8 but _OwnModel.rollout predicts 16x16",
+        ),
+    ],
+)
+def test_a_users_dynamics_returning_other_frames_is_named(frames, match):
+    planner = MPPIPlanner(_OwnModel(frames), samples=4, horizon=2)
+    with pytest.raises(ValueError, match=match):
+        planner.plan(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+
+
+def test_an_object_that_is_not_a_dynamics_is_told_what_it_lacks():
+    class NoContext:
+        action_space, uses_state = gymnasium.spaces.Discrete(2), False
+
+        def rollout(self, context, actions, state=None):
+            return None
+
+    with pytest.raises(
+        TypeError, match=r"NoContext is not a Dynamics: it lacks context_frames \(a Dynamics has"
+    ):
+        CEMPlanner(NoContext(), samples=4, elites=2, horizon=2)
 
 
 def test_a_world_model_planner_checks_the_goal_size_before_any_rollout(monkeypatch):

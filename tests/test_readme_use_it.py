@@ -1,4 +1,4 @@
-"""The README's "Use it" Python block runs as written, on the shipped weights, and does what its comments say."""
+"""The README's Python blocks run as written, on the shipped weights, and do what their comments say."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def use_it_block() -> str:
-    section = README.read_text(encoding="utf-8").split("\n## Use it\n", 1)
-    assert len(section) == 2, "README has no '## Use it' section"
-    block = re.search(r"```python\n(.*?)```", section[1].split("\n## ", 1)[0], re.S)
-    assert block, "the README's 'Use it' section has no python block"
+def python_block_after(marker: str) -> str:
+    """The first python block after ``marker`` in the README, before the next section."""
+    text = README.read_text(encoding="utf-8")
+    assert marker in text, f"README has no {marker!r}"
+    block = re.search(r"```python\n(.*?)```", text.split(marker, 1)[1].split("\n## ", 1)[0], re.S)
+    assert block, f"no python block after {marker!r} in the README"
     return block.group(1)
 
 
@@ -26,10 +27,21 @@ def test_the_readme_use_it_block_runs(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     scope: dict = {"__name__": "readme_use_it"}
-    exec(compile(use_it_block(), "README.md (Use it)", "exec"), scope)
+    exec(compile(python_block_after("\n## Use it\n"), "README.md (Use it)", "exec"), scope)
     frames, _ = read_video(tmp_path / "imagined.gif")
     assert len(frames) == 21 and frames[0].shape == (64 * 4, 64 * 4, 3)
     assert scope["obs"].shape == (16, 64, 64, 3) and scope["obs"].dtype == np.uint8
     assert scope["reward"].shape == (16,)
     scope["env"].close()
     scope["venv"].close()
+
+
+def test_the_readme_own_model_planning_block_runs(capsys):
+    scope: dict = {"__name__": "readme_own_model"}
+    exec(
+        compile(python_block_after("**Your own model from Python.**"), "README.md (own model)", "exec"), scope
+    )
+    result = scope["result"]
+    assert isinstance(result.success, bool) and result.best_distance > 0
+    assert capsys.readouterr().out.split() == [str(result.success), str(result.best_distance)]
+    scope["env"].close()

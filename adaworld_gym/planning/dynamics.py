@@ -76,6 +76,22 @@ class Dynamics(Protocol):
         ...
 
 
+DYNAMICS_MEMBERS = ("rollout", "action_space", "context_frames", "uses_state")
+
+
+def not_a_dynamics(obj: Any) -> str:
+    """Why ``obj`` is not a :class:`Dynamics`: the members it lacks, and what the protocol asks for."""
+    missing = [name for name in DYNAMICS_MEMBERS if not hasattr(obj, name)]
+    if not missing and not callable(getattr(obj, "rollout", None)):
+        missing = ["a callable rollout"]
+    lacks = f"it lacks {', '.join(missing)}" if missing else "it does not match the protocol"
+    return (
+        f"{type(obj).__name__} is not a Dynamics: {lacks} (a Dynamics has rollout(context, actions, state=None) "
+        "-> uint8 [B, T, H, W, 3], action_space, context_frames: int and uses_state: bool; see "
+        "adaworld_gym.planning.Dynamics, or use WorldModelDynamics / SimulatorDynamics)"
+    )
+
+
 def check_actions(actions: Any, space: spaces.Space) -> np.ndarray:
     """Validate a ``[B, T, *space.shape]`` batch of action sequences (shape only; the values are checked by
     whoever consumes them) and return it as an array of the space's dtype."""

@@ -30,7 +30,7 @@ from gymnasium import spaces
 
 from adaworld_gym._checks import check_pixel_scale, check_seed, is_int
 from adaworld_gym.planning.costs import ADAWORLD_COST, VP2_COST, CostFn, sanitize_costs
-from adaworld_gym.planning.dynamics import Dynamics, WorldModelDynamics
+from adaworld_gym.planning.dynamics import Dynamics, WorldModelDynamics, not_a_dynamics
 
 __all__ = ["PUSH_INIT_STD", "CEMPlanner", "MPPIPlanner", "Planner", "correlated_noise", "default_init_std"]
 
@@ -63,10 +63,7 @@ def correlated_noise(
 
 def _check_dynamics(dynamics: Any) -> None:
     if not isinstance(dynamics, Dynamics):
-        raise TypeError(
-            f"{type(dynamics).__name__} is not a Dynamics (needs rollout, action_space, context_frames, "
-            "uses_state): use WorldModelDynamics or SimulatorDynamics"
-        )
+        raise TypeError(not_a_dynamics(dynamics))
 
 
 def _check_goal(goal: Any) -> np.ndarray:
@@ -224,8 +221,7 @@ class Planner:
     def _resolve_dynamics(self, dynamics: Dynamics | None) -> Dynamics:
         if dynamics is None:
             return self.dynamics
-        if not isinstance(dynamics, Dynamics):
-            raise TypeError(f"{type(dynamics).__name__} is not a Dynamics")
+        _check_dynamics(dynamics)
         if dynamics.action_space != self.action_space:
             raise ValueError(
                 f"dynamics action space {dynamics.action_space} differs from the planner's {self.action_space}"
@@ -267,16 +263,21 @@ class Planner:
         n = len(candidates)
         # A read-only broadcast: the context is not copied per candidate here (dynamics copy per chunk).
         batch_context = None if context is None else np.broadcast_to(context, (n, *context.shape))
-        frames = np.asarray(dynamics.rollout(batch_context, candidates, state=state))
-        if frames.shape[:2] == (n, self.horizon) and frames.shape[2:] != goal.shape:
-            # The dynamics did their part: a goal of another size (or layout) is the caller's to fix.
+        predicted = dynamics.rollout(batch_context, candidates, state=state)
+        who = f"{type(dynamics).__name__}.rollout"
+        if predicted is None:
+            raise ValueError(f"{who} returned None, not frames [{n}, {self.horizon}, H, W, 3]")
+        frames = np.asarray(predicted)
+        if frames.ndim != 5 or frames.shape[:2] != (n, self.horizon) or frames.shape[-1] != 3:
             raise ValueError(
-                f"goal image of shape {goal.shape} does not match the predicted frames {frames.shape[2:]}"
+                f"{who} returned frames of shape {frames.shape}, expected [{n}, {self.horizon}, H, W, 3] "
+                "(one frame per candidate and step, channels last)"
             )
-        if frames.shape != (n, self.horizon, *goal.shape):
+        if frames.shape[2:] != goal.shape:
+            # Both are images; which size is meant is the caller's to say.
             raise ValueError(
-                f"{type(dynamics).__name__}.rollout returned frames of shape {frames.shape}, "
-                f"expected {(n, self.horizon, *goal.shape)}"
+                f"the goal image is {goal.shape[0]}x{goal.shape[1]} but {who} predicts "
+                f"{frames.shape[2]}x{frames.shape[3]} frames: give a goal at the model's frame size"
             )
         with np.errstate(all="ignore"):
             costs = np.asarray(self.cost(frames, goal))

@@ -32,6 +32,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] == "osmesa":
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -702,6 +703,25 @@ class PushTask:
     goal_image: np.ndarray  # uint8 [64, 64, 3], the demo's final frame
     target_object: int
     demo_actions: np.ndarray  # float32 [T, 4]: the demo's own actions from init_state to goal_state
+
+
+def push_tasks_digest(tasks: Sequence[PushTask]) -> str:
+    """SHA-256 of the tasks' start and goal states, goal images, targets and demo actions, in order.
+
+    ``make_push_tasks(n, seed)`` gives the same tasks for a seed on one kind of CPU, but MuJoCo rounds
+    differently on others (AVX2 vs AVX-512 builds of its kernels), so the same seed can start some tasks
+    elsewhere; benchmarks record this digest so that results on different tasks are never merged.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for task in tasks:
+        digest.update(str(int(task.target_object)).encode())
+        for array in (task.init_state, task.goal_state, task.goal_image, task.demo_actions):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 MIN_PUSH_DISPLACEMENT = 0.08
