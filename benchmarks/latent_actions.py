@@ -112,13 +112,23 @@ class Args:
 def ensure_data(args: Args, p: dict) -> tuple[list[Path], Path, Path]:
     """Collect (or find, since collection resumes) the training and held-out data."""
     d = args.data
-    collect_procgen(PRETRAIN_GAMES, p["procgen_train_episodes"], p["steps"], d / "procgen-train", seed=0)
-    collect_procgen(
-        PRETRAIN_GAMES, p["procgen_test_episodes"], p["steps"], d / "procgen-test", levels="test", seed=1
-    )
-    workers = p.get("push_workers", 2)
-    collect_push(p["push_train_episodes"], d, steps=p["push_steps"], seed=0, workers=workers)
-    collect_push(p["push_test_episodes"], d / "push-test", steps=p["push_steps"], seed=1, workers=workers)
+    try:
+        collect_procgen(PRETRAIN_GAMES, p["procgen_train_episodes"], p["steps"], d / "procgen-train", seed=0)
+        collect_procgen(
+            PRETRAIN_GAMES, p["procgen_test_episodes"], p["steps"], d / "procgen-test", levels="test", seed=1
+        )
+        workers = p.get("push_workers", 2)
+        collect_push(p["push_train_episodes"], d, steps=p["push_steps"], seed=0, workers=workers)
+        collect_push(p["push_test_episodes"], d / "push-test", steps=p["push_steps"], seed=1, workers=workers)
+    except ValueError as e:  # a set of the same name collected by hand with other settings
+        if "collected with other settings" not in str(e):
+            raise
+        raise SystemExit(
+            f"{e}\nThe benchmarks collect (or resume) their own sets under {d}: Procgen with --steps "
+            f"{p['steps']}, training levels --seed 0, test levels --seed 1; push with --steps {p['push_steps']}, "
+            "--seed 0 (data/push) and --seed 1 (push-test). Move the other set aside, or pass --data ROOT to "
+            "keep the benchmark's sets elsewhere."
+        ) from e
     return [d / "procgen-train", d / "push"], d / "procgen-test", d / "push-test" / "push"
 
 

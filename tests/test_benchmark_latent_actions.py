@@ -3,8 +3,18 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
-from benchmarks.latent_actions import Args, main, probe_accuracy_within, shuffled_within_groups
+from adaworld_gym.data.episodes import EpisodeStore
+from benchmarks.latent_actions import (
+    PRESETS,
+    PRETRAIN_GAMES,
+    Args,
+    ensure_data,
+    main,
+    probe_accuracy_within,
+    shuffled_within_groups,
+)
 
 
 def test_smoke_run_writes_results(tmp_path):
@@ -76,3 +86,15 @@ def test_shuffled_z_never_keeps_a_transitions_own_latent():
         alone = np.flatnonzero(groups == 0)  # a game with one transition has no other to take
         moved = np.setdiff1d(np.arange(len(groups)), alone)
         assert (perm[moved] != moved).all()
+
+
+def test_a_hand_collected_set_with_other_settings_is_named_with_the_benchmarks_own(tmp_path):
+    # The README's collection commands once made data/procgen-test at another episode length than the
+    # benchmarks collect; the refusal now says what they collect and how to keep both.
+    store = EpisodeStore(tmp_path / "procgen-train" / f"procgen-{PRETRAIN_GAMES[0]}", create=True)
+    store.check_collection({"collector": "procgen", "steps": 200})
+    p = PRESETS["cpu"]
+    with pytest.raises(
+        SystemExit, match=rf"other settings(.|\n)*Procgen with --steps {p['steps']}(.|\n)*--data ROOT"
+    ):
+        ensure_data(Args(data=tmp_path), p)
