@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -248,13 +250,22 @@ def check_reuse_dirs(
 ) -> None:
     """Exit before anything runs if a ``--reuse`` directory cannot contribute under ``protocol`` (saying why,
     with ``notes`` on a changed setting: rather than run its models again) or if ``out`` holds an unreadable
-    ``results.json``."""
+    ``results.json``; one of ``out`` made under another protocol is moved aside (``results.superseded-*``),
+    saying why, so that the new run's first snapshot does not overwrite what it held."""
     for directory in reuse:
         problem = reuse_problem(Path(directory), protocol, notes)
         if problem is not None:
             raise SystemExit(f"--reuse {directory}: {problem}")
-    if (Path(out) / "results.json").is_file():
-        read_json(Path(out) / "results.json", "results file")
+    results = Path(out) / "results.json"
+    if results.is_file():
+        read_json(results, "results file")
+        problem = reuse_problem(Path(out), protocol, notes)
+        if problem is not None:  # nothing there is taken over; keep the file rather than overwrite it
+            kept = results.with_name(f"results.superseded-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            results.replace(kept)
+            if results.with_suffix(".md").is_file():
+                results.with_suffix(".md").replace(kept.with_suffix(".md"))
+            print(f"--out {out}: {problem}. Nothing there is taken over; it is kept as {kept.name}")
 
 
 def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any] | None:
@@ -348,14 +359,18 @@ def _import_plugin(flag: str, where: str) -> Any:
     import importlib
 
     if not where.endswith(".py"):
+        if "/" in where or "\\" in where or where.startswith("."):  # a path, not a module name
+            raise SystemExit(f"{flag}: {where!r} is not a module name; a file path needs its .py: {where}.py")
         try:
             return importlib.import_module(where)
         except ModuleNotFoundError as e:
-            if e.name is None or not where.startswith(e.name):
-                raise  # the plug-in's own import of something else: load_plugin shows it
+            # Only the named module (or a package on its dotted path) missing; a missing dependency of the
+            # plug-in's own code is the plug-in's error, shown with its traceback by load_plugin.
+            if e.name is None or not (where == e.name or where.startswith(e.name + ".")):
+                raise
             hint = (
                 f"a file path needs its .py: {where}.py"
-                if "/" in where or "\\" in where or Path(where + ".py").is_file()
+                if Path(where + ".py").is_file()
                 else "give its file as FILE.py:FACTORY, or put its folder on PYTHONPATH"
             )
             raise SystemExit(f"{flag}: no module named {where!r} ({hint})") from None
@@ -409,37 +424,60 @@ def load_plugin(
     except Exception as e:
         traceback.print_exc()
         raise SystemExit(f"{flag}: {attr}({env_id!r}) failed: {type(e).__name__}: {e}") from e
-    if not isinstance(dynamics, Dynamics):
-        raise SystemExit(
-            f"{flag}: {attr}({env_id!r}) returned {type(dynamics).__name__!r}, not a Dynamics; "
-            + not_a_dynamics(dynamics).split(": ", 1)[1]
-        )
-    problems = []
-    if dynamics.action_space != action_space:
-        problems.append(f"action_space {dynamics.action_space} is not the env's {action_space}")
-    frames = dynamics.context_frames
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-        problems.append(f"context_frames must be an int >= 1, got {frames!r}")
-    if not isinstance(dynamics.uses_state, bool):
-        problems.append(f"uses_state must be a bool, got {dynamics.uses_state!r}")
-    if problems:
-        raise SystemExit(f"{flag}: " + "; ".join(problems))
-    # What identifies the plug-in's code across runs (pool_planning compares it): its module file's bytes.
-    source = getattr(module, "__file__", None)
-    digest = f"sha256:{hashlib.sha256(Path(source).read_bytes()).hexdigest()}" if source else None
-    plugin = CheckedPlugin(name, dynamics, digest)
-    if not dynamics.uses_state:
-        _probe(plugin, flag, action_space, frame_size)
+    try:  # from here on the plug-in exists: closed if it is refused (it may hold processes or memory)
+        if not isinstance(dynamics, Dynamics):
+            raise SystemExit(
+                f"{flag}: {attr}({env_id!r}) returned {type(dynamics).__name__!r}, not a Dynamics; "
+                + not_a_dynamics(dynamics).split(": ", 1)[1]
+            )
+        problems = []
+        if dynamics.action_space != action_space:
+            problems.append(f"action_space {dynamics.action_space} is not the env's {action_space}")
+        frames = dynamics.context_frames
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            problems.append(f"context_frames must be an int >= 1, got {frames!r}")
+        if not isinstance(dynamics.uses_state, bool):
+            problems.append(f"uses_state must be a bool, got {dynamics.uses_state!r}")
+        if problems:
+            raise SystemExit(f"{flag}: " + "; ".join(problems))
+        # What identifies the plug-in's code across runs (pool_planning compares it): its module file's bytes.
+        source = getattr(module, "__file__", None)
+        digest = f"sha256:{hashlib.sha256(Path(source).read_bytes()).hexdigest()}" if source else None
+        plugin = CheckedPlugin(name, dynamics, digest)
+        if not dynamics.uses_state:
+            _probe(plugin, flag, action_space, frame_size)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the refusal is the error to report, not a failing close
+            close_dynamics(dynamics)
+        raise
     return plugin
 
 
+def _probe_action(space: Any) -> np.ndarray:
+    """A fixed action of ``space`` for the probe (no draw from any generator): the first discrete action, the
+    Box point nearest 0, else a sample from a copy seeded 0."""
+    import copy
+
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return np.asarray(space.start)
+    if isinstance(space, spaces.Box):
+        return np.clip(np.zeros(space.shape), space.low, space.high).astype(space.dtype)
+    space = copy.deepcopy(space)
+    space.seed(0)
+    return np.asarray(space.sample())
+
+
 def _probe(plugin: CheckedPlugin, flag: str, action_space: Any, frame_size: int) -> None:
-    """One rollout (1 candidate, 1 step, from a grey context) before any model runs, so that frames of the
-    wrong kind stop the benchmark now rather than after the models before this one (the oracle: ~50 min)."""
+    """One rollout (1 candidate, 1 step of a fixed action, from a grey context) before any model runs, so that
+    frames of the wrong kind stop the benchmark now rather than after the models before this one (the oracle:
+    ~50 min). It is one more call of the plug-in's ``rollout``: a plug-in drawing from its own generator
+    should define ``reseed(seed)``, which the benchmarks call before every episode."""
     import traceback
 
     context = np.full((1, plugin.context_frames, frame_size, frame_size, 3), 128, np.uint8)
-    actions = np.asarray(action_space.sample())[None, None]
+    actions = _probe_action(action_space)[None, None]
     try:
         plugin.rollout(context, actions)
     except ValueError as e:
@@ -506,14 +544,18 @@ def _describe(frames: np.ndarray) -> str:
     bad = values.size - finite.size
     if not finite.size:
         return f"{frames.dtype} with no finite value (NaN/inf everywhere)"
-    text = f"{frames.dtype} in [{finite.min():.3g}, {finite.max():.3g}]"
+    low, high = finite.min(), finite.max()
+    text = f"{frames.dtype} in [{low:.3g}, {high:.3g}]"
     if bad:
-        text += f" with {bad} NaN/inf values (a uint8 cast would turn them into silent zeros)"
-    elif finite.min() >= 0 and finite.max() <= 1 and frames.dtype.kind == "f":
-        text += ": scale to 0-255 first, e.g. (frames * 255).round().clip(0, 255).astype(np.uint8)"
-    elif finite.min() >= 0 and finite.max() <= 255:
-        text += ": cast with frames.round().clip(0, 255).astype(np.uint8)"
-    return text
+        return text + f" with {bad} NaN/inf values (a uint8 cast would turn them into silent zeros)"
+    cast = ".round().clip(0, 255).astype(np.uint8)"
+    if frames.dtype.kind == "f" and low >= 0 and high <= 1:
+        return text + f": scale to 0-255 first, e.g. (frames * 255){cast}"
+    if frames.dtype.kind == "f" and low >= -1 and high <= 1:
+        return text + f": a [-1, 1] output? map it to 0-255 first, e.g. ((frames + 1) * 127.5){cast}"
+    if low >= 0 and high <= 255:
+        return text + f": cast with frames{cast}"
+    return text + f": outside 0-255; rescale to 0-255, then cast with {cast}"
 
 
 def earlier_plugins(meta: dict[str, Any] | None) -> tuple[dict[str, str], dict[str, str]]:

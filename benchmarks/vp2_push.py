@@ -354,8 +354,9 @@ def main(args: Args) -> dict[str, Any]:
 
 
 TASK_DIGEST_NOTE = (
-    "the push tasks differ: the same seed gives other start states on another kind of CPU (MuJoCo's rounding), "
-    "and results written before the tasks were fingerprinted carry none; run those models again here"
+    "the push tasks differ: the same seed gives other tasks on another kind of CPU (MuJoCo's rounding), with "
+    "another renderer (the goal images) or other task code, and results written before the tasks were "
+    "fingerprinted carry no digest; run those models again here"
 )
 
 

@@ -418,6 +418,8 @@ def test_what_a_plug_in_predicts_is_checked_and_named(tmp_path, body, probed, me
             "NaN/inf values .*silent zeros",
         ),
         ("np.full((1, 1, 64, 64, 3), 200.0)", r"in \[200, 200\]: cast with frames.round\(\)"),
+        ("np.full((1, 1, 64, 64, 3), -0.5, np.float32)", r"a \[-1, 1\] output\? map it to 0-255 first"),
+        ("np.full((1, 1, 64, 64, 3), 300.0)", r"outside 0-255; rescale to 0-255"),
     ],
 )
 def test_float_frames_are_described_with_their_fix(tmp_path, frames, described):
@@ -434,7 +436,7 @@ def test_float_frames_are_described_with_their_fix(tmp_path, frames, described):
 def test_plug_in_paths_that_miss_get_a_hint(tmp_path, monkeypatch):
     (tmp_path / "mine.py").write_text("def make(env_id):\n    return None\n")
     space = spaces.Discrete(15)
-    with pytest.raises(SystemExit, match=r"no module named '.*/mine' \(a file path needs its \.py"):
+    with pytest.raises(SystemExit, match=r"'.*/mine' is not a module name; a file path needs its \.py"):
         load_plugin("m", f"{tmp_path / 'mine'}:make", "AdaWorld/Procgen-maze-v0", space)
     with pytest.raises(
         SystemExit, match=r"no module named 'not_on_the_path_xyz' \(give its file as FILE\.py"
@@ -457,3 +459,58 @@ def test_the_example_plug_in_predicts_the_last_frame():
     frames = dynamics.rollout(context, np.zeros((3, 4), np.int64))
     assert frames.shape == (3, 4, 64, 64, 3) and frames.dtype == np.uint8
     np.testing.assert_array_equal(frames, np.repeat(context[:, -1:], 4, axis=1))
+
+
+PROBED_PLUGIN = """
+import os
+import numpy as np
+from gymnasium import spaces
+
+class D:
+    context_frames = 1
+    def __init__(self):
+        self.action_space = spaces.Discrete(15)
+        self.uses_state = os.environ.get("PLUGIN_USES_STATE") == "1"
+    def rollout(self, context, actions, state=None):
+        with open(os.environ["PLUGIN_LOG"], "a") as f:
+            f.write(f"rollout {np.asarray(actions).tolist()}\\n")
+        if os.environ.get("PLUGIN_RAISES"):
+            raise RuntimeError("weights not found")
+        return np.zeros((*np.shape(actions)[:2], 64, 64, 3), np.float32)
+    def close(self):
+        with open(os.environ["PLUGIN_LOG"], "a") as f:
+            f.write("close\\n")
+
+def make(env_id):
+    return D()
+"""
+
+
+def test_a_plug_in_refused_at_load_is_closed_and_its_probe_is_fixed(tmp_path, monkeypatch):
+    (tmp_path / "probed.py").write_text(PROBED_PLUGIN)
+    log = tmp_path / "log.txt"
+    monkeypatch.setenv("PLUGIN_LOG", str(log))
+    target = f"{tmp_path / 'probed.py'}:make"
+    with pytest.raises(SystemExit, match=r"probe rollout \(1 candidate, 1 step\) must return uint8 frames"):
+        load_plugin("p", target, "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    assert log.read_text().splitlines() == ["rollout [[0]]", "close"]  # the first action, then closed
+    log.unlink()
+    monkeypatch.setenv("PLUGIN_RAISES", "1")  # its own error in the probe: named, shown, closed
+    with pytest.raises(SystemExit, match=r"probe rollout .* failed: RuntimeError: weights not found"):
+        load_plugin("p", target, "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    assert log.read_text().splitlines()[-1] == "close"
+    log.unlink()
+    monkeypatch.setenv("PLUGIN_USES_STATE", "1")  # a simulator-backed plug-in is not probed from frames
+    load_plugin("p", target, "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    assert not log.exists()
+
+
+def test_a_plug_ins_missing_dependency_is_its_own_error_not_a_missing_plug_in(tmp_path, monkeypatch):
+    (tmp_path / "wm_diff.py").write_text("import wm_missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        SystemExit, match=r"importing wm_diff failed: ModuleNotFoundError: .*wm_missing_dependency"
+    ):
+        load_plugin("m", "wm_diff:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))
+    with pytest.raises(SystemExit, match=r"'./wm_diff' is not a module name; a file path needs its .py"):
+        load_plugin("m", "./wm_diff:make", "AdaWorld/Procgen-maze-v0", spaces.Discrete(15))

@@ -97,9 +97,13 @@ def test_vp2_push_results_on_other_tasks_are_not_merged(tmp_path, monkeypatch, n
         ):
             vp2_push.main(args)
 
-    (out / "results.json").write_text((elsewhere / "results.json").read_text())  # --out itself, no digest
+    # --out itself made on other tasks: nothing taken over, and the file is kept beside the new one, not lost.
+    (out / "results.json").write_text((elsewhere / "results.json").read_text())
     again = vp2_push.main(vp2_push.Args(preset="smoke", seed=0, models="random", out=out))
     assert again["meta"]["reused"] == {} and again["meta"]["task_digest"] == first["meta"]["task_digest"]
+    (kept,) = out.glob("results.superseded-*.json")
+    assert kept.read_text() == (elsewhere / "results.json").read_text()
+    assert kept.with_suffix(".md").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- adaptation

@@ -82,9 +82,12 @@ DYNAMICS_MEMBERS = ("rollout", "action_space", "context_frames", "uses_state")
 def not_a_dynamics(obj: Any) -> str:
     """Why ``obj`` is not a :class:`Dynamics`: the members it lacks, and what the protocol asks for."""
     missing = [name for name in DYNAMICS_MEMBERS if not hasattr(obj, name)]
-    if not missing and not callable(getattr(obj, "rollout", None)):
-        missing = ["a callable rollout"]
-    lacks = f"it lacks {', '.join(missing)}" if missing else "it does not match the protocol"
+    if missing:
+        lacks = f"it lacks {', '.join(missing)}"
+    elif not callable(obj.rollout):
+        lacks = "its rollout is not callable"
+    else:  # Python 3.12's protocol check does not see members served by __getattr__
+        lacks = "its members are not all plain attributes (a wrapper's __getattr__ is not seen by the check)"
     return (
         f"{type(obj).__name__} is not a Dynamics: {lacks} (a Dynamics has rollout(context, actions, state=None) "
         "-> uint8 [B, T, H, W, 3], action_space, context_frames: int and uses_state: bool; see "
