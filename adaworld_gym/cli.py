@@ -360,7 +360,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_reward(args: argparse.Namespace) -> None:
-    from adaworld_gym.training.reward import attach_reward_head, train_reward
+    from adaworld_gym.training.reward import attach_refusal, attach_reward_head, held_out_r2, train_reward
 
     _check_run_dir(args.out)
     if args.bundle is not None:  # before training: a wrong path or a bundle the head cannot fit fails now
@@ -391,18 +391,25 @@ def _cmd_train_reward(args: argparse.Namespace) -> None:
         imagined_by=args.imagined_by,
         imagined_denoise_steps=args.imagined_denoise_steps,
     )
-    print(f"reward head saved to {path} (held-out metrics in {args.out / 'summary.json'})")
-    if args.bundle is not None:
-        import json
+    import json
 
-        events = json.loads((args.out / "summary.json").read_text())["train_events"]
-        if not events:  # it learned zeros: attached, the bundle would claim a head that never pays nor ends
+    summary = json.loads((args.out / "summary.json").read_text())
+    metrics = summary["eval"]
+    print(
+        f"reward head saved to {path}; on {summary['eval_on'].replace('_', '-')} episodes it explains "
+        f"{held_out_r2(metrics):.2f} of the reward variance (R^2; {metrics['reward_events']} rewarded of "
+        f"{metrics['pairs']} transitions; more in {args.out / 'summary.json'})"
+    )
+    if args.bundle is not None:
+        # A head that learned nothing would make the bundle pay noise (or a constant) every step.
+        why = attach_refusal(summary)
+        if why is not None and not args.attach_anyway:
             raise ValueError(
-                f"the head saw no rewarded or terminal transition in --data: not attached to {args.bundle} "
-                "(collect episodes in which the game pays or ends, e.g. more or longer ones)"
+                f"not attached to {args.bundle}: {why}. Collect more episodes in which the game pays or ends "
+                "(more or longer ones), or pass --attach-anyway"
             )
         attach_reward_head(args.bundle, path)
-        print(f"reward head attached to the bundle {args.bundle}")
+        print(f"reward head attached to the bundle {args.bundle}" + (f" (despite: {why})" if why else ""))
 
 
 def _cmd_play(args: argparse.Namespace) -> None:
@@ -712,7 +719,16 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--batch-size", type=int, default=None, help="default 64")
     rw.add_argument("--max-episodes", type=positive_int, default=None, help="read at most this many episodes")
     rw.add_argument("--lam", type=Path, default=None, help="also condition on this LAM's latent actions")
-    rw.add_argument("--bundle", type=Path, default=None, help="attach the trained head to this bundle")
+    rw.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="attach the trained head to this bundle if on held-out episodes it explains at least 20%% of the "
+        "reward variance with at least 5 rewarded transitions (the shipped bundles' rule)",
+    )
+    rw.add_argument(
+        "--attach-anyway", action="store_true", help="attach to --bundle even a head that fails that rule"
+    )
     rw.add_argument(
         "--imagined-by",
         type=Path,

@@ -41,10 +41,13 @@ from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
 from adaworld_gym.training.common import write_json
-from adaworld_gym.training.reward import attach_reward_head, train_reward
-
-MIN_EVAL_EVENTS = 5
-MIN_R2 = 0.2
+from adaworld_gym.training.reward import (
+    MIN_EVAL_EVENTS,
+    MIN_R2,
+    attach_reward_head,
+    held_out_r2,
+    train_reward,
+)
 
 
 def build(name: str, work: Path, seed: int) -> dict:
@@ -93,7 +96,7 @@ def build_reward(name: str, work: Path, seed: int, episodes: int, steps: int, tr
     run = work / name / f"reward-{episodes}x{steps}-{train_steps}"
     head = train_reward([data / f"procgen-{game}"], run, max_steps=train_steps, seed=seed, progress=False)
     ev = json.loads((run / "summary.json").read_text())["eval"]
-    r2 = 1 - ev["reward_mse"] / ev["reward_mse_predict_mean"] if ev["reward_mse_predict_mean"] > 0 else 0.0
+    r2 = held_out_r2(ev)
     report = {
         "episodes": episodes,
         "train_steps": train_steps,

@@ -33,6 +33,7 @@ def test_the_readme_use_it_block_runs(tmp_path, monkeypatch):
         assert len(frames) == 21 and frames[0].shape == (64 * 4, 64 * 4, 3)
         assert scope["obs"].shape == (16, 64, 64, 3) and scope["obs"].dtype == np.uint8
         assert scope["reward"].shape == (16,)
+        assert scope["agent"].num_timesteps == 256
     finally:
         for name in ("env", "venv"):
             if name in scope:

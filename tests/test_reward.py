@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -280,11 +281,16 @@ def test_attach_reward_head_and_train_reward_cli(trained, tmp_path, capsys):
     attach_reward_head(tmp_path / "b", model_dir.parent)  # the run directory works too
     assert AdaWorldBundle.from_pretrained(tmp_path / "b").reward_head is not None
     tiny_random_bundle("continuous").save_pretrained(tmp_path / "c")
-    code = main(
-        ["train-reward", "--data", str(root / "data"), "--out", str(tmp_path / "run"), "--max-steps", "3"]
-        + ["--batch-size", "4", "--bundle", str(tmp_path / "c")]
-    )
-    assert code == 0 and "attached" in capsys.readouterr().out
+    argv = ["train-reward", "--data", str(root / "data"), "--max-steps", "3", "--batch-size", "4"]
+    # Three steps learn nothing: the head is saved and its held-out R^2 printed, but it is not attached ...
+    code = main([*argv, "--out", str(tmp_path / "run"), "--bundle", str(tmp_path / "c")])
+    captured = capsys.readouterr()
+    assert code == 2 and "explains" in captured.out and "of the reward variance (R^2" in captured.out
+    assert f"not attached to {tmp_path / 'c'}" in captured.err and "--attach-anyway" in captured.err
+    assert AdaWorldBundle.from_pretrained(tmp_path / "c").reward_head is None
+    # ... unless asked to (the run resumes: the same head, attached).
+    code = main([*argv, "--out", str(tmp_path / "run"), "--bundle", str(tmp_path / "c"), "--attach-anyway"])
+    assert code == 0 and "attached to the bundle" in capsys.readouterr().out
     assert AdaWorldBundle.from_pretrained(tmp_path / "c").reward_head.config.latent_dim == 0
     code = main(["train-reward", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert code == 2 and "nowhere" in capsys.readouterr().err
@@ -388,3 +394,20 @@ def test_train_reward_cli_on_imagined_frames_records_the_bundle(tmp_path):
         train_reward(
             [tmp_path / "data"], tmp_path / "run2", imagined_by=tmp_path / "bundle", imagined_denoise_steps=0
         )
+
+
+def test_the_attach_rule_names_why_a_head_is_not_attached():
+    from adaworld_gym.training.reward import MIN_R2, attach_refusal, held_out_r2
+
+    good = {"reward_events": 12, "pairs": 400, "reward_mse": 0.02, "reward_mse_predict_mean": 0.1}
+    summary = {"train_events": 30, "eval_on": "held_out", "eval": good}
+    assert held_out_r2(good) == pytest.approx(0.8) and attach_refusal(summary) is None
+    cases = [
+        ({"train_events": 0}, "saw no rewarded or terminal transition"),
+        ({"eval_on": "train"}, "no episode was held out"),
+        ({"eval": {**good, "reward_events": 4}}, r"4 rewarded held-out transitions \(< 5\)"),
+        ({"eval": {**good, "reward_mse": 0.1 * (1 - MIN_R2 / 2)}}, r"explains 0.10 .*R\^2 < 0.2"),
+        ({"eval": {**good, "reward_mse_predict_mean": 0.0}}, r"explains 0.00"),
+    ]
+    for change, why in cases:
+        assert re.search(why, attach_refusal({**summary, **change}))

@@ -577,6 +577,36 @@ def evaluate_reward_head(
     }
 
 
+# What a head must show on held-out episodes to be attached to a bundle (the shipped bundles' rule too).
+MIN_EVAL_EVENTS = 5  # rewarded held-out transitions: fewer cannot tell a head that pays from one that guesses
+MIN_R2 = 0.2  # share of the held-out reward variance explained
+
+
+def held_out_r2(metrics: dict[str, Any]) -> float:
+    """Share of the reward variance a head explains, from :func:`evaluate_reward_head`'s metrics (0 if none)."""
+    variance = metrics["reward_mse_predict_mean"]
+    return 1 - metrics["reward_mse"] / variance if variance > 0 else 0.0
+
+
+def attach_refusal(summary: dict[str, Any]) -> str | None:
+    """Why a head with this training ``summary`` (``summary.json``) should not be attached, or None if it may:
+    it saw no event, was not scored on held-out episodes, saw too few rewarded ones there, or explains too
+    little of their reward variance."""
+    if not summary["train_events"]:
+        return "the head saw no rewarded or terminal transition in --data"
+    if summary["eval_on"] != "held_out":
+        return "no episode was held out to score it (give --data two or more episodes)"
+    metrics = summary["eval"]
+    if metrics["reward_events"] < MIN_EVAL_EVENTS:
+        return (
+            f"{metrics['reward_events']} rewarded held-out transitions (< {MIN_EVAL_EVENTS}) cannot score it"
+        )
+    r2 = held_out_r2(metrics)
+    if r2 < MIN_R2:
+        return f"it explains {r2:.2f} of the held-out reward variance (R^2 < {MIN_R2}): it would pay noise"
+    return None
+
+
 def load_reward_head(path: str | os.PathLike) -> RewardHead:
     """The reward head saved at ``path`` (its ``model`` directory or the run directory holding it), in eval mode."""
     path = Path(path)
