@@ -561,9 +561,29 @@ def _add_shares_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help lines that end with their default, where there is one worth saying (not None, False or '')."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or default in (None, False, "", argparse.SUPPRESS)
+            or not action.option_strings
+            or action.required
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
 def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 (argparse's name)
-    """A subcommand whose own ``--help`` opens with what it does (the line ``adaworld --help`` lists for it)."""
-    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
+    """A subcommand whose own ``--help`` opens with what it does (the line ``adaworld --help`` lists for it)
+    and gives each option's default."""
+    return sub.add_parser(
+        name, help=help, description=help[:1].upper() + help[1:] + ".", formatter_class=_DefaultsHelp
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -812,9 +832,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--episode-steps", type=positive_int, default=None, help="collection: actions per episode"
     )
     ad.add_argument("--steps", type=int, default=800, help="finetuning steps")
-    ad.add_argument("--batch-size", type=positive_int, default=32)
+    ad.add_argument("--batch-size", type=positive_int, default=32, help="finetuning batch")
     ad.add_argument("--lr", type=float, default=5e-4, help="adapter rate; pretrained weights get a tenth")
-    ad.add_argument("--init", choices=["auto", "mean_mu", "random"], default="auto")
+    ad.add_argument(
+        "--init",
+        choices=["auto", "mean_mu", "random"],
+        default="auto",
+        help="adapter start: auto = mean mu per action (discrete), an MLP fit (continuous), random for the twin",
+    )
     ad.add_argument("--mlp-fit-steps", type=int, default=3000, help="continuous: MLP pre-fit steps")
     ad.add_argument(
         "--motion",

@@ -136,3 +136,12 @@ def test_bundle_paths_name_what_is_there_and_resumed_runs_say_so(tmp_path, capsy
     # Checkpoints are readable by others, as every other file written (mkdtemp made them 0700).
     checkpoint = next((tmp_path / "lam" / "checkpoints").glob("step-*"))
     assert checkpoint.stat().st_mode & 0o055 == 0o055 & ~UMASK
+
+
+def test_a_bundle_path_with_a_tilde_is_expanded(tmp_path, monkeypatch):
+    # gymnasium.make(..., bundle="~/x") from Python: no shell expands the "~" there.
+    from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tiny_random_bundle("discrete").save_pretrained(tmp_path / "b")
+    assert AdaWorldBundle.from_pretrained("~/b").adapter is not None

@@ -253,7 +253,7 @@ class AdaWorldBundle:
             FileNotFoundError: the directory or one of its files is missing (the message names it).
             ValueError: a file is corrupt (named), or the action space does not match.
         """
-        directory = Path(directory)
+        directory = Path(directory).expanduser()  # "~/x" from Python, where no shell expands it
         header_path = _header_path(directory)
         try:
             header = json.loads(header_path.read_text())
