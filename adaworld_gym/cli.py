@@ -112,6 +112,16 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1, "a positive integer")
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 MAX_PUSH_TASK = 999  # tasks are drawn in sequence, about a second each: task i makes i + 1 of them
 
 
@@ -831,16 +841,22 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument(
         "--episode-steps", type=positive_int, default=None, help="collection: actions per episode"
     )
-    ad.add_argument("--steps", type=int, default=800, help="finetuning steps")
+    ad.add_argument(
+        "--steps", type=_non_negative_int, default=800, help="finetuning steps (0: the adapter's start only)"
+    )
     ad.add_argument("--batch-size", type=positive_int, default=32, help="finetuning batch")
-    ad.add_argument("--lr", type=float, default=5e-4, help="adapter rate; pretrained weights get a tenth")
+    ad.add_argument(
+        "--lr", type=positive_float, default=5e-4, help="adapter rate; pretrained weights get a tenth"
+    )
     ad.add_argument(
         "--init",
         choices=["auto", "mean_mu", "random"],
         default="auto",
         help="adapter start: auto = mean mu per action (discrete), an MLP fit (continuous), random for the twin",
     )
-    ad.add_argument("--mlp-fit-steps", type=int, default=3000, help="continuous: MLP pre-fit steps")
+    ad.add_argument(
+        "--mlp-fit-steps", type=_non_negative_int, default=3000, help="continuous: MLP pre-fit steps"
+    )
     ad.add_argument(
         "--motion",
         action="store_true",

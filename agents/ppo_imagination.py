@@ -249,6 +249,20 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_bundles_folder(folder: Path) -> None:
+    """``--bundles`` is a folder of ``procgen-<game>`` bundles; say so for a missing folder or for one bundle (or an
+    ``adaworld adapt`` output) given in its place, before anything runs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SystemExit(f"--bundles {folder}: not found (a folder holding procgen-<game>/ bundles)")
+    for bundle in (folder, folder / "bundle"):
+        if (bundle / "bundle.json").is_file():
+            raise SystemExit(
+                f"--bundles {folder} is one bundle; it takes a folder of them, one per game, named "
+                f"procgen-<game> (e.g. mkdir B && ln -s {bundle.resolve()} B/procgen-<game>; then --bundles B)"
+            )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -309,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--start-data needs --starts real")
     p = dataclasses.replace(p, starts=args.starts, start_data=args.start_data)
     games = check_selection(args.games, args.seeds, args.start_data)
+    check_bundles_folder(args.bundles)
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()

@@ -157,6 +157,22 @@ def test_zero_and_negative_counts_are_refused_by_the_parser(cli_main, capsys, ar
     assert stop.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--steps", "-5", "expected an integer >= 0"),
+        ("--mlp-fit-steps", "-1", "expected an integer >= 0"),
+        ("--lr", "-1", "expected a positive number"),
+        ("--lr", "nan", "expected a positive number"),
+    ],
+)
+def test_adapt_numbers_are_refused_under_their_flag(cli_main, capsys, flag, value, expected):
+    # Were refused later as "max_steps must be >= 0" or "need lr > 0 and 0 < pretrained_lr_scale <= 1".
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["adapt", "--model", "m", "--env", "e", "--out", "o", flag, value])
+    assert stop.value.code == 2 and f"argument {flag}: {expected}" in capsys.readouterr().err
+
+
 def test_denoise_steps_are_named_in_their_own_error(tmp_path):
     from adaworld_gym.plan import plan_push
 

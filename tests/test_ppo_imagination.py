@@ -145,3 +145,18 @@ def test_provenance_names_the_start_episodes_not_just_their_path(tmp_path):
     grid_episodes(tmp_path / "data" / "coinrun", episodes=2, seed=1)  # recollected under the same path
     again = ppo_imagination.game_provenance("coinrun", bundles / "procgen-coinrun", p, [0])
     assert again["settings"] == first["settings"] and again["start_data"] != first["start_data"]
+
+
+def test_bundles_must_be_a_folder_of_game_bundles(tmp_path):
+    from adaworld_gym.models.bundle import tiny_random_bundle
+    from agents.ppo_imagination import check_bundles_folder
+
+    with pytest.raises(SystemExit, match=r"--bundles .*nowhere: not found"):
+        check_bundles_folder(tmp_path / "nowhere")
+    tiny_random_bundle("discrete").save_pretrained(tmp_path / "run" / "bundle")  # an adapt output
+    for given in (tmp_path / "run", tmp_path / "run" / "bundle"):
+        with pytest.raises(
+            SystemExit, match=r"is one bundle; it takes a folder of them, one per game, named procgen-<game>"
+        ):
+            check_bundles_folder(given)
+    check_bundles_folder(tmp_path)  # a folder of them (here: none yet) is fine
