@@ -74,8 +74,14 @@ def test_cli_adapt_checks_its_settings_before_collecting_and_compose_names_a_non
     wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
     argv = ["adapt", "--model", str(wm_dir), "--lam", str(lam_dir)]
     argv += ["--env", "AdaWorld/Procgen-coinrun-v0", "--out", str(tmp_path / "run")]
-    for extra, message in ((["--steps", "-1"], "max_steps must be >= 0"), (["--lr", "nan"], "need lr > 0")):
-        assert cli_main([*argv, *extra]) == 2 and message in capsys.readouterr().err
+    cases = (
+        (["--steps", "-1"], "argument --steps: expected an integer >= 0"),
+        (["--lr", "nan"], "argument --lr: expected a positive number"),
+    )
+    for extra, message in cases:  # refused by the parser, under the flag's name
+        with pytest.raises(SystemExit) as stop:
+            cli_main([*argv, *extra])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing collected
 
     text = tmp_path / "latent.npy"
