@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from adaworld_gym.data.episodes import Episode, atomic_write_bytes
-from adaworld_gym.precision import bf16_is_fast
+from adaworld_gym.precision import bf16_autocast
 
 OPTIONS_FILE = "latent_options.safetensors"
 OPTIONS_META = "latent_options.json"
@@ -58,12 +58,7 @@ def motion_context(
     out = np.zeros((batch, dim + 1), np.float32)
     known = np.flatnonzero(lengths >= 2)
     if len(known) and k >= 2:
-        with (
-            torch.no_grad(),
-            torch.autocast(
-                lam.device.type, dtype=torch.bfloat16, enabled=bf16 and bf16_is_fast(lam.device.type)
-            ),
-        ):
+        with torch.no_grad(), bf16_autocast(lam.device.type, bf16):
             mu = lam.encode(history[known, -2], history[known, -1])
         out[known, :dim] = np.asarray(mu, np.float32)
         out[known, dim] = 1.0

@@ -8,9 +8,10 @@ their ``autocast_dtype`` setting; it takes effect where this says bf16 is fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
-__all__ = ["bf16_is_fast"]
+__all__ = ["bf16_autocast", "bf16_is_fast"]
 
 
 @functools.cache
@@ -26,3 +27,10 @@ def bf16_is_fast(device_type: str) -> bool:
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return True  # other accelerators (mps, xpu): as configured
+
+
+def bf16_autocast(device_type: str, wanted: bool = True) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bf16 on ``device_type`` when ``wanted`` and :func:`bf16_is_fast` there; else off."""
+    import torch
+
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=wanted and bf16_is_fast(device_type))

@@ -42,8 +42,7 @@ from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.adapt import adapt, adaptation_space, collect_adaptation_data
 from adaworld_gym.training.common import write_json
 from adaworld_gym.training.reward import (
-    MIN_EVAL_EVENTS,
-    MIN_R2,
+    attach_refusal,
     attach_reward_head,
     held_out_r2,
     train_reward,
@@ -95,24 +94,21 @@ def build_reward(name: str, work: Path, seed: int, episodes: int, steps: int, tr
     # The run resumes from its checkpoints, so its name must change with the data it is trained on.
     run = work / name / f"reward-{episodes}x{steps}-{train_steps}"
     head = train_reward([data / f"procgen-{game}"], run, max_steps=train_steps, seed=seed, progress=False)
-    ev = json.loads((run / "summary.json").read_text())["eval"]
-    r2 = held_out_r2(ev)
+    summary = json.loads((run / "summary.json").read_text())
+    ev = summary["eval"]
     report = {
         "episodes": episodes,
         "train_steps": train_steps,
         "eval_events": ev["reward_events"],
         "eval_pairs": ev["pairs"],
-        "eval_reward_r2": round(r2, 3),
+        "eval_reward_r2": round(held_out_r2(ev), 3),
     }
-    if ev["reward_events"] < MIN_EVAL_EVENTS:
-        report.update(
-            attached=False, why=f"{ev['reward_events']} rewarded held-out transitions (< {MIN_EVAL_EVENTS})"
-        )
-    elif r2 < MIN_R2:
-        report.update(attached=False, why=f"held-out reward R^2 {r2:.2f} < {MIN_R2}")
-    else:
+    why = attach_refusal(summary)  # the rule `adaworld train-reward --bundle` applies too
+    if why is None:
         attach_reward_head(shipped_bundle_dir(name), head)
         report.update(attached=True)
+    else:
+        report.update(attached=False, why=why)
     report["seconds"] = round(time.monotonic() - start, 1)
     return report
 

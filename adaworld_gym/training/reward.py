@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from adaworld_gym.data.episodes import Episode
 from adaworld_gym.models.reward import RewardHead
-from adaworld_gym.precision import bf16_is_fast
+from adaworld_gym.precision import bf16_autocast
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
@@ -440,7 +440,7 @@ def run_reward_training(
             rows, weights = sampler.draw()
             prev, nxt = (torch.from_numpy(x) for x in train.pairs(rows))
             z = _latents(lam, prev, nxt, bf16)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and bf16_is_fast("cpu")):
+            with bf16_autocast("cpu", bf16):
                 reward, logit = model(prev, nxt, z)
             w = torch.from_numpy(weights)
             target_r = torch.from_numpy(train.rewards[rows] / scale)

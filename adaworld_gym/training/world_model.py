@@ -41,7 +41,7 @@ from adaworld_gym.data.clips import DataSpec, PrefetchedBatches, WindowBatches
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
-from adaworld_gym.precision import bf16_is_fast
+from adaworld_gym.precision import bf16_autocast
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
@@ -545,7 +545,7 @@ def label_actions(
 ) -> torch.Tensor | np.ndarray:
     """The frozen LAM's ``mu`` of uint8 frame pairs [B,H,W,3], float32 (bf16 autocast inside when asked)."""
     device = lam.device.type
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16 and bf16_is_fast(device)):
+    with bf16_autocast(device, bf16):
         mu = lam.encode(f_t, f_t1)
     return mu.astype(np.float32) if isinstance(mu, np.ndarray) else mu.float()
 
