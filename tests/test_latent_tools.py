@@ -158,14 +158,20 @@ def test_kmeans_names_too_few_distinct_points_and_refuses_non_finite_ones():
         kmeans(np.full((4, 2), np.nan, np.float32), 2)
 
 
-def test_control_options_stored_beside_a_lam_leave_its_digest_alone(lam_dir, tmp_path):
+def test_control_options_stored_beside_a_lam_leave_its_fingerprint_alone(lam_dir, tmp_path):
     # `adaworld cluster` after `train-wm` made the world model's resume refuse its own LAM and `transfer` warn.
     import shutil
 
-    from adaworld_gym.training.world_model import lam_digest
+    from adaworld_gym.models.loading import model_fingerprint
+    from adaworld_gym.training.common import _changed_inputs, training_provenance
+    from adaworld_gym.training.world_model import LAM_NOTE, lam_note
 
     lam = tmp_path / "lam"
     shutil.copytree(lam_dir, lam)
-    before = lam_digest(lam)
+    before, run_before = model_fingerprint(lam), training_provenance(tmp_path / "data", lam=lam)
     save_options(lam, np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32))
-    assert lam_digest(lam) == before
+    assert model_fingerprint(lam) == before
+    run_after = training_provenance(tmp_path / "data", lam=lam)
+    assert _changed_inputs(run_before, run_after) == {}
+    # One fingerprint for one LAM: the run's checkpoints and the world model's lam.json agree.
+    assert run_after["models"]["lam"] == lam_note(lam)[LAM_NOTE]["digest"] == before

@@ -216,3 +216,18 @@ def test_timed_saves_and_held_signals_are_decided_by_all_processes():
         for step in range(1, 6):
             clock.tick(step)
     assert saved == [2, 4] and asked == [[False, False]] * 4
+
+
+def test_provenance_compares_frozen_models_by_name_and_leaves_older_digests_alone():
+    from adaworld_gym.training.common import _changed_inputs
+
+    now = {"data": ["/d"], "models": {"lam": "new", "pretrained": "p"}}
+    assert _changed_inputs(now, now) == {}
+    assert _changed_inputs({"data": ["/d"], "models": {"lam": "other", "pretrained": "p"}}, now) == {
+        "lam": "other"
+    }
+    assert _changed_inputs({"data": ["/e"], "models": {"lam": "new"}}, now) == {"data": ["/e"]}
+    # A checkpoint from before the one fingerprint kept another digest of the same LAM at the top level:
+    # its data is still compared, its models are not.
+    assert _changed_inputs({"data": ["/d"], "lam": "older digest"}, now) == {}
+    assert _changed_inputs({"data": ["/e"], "lam": "older digest"}, now) == {"data": ["/e"]}

@@ -15,7 +15,7 @@ import torch
 
 from adaworld_gym.data.episodes import swap_in_directory
 
-__all__ = ["CheckedLoadingMixin", "directory_digest"]
+__all__ = ["CheckedLoadingMixin", "directory_digest", "model_fingerprint"]
 
 _LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
 SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
@@ -241,6 +241,40 @@ def directory_digest(*dirs: str | os.PathLike, weights_only: bool = False) -> st
         for path in files:
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
             digest.update(bytes.fromhex(sha256_file(path)))
+    return digest.hexdigest()
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """SHA-256 of one saved model's settings and weights: its config without diffusers' own ``_``-keys (a copy
+    re-saved elsewhere, such as a bundle's, changes those and not the model) and its safetensors files, not the
+    control options ``adaworld cluster`` stores beside a LAM. ``path``: the model's directory or the training run
+    directory holding it in ``model/``.
+
+    The one fingerprint of a frozen model: a world model's ``lam.json`` records its LAM's, and a training run's
+    checkpoints record the LAM (and pretrained model) they learn from, so the two agree for one LAM.
+    """
+    import hashlib
+
+    from adaworld_gym.data.episodes import sha256_file
+    from adaworld_gym.latent import OPTIONS_FILE
+
+    root = Path(path)
+    if not (root / "config.json").is_file() and (root / "model" / "config.json").is_file():
+        root = root / "model"
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(f"cannot fingerprint {root}: no saved model there (config.json missing)")
+    try:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"unreadable {root / 'config.json'}: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{root / 'config.json'} is not a model config (a JSON object)")
+    digest = hashlib.sha256(
+        json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True).encode()
+    )
+    for weights in sorted(root.glob("*.safetensors")):
+        if weights.name != OPTIONS_FILE:
+            digest.update(sha256_file(weights).encode())
     return digest.hexdigest()
 
 

@@ -197,8 +197,14 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
 
 def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[str, Any]:
     """What a run learns from, to refuse resuming it on something else: the data directories (resolved paths,
-    with their shares when fixed; None for in-memory windows) and the digest of each frozen model it uses."""
-    from adaworld_gym.models.loading import directory_digest
+    with their shares when fixed; None for in-memory windows) and the fingerprint of each frozen model it uses
+    (:func:`~adaworld_gym.models.loading.model_fingerprint`, the one a world model's ``lam.json`` records, so
+    clustering a LAM mid-run changes nothing; a bundle, which is no single model, by all its files)."""
+    from adaworld_gym.models.loading import directory_digest, model_fingerprint
+
+    def fingerprint(path: str | os.PathLike) -> str:
+        one_model = (Path(path) / "config.json").is_file() or (Path(path) / "model" / "config.json").is_file()
+        return model_fingerprint(path) if one_model else directory_digest(path)
 
     if isinstance(data, (str, os.PathLike)):
         spec: Any = [str(Path(data).resolve())]
@@ -208,7 +214,24 @@ def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[s
         spec = [str(Path(d).resolve()) for d in data]
     else:
         spec = None
-    return {"data": spec, **{k: None if v is None else directory_digest(v) for k, v in models.items()}}
+    # Under "models": checkpoints written before, with other digests at the top level, leave them uncompared.
+    return {"data": spec, "models": {k: None if v is None else fingerprint(v) for k, v in models.items()}}
+
+
+def _changed_inputs(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any]:
+    """The entries of a checkpoint's provenance ``saved`` that ``now`` contradicts (each frozen model under its own
+    name, ``lam``, ``pretrained``): their saved values. Entries either lacks are not compared."""
+
+    def differs(was: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        return {k: was[k] for k, v in new.items() if v is not None and was.get(k) is not None and was[k] != v}
+
+    saved, now = saved or {}, now or {}
+    changed = differs(
+        {k: v for k, v in saved.items() if k != "models"}, {k: v for k, v in now.items() if k != "models"}
+    )
+    if isinstance(saved.get("models"), dict) and isinstance(now.get("models"), dict):
+        changed.update(differs(saved["models"], now["models"]))
+    return changed
 
 
 def resume_state(
@@ -256,15 +279,11 @@ def resume_state(
                 f"{e}; resuming from the checkpoint before it, {candidates[i + 1]} (the bad one moved to {aside})",
                 stacklevel=2,
             )
-    saved = state.get("provenance") or {}
-    changed = sorted(
-        key
-        for key, value in (provenance or {}).items()
-        if value is not None and saved.get(key) is not None and saved[key] != value
-    )
+    changed = _changed_inputs(state.get("provenance"), provenance)
     if changed:
         raise ValueError(
-            f"{path} was trained with other {' and '.join(changed)} ({', '.join(f'{k}: {saved[k]}' for k in changed)}); "
+            f"{path} was trained with other {' and '.join(sorted(changed))} "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(changed.items()))}); "
             "use a new out_dir or the same inputs"
         )
     if state["model_config"] != model_config:

@@ -40,6 +40,7 @@ import torch
 from adaworld_gym.data.clips import DataSpec, PrefetchedBatches, WindowBatches
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
+from adaworld_gym.models.loading import model_fingerprint
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
 from adaworld_gym.precision import bf16_autocast
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
@@ -451,30 +452,12 @@ def lam_note(lam_dir: str | os.PathLike | None) -> dict[str, Any]:
     """The note a world model is saved with: its LAM's path and digest (none for the twin)."""
     if lam_dir is None:
         return {}
-    return {LAM_NOTE: {"lam": os.fspath(lam_dir), "digest": lam_digest(lam_dir)}}
-
-
-def lam_digest(lam_dir: str | os.PathLike) -> str:
-    """SHA-256 of a LAM's weights and settings: its safetensors files (not the control options ``adaworld
-    cluster`` stores beside them) and its config without diffusers' own ``_``-keys, which a copy re-saved
-    elsewhere (a bundle's) changes without changing the model."""
-    import hashlib
-
-    from adaworld_gym.data.episodes import sha256_file
-
-    root = model_dir_of(lam_dir, "LAM", "train_lam")
-    config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    digest = hashlib.sha256(
-        json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True).encode()
-    )
-    from adaworld_gym.latent import OPTIONS_FILE
-
-    for weights in sorted(root.glob("*.safetensors")):
-        if (
-            weights.name != OPTIONS_FILE
-        ):  # `adaworld cluster`'s options, stored beside the LAM: not its weights
-            digest.update(sha256_file(weights).encode())
-    return digest.hexdigest()
+    return {
+        LAM_NOTE: {
+            "lam": os.fspath(lam_dir),
+            "digest": model_fingerprint(model_dir_of(lam_dir, "LAM", "train_lam")),
+        }
+    }
 
 
 def warn_if_other_lam(model_path: str | os.PathLike, lam_dir: str | os.PathLike) -> None:
@@ -492,7 +475,7 @@ def warn_if_other_lam(model_path: str | os.PathLike, lam_dir: str | os.PathLike)
         trained_on, digest = trained["lam"], trained["digest"]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"unreadable {note}: {err}") from err
-    if lam_digest(lam_dir) != digest:
+    if model_fingerprint(lam_dir) != digest:
         warnings.warn(
             f"the world model at {model_path} was trained on the latent actions of another LAM ({trained_on}) "
             f"than {lam_dir}: its latents mean other moves to this model; pass the LAM it was trained with",
