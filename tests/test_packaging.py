@@ -3,6 +3,7 @@ serves a shipped world model from outside this checkout."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,10 +31,14 @@ def tracked_package_files() -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the tracked files: setuptools' build/ in the checkout would keep files since deleted.
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for rel in [*tracked_package_files(), "pyproject.toml", "README.md"]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, src / rel)
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w"]
     build = subprocess.run(
-        [*pip_wheel, str(out), str(ROOT)],
+        [*pip_wheel, str(out), str(src)],
         capture_output=True,
         text=True,
     )
