@@ -12,7 +12,7 @@ from gymnasium import spaces
 from synthetic_data import grid_episodes, save_tiny_models
 
 from adaworld_gym.cli import main as cli_main
-from adaworld_gym.data.episodes import EpisodeStore
+from adaworld_gym.data.episodes import Episode, EpisodeStore
 from adaworld_gym.models.adapters import ActionCodebook, ActionMLP
 from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 from adaworld_gym.training.adapt import (
@@ -354,3 +354,46 @@ def test_a_window_after_a_mid_episode_restart_holds_only_the_new_try():
     # frame 4 restarts the level (step 3 ended the try): histories start there
     assert [w["history_len"] for w in windows] == [1, 2, 4]
     assert windows[1]["history"][-2:, 0, 0, 0].tolist() == [4, 5] and windows[1]["history"][0].max() == 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_adapt_names_another_envs_action_space_before_counting_its_episodes(tmp_path):
+    """Push episodes (Box(4)) given for a Procgen env said "asked for 100 trajectories but the data holds 2"."""
+    from gymnasium import spaces
+
+    from adaworld_gym.training.adapt import AdaptConfig, _labelled_sets
+
+    store = EpisodeStore(tmp_path / "push", create=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        store.write(
+            f"ep_{i:06d}",
+            Episode(
+                frames=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8),
+                actions=rng.uniform(-1, 1, (5, 4)).astype(np.float32),
+                action_space={"type": "box", "low": -1.0, "high": 1.0, "shape": [4]},
+            ),
+        )
+    with pytest.raises(ValueError, match="is not the env's {'type': 'Discrete', 'n': 15}"):
+        _labelled_sets(tmp_path / "push", None, AdaptConfig(), 0, spaces.Discrete(15))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cli_adapt_checks_its_settings_before_collecting_and_compose_names_a_non_npy_file(tmp_path, capsys):
+    wm_dir, lam_dir, _ = save_tiny_models(tmp_path)
+    argv = ["adapt", "--model", str(wm_dir), "--lam", str(lam_dir)]
+    argv += ["--env", "AdaWorld/Procgen-coinrun-v0", "--out", str(tmp_path / "run")]
+    cases = (
+        (["--steps", "-1"], "argument --steps: expected an integer >= 0"),
+        (["--lr", "nan"], "argument --lr: expected a positive number"),
+    )
+    for extra, message in cases:  # refused by the parser, under the flag's name
+        with pytest.raises(SystemExit) as stop:
+            cli_main([*argv, *extra])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing collected
+
+    text = tmp_path / "latent.npy"
+    text.write_text("0.1 0.2\n")
+    assert cli_main(["compose", str(text), "--out", str(tmp_path / "z.npy")]) == 2
+    assert "not a .npy file" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 
 from adaworld_gym.models.adapters import (
     ActionCodebook,
@@ -232,3 +233,22 @@ def test_motion_context_refuses_fractional_history_lengths():
         motion_context(lam, history, [1.7, 2.9])
     with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
         lam.encode(history[:, 0], history[:, 1], chunk_size=0)
+
+
+def test_adapters_sized_with_numpy_integers_save_and_load(tmp_path):
+    """A Gymnasium Discrete's n is a numpy int64: the adapter trained, then failed to save (JSON TypeError)."""
+    space = spaces.Discrete(5)
+    cases = [
+        (ActionCodebook(space.n, np.int32(4), motion_dim=np.int64(0)), np.array([0, 4])),
+        (ActionMLP(np.int64(2), np.int64(4), hidden=np.int64(6)), np.array([[0.5, -0.5]], np.float32)),
+        (LatentPassthrough(np.int64(4)), np.zeros((1, 4), np.float32)),
+    ]
+    for i, (adapter, actions) in enumerate(cases):
+        adapter.save_pretrained(tmp_path / str(i))
+        loaded = load_adapter(tmp_path / str(i))
+        assert loaded.action_space == adapter.action_space
+        assert np.array_equal(loaded.to_latent(actions), adapter.to_latent(actions))
+    assert type(ActionCodebook(space.n, 4).config()["num_actions"]) is int
+    for bad in (3.0, True, "3"):
+        with pytest.raises(ValueError, match="num_actions must be an integer"):
+            ActionCodebook(bad, 4)

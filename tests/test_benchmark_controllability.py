@@ -78,3 +78,14 @@ def test_push_compares_unit_steps_of_the_end_effector(tmp_path):
     assert len(results["meta"]["actions"]["push"]) == 6  # +-x, +-y, +-z
     assert results["push"]["real"][0] > 0  # the arm moves differently under each step
     assert len(results["push"]["tiny"]) == 1 and results["push"]["skipped"] == {}
+
+
+@pytest.mark.parametrize("name", ["agreement", "true_z", "skipped"])
+def test_controllability_refuses_model_names_that_are_row_keys(tmp_path, name):
+    # Before: a model named "skipped" was overwritten by the skipped list (then KeyError in the table), one named
+    # "agreement" or "true_z" raised TypeError, both after the simulator and model rollouts.
+    from benchmarks.controllability import Args, main
+
+    with pytest.raises(SystemExit, match=f"the name '{name}' is taken"):
+        main(Args(bundles=[f"{name}={tmp_path}"], games="maze", out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

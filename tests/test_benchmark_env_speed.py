@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from adaworld_gym.models.bundle import tiny_random_bundle
 from benchmarks import env_speed
 
@@ -39,3 +41,16 @@ def test_one_off_setup_is_not_timed_for_either_run():
 
     fps_first, fps_second = env_speed._alternate_fps(first, second, frames=10, repeats=1)
     assert fps_first / fps_second > 0.5  # equal work: about 1, not 0.02 / 0.3
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("flag", ["--repeats", "--steps", "--num-envs", "--denoise-steps", "--threads"])
+def test_env_speed_refuses_zero_counts(tmp_path, capsys, flag):
+    # Before: --repeats 0 wrote NaN rates into results.json (not valid JSON); --steps 0 raised a
+    # ZeroDivisionError after the timings.
+    from benchmarks import env_speed
+
+    with pytest.raises(SystemExit) as stop:
+        env_speed.main([flag, "0", "--out", str(tmp_path / "o")])
+    assert stop.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -67,3 +67,15 @@ def test_a_ratio_with_no_success_below_is_null_in_strict_json(tmp_path):
     text = (tmp_path / "out" / "results.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))  # no NaN / Infinity
     assert "adaworld > random | — |" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pool_planning_names_a_results_file_of_another_benchmark(tmp_path):
+    from benchmarks.pool_planning import main
+
+    vp2 = {"success": {"oracle": 0.2}, "per_task": {}, "meta": {"seed": 0, "complete": True, "preset": "cpu"}}
+    path = tmp_path / "vp2.json"
+    path.write_text(json.dumps(vp2))
+    # This failed with a bare KeyError: 'game_list'.
+    with pytest.raises(SystemExit, match=r"vp2\.json: not a results\.json of benchmarks\.procgen_planning"):
+        main([str(path), "--out", str(tmp_path / "out")])

@@ -336,3 +336,19 @@ def test_a_run_on_other_models_keeps_what_the_out_directory_holds(tmp_path, monk
         pp.main(pp.Args(preset="smoke", games="maze", models=models, out=str(tmp_path)))
     kept = json.loads((tmp_path / "results.json").read_text())["maze"]["per_episode"]
     assert kept["oracle"] is not None and kept["random"] is not None
+
+
+def test_procgen_planning_refuses_negative_scene_and_seed_counts(tmp_path, monkeypatch):
+    import benchmarks.procgen_planning as procgen_planning
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the scene search must not start")
+
+    monkeypatch.setattr(procgen_planning, "find_scenes", no_search)
+    # --scenes -1 reached find_scenes(n=-1), which kept every reachable level of max_candidates tried.
+    for flag in ("--scenes", "--seeds"):
+        args = procgen_planning.parse_args(
+            ["--preset", "smoke", flag, "-1", "--games", "maze", "--out", str(tmp_path / "out")]
+        )
+        with pytest.raises(SystemExit, match="must be >= 0"):
+            procgen_planning.main(args)

@@ -1,5 +1,5 @@
-"""Resume and results-file integrity of the long benchmark drivers: what a killed or rerun benchmark keeps, takes
-over and refuses."""
+"""Resume and results-file integrity of the benchmark drivers: what a killed or rerun benchmark keeps, takes over
+and refuses, and an --out that cannot take the results refused before the work."""
 
 from __future__ import annotations
 
@@ -252,3 +252,19 @@ def test_world_model_speed_only_names_an_unreadable_results_file(tmp_path):
     (tmp_path / "results.json").write_text('{"meta": {}}')
     with pytest.raises(SystemExit, match="names no scored AdaWorld model"):
         world_model.main(args)
+
+
+def test_benchmarks_refuse_an_out_that_is_a_file_before_the_work(tmp_path):
+    # Before: env_speed, controllability and action_predictability made their directory only to write the
+    # results, so a file there failed with FileExistsError after the whole measurement. A missing bundle / LAM
+    # shows the check now comes first.
+    from benchmarks import action_predictability, controllability, env_speed
+
+    out = tmp_path / "taken"
+    out.write_text("x")
+    with pytest.raises(SystemExit, match="--out"):
+        env_speed.main(["--bundle", str(tmp_path / "nowhere"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="--out"):
+        controllability.main(controllability.Args(bundles=[f"a={tmp_path}"], games="maze", out=out))
+    with pytest.raises(SystemExit, match="--out"):
+        action_predictability.main(action_predictability.Args(lam=str(tmp_path / "nowhere"), out=out))

@@ -1,4 +1,5 @@
-"""benchmarks.world_model: a subprocess smoke run writes results of the exact shape, plus the window sampler."""
+"""benchmarks.world_model: a subprocess smoke run writes results of the exact shape, plus the window sampler; its
+probe and fit scripts score each model and write into a new --out (checked first); smoke data stays in the run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks.world_model import sample_windows, synthetic_push_like
 
@@ -208,3 +210,76 @@ def test_fit_scores_training_and_held_out_windows_with_the_same_draws(tmp_path):
         assert np.isfinite(row[name]["loss"]) and row[name]["loss"] > 0
     assert row["push_held_out_over_train"] == row["push_held_out"]["loss"] / row["push_train"]["loss"]
     assert json.loads((tmp_path / "f.json").read_text())[str(tmp_path / "wm")] == row
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny LAM and a tiny action-agnostic world model, with push-like held-out episodes."""
+    from adaworld_gym.models import LatentActionModel, lam_preset
+    from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
+    from benchmarks.world_model import synthetic_push_like
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(root / "lam")
+    DiffusionWorldModel(**world_model_preset("tiny"), action_agnostic=True).save_pretrained(root / "twin")
+    push = synthetic_push_like(root / "val", episodes=2, steps=6, seed=0)
+    return root, push
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_probe_writes_into_a_new_directory_and_refuses_a_directory_as_out(tmp_path, tiny_models):
+    # Before: --out NEW/p.json scored every model, then failed with FileNotFoundError and lost the results.
+    from benchmarks._common import parse_dataclass_args
+    from benchmarks.world_model_probe import Args, probe
+
+    root, push = tiny_models
+    argv = ["--models", str(root / "twin"), "--lam", str(root / "lam"), "--envs", "push"]
+    argv += ["--push-dir", str(push), "--windows", "4", "--denoise-steps", "1"]
+    out = tmp_path / "new" / "deeper" / "p.json"
+    results = probe(parse_dataclass_args(Args, "", [*argv, "--out", str(out)]))
+    assert json.loads(out.read_text())["push"] == results["push"]
+    with pytest.raises(SystemExit, match="is a directory"):
+        probe(parse_dataclass_args(Args, "", [*argv, "--models", "nowhere", "--out", str(tmp_path)]))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_fit_writes_into_a_new_directory_and_checks_out_first(tmp_path, tiny_models):
+    from benchmarks._common import parse_dataclass_args
+    from benchmarks.world_model import synthetic_push_like
+    from benchmarks.world_model_fit import Args, fit
+
+    root, _ = tiny_models
+    data = tmp_path / "data"
+    synthetic_push_like(data, episodes=2, steps=6, seed=0)
+    synthetic_push_like(data / "push-test", episodes=2, steps=6, seed=1)
+    for split, seed in (("procgen-train", 2), ("procgen-test", 3)):
+        (data / split).mkdir()
+        synthetic_push_like(tmp_path / split, episodes=2, steps=6, seed=seed).rename(
+            data / split / "procgen-maze"
+        )
+    argv = ["--models", str(root / "twin"), "--lam", str(root / "lam"), "--data", str(data), "--batches", "2"]
+    out = tmp_path / "new" / "f.json"
+    row = fit(parse_dataclass_args(Args, "", [*argv, "--threads", "1", "--out", str(out)]))
+    assert json.loads(out.read_text())[str(root / "twin")] == row[str(root / "twin")]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="is a file"):  # before any model is loaded ("nowhere" is none)
+        fit(
+            parse_dataclass_args(
+                Args, "", ["--models", "nowhere", "--out", str(tmp_path / "file" / "f.json")]
+            )
+        )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_smoke_runs_keep_their_tiny_data_out_of_data_dir(tmp_path):
+    """--preset smoke without --data wrote synthetic push episodes into the real data/push."""
+    from benchmarks import latent_actions, world_model
+    from benchmarks._common import resolve_data
+
+    for module in (world_model, latent_actions):
+        smoke = module.parse_args(["--preset", "smoke", "--out", str(tmp_path / "run")])
+        assert resolve_data(smoke) == tmp_path / "run" / "data"
+        assert resolve_data(module.parse_args([])) == Path("data")
+        given = module.parse_args(["--preset", "smoke", "--data", str(tmp_path / "d")])
+        assert resolve_data(given) == tmp_path / "d"

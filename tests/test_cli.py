@@ -214,3 +214,8 @@ def test_adapt_checks_the_model_before_collecting(cli_main, tmp_path, capsys):
     argv = ["adapt", "--model", str(twin), "--lam", str(twin), "--env", "AdaWorld/Procgen-heist-v0"]
     assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert "takes no LAM" in capsys.readouterr().err and not (tmp_path / "run" / "data").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_game_named_twice_is_collected_once():
+    assert _games("coinrun,maze,coinrun") == ["coinrun", "maze"]

@@ -1,4 +1,5 @@
-"""The user-facing commands: bad paths, counts and interrupts fail at once with one clear line."""
+"""The user-facing commands: bad paths, counts, seeds, settings and interrupts fail at once with one clear line,
+before any work; what they write goes beside the model it belongs to, never into the installed package."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from synthetic_data import save_tiny_models
 
 from adaworld_gym.data.episodes import Episode, EpisodeStore
 
@@ -316,3 +319,119 @@ def test_a_missing_optional_extra_is_one_line_not_a_traceback(cli_main, capsys, 
     monkeypatch.setattr(play_module, "play", broken)
     with pytest.raises(ImportError, match="cannot import name"):
         cli_main(["play", "--env", "AdaWorld/Procgen-heist-v0", "--headless"])
+
+
+# ------------------------------------------------------- seeds, games, settings and outputs checked first
+
+
+def _parser_refuses(cli_main, capsys, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["play", "--env", "AdaWorld/WorldModel-Procgen-coinrun-v0", "--headless", "--seed", "-1"],
+        ["transfer", "--source", "s.awe", "--target", "t.png", "--seed", "-1"],
+        ["demo", "--out", "o", "--seed", "-1"],
+        ["train-wm", "--data", "d", "--out", "o", "--seed", "4294967296"],
+        ["collect", "procgen", "--games", "coinrun", "--out", "o", "--seed", "x"],
+    ],
+)
+def test_seeds_outside_what_numpy_and_torch_take_are_refused_by_the_parser(cli_main, capsys, argv):
+    # Before: a gymnasium traceback (play), a late failure (demo), numpy's message (train-wm), -1 taken (transfer).
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv)
+    assert stop.value.code == 2 and "expected a seed, an integer in 0..2**32-1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("games", ["", ",", " , "])
+def test_collect_procgen_refuses_an_empty_game_list(cli_main, capsys, tmp_path, games):
+    # Before: `--games ""` (an unset shell variable) collected nothing and exited 0.
+    argv = ["collect", "procgen", "--games", games, "--episodes", "1", "--steps", "2"]
+    _parser_refuses(cli_main, capsys, [*argv, "--out", str(tmp_path / "d")], "no game given")
+    assert not (tmp_path / "d").exists()
+
+
+def test_collect_videos_takes_no_seed(cli_main, capsys, tmp_path):
+    # Before: --seed was accepted and ignored (video collection draws nothing at random).
+    (tmp_path / "videos").mkdir()
+    argv = ["collect", "videos", str(tmp_path / "videos"), "--seed", "3", "--out", str(tmp_path / "d")]
+    _parser_refuses(cli_main, capsys, argv, "unrecognized arguments: --seed")
+
+
+def test_train_wm_refuses_a_negative_warmup(cli_main, capsys, tmp_path, data_dir):
+    # Before: --warmup-steps -5 trained with a silently shifted learning-rate schedule.
+    argv = ["train-wm", "--action-agnostic", "--data", str(data_dir), "--preset", "tiny", "--max-steps", "1"]
+    _parser_refuses(
+        cli_main, capsys, [*argv, "--warmup-steps", "-5", "--out", str(tmp_path / "w")], "--warmup-steps"
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_lam_trained_on_frames_of_another_size_names_both(cli_main, capsys, tmp_path):
+    store = EpisodeStore(tmp_path / "data" / "procgen-maze", create=True)
+    rng = np.random.default_rng(0)
+    store.write("ep_000000", Episode(frames=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)))
+    argv = ["train-lam", "--data", str(tmp_path / "data"), "--preset", "tiny", "--max-steps", "1"]
+    code = cli_main(
+        [*argv, "--set", "image_size=48", "--set", "patch_size=8", "--out", str(tmp_path / "run")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "for a LAM of image_size 48" in err and "Traceback" not in err
+
+
+def test_training_refuses_an_out_that_holds_a_model_a_bundle_or_data(cli_main, tmp_path, capsys):
+    from synthetic_data import grid_episodes
+
+    _, _, bundle = save_tiny_models(tmp_path)
+    bundle.save_pretrained(tmp_path / "bundle")
+    data = grid_episodes(tmp_path / "data")
+    lam = ["--lam", str(tmp_path / "lam")]
+    cases = [
+        (["train-lam", "--data", str(data), "--out", str(tmp_path / "lam")], "holds a saved model"),
+        (["train-wm", *lam, "--data", str(data), "--out", str(tmp_path / "bundle")], "holds a bundle"),
+        (["train-lam", "--data", str(data), "--out", str(data)], "holds episode data"),
+        (["train-lam", "--data", str(data), "--out", str(tmp_path / "data")], "holds episode data (subsets"),
+    ]
+    for argv, message in cases:
+        assert cli_main(argv) == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "lam").iterdir()) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
+
+    # adapt: an OUT/bundle that a save would refuse is refused before collecting and finetuning.
+    (tmp_path / "run" / "bundle").mkdir(parents=True)
+    (tmp_path / "run" / "bundle" / "mine.txt").write_text("x")
+    argv = ["adapt", "--model", str(tmp_path / "wm"), *lam, "--env", "AdaWorld/Procgen-coinrun-v0"]
+    assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
+    assert "run/bundle: it holds other files" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["bundle"]
+
+
+def test_cluster_with_a_run_directory_stores_the_options_beside_the_model(cli_main, tmp_path, data_dir):
+    # Before: --lam RUN (accepted, the LAM loads from RUN/model) wrote the options to RUN/, where
+    # load_options(RUN/model) (the directory of the weights) never found them.
+    from adaworld_gym.latent import OPTIONS_FILE, load_options
+    from adaworld_gym.models import LatentActionModel, lam_preset
+
+    run = tmp_path / "lam-run"
+    torch.manual_seed(0)
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(run / "model")
+    argv = ["cluster", "--lam", str(run), "--data", str(data_dir), "--k", "2", "--samples", "8"]
+    assert cli_main(argv) == 0
+    assert load_options(run / "model").shape[0] == 2
+    assert not (run / OPTIONS_FILE).exists()
+
+
+def test_cluster_refuses_to_write_into_the_installed_package(cli_main, capsys):
+    from adaworld_gym import defaults
+
+    code = cli_main(["cluster", "--lam", str(defaults.ASSETS / "lam"), "--data", "unused", "--k", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "into the installed package" in err
+    assert not list((defaults.ASSETS / "lam").glob("latent_options*"))

@@ -1,11 +1,13 @@
+import json
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from adaworld_gym.data.clips import ClipDataset
-from adaworld_gym.data.collect import collect_procgen, collect_videos, square_resize
+from adaworld_gym.data.clips import ClipDataset, WindowBatches
+from adaworld_gym.data.collect import collect_procgen, collect_push, collect_videos, square_resize
 from adaworld_gym.data.episodes import Episode, EpisodeError, EpisodeStore
 
 
@@ -269,3 +271,133 @@ def test_read_video_gives_back_every_recorded_frame_of_a_gif(tmp_path):
     grey[0].save(tmp_path / "grey.gif", save_all=True, append_images=grey[1:], duration=100)
     read, _ = read_video(tmp_path / "grey.gif")  # "No packer found from P to L" before
     assert [f.shape for f in read] == [(8, 8, 3)] * 2 and read[1][0, 0, 0] == 128
+
+
+def test_a_data_mixture_of_two_frame_sizes_is_refused_naming_the_directories(tmp_path):
+    for name, size in (("a", 16), ("b", 8)):
+        EpisodeStore(tmp_path / name, create=True).write(
+            "ep_0", Episode(np.zeros((5, size, size, 3), np.uint8))
+        )
+    shares = {str(tmp_path / "a"): 0.5, str(tmp_path / "b"): 0.5}
+    batches = WindowBatches(shares, history=1, batch_size=16, seed=0, collate=lambda clips: clips)
+    # before: the batch collate failed later on a torch.stack size mismatch that named nothing
+    with pytest.raises(EpisodeError, match=r"a data mixture needs one frame size") as error:
+        next(batches)
+    assert str(tmp_path / "a") in str(error.value) and str(tmp_path / "b") in str(error.value)
+    # one size still samples, and the stream is unchanged by the check
+    one = {str(tmp_path / "a"): 1.0}
+    first = [c["subset"] for c in next(WindowBatches(one, 1, 8, 3, lambda clips: clips))]
+    assert first == [0] * 8
+
+
+def test_one_dataset_of_two_frame_sizes_names_both_directories(tmp_path):
+    # Two --data folders holding a subset of one name ("video-big") were told apart by nothing but the name.
+    from adaworld_gym.data.clips import ClipDataset
+
+    for root, size in (("first", 16), ("second", 8)):
+        store = EpisodeStore(tmp_path / root / "video-big", create=True)
+        store.write("ep_0", Episode(np.zeros((5, size, size, 3), np.uint8)))
+    dataset = ClipDataset([tmp_path / "first", tmp_path / "second"], history=1)
+    with pytest.raises(EpisodeError, match="one size") as error:
+        list(dataset.iter_windows())
+    assert str(tmp_path / "first" / "video-big") in str(error.value)
+    assert str(tmp_path / "second" / "video-big") in str(error.value)
+
+
+def _gif(path, shade):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [Image.fromarray(np.full((16, 16, 3), (shade + 20 * i) % 256, np.uint8)) for i in range(4)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+@pytest.mark.parametrize("folders", [("a-b", "a/b"), ("root", ".")])
+def test_video_folders_that_would_share_one_subset_are_refused_before_writing(tmp_path, folders):
+    src = tmp_path / "src"
+    for i, folder in enumerate(folders):
+        _gif(src / folder / f"clip{i}.gif", 60 * i)
+    # before: both folders were written into one subset (video-a-b/, video-root/), against one subset per folder
+    with pytest.raises(ValueError, match="would both be collected into video-"):
+        collect_videos(src, tmp_path / "out", size=16)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_video_collection_refuses_another_source_folder_before_writing_anything(tmp_path):
+    _gif(tmp_path / "a" / "clip.gif", 0)
+    _gif(tmp_path / "b" / "clip.gif", 128)  # the same name under another source: before, silently skipped
+    _gif(tmp_path / "b" / "new" / "other.gif", 60)
+    out = tmp_path / "out"
+    assert collect_videos(tmp_path / "a", out).episodes_written == 1
+    with pytest.raises(ValueError, match="other settings \\(source"):
+        collect_videos(tmp_path / "b", out)
+    assert len(EpisodeStore(out / "video-root")) == 1
+    assert not (out / "video-new").exists() or len(EpisodeStore(out / "video-new")) == 0
+    assert collect_videos(tmp_path / "a", out).episodes_skipped == 1  # the same source still resumes
+    # A subset recorded before the source was (no "source" key) is still resumable as before.
+    legacy = out / "video-root" / "collection.json"
+    record = json.loads(legacy.read_text())
+    del record["source"]
+    legacy.write_text(json.dumps(record))
+    assert collect_videos(tmp_path / "a", out).episodes_skipped == 1
+    assert json.loads(legacy.read_text()) == record
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_video_file_where_a_folder_is_expected_is_named(tmp_path):
+    from adaworld_gym.data.collect import collect_videos
+
+    video = tmp_path / "clip.gif"
+    video.write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match="clip.gif is a file: pass the directory"):
+        collect_videos(video, tmp_path / "out")
+
+
+def _run(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter: a check whose failure would be Procgen's C code ending the process then
+    fails one test instead of killing the whole run."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_collect_procgen_checks_every_games_mode_and_the_seed_before_recording_anything(tmp_path):
+    out = tmp_path / "out"
+    done = _run(
+        f"""
+        from adaworld_gym.data.collect import collect_procgen
+        try:
+            collect_procgen(["maze", "bigfish"], 1, 3, {str(out)!r}, distribution_mode="memory", batch=1)
+        except ValueError as e:
+            print("REFUSED", e)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # before: Procgen's fassert ended the process
+    assert "REFUSED Procgen has no 'memory' mode for bigfish" in done.stdout
+    assert (
+        not out.exists()
+    )  # no collection.json (maze's neither) that would refuse a rerun with other settings
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        collect_procgen(["maze"], 1, 3, out, seed=-1, batch=1)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        collect_push(1, out, seed=-1)
+    assert not out.exists()
+    assert collect_procgen(["maze", "bigfish"], 1, 3, out, batch=1).episodes_written == 2  # the rerun works
+
+
+def test_the_procgen_collector_stores_a_time_out_as_a_truncation_not_a_termination(tmp_path):
+    from adaworld_gym.data.clips import valid_targets
+
+    collect_procgen(["maze"], 2, 600, tmp_path, seed=0, batch=2)  # maze times out after 500 steps
+    store = EpisodeStore(tmp_path / "procgen-maze")
+    truncated = 0
+    for name in store.names():
+        episode = store.read(name)
+        if episode.meta.get("truncated"):
+            truncated += 1
+            # the step into Procgen's reset frame is dropped; nothing is a termination
+            assert len(episode.actions) == 499 and not episode.terminations.any()
+            assert len(episode.frames) == 500 and len(valid_targets(episode)) > 0
+        else:  # completed the maze: an ordinary termination with the completion reward
+            assert episode.terminations[-1] and episode.rewards[-1] > 0
+    assert truncated >= 1  # before: 500 steps with terminations[-1] True and reward 0

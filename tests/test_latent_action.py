@@ -301,3 +301,23 @@ def test_a_float64_latent_beyond_float32_is_refused_by_decode():
     model = tiny().eval()
     with pytest.raises(ValueError, match="beyond float32's range"):
         model.decode(np.zeros((1, 32, 32, 3), np.uint8), np.full((1, 32), 1e39))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"pixel_channels": "abc"}, "pixel_channels must be an integer >= 0, got 'abc'"),
+        ({"pixel_channels": -5}, "pixel_channels must be an integer >= 0, got -5"),
+        ({"width": 1.5}, "width must be an integer >= 1, got 1.5"),
+        ({"latent_dim": 0}, "latent_dim must be an integer >= 1, got 0"),
+        ({"warp": "maybe"}, "warp must be true or false, got 'maybe'"),
+        ({"beta": float("nan")}, "beta must be a finite number >= 0"),
+        ({"width": 30, "num_heads": 4}, "width 30 is not divisible by num_heads 4"),
+    ],
+)
+def test_lam_settings_of_the_wrong_type_or_range_are_named(setting, message):
+    from adaworld_gym.models import LatentActionModel, lam_preset
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        LatentActionModel(**{**lam_preset("tiny"), **setting})

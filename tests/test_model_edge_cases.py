@@ -1,4 +1,5 @@
-"""Model edge cases: bundle digests, stale shards, bf16 casts, empty and read-only inputs."""
+"""Model edge cases: bundle digests, stale shards, bf16 casts, configs of the wrong type or of numpy numbers, empty,
+read-only and out-of-range inputs."""
 
 import copy
 import json
@@ -299,3 +300,59 @@ def test_saved_configs_with_wrong_types_bad_schedules_or_missing_fields_are_name
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(OSError, match="cannot read the weights: Safetensor"):
         LatentActionModel.from_pretrained(tmp_path / "lam")
+
+
+def _uint8(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _bf16_model(seed: int) -> DiffusionWorldModel:
+    torch.manual_seed(seed)
+    return DiffusionWorldModel(**world_model_preset("tiny"), num_history=2, action_dim=8).eval()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_world_model_built_under_inference_mode_samples_on_a_cpu():
+    """Its tensors have no version counter: the bf16 sampling copy's cache key raised a RuntimeError."""
+    hist, z = _uint8((2, 2, 64, 64, 3)), np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    reference = _bf16_model(3).predict_next(hist, z, steps=2, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model = _bf16_model(3)
+    assert model.config.autocast_dtype == "bfloat16"
+    out = model.predict_next(hist, z, steps=2, generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(out, reference)
+    with torch.inference_mode():  # rewriting such weights is noticed, like any rewrite
+        for p in model.unet.parameters():
+            p.mul_(0.5)
+    assert not np.array_equal(
+        model.predict_next(hist, z, steps=2, generator=torch.Generator().manual_seed(0)), out
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_config_field_of_the_wrong_type_names_the_config_file(tmp_path):
+    """ "num_history": "four" failed with a bare TypeError from inside the constructor."""
+    model = DiffusionWorldModel(**world_model_preset("tiny"))
+    model.save_pretrained(tmp_path / "wm")
+    config = tmp_path / "wm" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_history": "four"}))
+    with pytest.raises(ValueError, match="config.json"):
+        DiffusionWorldModel.from_pretrained(tmp_path / "wm")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_world_model_configured_with_numpy_numbers_saves_and_loads(tmp_path):
+    """diffusers records constructor arguments as given; np.int64 ones failed in its JSON writer at save."""
+    config = {**world_model_preset("tiny"), "num_history": np.int64(2), "sigma_data": np.float32(0.5)}
+    config["block_out_channels"] = tuple(np.int64(c) for c in config["block_out_channels"])
+    DiffusionWorldModel(**config).save_pretrained(tmp_path / "wm")
+    loaded = DiffusionWorldModel.from_pretrained(tmp_path / "wm")
+    assert loaded.config.num_history == 2 and type(loaded.config.num_history) is int
+    assert list(loaded.config.block_out_channels) == [int(c) for c in config["block_out_channels"]]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_huge_latent_actions_are_blamed_on_z_not_the_weights():
+    model = tiny_random_bundle("latent").world_model
+    with pytest.raises(FloatingPointError, match="from z values up to 1e\\+30: .* scale z down"):
+        model.predict_next(np.zeros((1, 1, 64, 64, 3), np.uint8), np.full((1, 32), 1e30, np.float32))

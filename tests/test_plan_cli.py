@@ -97,3 +97,10 @@ def test_default_bundle_plans_through_the_world_model(tmp_path, assets, capsys):
     assert "best max object distance" in printed and "goal | real | imagined" in printed
     gif = iio.imread(out)
     assert gif.shape[1:3] == (64 * SCALE, panels_width(3))  # goal | real | imagined
+
+
+def test_a_push_task_index_beyond_the_bound_is_refused_before_drawing_tasks(cli_main, capsys):
+    # Before: --task 100000 drew 100,001 tasks one by one, about a second each.
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["plan", "--model", "oracle", "--task", "100000", "--out", "p.gif"])
+    assert stop.value.code == 2 and "a task index in 0..999" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""Planning edge cases: the simulator oracle's frames when a candidate ends on its first
-step, two goal-cost edge cases, goals of the wrong size and numpy-integer settings."""
+"""Planning edge cases: the simulator oracle's and the MPC loop's frames when a candidate ends on its first step or
+the env reuses one observation buffer, two goal-cost edge cases, goals of the wrong size, NaN or off the 0..255
+scale, numpy-integer settings, and bad seeds, executed counts, actions and init_std refused where they are given."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
+from test_planning import GOAL, START, ToyDynamics, ToyEnv, position_of, render, toy_context
 
+from adaworld_gym.models.bundle import tiny_random_bundle
 from adaworld_gym.planning import (
     ADAWORLD_COST,
     ADAWORLD_TIEBREAK_COST,
@@ -258,3 +261,139 @@ def test_run_mpc_episode_drives_a_goal_env_with_dict_observations():
 
     with pytest.raises(TypeError, match=r"dict with keys \['state'\] and no 'observation' image"):
         run_mpc_episode(NoImage(), planner, None, goal, max_steps=1)
+
+
+class _OneBuffer:
+    """Mixin: every observation and render is written into one array that is handed out each time (gymnasium
+    allows it; a caller that keeps a frame must copy it)."""
+
+    def _out(self, frame: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "_buffer"):
+            self._buffer = np.empty_like(frame)
+        self._buffer[...] = frame
+        return self._buffer
+
+    def reset(self, **kwargs):
+        frame, info = super().reset(**kwargs)
+        return self._out(frame), info
+
+    def step(self, action):
+        frame, *rest = super().step(action)
+        return (self._out(frame), *rest)
+
+    def render(self):
+        return self._out(super().render())
+
+
+class OneBufferLevel(_OneBuffer, Level):
+    pass
+
+
+class OneBufferToyEnv(_OneBuffer, ToyEnv):
+    pass
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_plan_refuses_a_negative_or_fractional_executed_count():
+    planner = MPPIPlanner(ToyDynamics(), samples=8, horizon=4, seed=0)
+    goal = render(GOAL)
+    first = planner.plan(toy_context(), goal)
+    # -1 silently dropped the warm start; 2.7 was truncated to 2.
+    for bad in (-1, 2.7):
+        with pytest.raises(ValueError, match="executed must be an int >= 0"):
+            planner.plan(toy_context(), goal, executed=bad)
+    # Valid counts still work: 0 warm-starts from the unshifted plan, a numpy integer is an int.
+    seen = []
+    planner._optimise = lambda dynamics, context, goal, state, previous: (seen.append(previous), (None, {}))[
+        1
+    ]
+    with pytest.warns(RuntimeWarning, match="previous plan"):
+        planner.plan(toy_context(), goal, executed=0)
+    np.testing.assert_array_equal(seen[-1], first)
+    with pytest.warns(RuntimeWarning):
+        planner.plan(toy_context(), goal, executed=np.int64(1))
+    np.testing.assert_array_equal(seen[-1][:-1], first[1:])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_discrete_cem_refuses_fractional_actions():
+    from test_planning import DISCRETE
+
+    dynamics = ToyDynamics(DISCRETE)
+    # [1.5, 2.7] became actions [1, 2] and 2.9 became 2, without a word.
+    with pytest.raises(ValueError, match="allowed_actions must be integers"):
+        CEMPlanner(dynamics, allowed_actions=[1.5, 2.7])
+    for bad in (2.9, True, [2]):
+        with pytest.raises(ValueError, match="default_action"):
+            CEMPlanner(dynamics, default_action=bad)
+    assert (
+        CEMPlanner(dynamics, allowed_actions=np.array([3, 1]), default_action=np.int64(2)).default_action == 2
+    )
+    assert CEMPlanner(dynamics, default_action=np.array(4)).default_action == 4
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_oracle_holds_the_frame_before_termination_even_if_the_env_reuses_its_buffer():
+    actions = np.array([[0, 2, 2, 0], [2, 0, 0, 0]])  # from EDGE - 4: completes on step 3 / never
+    with SimulatorDynamics(OneBufferLevel, workers=0) as oracle:
+        frames = oracle.rollout(None, actions, state=EDGE - 4)
+        # From EDGE - 2: completes at once / walks left / completes at once.
+        at_once = oracle.rollout(None, np.array([[2, 0], [1, 1], [2, 0]]), state=EDGE - 2)
+    # Ends on its third step: the frame before it is held, not the next try's that the env wrote over it.
+    expected = np.stack([frame_at(EDGE - 4), frame_at(EDGE - 2), frame_at(EDGE - 2), frame_at(EDGE - 2)])
+    np.testing.assert_array_equal(frames[0], expected)
+    np.testing.assert_array_equal(frames[1], np.stack([frame_at(EDGE - 2)] * 4))
+    # Ends at once: the start frame is held for it, even after another candidate stepped the env.
+    np.testing.assert_array_equal(at_once[0], np.stack([frame_at(EDGE - 2)] * 2))
+    np.testing.assert_array_equal(at_once[1], np.stack([frame_at(EDGE - 4), frame_at(EDGE - 6)]))
+    np.testing.assert_array_equal(at_once[2], np.stack([frame_at(EDGE - 2)] * 2))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_mpc_records_every_frame_even_if_the_env_reuses_its_buffer():
+    def episode(env):
+        planner = MPPIPlanner(ToyDynamics(), samples=16, horizon=4, seed=0)
+        return run_mpc_episode(env, planner, None, render(GOAL), max_steps=4, state=START)
+
+    reused, plain = episode(OneBufferToyEnv()), episode(ToyEnv())
+    # Every recorded frame was the latest observation (the square's final position, five times).
+    np.testing.assert_array_equal(reused.frames, plain.frames)
+    np.testing.assert_allclose(position_of(reused.frames[0]), START)
+    assert len({tuple(np.round(p, 3)) for p in position_of(reused.frames)}) == 5
+
+
+@pytest.fixture(scope="module")
+def box_dynamics():
+    return WorldModelDynamics(tiny_random_bundle("continuous"), steps=1)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_planners_refuse_goals_with_nan_or_pixels_off_the_0_255_scale(box_dynamics):
+    planner = MPPIPlanner(box_dynamics, samples=4, horizon=2)
+    context = np.zeros((1, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="goal contains NaN or inf"):
+        planner.plan(context, np.full((64, 64, 3), np.nan))
+    with pytest.raises(ValueError, match=r"goal pixels must lie in \[0, 255\], got -1000"):
+        planner.plan(context, np.zeros((64, 64, 3), np.int64) - 1000)
+    assert planner.plan(context, np.full((64, 64, 3), 255.0)).shape == (2, 2)  # in range: planned
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_seeds_and_guidance_are_checked_where_they_are_given(box_dynamics):
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            MPPIPlanner(box_dynamics, samples=4, horizon=2, seed=seed)
+        with pytest.raises(ValueError, match="generator_seed must be an integer >= 0"):
+            WorldModelDynamics(tiny_random_bundle("continuous"), generator_seed=seed)
+    planner = MPPIPlanner(box_dynamics, samples=4, horizon=2, seed=np.int64(3))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -2"):
+        planner.reset(seed=-2)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number, got 'x'"):
+        WorldModelDynamics(tiny_random_bundle("continuous"), guidance_scale="x")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cem_over_discrete_actions_refuses_an_init_std():
+    dynamics = WorldModelDynamics(tiny_random_bundle("discrete"), steps=1)
+    with pytest.raises(ValueError, match="init_std applies to Box action spaces"):
+        CEMPlanner(dynamics, samples=4, elites=2, horizon=2, init_std=0.5)

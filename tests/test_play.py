@@ -9,11 +9,16 @@ from gymnasium import spaces
 
 from adaworld_gym.cli import main
 from adaworld_gym.envs import WorldModelEnv
-from adaworld_gym.models.bundle import tiny_random_bundle
+from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 from adaworld_gym.play import KeyMapper, play
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ENV = "AdaWorld/WorldModel-v0"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> AdaWorldBundle:
+    return tiny_random_bundle("discrete")
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +164,46 @@ def test_human_render_mode_shows_frames_in_a_pygame_window(dummy_display):
     assert np.array_equal(shown.swapaxes(0, 1)[::4, ::4], env._frame)  # the frame, upscaled 4x
     assert env.render() is None
     env.close()
+
+
+def test_a_headless_policy_returning_none_fails_instead_of_looping_forever(bundle, tmp_path):
+    from adaworld_gym.play import play
+
+    bundle.save_pretrained(tmp_path / "b")
+    calls = []
+
+    def policy(step: int):
+        calls.append(step)
+        if len(calls) > 50:  # the old loop: the same step asked again and again, forever
+            raise AssertionError("play kept asking the policy for step 1")
+        return None if step == 1 else 0
+
+    with pytest.raises(ValueError, match="returned None at step 1"):
+        play(
+            "AdaWorld/WorldModel-v0",
+            tmp_path / "b",
+            headless=True,
+            steps=3,
+            policy=policy,
+            progress=False,
+            env_kwargs={"denoise_steps": 1},
+        )
+    assert calls == [0, 1]
+
+
+def test_a_window_without_a_display_warns(monkeypatch):
+    """render_mode="human" on a machine without a display opened an invisible window, silently."""
+    from adaworld_gym.envs import viewer
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(viewer.sys, "platform", "linux")
+
+    def stop():
+        raise RuntimeError("stopped before pygame")
+
+    monkeypatch.setattr(viewer, "import_pygame", stop)
+    with pytest.warns(UserWarning, match="no display"), pytest.raises(RuntimeError, match="stopped"):
+        viewer.PygameViewer()
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # chosen on purpose (CI, headless play): no warning
+    assert not viewer.no_display()

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import textwrap
+
 import gymnasium
 import numpy as np
 import pytest
@@ -6,6 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import adaworld_gym  # noqa: F401  (registers the envs)
 from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES, PROCGEN_GAMES, TEST_LEVELS
+from adaworld_gym.sims.procgen import ProcgenEnv
 
 
 def test_all_sixteen_games_are_registered():
@@ -169,3 +174,128 @@ def test_editing_an_observation_does_not_change_the_render():
     frame = env.render()
     obs[:] = 0
     np.testing.assert_array_equal(env.render(), frame)
+
+
+def test_procgen_reset_takes_a_none_state_as_no_state():
+    from adaworld_gym.sims.procgen import ProcgenEnv
+
+    env, fresh = ProcgenEnv("coinrun"), ProcgenEnv("coinrun")
+    try:
+        # before: TypeError from int(None) deep in the state check, for a fresh env and a used one alike
+        obs, info = fresh.reset(seed=3, options={"state": None, "level": None})
+        env.reset(seed=0)
+        again, info2 = env.reset(seed=3, options={"state": None})
+        expected, info3 = ProcgenEnv("coinrun").reset(seed=3)
+        assert info == info2 == info3
+        np.testing.assert_array_equal(obs, expected)
+        np.testing.assert_array_equal(again, expected)
+    finally:
+        env.close()
+        fresh.close()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_procgen_set_state_names_a_state_of_the_wrong_type():
+    env = gymnasium.make("AdaWorld/Procgen-coinrun-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="state must be the bytes or uint8 array get_state"):
+        env.unwrapped.set_state("garbage")  # was "invalid literal for int() with base 10"
+    env.close()
+
+
+def test_set_state_refuses_a_state_of_another_level_range_or_mode_and_leaves_the_env_as_it_was():
+    test_env = ProcgenEnv("maze", levels="test")
+    test_env.reset(seed=0)
+    test_state = test_env.get_state()
+    train = ProcgenEnv("maze", levels="train")
+    _, info = train.reset(seed=0)
+    frame, own = train.render(), train.get_state()
+    with pytest.raises(ValueError, match=r"level 9\d{3}, outside this env's levels \[0, 9000\)"):
+        train.set_state(test_state)
+    assert train.level == info["level"]
+    np.testing.assert_array_equal(train.render(), frame)
+    np.testing.assert_array_equal(train.get_state(), own)  # untouched
+    with pytest.raises(ValueError, match="outside this env's levels"):
+        train.reset(seed=1, options={"state": test_state})
+    train.set_state(own)  # a state of its own range still restores
+    assert train.level == info["level"]
+
+    memory = ProcgenEnv("jumper", distribution_mode="memory")
+    memory.reset(seed=0)
+    easy = ProcgenEnv("jumper", distribution_mode="easy")
+    easy.reset(seed=0)
+    with pytest.raises(ValueError, match="a state of distribution_mode 'memory', but this env plays 'easy'"):
+        easy.set_state(memory.get_state())
+    with pytest.raises(ValueError, match="a state of distribution_mode 'easy', but this env plays 'memory'"):
+        memory.reset(options={"state": easy.get_state()})
+    plain = ProcgenEnv("jumper", use_backgrounds=False)
+    plain.reset(seed=0)
+    with pytest.raises(
+        ValueError, match="other Procgen options \\(use_backgrounds=1; this env has use_backgrounds=0"
+    ):
+        plain.set_state(easy.get_state())
+
+
+def _run(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter: a check whose failure would be Procgen's C code ending the process then
+    fails one test instead of killing the whole run."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cut_damaged_or_footerless_states_are_refused_instead_of_ending_the_process():
+    done = _run(
+        """
+        import numpy as np
+        from adaworld_gym.sims.procgen import ProcgenEnv
+
+        env = ProcgenEnv("coinrun")
+        env.reset(seed=0)
+        state = env.get_state()
+        flipped = state.copy()
+        flipped[len(state) // 3] ^= 1
+        bad = {
+            "half": state[: len(state) // 2],
+            "one byte short": state[:-1],
+            "cut inside": np.concatenate([state[:100], state[101:]]),
+            "padded": np.concatenate([state, np.zeros(10, np.uint8)]),
+            "flipped": flipped,
+            "footerless": np.frombuffer(env._env.callmethod("get_state")[0], np.uint8),
+        }
+        for name, value in bad.items():
+            try:
+                env.set_state(value)
+                print(name, "ACCEPTED")
+            except ValueError as e:
+                print(name, "REFUSED", e)
+        env.set_state(state)
+        env.step(4)
+        print("STILL RUNNING")
+        """
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # before: fassert 'offset + size <= length'
+    lines = dict(line.split(" REFUSED ", 1) for line in done.stdout.splitlines() if " REFUSED " in line)
+    assert set(lines) == {"half", "one byte short", "cut inside", "padded", "flipped", "footerless"}
+    assert "truncated or padded" in lines["cut inside"] and "CRC32" in lines["flipped"]
+    assert "not a state from ProcgenEnv.get_state" in lines["footerless"]
+    assert "STILL RUNNING" in done.stdout
+
+
+def test_a_time_out_after_a_restore_is_still_a_truncation():
+    env = ProcgenEnv("maze")  # standing still in maze ends only at its 500-step time-out
+    env.reset(seed=0)
+    for _ in range(450):
+        env.step(4)
+    state = env.get_state()
+    for restore in ("set_state", "reset"):
+        other = ProcgenEnv("maze")
+        other.reset(seed=5)
+        if restore == "set_state":
+            other.set_state(state)
+        else:
+            other.reset(seed=5, options={"state": state})
+        np.testing.assert_array_equal(other.get_state(), state)
+        ends = [other.step(4)[2:4] for _ in range(50)]
+        assert ends[-1] == (False, True), restore  # before: terminated=True, 50 steps "after the restore"
+        assert not any(any(e) for e in ends[:-1])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from test_training_resume import write_reward_episodes
 
 from adaworld_gym.cli import main
 from adaworld_gym.data.episodes import Episode, EpisodeError, EpisodeStore
@@ -411,3 +413,26 @@ def test_the_attach_rule_names_why_a_head_is_not_attached():
     ]
     for change, why in cases:
         assert re.search(why, attach_refusal({**summary, **change}))
+
+
+def test_reward_head_refuses_a_float64_latent_beyond_float32():
+    """1e300 is finite in float64 but inf in float32: predict returned a NaN reward instead of an error."""
+    torch.manual_seed(0)
+    head = RewardHead(latent_dim=4, channels=(4, 4, 4, 4), hidden=8)
+    frames = np.zeros((1, 64, 64, 3), np.uint8)
+    rewards, _, _ = head.predict(frames, frames, np.ones((1, 4)))
+    assert np.isfinite(rewards).all()
+    with pytest.raises(ValueError, match="beyond float32"):
+        head.predict(frames, frames, np.full((1, 4), 1e300))
+
+
+def test_reward_warm_up_is_capped_before_it_is_checked(tmp_path):
+    """Before: 'warmup_steps 50 >= max_steps 20: the learning rate never reaches its peak', for a warm-up of 2."""
+    data = write_reward_episodes(tmp_path / "data", episodes=3, steps=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train_reward(
+            [data], tmp_path / "run", max_steps=20, batch_size=4, progress=False,
+            model_overrides={"channels": (8, 8, 8, 8), "hidden": 32},
+        )  # fmt: skip
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["warmup_steps"] == 2

@@ -1,9 +1,15 @@
-"""Checkpoint format (atomic, pickle-free, resumable) and the train_lam loop on a tiny synthetic dataset."""
+"""Checkpoint format (atomic, pickle-free, resumable) and the train_lam loop on a tiny synthetic dataset, in one
+process and in two."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,7 @@ from adaworld_gym.training.checkpoint import (
     restore_rng_state,
     unflatten_state,
 )
+from benchmarks.world_model import synthetic_push_like
 
 TINY_32 = {"image_size": 32, "patch_size": 8}
 
@@ -406,3 +413,69 @@ def test_rerunning_a_finished_run_keeps_the_control_options_new_weights_drop_the
         train_lam(clips, tmp_path / "run", "tiny", max_steps=3, **kw)  # trained on: other latents
     with pytest.raises(FileNotFoundError, match="run `adaworld cluster` first"):
         load_options(model_dir)
+
+
+# ------------------------------------------------------------------------------- two CPU processes, one model
+
+WORKER = textwrap.dedent(
+    """
+    import faulthandler, json, os, sys
+    from pathlib import Path
+    import torch
+    import adaworld_gym.training.lam as lam_mod
+
+    faulthandler.dump_traceback_later(90, exit=True)  # a process left waiting in a collective ends, with its stack
+    torch.set_num_threads(1)
+    data, out, kwargs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    models, real = [], lam_mod.LatentActionModel
+
+    def make(**kw):  # keep the model each process trains
+        models.append(real(**kw))
+        return models[-1]
+
+    lam_mod.LatentActionModel = make
+    lam_mod.train_lam(data, out, "tiny", batch_size=4, log_every=2, image_every=1000, progress=False, **kwargs)
+    weights = [float(p.double().sum()) for p in models[0].parameters()]
+    Path(out, f"weights_rank{os.environ['RANK']}.json").write_text(json.dumps(weights))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def push(tmp_path_factory):
+    return synthetic_push_like(tmp_path_factory.mktemp("push"), episodes=3, steps=10, seed=0)
+
+
+def two_process_lam(push: Path, out: Path, **kwargs) -> list[list[float]]:
+    """Train a tiny LAM in two CPU processes; each one's final weights (one checksum per tensor)."""
+    script = out.parent / f"{out.name}_worker.py"
+    script.write_text(WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               str(script), str(push), str(out), json.dumps(kwargs)]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((out / f"weights_rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_two_processes_with_a_wall_clock_budget_stop_together(push, tmp_path):
+    """Before: a process whose clock ran out a step earlier waited in the final save while the other trained on."""
+    ranks = two_process_lam(push, tmp_path / "run", max_minutes=0.02, checkpoint_every=1000)
+    assert ranks[0] == ranks[1]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] >= 1  # (its own clock may be short of the budget: the other process stopped it)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_two_processes_train_one_vq_codebook(push, tmp_path):
+    """Before: each process re-seated dead codes on its own batch, and the codebooks drifted apart."""
+    ranks = two_process_lam(
+        push, tmp_path / "run", regularizer="vq", max_steps=4, checkpoint_every=100,
+        model_overrides={"dead_code_steps": 1},
+    )  # fmt: skip
+    assert ranks[0] == ranks[1]

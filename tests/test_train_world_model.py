@@ -174,3 +174,32 @@ def test_a_run_directory_of_another_model_is_refused_in_one_line(tmp_path, data,
     with pytest.raises(ValueError, match="is a checkpoint of another kind of model") as refused:
         train_world_model(data, tmp_path / "run", lam_dir, "tiny", max_steps=2, **FAST)
     assert len(str(refused.value)) < 300
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_world_model_remembers_its_lam_and_warns_of_another(tmp_path):
+    """adapt and transfer took any LAM of the right size: a codebook from another LAM's latents, silently."""
+    import warnings
+
+    from adaworld_gym import defaults
+    from adaworld_gym.models import LatentActionModel, lam_preset
+    from adaworld_gym.training.world_model import train_world_model, warn_if_other_lam
+    from benchmarks.world_model import synthetic_push_like
+
+    data = synthetic_push_like(tmp_path / "push", episodes=2, steps=6, seed=0)
+    for name, seed in (("lam_a", 0), ("lam_b", 1)):
+        torch.manual_seed(seed)
+        LatentActionModel(**lam_preset("tiny")).save_pretrained(tmp_path / name)
+    model = train_world_model(
+        str(data), tmp_path / "wm", str(tmp_path / "lam_a"), "tiny", max_steps=1, batch_size=2, progress=False
+    )
+    assert (model / "lam.json").is_file()
+    with pytest.warns(UserWarning, match="trained on the latent actions of another LAM"):
+        warn_if_other_lam(model, tmp_path / "lam_b")
+    # A copy re-saved elsewhere (as a bundle's) gains diffusers' _name_or_path: still the same LAM.
+    LatentActionModel.from_pretrained(tmp_path / "lam_a").save_pretrained(tmp_path / "bundle_lam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_other_lam(tmp_path / "wm", tmp_path / "lam_a")  # the run directory works too
+        warn_if_other_lam(model, tmp_path / "bundle_lam")
+        warn_if_other_lam(defaults.DEFAULT_WORLD_MODEL, tmp_path / "lam_b")  # no record: not checked

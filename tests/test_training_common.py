@@ -1,8 +1,10 @@
-"""CheckpointClock: when the training loops save."""
+"""What the training loops share: when they save (CheckpointClock), how a run resumes from its checkpoints, the
+wall-clock budget all processes agree on, and the run settings checked before training."""
 
 import pytest
+import torch
 
-from adaworld_gym.training.common import CheckpointClock
+from adaworld_gym.training.common import CheckpointClock, budget_spent
 
 
 class _Bar:
@@ -200,6 +202,63 @@ def test_resume_refuses_another_learning_rate_or_ema_decay(tmp_path):
         resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)
     model, optimizer, scheduler, ema = _tiny_run()
     assert resume_state(tmp_path, {"n": 2}, model, optimizer, scheduler, ema)["step"] == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_resumed_run_of_another_config_names_the_settings_that_differ(tmp_path):
+    from adaworld_gym.training.checkpoint import save_checkpoint
+    from adaworld_gym.training.common import resume_state, training_state
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+    class NoEma:
+        decay = 0.9
+
+        def state_dict(self):
+            return {"decay": 0.9}
+
+    config = {"motion_dim": 0, "widths": [1, 2], "name": "x"}
+    state = training_state(model, optimizer, scheduler, NoEma(), torch.Generator(), config, step=1)
+    save_checkpoint(tmp_path, 1, state)
+    with pytest.raises(ValueError, match=r"\(motion_dim: 0 then, 8 now\); use a new out_dir") as err:
+        resume_state(tmp_path, {**config, "motion_dim": 8}, model, optimizer, scheduler)
+    assert "widths" not in str(err.value)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_negative_warm_up_is_refused_by_the_api_too():
+    """The CLI refused --warmup-steps -5, but train_world_model(warmup_steps=-5) still trained."""
+    from dataclasses import replace
+
+    from adaworld_gym.training.common import validate_run
+    from adaworld_gym.training.world_model import WorldModelTrainConfig
+
+    cfg = WorldModelTrainConfig.from_preset("tiny")
+    validate_run(replace(cfg, warmup_steps=0))
+    for bad in (-5, 2.5):
+        with pytest.raises(ValueError, match="warmup_steps must be an int >= 0"):
+            validate_run(replace(cfg, warmup_steps=bad))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_wall_clock_budget_is_spent_everywhere_once_any_process_spent_it():
+    """Regression: each process read its own clock, so one could stop a step before the others and leave them
+    waiting in a collective for ever."""
+    votes = []
+
+    def agree(flags):
+        votes.append(list(flags))
+        return [True]  # another process's clock says the budget is spent
+
+    assert budget_spent(None, 1.0, 5, 10.0, agree)
+    assert not budget_spent(None, 1.0, 5, 10.0, lambda flags: [False])
+    assert (
+        budget_spent(None, 1.0, 5, 61.0, lambda flags: [False]) is False
+    )  # the vote decides, on every process
+    assert votes == [[False]]
+    assert budget_spent(3, None, 3, 0.0, agree) and votes == [[False]]  # a step budget needs no vote
 
 
 def test_timed_saves_and_held_signals_are_decided_by_all_processes():

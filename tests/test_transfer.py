@@ -1,4 +1,4 @@
-"""Action transfer: rollout shape, determinism, frame loading from shards / GIFs / images, clear errors."""
+"""Action transfer: rollout shape, determinism, frame loading from shards / GIFs / images, GIF writing, clear errors."""
 
 from __future__ import annotations
 
@@ -145,3 +145,36 @@ def test_transfer_gif_from_files_and_model_dirs(tmp_path, lam, wm):
     )
     gif = iio.imread(out, index=None)
     assert gif.shape[:3] == (4, 64, 64 * 2 + 2)  # start frame + 3 steps; source | gap | transferred
+
+
+def _uint8(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_save_gif_refuses_inputs_it_cannot_write(tmp_path):
+    frames = _uint8((3, 8, 8, 3))
+    out = save_gif(frames, tmp_path / "keep.gif", scale=1)
+    before = out.read_bytes()
+    # No frames wrote a 0-byte GIF over the old file; the others failed inside Pillow with other error types.
+    bad = {
+        "no frames": dict(frames=frames[:0]),
+        "one channel": dict(frames=frames[..., :1]),
+        "scale 0": dict(frames=frames, scale=0),
+        "fractional scale": dict(frames=frames, scale=2.5),
+        "fps too low for a GIF delay": dict(frames=frames, fps=1e-3),
+    }
+    for name, kwargs in bad.items():
+        with pytest.raises(ValueError):
+            save_gif(path=out, **{"scale": 1, **kwargs})
+        assert out.read_bytes() == before, name
+    save_gif(frames, tmp_path / "slowest.gif", fps=100 / 65535, scale=1)  # the longest delay a GIF holds
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_load_frames_checks_the_frame_rate(tmp_path):
+    video = save_gif(_uint8((6, 64, 64, 3)), tmp_path / "v.gif", fps=10, scale=1)
+    assert len(load_frames(video, target_hz=5)) == 3 and len(load_frames(video, target_hz=None)) == 6
+    for hz in (0, -5, float("nan"), float("inf")):  # 0: ZeroDivisionError; -5: every frame, silently
+        with pytest.raises(ValueError, match="target_hz must be a positive number"):
+            load_frames(video, target_hz=hz)

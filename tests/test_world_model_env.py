@@ -15,7 +15,9 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from adaworld_gym.data.episodes import UMASK
 from adaworld_gym.envs import GoalWorldModelEnv, SB3VecEnvAdapter, WorldModelEnv, WorldModelVectorEnv
+from adaworld_gym.envs.world_model_env import goal_reward
 from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -643,3 +645,63 @@ def test_rejected_resets_change_nothing_and_name_the_problem():
     with pytest.raises(ValueError):
         adapter.reset()
     np.testing.assert_array_equal(adapter.venv._frames, before)  # row 0 was reset before row 1 failed
+
+
+def test_reset_options_that_are_not_a_dict_are_named():
+    from adaworld_gym.envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    bundle = tiny_random_bundle("discrete")
+    for env in (WorldModelEnv(bundle), WorldModelVectorEnv(bundle, num_envs=2)):
+        with pytest.raises(ValueError, match="reset options must be a dict"):
+            env.reset(seed=0, options="frames")  # was "unknown reset options ['a', 'e', 'f', 'm', 'r', 's']"
+        env.reset(seed=0, options=None)
+        env.close()
+
+
+def test_goal_rewards_check_their_images():
+    frame = np.zeros((2, 64, 64, 3), np.uint8)
+    np.testing.assert_array_equal(goal_reward(frame, frame[0]), [0.0, 0.0])  # one goal for a batch broadcasts
+    with pytest.raises(ValueError, match="desired_goal contains NaN"):
+        goal_reward(frame, np.full((64, 64, 3), np.nan))
+    with pytest.raises(ValueError, match=r"achieved_goal pixels must lie in \[0, 255\]"):
+        goal_reward(frame.astype(np.int64) + 1000, frame)
+    with pytest.raises(ValueError, match=r"\(2, 64, 64, 3\) and desired_goal \(32, 64, 3\) do not match"):
+        goal_reward(frame, np.zeros((32, 64, 3), np.uint8))
+    env = GoalWorldModelEnv(tiny_random_bundle("discrete"), denoise_steps=1)
+    with pytest.raises(ValueError, match="must be images"):
+        env.compute_reward(np.zeros((64, 64)), np.zeros((64, 64)), {})
+
+
+def test_bundle_paths_name_what_is_there_and_resumed_runs_say_so(tmp_path, capsys):
+    from adaworld_gym.models.bundle import AdaWorldBundle
+    from adaworld_gym.training.lam import train_lam
+
+    with pytest.raises(FileNotFoundError, match="bundle directory not found"):
+        AdaWorldBundle.from_pretrained(tmp_path / "nope")
+    tiny_random_bundle("discrete").save_pretrained(
+        tmp_path / "run" / "bundle"
+    )  # as `adaworld adapt` leaves it
+    with pytest.raises(FileNotFoundError, match=r"is an adapt run: its bundle is .*run/bundle\)"):
+        AdaWorldBundle.from_pretrained(tmp_path / "run")
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 2, 32, 32, 3), np.uint8)
+    clips = [{"history": f[:1], "history_len": 1, "next": f[1], "subset": 0} for f in frames]
+    kw = dict(model_overrides={"image_size": 32, "patch_size": 8}, batch_size=2)
+    train_lam(clips, tmp_path / "lam", "tiny", max_steps=1, progress=False, **kw)
+    capsys.readouterr()
+    train_lam(clips, tmp_path / "lam", "tiny", max_steps=2, progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "resuming from " in err and "step-000000001 (step 1)" in err
+    # Checkpoints are readable by others, as every other file written (mkdtemp made them 0700).
+    checkpoint = next((tmp_path / "lam" / "checkpoints").glob("step-*"))
+    assert checkpoint.stat().st_mode & 0o055 == 0o055 & ~UMASK
+
+
+def test_a_bundle_path_with_a_tilde_is_expanded(tmp_path, monkeypatch):
+    # gymnasium.make(..., bundle="~/x") from Python: no shell expands the "~" there.
+    from adaworld_gym.models.bundle import AdaWorldBundle, tiny_random_bundle
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tiny_random_bundle("discrete").save_pretrained(tmp_path / "b")
+    assert AdaWorldBundle.from_pretrained("~/b").adapter is not None
