@@ -1,6 +1,10 @@
-"""Synthetic episode data shared by several test modules (not collected: no ``test_`` prefix)."""
+"""Synthetic data and small helpers shared by several test modules (not collected: no ``test_`` prefix)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 
@@ -43,3 +47,16 @@ def save_tiny_models(root, action_agnostic: bool = False, frame_size: int = 64, 
     bundle.world_model.save_pretrained(root / "wm")
     bundle.lam.save_pretrained(root / "lam")
     return root / "wm", root / "lam", bundle
+
+
+def random_frames(shape, seed: int = 0) -> np.ndarray:
+    """Uniform random uint8 frames of ``shape``."""
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def run_in_fresh_interpreter(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter: a check whose failure would be Procgen's C code ending the process then
+    fails one test instead of killing the whole run."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )

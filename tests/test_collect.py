@@ -1,10 +1,10 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
+from synthetic_data import run_in_fresh_interpreter
 
 from adaworld_gym.data.clips import ClipDataset, WindowBatches
 from adaworld_gym.data.collect import collect_procgen, collect_push, collect_videos, square_resize
@@ -353,17 +353,9 @@ def test_a_video_file_where_a_folder_is_expected_is_named(tmp_path):
         collect_videos(video, tmp_path / "out")
 
 
-def _run(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter: a check whose failure would be Procgen's C code ending the process then
-    fails one test instead of killing the whole run."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_collect_procgen_checks_every_games_mode_and_the_seed_before_recording_anything(tmp_path):
     out = tmp_path / "out"
-    done = _run(
+    done = run_in_fresh_interpreter(
         f"""
         from adaworld_gym.data.collect import collect_procgen
         try:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from synthetic_data import random_frames
 
 from adaworld_gym.metrics import psnr_pooled, ssim
 
@@ -80,13 +81,9 @@ def test_ssim_matches_a_float64_reference(bright):
     assert ssim(b, a) == pytest.approx(ref.mean(), abs=1e-6)
 
 
-def _uint8(shape, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_metrics_take_flipped_array_views():
     """frames[..., ::-1] (BGR -> RGB) has negative strides, which torch.as_tensor refused."""
-    a, b = _uint8((2, 32, 32, 3), 0), _uint8((2, 32, 32, 3), 1)
+    a, b = random_frames((2, 32, 32, 3), 0), random_frames((2, 32, 32, 3), 1)
     assert psnr_pooled(a[::-1], b) == psnr_pooled(a[::-1].copy(), b)
     assert ssim(a[..., ::-1], b[..., ::-1]) == ssim(a[..., ::-1].copy(), b[..., ::-1].copy())

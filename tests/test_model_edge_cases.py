@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from synthetic_data import random_frames
 
 from adaworld_gym.latent import save_options
 from adaworld_gym.models import (
@@ -302,10 +303,6 @@ def test_saved_configs_with_wrong_types_bad_schedules_or_missing_fields_are_name
         LatentActionModel.from_pretrained(tmp_path / "lam")
 
 
-def _uint8(shape, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
 def _bf16_model(seed: int) -> DiffusionWorldModel:
     torch.manual_seed(seed)
     return DiffusionWorldModel(**world_model_preset("tiny"), num_history=2, action_dim=8).eval()
@@ -314,7 +311,10 @@ def _bf16_model(seed: int) -> DiffusionWorldModel:
 @pytest.mark.usefixtures("one_thread")
 def test_a_world_model_built_under_inference_mode_samples_on_a_cpu():
     """Its tensors have no version counter: the bf16 sampling copy's cache key raised a RuntimeError."""
-    hist, z = _uint8((2, 2, 64, 64, 3)), np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    hist, z = (
+        random_frames((2, 2, 64, 64, 3)),
+        np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32),
+    )
     reference = _bf16_model(3).predict_next(hist, z, steps=2, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         model = _bf16_model(3)

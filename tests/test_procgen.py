@@ -1,12 +1,9 @@
-import subprocess
-import sys
-import textwrap
-
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from synthetic_data import run_in_fresh_interpreter
 
 import adaworld_gym  # noqa: F401  (registers the envs)
 from adaworld_gym.sims.games import ADAPTATION_GAMES, PRETRAIN_GAMES, PROCGEN_GAMES, TEST_LEVELS
@@ -236,16 +233,8 @@ def test_set_state_refuses_a_state_of_another_level_range_or_mode_and_leaves_the
         plain.set_state(easy.get_state())
 
 
-def _run(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter: a check whose failure would be Procgen's C code ending the process then
-    fails one test instead of killing the whole run."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_cut_damaged_or_footerless_states_are_refused_instead_of_ending_the_process():
-    done = _run(
+    done = run_in_fresh_interpreter(
         """
         import numpy as np
         from adaworld_gym.sims.procgen import ProcgenEnv

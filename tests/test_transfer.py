@@ -6,6 +6,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from synthetic_data import random_frames
 
 from adaworld_gym.data.episodes import Episode, EpisodeStore
 from adaworld_gym.models import LatentActionModel, lam_preset
@@ -147,13 +148,9 @@ def test_transfer_gif_from_files_and_model_dirs(tmp_path, lam, wm):
     assert gif.shape[:3] == (4, 64, 64 * 2 + 2)  # start frame + 3 steps; source | gap | transferred
 
 
-def _uint8(shape, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_save_gif_refuses_inputs_it_cannot_write(tmp_path):
-    frames = _uint8((3, 8, 8, 3))
+    frames = random_frames((3, 8, 8, 3))
     out = save_gif(frames, tmp_path / "keep.gif", scale=1)
     before = out.read_bytes()
     # No frames wrote a 0-byte GIF over the old file; the others failed inside Pillow with other error types.
@@ -173,7 +170,7 @@ def test_save_gif_refuses_inputs_it_cannot_write(tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_load_frames_checks_the_frame_rate(tmp_path):
-    video = save_gif(_uint8((6, 64, 64, 3)), tmp_path / "v.gif", fps=10, scale=1)
+    video = save_gif(random_frames((6, 64, 64, 3)), tmp_path / "v.gif", fps=10, scale=1)
     assert len(load_frames(video, target_hz=5)) == 3 and len(load_frames(video, target_hz=None)) == 6
     for hz in (0, -5, float("nan"), float("inf")):  # 0: ZeroDivisionError; -5: every frame, silently
         with pytest.raises(ValueError, match="target_hz must be a positive number"):
