@@ -15,7 +15,7 @@ import torch
 
 from adaworld_gym.data.episodes import swap_in_directory
 
-__all__ = ["CheckedLoadingMixin", "directory_digest", "model_fingerprint"]
+__all__ = ["CheckedLoadingMixin", "directory_digest", "model_fingerprint", "saved_model_dir"]
 
 _LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
 SAFETENSORS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
@@ -207,6 +207,15 @@ def _drop_stale_weights(directory: Path) -> None:
             index.unlink()
 
 
+def saved_model_dir(path: str | os.PathLike) -> Path:
+    """Where the saved model at ``path`` lives: ``path`` itself, or ``path/model`` for a training run's directory
+    (``path`` unchanged when neither holds a ``config.json``: the caller names what is missing)."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
 DIGEST_SUFFIXES = (".safetensors", ".json", ".npy")  # what decides a saved model's or bundle's behaviour
 
 
@@ -226,8 +235,7 @@ def directory_digest(*dirs: str | os.PathLike, weights_only: bool = False) -> st
 
     digest = hashlib.sha256()
     for root in map(Path, dirs):
-        if not (root / "config.json").is_file() and (root / "model" / "config.json").is_file():
-            root = root / "model"
+        root = saved_model_dir(root)
         if not root.is_dir():
             raise FileNotFoundError(f"cannot fingerprint {root}: not a directory")
         # Hidden entries are skipped below the root only: a root reached through ".." (a bundle's shared model,
@@ -258,9 +266,7 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     from adaworld_gym.data.episodes import sha256_file
     from adaworld_gym.latent import OPTIONS_FILE
 
-    root = Path(path)
-    if not (root / "config.json").is_file() and (root / "model" / "config.json").is_file():
-        root = root / "model"
+    root = saved_model_dir(path)
     if not (root / "config.json").is_file():
         raise FileNotFoundError(f"cannot fingerprint {root}: no saved model there (config.json missing)")
     try:

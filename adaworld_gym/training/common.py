@@ -200,10 +200,10 @@ def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[s
     with their shares when fixed; None for in-memory windows) and the fingerprint of each frozen model it uses
     (:func:`~adaworld_gym.models.loading.model_fingerprint`, the one a world model's ``lam.json`` records, so
     clustering a LAM mid-run changes nothing; a bundle, which is no single model, by all its files)."""
-    from adaworld_gym.models.loading import directory_digest, model_fingerprint
+    from adaworld_gym.models.loading import directory_digest, model_fingerprint, saved_model_dir
 
     def fingerprint(path: str | os.PathLike) -> str:
-        one_model = (Path(path) / "config.json").is_file() or (Path(path) / "model" / "config.json").is_file()
+        one_model = (saved_model_dir(path) / "config.json").is_file()
         return model_fingerprint(path) if one_model else directory_digest(path)
 
     if isinstance(data, (str, os.PathLike)):

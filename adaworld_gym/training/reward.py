@@ -609,9 +609,9 @@ def attach_refusal(summary: dict[str, Any]) -> str | None:
 
 def load_reward_head(path: str | os.PathLike) -> RewardHead:
     """The reward head saved at ``path`` (its ``model`` directory or the run directory holding it), in eval mode."""
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"  # a run directory
+    from adaworld_gym.models.loading import saved_model_dir
+
+    path = saved_model_dir(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no reward head at {path}: expected a directory written by train_reward")
     return RewardHead.from_pretrained(path).eval()

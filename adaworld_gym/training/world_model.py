@@ -40,7 +40,7 @@ import torch
 from adaworld_gym.data.clips import DataSpec, PrefetchedBatches, WindowBatches
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
-from adaworld_gym.models.loading import model_fingerprint
+from adaworld_gym.models.loading import model_fingerprint, saved_model_dir
 from adaworld_gym.models.world_model import WORLD_MODEL_PRESETS, DiffusionWorldModel, world_model_preset
 from adaworld_gym.precision import bf16_autocast
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
@@ -498,9 +498,7 @@ def warm_start(model: DiffusionWorldModel, path: str | os.PathLike) -> None:
 
 def model_dir_of(path: str | os.PathLike, what: str, writer: str) -> Path:
     """The saved model's directory: ``path`` itself, or ``path/model`` for a training run's directory."""
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"  # a run directory
+    path = saved_model_dir(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no {what} found at {path}: expected a directory written by {writer}")
     return path
