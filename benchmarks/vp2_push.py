@@ -3,7 +3,8 @@ twin and random actions, under one planner and one cost.
 
     python -m benchmarks.vp2_push --preset cpu --seed 0 --out out/vp2_push --adaworld BUNDLE --action-agnostic BUNDLE
 
-Tasks are ``make_push_tasks(n, seed)`` (VP2's scripted pushes, goal = the demo's final state and frame). Every
+Tasks are ``make_push_tasks(n, seed)`` (VP2's scripted pushes, goal = the demo's final state and frame;
+``--task-start contact`` starts them with the pusher touching its object instead of 0.22 m behind it). Every
 model runs the same closed loop on every task (``adaworld_gym.plan.run_push_episode``): reset to the task's
 start state, one zero action, then MPPI replans every step under VP2's summed pixel-MSE cost, 15 steps in all.
 Success = at some visited state every object is within 0.05 m of its goal position (``push_success``);
@@ -78,7 +79,7 @@ from adaworld_gym.plan import (
     run_push_episode,
 )
 from adaworld_gym.planning import SimulatorDynamics, WorldModelDynamics
-from adaworld_gym.sims.push import SUCCESS_THRESHOLD, make_push_tasks, push_tasks_digest
+from adaworld_gym.sims.push import SUCCESS_THRESHOLD, TASK_STARTS, make_push_tasks, push_tasks_digest
 from adaworld_gym.viz import save_gif
 from benchmarks import _common
 from benchmarks._common import (
@@ -122,6 +123,8 @@ class Args:
     action_agnostic: str = ""  # adapted action-agnostic twin bundle (smoke: tiny random)
     tasks: int = 0  # tasks from make_push_tasks(n, seed); 0: the preset's
     samples: int = 0  # MPPI candidates per replan; 0: the preset's (a planner-budget study changes only this)
+    # where a task starts in its demo: approach (0.22 m behind the object) or contact (make_push_tasks)
+    task_start: str = "approach"
     workers: int = -1  # simulator processes for the oracle; -1: the preset's
     threads: int = 1  # torch threads (1 is the fastest per core on a shared 2-core machine)
     models: str = ",".join(MODELS)  # comma list: run only these (the others are recorded as skipped)
@@ -300,7 +303,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         wall = f"{meta['wall_minutes']:.1f} min in this process"
     rows += [
         "",
-        f"`{meta['preset']}` preset, seed {meta['seed']}: {n} tasks from make_push_tasks({n}, {meta['seed']}), "
+        f"`{meta['preset']}` preset, seed {meta['seed']}: {n} tasks from make_push_tasks({n}, {meta['seed']}"
+        f"{task_start_arg(meta)}), "
         f"{VP2_STEPS}-step episodes (one zero action, then MPPI every step: {meta['samples']} samples x horizon "
         f"{meta['horizon']}, VP2 cost), success = best-step max object distance < {SUCCESS_THRESHOLD} m; oracle "
         f"with {meta['workers']} simulator worker(s), learned models with {meta['denoise_steps']} denoising "
@@ -311,6 +315,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         taken = ", ".join(f"{name} (from `{source}`)" for name, source in meta["reused"].items())
         rows.append(f"\nFinished earlier under the same protocol and taken over: {taken}.")
     return "\n".join(rows) + "\n"
+
+
+def task_start_arg(meta: dict[str, Any]) -> str:
+    """``, start="contact"`` for tasks with a non-default start (results written before the option: the default)."""
+    start = meta.get("task_start", "approach")
+    return "" if start == "approach" else f', start="{start}"'
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
@@ -329,6 +339,8 @@ def main(args: Args) -> dict[str, Any]:
         raise SystemExit(
             f"--tasks and --samples must be >= 0 (0: the preset's), got {args.tasks}, {args.samples}"
         )
+    if args.task_start not in TASK_STARTS:
+        raise SystemExit(f"--task-start must be one of {', '.join(TASK_STARTS)}, got {args.task_start!r}")
     if args.tasks:
         p["tasks"] = args.tasks
     if args.samples:
@@ -342,7 +354,7 @@ def main(args: Args) -> dict[str, Any]:
     protocol.update(preset=args.preset, seed=args.seed, episode_steps=VP2_STEPS)
     env = make_env(PUSH_ENV_ID)
     try:
-        tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped)
+        tasks = make_push_tasks(p["tasks"], args.seed, env=env.unwrapped, start=args.task_start)
         # The tasks themselves, not only their seed: MuJoCo's rounding differs between CPU kinds, so one seed
         # can give other start states on another machine, whose results must not be merged with these.
         protocol["task_digest"] = push_tasks_digest(tasks)

@@ -79,6 +79,31 @@ def test_the_planner_budget_can_be_set_and_is_recorded(tmp_path, no_shipped_bund
         main(Args(preset="smoke", samples=-1, out=tmp_path / "bad"))
 
 
+def test_the_task_start_is_chosen_recorded_and_kept_apart(tmp_path, no_shipped_bundle):
+    from adaworld_gym.sims.push import make_push_tasks, push_tasks_digest
+
+    approach = main(Args(preset="smoke", models="random", out=tmp_path / "approach"))
+    contact = main(Args(preset="smoke", models="random", task_start="contact", out=tmp_path / "contact"))
+    assert contact["meta"]["task_start"] == "contact"
+    assert contact["meta"]["task_digest"] == push_tasks_digest(make_push_tasks(1, 0, start="contact"))
+    assert contact["meta"]["task_digest"] != approach["meta"]["task_digest"]
+    assert 'make_push_tasks(1, 0, start="contact")' in (tmp_path / "contact" / "results.md").read_text()
+    assert "make_push_tasks(1, 0)," in (tmp_path / "approach" / "results.md").read_text()
+    # Results on the other tasks are never taken over.
+    with pytest.raises(SystemExit, match="task_digest"):
+        main(
+            Args(
+                preset="smoke",
+                models="random",
+                reuse=[tmp_path / "approach"],
+                task_start="contact",
+                out=tmp_path / "mixed",
+            )
+        )
+    with pytest.raises(SystemExit, match="--task-start"):
+        main(Args(preset="smoke", task_start="home", out=tmp_path / "bad"))
+
+
 def test_bundles_of_the_wrong_kind_are_refused(tmp_path: Path):
     tiny_random_bundle("continuous", seed=0, action_size=4, action_agnostic=True).save_pretrained(
         tmp_path / "twin"

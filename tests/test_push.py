@@ -12,6 +12,7 @@ import adaworld_gym  # noqa: F401  (registers AdaWorld/RobosuitePush-v0)
 from adaworld_gym.planning import VP2_COST
 from adaworld_gym.sims.push import (
     CAMERA_FOVY,
+    CONTACT_MOVE,
     NUM_OBJECTS,
     OBS_SIZE,
     STATE_SIZE,
@@ -263,6 +264,32 @@ def test_make_push_tasks_deterministic(env: RobosuitePushEnv) -> None:
         for action in task.demo_actions:
             env.step(action)
         np.testing.assert_array_equal(env.get_state(), task.goal_state)
+
+
+def test_contact_tasks_start_where_the_pusher_meets_its_object(env: RobosuitePushEnv) -> None:
+    approach = make_push_tasks(2, seed=11, env=env)
+    contact = make_push_tasks(2, seed=11, env=env, start="contact")
+    for a, c in zip(approach, contact, strict=True):
+        # The same demo (layout, target, goal), entered later: its actions from the contact start still lead
+        # exactly to the goal, and the target object has not yet moved there but moves on the next action.
+        assert c.target_object == a.target_object
+        np.testing.assert_array_equal(c.goal_state, a.goal_state)
+        np.testing.assert_array_equal(c.goal_image, a.goal_image)
+        assert 0 < len(c.demo_actions) < len(a.demo_actions)
+        np.testing.assert_array_equal(c.demo_actions, a.demo_actions[-len(c.demo_actions) :])
+        assert max_object_distance(c.init_state, c.goal_state) > 0.08
+        first = object_positions_from_state(a.init_state)[a.target_object]
+        assert (
+            np.linalg.norm(object_positions_from_state(c.init_state)[c.target_object] - first) <= CONTACT_MOVE
+        )
+        env.set_state(c.init_state)
+        env.step(c.demo_actions[0])
+        assert np.linalg.norm(env.object_positions()[c.target_object] - first) > CONTACT_MOVE
+        for action in c.demo_actions[1:]:
+            env.step(action)
+        np.testing.assert_array_equal(env.get_state(), c.goal_state)
+    with pytest.raises(ValueError, match="start must be one of"):
+        make_push_tasks(1, seed=0, env=env, start="home")
 
 
 def test_vp2_cost_prefers_the_demo_at_the_benchmark_horizon(env: RobosuitePushEnv) -> None:

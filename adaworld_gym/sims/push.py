@@ -725,30 +725,59 @@ def push_tasks_digest(tasks: Sequence[PushTask]) -> str:
 
 
 MIN_PUSH_DISPLACEMENT = 0.08
-# A task starts this many demo steps before the pusher is down behind its object: the arm is low, in view.
+# "approach": a task starts this many demo steps before the pusher is down behind its object (arm low, in view).
 START_BEFORE_PUSH = 1
+# "contact": a task starts at the last demo state before the target object has moved this far (m).
+CONTACT_MOVE = 0.01
+TASK_STARTS = ("approach", "contact")
 
 
-def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> list[PushTask]:
+def _start_index(start: str, push_step: int, states: list[np.ndarray], target: int) -> int | None:
+    """Index of a task's first state in its demo's ``states`` (None: the demo has no such state)."""
+    if start == "approach":
+        return max(push_step - START_BEFORE_PUSH, 0)
+    first = object_positions_from_state(states[0])[target]
+    for index, state in enumerate(states):
+        if np.linalg.norm(object_positions_from_state(state)[target] - first) > CONTACT_MOVE:
+            return index - 1  # index >= 1: the first state is where the object starts
+    return None  # the target never moved
+
+
+def make_push_tasks(
+    n: int, seed: int, env: RobosuitePushEnv | None = None, start: str = "approach"
+) -> list[PushTask]:
     """Generate ``n`` push tasks from scripted 15-step demos, deterministically in ``seed``.
 
-    Task ``i`` targets object ``i % 4``. Like VP2 (which stores a start index per task), a task starts mid-demo:
-    ``START_BEFORE_PUSH`` steps before the pusher is down behind its object. From the demo's first state (the
-    home pose) the arm is above the camera's view, every candidate renders the same image and a goal-image
-    planner is blind, even with the simulator as its model. A demo is kept only if, from that start, some
-    object moved more than 0.08 m and none fell below the table top; the goal is the demo's final state and frame.
+    Task ``i`` targets object ``i % 4``. Like VP2 (which stores a start index per task), a task starts mid-demo.
+    From the demo's first state (the home pose) the arm is above the camera's view, every candidate renders the
+    same image and a goal-image planner is blind, even with the simulator as its model. Where it starts:
+
+    * ``"approach"`` (the default): ``START_BEFORE_PUSH`` steps before the pusher is down behind its object,
+      0.22 m behind it. VP2's sampler (std 0.5, beta 0.5) rarely carries the arm that far: of 32-48 random
+      candidates over VP2's horizon, 0-6% move any object closer (docs/planning.md).
+    * ``"contact"``: the last state before the target object has moved ``CONTACT_MOVE``, the pusher touching it;
+      the rest of the push (0.1-0.28 m on seed 0's tasks) is left to the planner.
+
+    A demo is kept only if, from that start, some object moved more than 0.08 m and none fell below the table
+    top; the goal is the demo's final state and frame. Both starts draw from the same sequence of demos, but a
+    demo kept under one can be dropped under the other (too short a push left from the later start), after which
+    the task lists differ.
 
     Args:
         n: Number of tasks.
         seed: Seed for layouts, push directions and action noise.
         env: Env to run the demos in (its state is overwritten); a private one is built and closed if None.
+        start: ``"approach"`` or ``"contact"`` (above).
 
     Returns:
         The tasks, in order.
 
     Raises:
         RuntimeError: If demos keep failing (fewer than one kept per 50 attempts).
+        ValueError: If ``start`` is not one of ``TASK_STARTS``.
     """
+    if start not in TASK_STARTS:
+        raise ValueError(f"start must be one of {TASK_STARTS}, got {start!r}")
     own_env = env is None
     env = RobosuitePushEnv() if env is None else env
     seeds = np.random.SeedSequence(seed)
@@ -775,11 +804,13 @@ def make_push_tasks(n: int, seed: int, env: RobosuitePushEnv | None = None) -> l
                     actions.append(action)
                 if push_step is None:
                     continue  # never got down behind the object
-                start_index = max(push_step - START_BEFORE_PUSH, 0)
+                start_index = _start_index(start, push_step, states, target)
+                if start_index is None:
+                    continue
                 init_state = states[start_index]
-                start = object_positions_from_state(init_state)
+                begin = object_positions_from_state(init_state)
                 end = env.object_positions()
-                moved = np.linalg.norm(end - start, axis=1).max() > MIN_PUSH_DISPLACEMENT
+                moved = np.linalg.norm(end - begin, axis=1).max() > MIN_PUSH_DISPLACEMENT
                 if moved and objects_on_table(end):
                     demo = np.stack(actions[start_index:])
                     tasks.append(PushTask(init_state, env.get_state(), env.render(), target, demo))
