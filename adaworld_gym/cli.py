@@ -456,6 +456,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         args.out,
         model=args.model,
         task=args.task,
+        task_start=args.task_start,
         env_id=args.env,
         planner=args.planner,
         samples=args.samples,
@@ -796,6 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--task", type=push_task_index, default=0, help="task index in make_push_tasks(n, seed)"
+    )
+    plan.add_argument(
+        "--task-start",
+        choices=["approach", "contact"],
+        default="approach",
+        help="where the task starts in its demo: 0.22 m behind the object, or touching it",
     )
     plan.add_argument("--planner", choices=["mppi", "cem"], default="mppi")
     plan.add_argument(

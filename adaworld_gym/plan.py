@@ -347,26 +347,30 @@ def plan_push(
     steps: int = VP2_STEPS,
     denoise_steps: int = 1,
     progress: bool = True,
+    task_start: str = "approach",
 ) -> PlanResult:
     """Plan one VP2 push task (``adaworld plan``): write the GIF to ``out`` and return the outcome.
 
     Args:
         out: the GIF (goal | real | imagined for a learned model).
         model: ``"oracle"``, ``"default"`` or a bundle directory (see the module docstring).
-        task: index into ``make_push_tasks(task + 1, seed)``.
+        task: index into ``make_push_tasks(task + 1, seed, start=task_start)``.
         planner: ``"mppi"`` (VP2's default) or ``"cem"``.
         samples, horizon: candidates per replan and actions per candidate (VP2: 200 and 10).
         seed: seeds the tasks, the planner and the world model's diffusion noise.
         workers: simulator processes for the oracle (0: in this process).
         steps: executed steps (VP2: 15).
         denoise_steps: Euler steps per predicted frame (learned models).
+        task_start: where the task starts in its demo, ``"approach"`` or ``"contact"`` (``make_push_tasks``).
     """
     from tqdm.auto import tqdm
 
-    from adaworld_gym.sims.push import make_push_tasks
+    from adaworld_gym.sims.push import TASK_STARTS, make_push_tasks
     from adaworld_gym.viz import GIF_SUFFIXES, check_output_file, save_gif
 
     _check_env_id(env_id)
+    if task_start not in TASK_STARTS:
+        raise ValueError(f"--task-start must be one of {', '.join(TASK_STARTS)}, got {task_start!r}")
     if planner not in PLANNERS:
         raise ValueError(f"unknown planner {planner!r}; choose one of {', '.join(PLANNERS)}")
     for name, value in (("task", task), ("workers", workers)):
@@ -387,7 +391,7 @@ def plan_push(
     env: gymnasium.Env | None = None
     try:
         env = make_env(env_id, max_episode_steps=steps)
-        push_task = make_push_tasks(task + 1, seed, env=env.unwrapped)[task]
+        push_task = make_push_tasks(task + 1, seed, env=env.unwrapped, start=task_start)[task]
         plan = make_planner(planner, dynamics, samples, horizon, seed)
         with tqdm(
             total=steps,

@@ -85,6 +85,28 @@ def test_oracle_plans_from_the_real_state_with_the_simulator(tmp_path, monkeypat
     assert np.abs(real - episode.frames[-1]).mean() < 8
 
 
+def test_plan_can_start_a_task_at_contact(tmp_path, capsys):
+    from adaworld_gym.sims.push import make_push_tasks
+
+    result = plan_module.plan_push(
+        tmp_path / "contact.gif",
+        model="oracle",
+        task_start="contact",
+        samples=2,
+        horizon=2,
+        workers=0,
+        steps=2,
+        progress=False,
+    )
+    task = make_push_tasks(1, 0, start="contact")[0]
+    np.testing.assert_array_equal(result.result.episode.states[0], task.init_state)
+    with pytest.raises(SystemExit):  # argparse's choices
+        cli.main(["plan", "--task-start", "home", "--out", str(tmp_path / "x.gif")])
+    assert "--task-start" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--task-start"):
+        plan_module.plan_push(tmp_path / "y.gif", task_start="home")
+
+
 def test_default_bundle_plans_through_the_world_model(tmp_path, assets, capsys):
     tiny_random_bundle("continuous", seed=0, action_size=4).save_pretrained(
         assets / "bundles" / "robosuite-push"
