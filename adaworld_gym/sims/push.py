@@ -753,10 +753,11 @@ def make_push_tasks(
     same image and a goal-image planner is blind, even with the simulator as its model. Where it starts:
 
     * ``"approach"`` (the default): ``START_BEFORE_PUSH`` steps before the pusher is down behind its object,
-      0.22 m behind it. VP2's sampler (std 0.5, beta 0.5) rarely carries the arm that far: of 32-48 random
-      candidates over VP2's horizon, 0-6% move any object closer (docs/planning.md).
+      0.22 m behind it. VP2's sampler (std 0.5, beta 0.5) rarely carries the arm that far: of the first
+      replan's 32 candidates over VP2's horizon, 2% move any object closer on seed 0's ten tasks.
     * ``"contact"``: the last state before the target object has moved ``CONTACT_MOVE``, the pusher touching it;
-      the rest of the push (0.1-0.28 m on seed 0's tasks) is left to the planner.
+      the rest of the push (0.1-0.28 m on seed 0's tasks) is left to the planner; 32% of those candidates move
+      an object closer (``benchmarks/push_reach.py``, docs/planning.md).
 
     A demo is kept only if, from that start, some object moved more than 0.08 m and none fell below the table
     top; the goal is the demo's final state and frame. Both starts draw from the same sequence of demos, but a
