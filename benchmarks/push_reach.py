@@ -12,7 +12,8 @@ horizon, and each is run in the simulator. Per start, averaged over tasks:
 - ``reached``: fraction that reach the success threshold (every object within 0.05 m) at some step;
 - ``cheapest_progress_m``: the progress (start distance minus best distance) of the candidate with the lowest
   VP2 cost, the one MPPI's weights favour most; ``cheapest_moves``: the fraction of tasks where it is > 5 mm;
-- ``demo_rank``: the rank (0 = cheapest) of the demo's own remaining actions among the candidates by VP2 cost.
+- ``demo_rank``: the rank (0 = cheapest) by VP2 cost among the candidates of the demo's own actions from the
+  task's start (one step late, after the zero action; zeros once they run out).
 
     python -m benchmarks.push_reach --tasks 10 --candidates 32 --seed 0 --out out/push_reach
 
@@ -63,7 +64,7 @@ def measure_task(env: RobosuitePushEnv, task: Any, candidates: np.ndarray) -> di
     start = max_object_distance(state, task.goal_state)
     horizon = candidates.shape[1]
     demo = np.zeros((1, horizon, candidates.shape[2]), np.float32)
-    rest = task.demo_actions[1 : horizon + 1]  # the zero action took the demo's first step's place
+    rest = task.demo_actions[:horizon]  # the demo one step late, after the benchmark's zero action
     demo[0, : len(rest)] = rest
     sequences = np.concatenate([demo, candidates])
     frames = np.empty((len(sequences), horizon, *env.observation_space.shape), np.uint8)
