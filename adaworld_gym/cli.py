@@ -800,9 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--task-start",
-        choices=["approach", "contact"],
         default="approach",
-        help="where the task starts in its demo: 0.22 m behind the object, or touching it",
+        help="where the task starts in its demo: 'approach' (0.22 m behind the object) or 'contact' (touching it)",
     )
     plan.add_argument("--planner", choices=["mppi", "cem"], default="mppi")
     plan.add_argument(
