@@ -1,10 +1,19 @@
 """Shared test fixtures."""
 
+import os
 import signal
 
 import numpy as np
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``), one intra-op thread per worker, for the worker and what it starts:
+    two workers at two threads each on two cores spin-wait on each other (see ``one_thread``)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
