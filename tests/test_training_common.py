@@ -4,7 +4,7 @@ wall-clock budget all processes agree on, and the run settings checked before tr
 import pytest
 import torch
 
-from adaworld_gym.training.common import CheckpointClock, budget_spent
+from adaworld_gym.training.common import CheckpointClock, budget_spent, with_overrides
 
 
 class _Bar:
@@ -290,3 +290,25 @@ def test_provenance_compares_frozen_models_by_name_and_leaves_older_digests_alon
     # its data is still compared, its models are not.
     assert _changed_inputs({"data": ["/d"], "lam": "older digest"}, now) == {}
     assert _changed_inputs({"data": ["/e"], "lam": "older digest"}, now) == {"data": ["/e"]}
+
+
+def test_a_wall_clock_budget_alone_trains_without_a_step_limit_at_a_constant_rate():
+    from adaworld_gym.training.lam import LamTrainConfig
+    from adaworld_gym.training.reward import RewardTrainConfig
+    from adaworld_gym.training.world_model import WorldModelTrainConfig
+
+    for cls in (LamTrainConfig, WorldModelTrainConfig):
+        preset = cls.from_preset("tiny")
+        clock = cls.from_preset("tiny", max_steps=None, max_minutes=5.0, lr=None)
+        assert (clock.max_steps, clock.max_minutes, clock.lr_schedule) == (None, 5.0, "constant")
+        assert clock.lr == preset.lr  # None: the preset's
+        both = cls.from_preset("tiny", max_steps=7, max_minutes=5.0)
+        assert (both.max_steps, both.max_minutes, both.lr_schedule) == (7, 5.0, preset.lr_schedule)
+    chosen = WorldModelTrainConfig.from_preset("tiny", max_minutes=5.0, lr_schedule="cosine")
+    assert chosen.lr_schedule == "cosine"  # a schedule given wins (validate_run then asks for max_steps)
+    reward = with_overrides(RewardTrainConfig(), max_minutes=2.0, batch_size=None)
+    assert (reward.max_steps, reward.lr_schedule, reward.batch_size) == (
+        None,
+        "constant",
+        RewardTrainConfig().batch_size,
+    )

@@ -134,11 +134,22 @@ def image_grid(f_t: torch.Tensor, f_t1: torch.Tensor, pred: torch.Tensor, n: int
 def config_from_preset(
     cls: type, presets: dict[str, dict[str, Any]], preset: str, what: str, **overrides: Any
 ):
-    """A training config with a preset's defaults; ``None``-valued overrides are ignored."""
+    """A training config with a preset's defaults and the overrides of :func:`with_overrides`."""
     if preset not in presets:
         raise ValueError(f"unknown {what} preset {preset!r}; known presets: {', '.join(presets)}")
-    cfg = replace(cls(preset=preset), **presets[preset])
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(replace(cls(preset=preset), **presets[preset]), **overrides)
+
+
+def with_overrides(cfg: Any, **overrides: Any) -> Any:
+    """``cfg`` with the given overrides, ``None``-valued ones ignored.
+
+    ``max_minutes`` without ``max_steps`` trains to the wall clock alone: no step limit, and a constant learning
+    rate unless ``lr_schedule`` is given (a cosine decay needs a fixed horizon).
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "max_minutes" in given and "max_steps" not in given:
+        given = {"lr_schedule": "constant", **given, "max_steps": None}
+    return replace(cfg, **given)
 
 
 def validate_run(cfg: Any, min_steps: int = 1) -> None:

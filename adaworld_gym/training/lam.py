@@ -172,12 +172,18 @@ def train_lam(
         checkpoint_every, checkpoint_minutes: checkpoint every N steps or M minutes, whichever comes first.
         progress: show a tqdm progress bar.
     """
-    if max_minutes is not None and max_steps is None:
-        # A wall-clock budget alone: no fixed horizon for a cosine decay.
-        cfg = LamTrainConfig.from_preset(preset, max_minutes=max_minutes, lr_schedule="constant")
-        cfg = replace(cfg, max_steps=None)
-    else:
-        cfg = LamTrainConfig.from_preset(preset, max_steps=max_steps, max_minutes=max_minutes)
+    cfg = LamTrainConfig.from_preset(
+        preset,
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        batch_size=batch_size,
+        lr=lr,
+        mixed_precision=mixed_precision,
+        log_every=log_every,
+        image_every=image_every,
+        checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes,
+    )
     cfg = replace(
         cfg,
         regularizer=regularizer,
@@ -185,19 +191,6 @@ def train_lam(
         seed=seed,
         model_overrides=dict(model_overrides or {}),
         init_from=None if init_from is None else os.fspath(init_from),
-        **{
-            k: v
-            for k, v in dict(
-                batch_size=batch_size,
-                lr=lr,
-                mixed_precision=mixed_precision,
-                log_every=log_every,
-                image_every=image_every,
-                checkpoint_every=checkpoint_every,
-                checkpoint_minutes=checkpoint_minutes,
-            ).items()
-            if v is not None
-        },
     )
     return run_lam_training(cfg, data, out_dir, eval_data=eval_data, progress=progress)
 

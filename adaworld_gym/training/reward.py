@@ -60,6 +60,7 @@ from adaworld_gym.training.common import (
     summary_writer,
     training_provenance,
     validate_run,
+    with_overrides,
     write_json,
 )
 
@@ -300,7 +301,10 @@ def train_reward(
         EpisodeError: no usable episodes; ValueError: bad settings, or a run directory written for another
             model config (e.g. other data, hence another ``reward_scale``).
     """
-    overrides = dict(
+    cfg = with_overrides(
+        RewardTrainConfig(),
+        max_steps=max_steps,
+        max_minutes=max_minutes,
         batch_size=batch_size,
         lr=lr,
         event_fraction=event_fraction,
@@ -309,22 +313,16 @@ def train_reward(
         log_every=log_every,
         checkpoint_every=checkpoint_every,
         checkpoint_minutes=checkpoint_minutes,
-        max_minutes=max_minutes,
         imagined_denoise_steps=imagined_denoise_steps,
     )
     cfg = replace(
-        RewardTrainConfig(),
+        cfg,
         seed=seed,
         max_episodes=max_episodes,
         lam_dir=None if lam_dir is None else os.fspath(lam_dir),
         imagined_by=None if imagined_by is None else os.fspath(imagined_by),
         model_overrides=dict(model_overrides or {}),
-        **{k: v for k, v in overrides.items() if v is not None},
     )
-    if max_steps is not None:
-        cfg = replace(cfg, max_steps=max_steps)
-    elif max_minutes is not None:
-        cfg = replace(cfg, max_steps=None, lr_schedule="constant")
     return run_reward_training(cfg, data_dirs, out_dir, progress=progress)
 
 

@@ -213,12 +213,22 @@ def train_world_model(
         ValueError: no LAM for an action-conditioned model, or a LAM whose image size or latent dimension does
             not match the world model's; a run directory written for another model config.
     """
-    if max_minutes is not None and max_steps is None:
-        # A wall-clock budget alone: no fixed horizon for a cosine decay.
-        cfg = WorldModelTrainConfig.from_preset(preset, max_minutes=max_minutes, lr_schedule="constant")
-        cfg = replace(cfg, max_steps=None)
-    else:
-        cfg = WorldModelTrainConfig.from_preset(preset, max_steps=max_steps, max_minutes=max_minutes)
+    cfg = WorldModelTrainConfig.from_preset(
+        preset,
+        max_steps=max_steps,
+        max_minutes=max_minutes,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        warmup_steps=warmup_steps,
+        ema_decay=ema_decay,
+        mixed_precision=mixed_precision,
+        log_every=log_every,
+        image_every=image_every,
+        checkpoint_every=checkpoint_every,
+        checkpoint_minutes=checkpoint_minutes,
+        prefetch_batches=prefetch_batches,
+    )
     cfg = replace(
         cfg,
         action_agnostic=action_agnostic,
@@ -226,23 +236,6 @@ def train_world_model(
         lam_dir=None if lam_dir is None else os.fspath(lam_dir),
         model_overrides=dict(model_overrides or {}),
         init_from=None if init_from is None else os.fspath(init_from),
-        **{
-            k: v
-            for k, v in dict(
-                batch_size=batch_size,
-                lr=lr,
-                lr_schedule=lr_schedule,
-                warmup_steps=warmup_steps,
-                ema_decay=ema_decay,
-                mixed_precision=mixed_precision,
-                log_every=log_every,
-                image_every=image_every,
-                checkpoint_every=checkpoint_every,
-                checkpoint_minutes=checkpoint_minutes,
-                prefetch_batches=prefetch_batches,
-            ).items()
-            if v is not None
-        },
     )
     return run_world_model_training(cfg, data, out_dir, eval_data=eval_data, progress=progress)
 
