@@ -312,3 +312,21 @@ def test_a_wall_clock_budget_alone_trains_without_a_step_limit_at_a_constant_rat
         "constant",
         RewardTrainConfig().batch_size,
     )
+
+
+def test_a_run_counter_continues_a_checkpoints_counts_and_clock():
+    from types import SimpleNamespace
+
+    from adaworld_gym.training.common import RunCounter
+
+    run = RunCounter({"step": 3, "samples": 96, "train_seconds": 60.0, "other": 1})
+    run.start()
+    run.count(32)
+    assert (run.step, run.samples) == (4, 128) and 60.0 <= run.train_seconds < 70.0
+    assert set(run.state()) == {"step", "samples", "train_seconds"}
+    assert run.summary()["steps"] == 4 and run.summary()["train_minutes"] == run.train_seconds / 60
+    assert run.spent(SimpleNamespace(max_steps=4, max_minutes=None))
+    assert not run.spent(SimpleNamespace(max_steps=None, max_minutes=2.0))
+    assert run.spent(SimpleNamespace(max_steps=None, max_minutes=1.0))  # the minute came with the checkpoint
+    fresh = RunCounter()
+    assert (fresh.step, fresh.samples, fresh.train_seconds) == (0, 0, 0.0)

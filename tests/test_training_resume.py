@@ -173,8 +173,8 @@ def test_reward_resumed_after_a_kill_matches_the_uninterrupted_run(tmp_path):
     train_reward([data], killed_copy(tmp_path / "a", 4, tmp_path / "b"), **kw)
     assert_same(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
     summaries = [json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab"]
-    for s in summaries:
-        s.pop("train_minutes")
+    for s in summaries:  # timings differ
+        s.pop("train_minutes"), s.pop("samples_per_s")
     assert summaries[0] == summaries[1]
 
 

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -55,7 +54,7 @@ from adaworld_gym.registration import procgen_game
 from adaworld_gym.training.checkpoint import save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
-    budget_spent,
+    RunCounter,
     make_lr_scheduler,
     noise_generator,
     optimizer_step,
@@ -599,21 +598,21 @@ def adapt(
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, foreach=True)  # one kernel per op, not per tensor
     noise_gen = noise_generator(accelerator.device, cfg.seed)
 
-    step, samples, train_seconds, evals = 0, 0, 0.0, []
+    evals = []
     provenance = training_provenance(data, pretrained=model_dir, lam=None if lam is None else lam_dir)
     state = resume_state(
         ckpt_root, model_config, model, optimizer, scheduler, ema, provenance,
         announce=progress and accelerator.is_main_process,
     )  # fmt: skip
+    run = RunCounter(state)
     if state is not None:
-        step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
-        restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + step)
+        restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + run.step)
         evals = list(state["evals"])
     model, optimizer = accelerator.prepare(model, optimizer)
     raw: AdaptedWorldModel = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = summary_writer(out_dir, None if state is None else step)
+    writer = summary_writer(out_dir, None if state is None else run.step)
     write_json(out_dir / "adapt_config.json", asdict(cfg))
 
     def evaluate() -> dict[str, float]:
@@ -621,59 +620,56 @@ def adapt(
             metrics = evaluate_adapted(
                 raw.world_model, raw.adapter, eval_set, cfg.eval_denoise_steps, cfg.seed, lam=lam
             )
-        log_eval(writer, metrics, step)
-        return {"step": step, **metrics}
+        log_eval(writer, metrics, run.step)
+        return {"step": run.step, **metrics}
 
     def checkpoint() -> None:
         state = training_state(
             raw, optimizer, scheduler, ema, noise_gen, model_config,
-            step=step, samples=samples, train_seconds=train_seconds, evals=evals, provenance=provenance,
+            **run.state(), evals=evals, provenance=provenance,
             data_stream=batches.state_dict(), log_window=[loss_sum, window_steps],
         )  # fmt: skip
-        save_checkpoint(ckpt_root, step, state)
+        save_checkpoint(ckpt_root, run.step, state)
 
     eval_steps = set(cfg.eval_at) if eval_set is not None else set()
     done = {e["step"] for e in evals}
 
     def evaluate_if_due() -> None:  # before the step's checkpoint, so that it holds the evaluation
-        if step in eval_steps and step not in done:
+        if run.step in eval_steps and run.step not in done:
             evals.append(evaluate())
-            done.add(step)
+            done.add(run.step)
             bar.set_postfix(psnr=f"{evals[-1]['psnr_1step']:.2f}")
 
     batches = resume_stream(
-        lambda s: window_batches(train, k, cfg.batch_size, seed=s), cfg.seed, state, cfg.seed + step
+        lambda s: window_batches(train, k, cfg.batch_size, seed=s), cfg.seed, state, cfg.seed + run.step
     )
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="adapt", unit="step")
+    bar = tqdm(total=cfg.max_steps, initial=run.step, disable=not progress, desc="adapt", unit="step")
     loss_sum, window_steps, losses = 0.0, 0, []
     if state is not None and "log_window" in state:  # the steps since the last log, for the next one
         loss_sum, window_steps = state["log_window"]
-    session_start = time.monotonic()
-    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
-    base_seconds = train_seconds
+    clock = CheckpointClock(checkpoint, run.step, cfg.checkpoint_every, cfg.checkpoint_minutes)
+    run.start()
     model.train()
     with clock.guard(bar):
         evaluate_if_due()
-        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
+        while not run.spent(cfg):
             batch = to_device(next(batches), accelerator.device)
             z = raw.adapter(*_adapter_inputs(raw.adapter, lam, batch))
             loss = window_loss(raw.world_model, batch, z, noise_gen)
             optimizer_step(
-                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip, step
+                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip, run.step
             )
-            step += 1
-            samples += batch["next"].shape[0]
-            train_seconds = base_seconds + time.monotonic() - session_start
+            run.count(batch["next"].shape[0])
             loss_sum, window_steps = loss_sum + float(loss.detach()), window_steps + 1
             losses.append(float(loss.detach()))
             bar.update(1)
-            if step % cfg.log_every == 0:
-                writer.add_scalar("loss/denoise", loss_sum / window_steps, step)
-                writer.add_scalar("perf/samples_per_s", samples / max(train_seconds, 1e-9), step)
+            if run.step % cfg.log_every == 0:
+                writer.add_scalar("loss/denoise", loss_sum / window_steps, run.step)
+                writer.add_scalar("perf/samples_per_s", run.samples_per_s, run.step)
                 bar.set_postfix(loss=f"{loss_sum / window_steps:.4f}")
                 loss_sum, window_steps = 0.0, 0
             evaluate_if_due()
-            clock.tick(step)
+            clock.tick(run.step)
 
     summary: dict[str, Any] = {
         "model_dir": os.fspath(model_dir),
@@ -683,14 +679,11 @@ def adapt(
         "labelled_transitions": len(train),
         "labelled_episodes": len(set(train.index[:, 0].tolist())),
         "adapter": {"class": type(adapter).__name__, **init_info},
-        "steps": step,
-        "samples": samples,
-        "train_minutes": train_seconds / 60,
-        "samples_per_s": samples / max(train_seconds, 1e-9),
+        **run.summary(),
         "session_losses": losses,  # this session's per-step training losses
         "evals": evals,
     }
-    if eval_set is not None and step not in done:
+    if eval_set is not None and run.step not in done:
         summary["evals"].append(evaluate())
     bundle_dir = out_dir / "bundle"
     with ema_weights(ema, raw):  # the bundle holds the EMA weights
@@ -704,7 +697,7 @@ def adapt(
                 "pretrained_model": os.fspath(model_dir),
                 "pretrained_action_agnostic": agnostic,
                 "adapter_init": init,
-                "steps": step,
+                "steps": run.step,
                 "labelled_transitions": len(train),
                 "seed": cfg.seed,
                 **dict(meta or {}),

@@ -44,6 +44,50 @@ def budget_spent(
     return spent
 
 
+class RunCounter:
+    """A training run's optimizer steps, samples and training seconds, all counted across resumes.
+
+    The clock runs from :meth:`start` (just before the loop, so that loading models and data is not training
+    time) and adds to what a checkpoint's state brought along.
+    """
+
+    def __init__(self, state: Mapping[str, Any] | None = None) -> None:
+        self.step, self.samples, self.train_seconds = (
+            (0, 0, 0.0) if state is None else (state["step"], state["samples"], state["train_seconds"])
+        )
+        self.start()
+
+    def start(self) -> None:
+        self._base, self._started = self.train_seconds, time.monotonic()
+
+    def count(self, samples: int) -> None:
+        """One optimizer step over ``samples`` samples (all processes' together) is done."""
+        self.step += 1
+        self.samples += samples
+        self.train_seconds = self._base + time.monotonic() - self._started
+
+    def spent(self, cfg: Any, agree: Callable[[Sequence[bool]], list[bool]] | None = None) -> bool:
+        """:func:`budget_spent` for ``cfg.max_steps`` and ``cfg.max_minutes``."""
+        return budget_spent(cfg.max_steps, cfg.max_minutes, self.step, self.train_seconds, agree)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / max(self.train_seconds, 1e-9)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's fields."""
+        return {"step": self.step, "samples": self.samples, "train_seconds": self.train_seconds}
+
+    def summary(self) -> dict[str, Any]:
+        """The ``summary.json`` fields."""
+        return {
+            "steps": self.step,
+            "samples": self.samples,
+            "train_minutes": self.train_seconds / 60,
+            "samples_per_s": self.samples_per_s,
+        }
+
+
 def plain_config(model: Any) -> dict[str, Any]:
     """A diffusers model's config without its private bookkeeping keys."""
     return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}

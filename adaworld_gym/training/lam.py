@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,8 +39,8 @@ from adaworld_gym.training.checkpoint import (
 )
 from adaworld_gym.training.common import (
     CheckpointClock,
+    RunCounter,
     any_process,
-    budget_spent,
     check_finite_loss,
     config_from_preset,
     copy_weights,
@@ -236,19 +235,17 @@ def run_lam_training(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_lr_scheduler(optimizer, cfg)
 
-    step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data)
     state = resume_state(
         ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance,
         announce=progress and accelerator.is_main_process,
     )  # fmt: skip
-    if state is not None:
-        step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
+    run = RunCounter(state)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: LatentActionModel = accelerator.unwrap_model(model)
 
     is_main = accelerator.is_main_process
-    writer = summary_writer(out_dir, None if state is None else step) if is_main else None
+    writer = summary_writer(out_dir, None if state is None else run.step) if is_main else None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "train_config.json", asdict(cfg))
@@ -259,14 +256,12 @@ def run_lam_training(
         if is_main:
             save_checkpoint(
                 ckpt_root,
-                step,
+                run.step,
                 {
                     "model": raw_model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "samples": samples,
-                    "train_seconds": train_seconds,
+                    **run.state(),
                     "model_config": model_config,
                     "provenance": provenance,
                     **own,  # each process's data position and generators
@@ -277,22 +272,25 @@ def run_lam_training(
     seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order and draws
     own_state = restore_process_state(accelerator, state, seed)
     batches = resume_stream(
-        lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
+        lambda s: _pair_batches(data, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + run.step
     )
     bar = tqdm(
-        total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc="train-lam", unit="step"
+        total=cfg.max_steps,
+        initial=run.step,
+        disable=not (progress and is_main),
+        desc="train-lam",
+        unit="step",
     )
     window = _Window()
     if state is not None and "log_window" in state:  # the steps since the last log, for the next one
         vars(window).update(state["log_window"])
-    session_start = time.monotonic()
     clock = CheckpointClock(
-        checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes, agree=any_process(accelerator)
+        checkpoint, run.step, cfg.checkpoint_every, cfg.checkpoint_minutes, agree=any_process(accelerator)
     )
-    base_seconds = train_seconds
+    run.start()
     model.train()
     with clock.guard(bar):
-        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds, any_process(accelerator)):
+        while not run.spent(cfg, any_process(accelerator)):
             try:
                 f_t, f_t1 = next(batches)
             except StopIteration:
@@ -303,9 +301,9 @@ def run_lam_training(
             with torch.autocast(
                 accelerator.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
-                ramp = min(1.0, (step + 1) / max(cfg.kl_warmup_steps, 1))
+                ramp = min(1.0, (run.step + 1) / max(cfg.kl_warmup_steps, 1))
                 out = model(f_t, f_t1, beta=beta * ramp, noise_scale=ramp)
-            check_finite_loss(out.loss, step, accelerator)
+            check_finite_loss(out.loss, run.step, accelerator)
             accelerator.backward(out.loss)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -314,42 +312,37 @@ def run_lam_training(
             if accelerator.num_processes > 1 and cfg.regularizer == "vq":
                 _sync_codebook(raw_model)
 
-            step += 1
-            samples += f_t.shape[0] * accelerator.num_processes
-            train_seconds = base_seconds + time.monotonic() - session_start
+            run.count(f_t.shape[0] * accelerator.num_processes)
             window.add(out, f_t, f_t1, float(grad_norm))
             bar.update(1)
 
-            if writer is not None and step % cfg.log_every == 0:
+            if writer is not None and run.step % cfg.log_every == 0:
                 logs = window.flush()
                 logs["lr"] = scheduler.get_last_lr()[0]
-                logs["perf/samples_per_s"] = samples / max(train_seconds, 1e-9)
+                logs["perf/samples_per_s"] = run.samples_per_s
                 for key, value in logs.items():
-                    writer.add_scalar(key, value, step)
+                    writer.add_scalar(key, value, run.step)
                 bar.set_postfix(mse=f"{logs['loss/mse']:.4f}", psnr_gain=f"{logs['psnr/gain']:.2f}")
-            if writer is not None and step % cfg.image_every == 0:
-                writer.add_image("recon/ft_ft1_recon_err", image_grid(f_t, f_t1, out.recon), step)
-            if clock.tick(step):
+            if writer is not None and run.step % cfg.image_every == 0:
+                writer.add_image("recon/ft_ft1_recon_err", image_grid(f_t, f_t1, out.recon), run.step)
+            if clock.tick(run.step):
                 if eval_data is not None and writer is not None:
                     _log_eval(
-                        writer, evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches), step
+                        writer, evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches), run.step
                     )
     model_dir = out_dir / "model"
     if is_main:
         summary: dict[str, Any] = {
             "preset": cfg.preset,
             "regularizer": cfg.regularizer,
-            "steps": step,
-            "samples": samples,
-            "train_minutes": train_seconds / 60,
-            "samples_per_s": samples / max(train_seconds, 1e-9),
+            **run.summary(),
             "params": sum(p.numel() for p in raw_model.parameters()),
             "provenance": provenance,
         }
         if eval_data is not None:
             summary["eval"] = evaluate_lam(raw_model, eval_data, cfg.batch_size, cfg.eval_batches)
             if writer is not None:
-                _log_eval(writer, summary["eval"], step)
+                _log_eval(writer, summary["eval"], run.step)
         save_model_atomic(raw_model, model_dir, keep_added=True)  # adaworld cluster's options
         write_json(out_dir / "summary.json", summary)
     if writer is not None:

@@ -33,7 +33,6 @@ Episodes are held in memory (uint8 frames, 12 KB each): pass ``max_episodes`` fo
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -50,7 +49,7 @@ from adaworld_gym.precision import bf16_autocast
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
-    budget_spent,
+    RunCounter,
     check_finite_loss,
     make_lr_scheduler,
     plain_config,
@@ -379,7 +378,6 @@ def run_reward_training(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_lr_scheduler(optimizer, cfg)
 
-    step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data_dirs, lam=cfg.lam_dir, imagined_by=cfg.imagined_by)
     # What decides the held-out split (and the imagined frames): resuming under others would evaluate on trained pairs.
     provenance["split"] = {
@@ -392,31 +390,28 @@ def run_reward_training(
         ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance,
         announce=progress,
     )  # fmt: skip
-    if state is not None:
-        step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
+    run = RunCounter(state)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "train_config.json", asdict(cfg))
-    writer = summary_writer(out_dir, None if state is None else step)
+    writer = summary_writer(out_dir, None if state is None else run.step)
     sampler = resume_stream(
         lambda s: _BatchSampler(train, cfg.batch_size, cfg.event_fraction, seed=s),
         cfg.seed,
         state,
-        legacy_seed=cfg.seed + 7919 * step,
+        legacy_seed=cfg.seed + 7919 * run.step,
     )
     bf16 = cfg.mixed_precision == "bf16"
 
     def checkpoint() -> None:
         save_checkpoint(
             ckpt_root,
-            step,
+            run.step,
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "step": step,
-                "samples": samples,
-                "train_seconds": train_seconds,
+                **run.state(),
                 "rng": capture_rng_state(),
                 "model_config": model_config,
                 "provenance": provenance,
@@ -425,16 +420,15 @@ def run_reward_training(
             },
         )
 
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train-reward", unit="step")
+    bar = tqdm(total=cfg.max_steps, initial=run.step, disable=not progress, desc="train-reward", unit="step")
     sums = np.zeros(3)  # reward loss, termination loss, steps
     if state is not None and "log_window" in state:  # the steps since the last log, for the next one
         sums[:] = state["log_window"]
-    session_start = time.monotonic()
-    clock = CheckpointClock(checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes)
-    base_seconds = train_seconds
+    clock = CheckpointClock(checkpoint, run.step, cfg.checkpoint_every, cfg.checkpoint_minutes)
+    run.start()
     model.train()
     with clock.guard(bar):
-        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds):
+        while not run.spent(cfg):
             rows, weights = sampler.draw()
             prev, nxt = (torch.from_numpy(x) for x in train.pairs(rows))
             z = _latents(lam, prev, nxt, bf16)
@@ -448,38 +442,34 @@ def run_reward_training(
                 w * F.binary_cross_entropy_with_logits(logit.float(), target_t, reduction="none")
             ).mean()
             loss = loss_r + loss_t
-            check_finite_loss(loss, step)
+            check_finite_loss(loss, run.step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
 
-            step += 1
-            samples += len(rows)
-            train_seconds = base_seconds + time.monotonic() - session_start
+            run.count(len(rows))
             sums += (float(loss_r.detach()), float(loss_t.detach()), 1)
             bar.update(1)
-            if step % cfg.log_every == 0:
-                writer.add_scalar("loss/reward", sums[0] / sums[2], step)
-                writer.add_scalar("loss/termination", sums[1] / sums[2], step)
-                writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
+            if run.step % cfg.log_every == 0:
+                writer.add_scalar("loss/reward", sums[0] / sums[2], run.step)
+                writer.add_scalar("loss/termination", sums[1] / sums[2], run.step)
+                writer.add_scalar("lr", scheduler.get_last_lr()[0], run.step)
                 bar.set_postfix(reward=f"{sums[0] / sums[2]:.4f}", term=f"{sums[1] / sums[2]:.4f}")
                 sums[:] = 0
-            clock.tick(step)
+            clock.tick(run.step)
     model.eval()
     eval_on = "held_out" if len(held_out) else "train"
     metrics = evaluate_reward_head(model, held_out if len(held_out) else train, lam=lam, bf16=bf16)
     for key, value in metrics.items():
         if isinstance(value, float):
-            writer.add_scalar(f"eval/{key}", value, step)
+            writer.add_scalar(f"eval/{key}", value, run.step)
     writer.close()
     model_dir = out_dir / "model"
     save_model_atomic(model, model_dir)
     summary = {
-        "steps": step,
-        "samples": samples,
-        "train_minutes": train_seconds / 60,
+        **run.summary(),
         "episodes": len(data.frames),
         "train_pairs": len(train),
         "train_events": int(train.events.sum()),

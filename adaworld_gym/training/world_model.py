@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -46,8 +45,8 @@ from adaworld_gym.precision import bf16_autocast
 from adaworld_gym.training.checkpoint import capture_rng_state, save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
+    RunCounter,
     any_process,
-    budget_spent,
     config_from_preset,
     copy_weights,
     image_grid,
@@ -288,23 +287,22 @@ def run_world_model_training(
     # One generator for every draw inside training_loss (history length, augmentation, sigma, noise).
     noise_gen = noise_generator(accelerator.device, cfg.seed)
 
-    step, samples, train_seconds = 0, 0, 0.0
     provenance = training_provenance(data, lam=cfg.lam_dir)  # the labels come from this LAM
     notes = lam_note(cfg.lam_dir)  # now: the LAM directory may be moved or retrained before the run ends
     state = resume_state(
         ckpt_root, model_config, model, optimizer, scheduler, ema, provenance,
         announce=progress and accelerator.is_main_process,
     )  # fmt: skip
+    run = RunCounter(state)
     if state is not None:
-        step, samples, train_seconds = state["step"], state["samples"], state["train_seconds"]
-        restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + step)
+        restore_noise_generator(noise_gen, state["noise_generator"], cfg.seed + run.step)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model: DiffusionWorldModel = accelerator.unwrap_model(model)
     ema.to(accelerator.device)
     k = raw_model.config.num_history
 
     is_main = accelerator.is_main_process
-    writer = summary_writer(out_dir, None if state is None else step) if is_main else None
+    writer = summary_writer(out_dir, None if state is None else run.step) if is_main else None
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "train_config.json", asdict(cfg))
@@ -327,21 +325,24 @@ def run_world_model_training(
         if is_main:
             state = training_state(
                 raw_model, optimizer, scheduler, ema, noise_gen, model_config,
-                step=step, samples=samples, train_seconds=train_seconds, provenance=provenance,
+                **run.state(), provenance=provenance,
                 log_window=[loss_sum, grad_sum, window_steps], **own,
             )  # fmt: skip
-            save_checkpoint(ckpt_root, step, state)
+            save_checkpoint(ckpt_root, run.step, state)
 
     seed = cfg.seed + 7919 * accelerator.process_index  # each process its own data order and draws
     own_state = restore_process_state(accelerator, state, seed)
     if accelerator.process_index > 0:  # its own noise too, not the main process's
         saved = (own_state or {}).get("noise_generator")
         if saved is not None:
-            restore_noise_generator(noise_gen, saved, seed + step)
+            restore_noise_generator(noise_gen, saved, seed + run.step)
         else:
-            noise_gen.manual_seed(seed + step)
+            noise_gen.manual_seed(seed + run.step)
     batches = resume_stream(
-        lambda s: window_batches(data, k, cfg.batch_size, seed=s), seed, own_state, legacy_seed=seed + step
+        lambda s: window_batches(data, k, cfg.batch_size, seed=s),
+        seed,
+        own_state,
+        legacy_seed=seed + run.step,
     )
     prefetch = cfg.prefetch_batches
     if prefetch is None:
@@ -349,18 +350,19 @@ def run_world_model_training(
     if prefetch:
         batches = PrefetchedBatches(batches, depth=prefetch)
     desc = "train-wm-agnostic" if cfg.action_agnostic else "train-wm"
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and is_main), desc=desc, unit="step")
+    bar = tqdm(
+        total=cfg.max_steps, initial=run.step, disable=not (progress and is_main), desc=desc, unit="step"
+    )
     loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
     if state is not None and "log_window" in state:  # the steps since the last log, for the next one
         loss_sum, grad_sum, window_steps = state["log_window"]
-    session_start = time.monotonic()
     clock = CheckpointClock(
-        checkpoint, step, cfg.checkpoint_every, cfg.checkpoint_minutes, agree=any_process(accelerator)
+        checkpoint, run.step, cfg.checkpoint_every, cfg.checkpoint_minutes, agree=any_process(accelerator)
     )
-    base_seconds = train_seconds
+    run.start()
     model.train()
     with clock.guard(bar), batches if prefetch else contextlib.nullcontext():
-        while not budget_spent(cfg.max_steps, cfg.max_minutes, step, train_seconds, any_process(accelerator)):
+        while not run.spent(cfg, any_process(accelerator)):
             try:
                 batch = to_device(next(batches), accelerator.device)
             except StopIteration:
@@ -368,12 +370,10 @@ def run_world_model_training(
             z = _actions(lam, batch, raw_model.config.action_dim, bf16)
             loss = window_loss(raw_model, batch, z, noise_gen)
             grad_norm = optimizer_step(
-                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip, step
+                accelerator, loss, model.parameters(), optimizer, scheduler, ema, cfg.grad_clip, run.step
             )
 
-            step += 1
-            samples += batch["next"].shape[0] * accelerator.num_processes
-            train_seconds = base_seconds + time.monotonic() - session_start
+            run.count(batch["next"].shape[0] * accelerator.num_processes)
             loss_sum, grad_sum, window_steps = (
                 loss_sum + float(loss.detach()),
                 grad_sum + float(grad_norm),
@@ -381,42 +381,39 @@ def run_world_model_training(
             )
             bar.update(1)
 
-            if writer is not None and step % cfg.log_every == 0:
+            if writer is not None and run.step % cfg.log_every == 0:
                 logs = {
                     "loss/denoise": loss_sum / window_steps,
                     "grad_norm": grad_sum / window_steps,
                     "lr": scheduler.get_last_lr()[0],
-                    "perf/samples_per_s": samples / max(train_seconds, 1e-9),
+                    "perf/samples_per_s": run.samples_per_s,
                 }
                 for key, value in logs.items():
-                    writer.add_scalar(key, value, step)
+                    writer.add_scalar(key, value, run.step)
                 bar.set_postfix(loss=f"{logs['loss/denoise']:.4f}")
                 loss_sum, grad_sum, window_steps = 0.0, 0.0, 0
-            if clock.tick(step):
+            if clock.tick(run.step):
                 if eval_set is not None and writer is not None:
-                    log_eval(writer, evaluate(), step)
-            if writer is not None and step % cfg.image_every == 0:
+                    log_eval(writer, evaluate(), run.step)
+            if writer is not None and run.step % cfg.image_every == 0:
                 shown = eval_set[0] if eval_set is not None else {**batch, "z": z}
                 with ema_weights(ema, raw_model):
                     grid = _prediction_grid(raw_model, shown, cfg.eval_denoise_steps)
-                writer.add_image("predictions/last_next_pred_err", grid, step)
+                writer.add_image("predictions/last_next_pred_err", grid, run.step)
     model_dir = out_dir / "model"
     if is_main:
         summary: dict[str, Any] = {
             "preset": cfg.preset,
             "action_agnostic": cfg.action_agnostic,
             "lam_dir": cfg.lam_dir,
-            "steps": step,
-            "samples": samples,
-            "train_minutes": train_seconds / 60,
-            "samples_per_s": samples / max(train_seconds, 1e-9),
+            **run.summary(),
             "params": sum(p.numel() for p in raw_model.parameters()),
             "provenance": provenance,
         }
         if eval_set is not None:
             summary["eval"] = evaluate()
             if writer is not None:
-                log_eval(writer, summary["eval"], step)
+                log_eval(writer, summary["eval"], run.step)
         with ema_weights(ema, raw_model):  # the saved model holds the EMA weights
             save_model_atomic(raw_model, model_dir, notes=notes)
         write_json(out_dir / "summary.json", summary)
