@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
-def forget_plugin_modules():
+def forget_plugin_modules(tmp_path_factory):
     """A FILE.py plug-in is imported once per process under its file's name, its folder first on sys.path: the
     tests write files of one name in many folders, so each test forgets what the last one imported."""
     modules, path = set(sys.modules), list(sys.path)
+    # pytest's own temporary folders, not the system's: a checkout (and its .venv) under /tmp would have the
+    # libraries a test imported first forgotten too, and imported (and registered) again by the next.
+    written_here = str(tmp_path_factory.getbasetemp())
     yield
     for name in set(sys.modules) - modules:  # the test's own plug-in files, not the libraries they imported
-        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(tempfile.gettempdir()):
+        if str(getattr(sys.modules[name], "__file__", None) or "").startswith(written_here):
             del sys.modules[name]
     sys.path[:] = path
 
