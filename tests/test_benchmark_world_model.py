@@ -28,7 +28,7 @@ def test_smoke_run_writes_results(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a guard against hangs: ~70 s on 2 cores beside another test worker
     )
     assert run.returncode == 0, run.stderr[-3000:]
 
