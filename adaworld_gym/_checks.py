@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,23 @@ def check_pixel_scale(image: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} contains NaN or inf")
     if image.min() < 0 or image.max() > 255:
         raise ValueError(f"{name} pixels must lie in [0, 255], got {image.min()}..{image.max()}")
+
+
+def reset_options(options: Any, allowed: Iterable[str] | None = None) -> Mapping[str, Any]:
+    """``reset(options=...)``: None or a mapping, whose keys (when ``allowed`` is given) are all known.
+
+    A typo such as ``{"levle": 3}`` would otherwise be ignored and the reset would quietly do something else.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            f"reset options must be a dict (or None), got {type(options).__name__}: {options!r:.80}"
+        )
+    if allowed is not None:
+        allowed = list(allowed)
+        unknown = set(options) - set(allowed)
+        if unknown:
+            expected = ", ".join(repr(k) for k in allowed)
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected {expected}")
+    return options

@@ -141,6 +141,22 @@ def test_procgen_env_renders_a_copy_and_refuses_pickling_clearly():
     env.close()
 
 
+def test_procgen_env_refuses_unknown_or_malformed_reset_options():
+    """A typo such as "levle" used to give a random level without a word."""
+    from adaworld_gym.sims.procgen import ProcgenEnv
+
+    env = ProcgenEnv("maze", levels="test")
+    low = env.levels[0]
+    with pytest.raises(ValueError, match="unknown reset options \\['levle'\\]"):
+        env.reset(options={"levle": low})
+    with pytest.raises(ValueError, match="must be a dict"):
+        env.reset(options="level")
+    with pytest.raises(ValueError, match="options\\['level'\\]"):
+        env.reset(options={"level": True})  # a bool is not a level
+    assert env.reset(options={"level": np.int64(low)})[1]["level"] == low
+    env.close()
+
+
 def test_push_env_refuses_pickling_clearly():
     from adaworld_gym.sims.push import RobosuitePushEnv
 

@@ -166,6 +166,22 @@ def test_human_render_mode_shows_frames_in_a_pygame_window(dummy_display):
     env.close()
 
 
+def test_closing_one_human_env_leaves_the_others_window_working(dummy_display):
+    """pygame has one display per process: the first close() used to quit it under every other env."""
+    first = WorldModelEnv(tiny_random_bundle("discrete"), render_mode="human")
+    second = WorldModelEnv(tiny_random_bundle("discrete"), render_mode="human")
+    first.reset(seed=0)
+    second.reset(seed=1)
+    first.close()
+    second.step(0)
+    shown = dummy_display.surfarray.array3d(dummy_display.display.get_surface())
+    assert np.array_equal(shown.swapaxes(0, 1)[::4, ::4], second._frame)
+    first.step(0)  # a closed env may still step, but opens no window again
+    assert first._window is None
+    second.close()
+    assert not dummy_display.display.get_init()  # the last viewer shut the display
+
+
 def test_a_headless_policy_returning_none_fails_instead_of_looping_forever(bundle, tmp_path):
     from adaworld_gym.play import play
 

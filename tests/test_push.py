@@ -162,6 +162,36 @@ def test_goal_reward(env: RobosuitePushEnv) -> None:
     assert reward < -0.05
 
 
+def test_bad_reset_options_name_the_problem(env: RobosuitePushEnv) -> None:
+    goal = env.reset(seed=1)[1]["object_positions"]
+    with pytest.raises(ValueError, match="unknown reset options \\['goal'\\]"):  # the world-model env's key
+        env.reset(options={"goal": goal})
+    with pytest.raises(ValueError, match="must be a dict"):
+        env.reset(options="state")
+    with pytest.raises(ValueError, match="options\\['goal_state'\\]"):
+        env.reset(options={"goal_state": np.zeros(3)})
+
+
+def test_a_fresh_push_env_refuses_to_step_before_reset() -> None:
+    """Before reset() the four objects overlap at the world origin; stepping blew them apart without a word."""
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="episode_steps"):
+            RobosuitePushEnv(episode_steps=bad)
+    env = RobosuitePushEnv(render_mode=None)
+    try:
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(np.zeros(4, np.float32))
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (OBS_SIZE, OBS_SIZE, 3) and env.render() is None  # no render mode: no render
+        state = env.get_state()
+        fresh = RobosuitePushEnv()
+        fresh.set_state(state)  # a restore also starts an episode (the oracle's workers never reset)
+        fresh.step(np.zeros(4, np.float32))
+        fresh.close()
+    finally:
+        env.close()
+
+
 def test_osc_matches_robosuite_controller(env: RobosuitePushEnv) -> None:
     """The compiled OSC law gives robosuite 1.5's own OSC_POSITION torques (with the orientation goal fixed)."""
     import mujoco  # only after the push module has chosen the GL backend

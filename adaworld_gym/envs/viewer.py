@@ -37,8 +37,13 @@ def import_pygame() -> Any:
     return pygame
 
 
+_open_viewers = 0  # pygame has one display per process: it is shut only when the last viewer closes
+
+
 class PygameViewer:
     """Shows uint8 ``[H, W, 3]`` frames scaled up by ``scale``, at most ``fps`` per second (None: no limit).
+
+    Viewers in one process share pygame's single window; closing one leaves the others working.
 
     Args:
         caption: the window title.
@@ -55,8 +60,10 @@ class PygameViewer:
                 'render_mode="rgb_array" to get the frames, or set SDL_VIDEODRIVER=dummy to silence this',
                 stacklevel=3,
             )
+        global _open_viewers
         self.pygame = import_pygame()
         self.pygame.display.init()  # the display only: no audio device is opened
+        _open_viewers += 1
         self.caption, self.scale, self.fps = caption, scale, fps
         self.screen: Any = None
         self.clock = self.pygame.time.Clock()
@@ -70,7 +77,12 @@ class PygameViewer:
             return
         pg = self.pygame
         size = (frame.shape[1] * self.scale, frame.shape[0] * self.scale)
-        if self.screen is None or self.screen.get_size() != size:
+        # another viewer may have resized or re-created the shared window
+        if (
+            self.screen is None
+            or pg.display.get_surface() is not self.screen
+            or self.screen.get_size() != size
+        ):
             self.screen = pg.display.set_mode(size)
         pg.display.set_caption(caption or self.caption)
         surface = pg.surfarray.make_surface(np.ascontiguousarray(frame.swapaxes(0, 1)))
@@ -86,6 +98,9 @@ class PygameViewer:
         return list(self.pygame.event.get())
 
     def close(self) -> None:
+        global _open_viewers
         if not self.closed:
             self.closed = True
-            self.pygame.display.quit()
+            _open_viewers -= 1
+            if _open_viewers == 0:
+                self.pygame.display.quit()

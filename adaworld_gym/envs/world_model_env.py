@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import gymnasium
@@ -51,7 +51,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
-from adaworld_gym._checks import check_pixel_scale, is_int
+from adaworld_gym._checks import check_pixel_scale, is_int, reset_options
 from adaworld_gym._imports import quiet_imports
 from adaworld_gym.envs.viewer import PygameViewer
 from adaworld_gym.models.bundle import AdaWorldBundle
@@ -143,17 +143,6 @@ def _row_seeds(seed: Any, num_envs: int) -> list[int | None]:
     return [None if s is None else int(s) for s in seeds]
 
 
-def _options_dict(options: Any) -> Mapping[str, Any]:
-    """Reset ``options``: None or a mapping (a string's characters read as option names before)."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise ValueError(
-            f"reset options must be a dict (or None), got {type(options).__name__}: {options!r:.80}"
-        )
-    return options
-
-
 def _reset_mask(mask: Any, num_envs: int) -> np.ndarray:
     """``options["reset_mask"]`` checked as Gymnasium's vector envs check it; None: every row."""
     if mask is None:
@@ -220,10 +209,7 @@ class _Imagination:
 
     def check_options(self, options: dict[str, Any] | None) -> dict[str, np.ndarray]:
         """The checked reset options of one row (``frames`` and/or ``goal``, as arrays); changes nothing."""
-        options = _options_dict(options)
-        unknown = set(options) - {"frames", "goal"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'frames' and/or 'goal'")
+        options = reset_options(options, ("frames", "goal"))
         checked = {}
         if options.get("frames") is not None:
             checked["frames"] = _check_image(options["frames"], 'options["frames"]', 4, self.frame_shape)
@@ -363,6 +349,7 @@ class WorldModelEnv(gymnasium.Env):
         self.action_space = copy.deepcopy(self.bundle.action_space)
         self._frame: np.ndarray | None = None
         self._window: PygameViewer | None = None
+        self._closed = False
 
     def _fill_options(self, options: dict[str, Any] | None) -> dict[str, Any] | None:
         """Hook for subclasses to complete the reset options (draws must use ``self.np_random``)."""
@@ -393,7 +380,7 @@ class WorldModelEnv(gymnasium.Env):
         return self._frame.copy()
 
     def _show(self) -> None:
-        if self.render_mode == "human":
+        if self.render_mode == "human" and not self._closed:
             if self._window is None:
                 self._window = PygameViewer(
                     caption="AdaWorld world model", scale=4, fps=self.metadata["render_fps"]
@@ -403,6 +390,9 @@ class WorldModelEnv(gymnasium.Env):
                 self._window.close()  # closed by the user: stop drawing until close() / a new env
 
     def close(self) -> None:
+        self._closed = (
+            True  # the model holds nothing else to free: stepping on is allowed, a new window is not
+        )
         if self._window is not None:
             self._window.close()
             self._window = None
@@ -530,7 +520,7 @@ class WorldModelVectorEnv(gymnasium.vector.VectorEnv):
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         seeds = _row_seeds(seed, self.num_envs)
         # Not popped from the caller's dict: vector wrappers (RecordEpisodeStatistics) read the mask after us.
-        options = dict(_options_dict(options))
+        options = dict(reset_options(options))
         mask = _reset_mask(options.pop("reset_mask", None), self.num_envs)
         if "goal" in options and options["goal"] is None:  # clears every row's goal, as in WorldModelEnv
             options["goal"] = [None] * self.num_envs

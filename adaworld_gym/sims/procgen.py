@@ -14,6 +14,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from adaworld_gym._checks import is_int, reset_options
 from adaworld_gym._imports import quiet_imports
 from adaworld_gym.sims.games import (
     TEST_LEVELS,
@@ -151,12 +152,12 @@ class ProcgenEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = options or {}
+        options = reset_options(options, ("level", "state"))
         low, high = self.levels
         level = options.get("level")
         if level is None:
             level = int(self.np_random.integers(low, high))
-        elif not isinstance(level, (int, np.integer)) or not low <= level < high:
+        elif not is_int(level) or not low <= level < high:
             # outside the configured range would quietly cross the train/test split
             raise ValueError(
                 f"options['level'] must be an int in this env's levels [{low}, {high}), got {level!r}"

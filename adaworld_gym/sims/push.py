@@ -75,6 +75,7 @@ from robosuite.models.objects import BallObject, BoxObject, CylinderObject  # no
 from robosuite.models.tasks import ManipulationTask  # noqa: E402
 from robosuite.utils.numba import jit_decorator  # noqa: E402
 
+from adaworld_gym._checks import is_int, reset_options  # noqa: E402
 from adaworld_gym.registration import PUSH_EPISODE_STEPS  # noqa: E402
 
 __all__ = [
@@ -277,6 +278,8 @@ class RobosuitePushEnv(gymnasium.Env):
             raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array'")
         if render_size < OBS_SIZE:
             raise ValueError(f"render_size must be >= {OBS_SIZE}, got {render_size}")
+        if episode_steps is not None and (not is_int(episode_steps) or episode_steps < 1):
+            raise ValueError(f"episode_steps must be an integer >= 1 (or None), got {episode_steps!r}")
         self.render_mode = render_mode
         self.render_size = int(render_size)
         self.episode_steps = episode_steps
@@ -297,6 +300,7 @@ class RobosuitePushEnv(gymnasium.Env):
         self._goal_positions: np.ndarray | None = None
         self._steps = 0
         self._frame: np.ndarray | None = None  # rendered lazily after set_state
+        self._started = False  # until reset() or set_state(), the objects overlap at the world origin
 
     # ----------------------------------------------------------------------------------------------- setup
 
@@ -372,22 +376,26 @@ class RobosuitePushEnv(gymnasium.Env):
         """
         self._check_open()
         super().reset(seed=seed)
-        options = options or {}
+        options = reset_options(options, ("state", "goal_state"))
         self._goal_positions = None
         if options.get("goal_state") is not None:
-            self._goal_positions = object_positions_from_state(options["goal_state"])
+            goal_state = _validate_state(options["goal_state"], "options['goal_state']")
+            self._goal_positions = object_positions_from_state(goal_state)
         if options.get("state") is not None:
             self._set_state_unchecked(_validate_state(options["state"], "options['state']"))
         else:
             self._set_state_unchecked(self._home_state)
             self._place_objects()
         self._steps = 0
+        self._started = True
         self._frame = frame = self._render_frame()
         return frame.copy(), self._info()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one 4-D action for 1 s of simulation (500 substeps) and render."""
         self._check_open()
+        if not self._started:
+            raise RuntimeError("call reset() (or set_state()) before step()")
         delta = self._validate_action(action)[:3] * self.action_scale
         self._simulate(delta)
         self._steps += 1
@@ -395,8 +403,10 @@ class RobosuitePushEnv(gymnasium.Env):
         truncated = self.episode_steps is not None and self._steps >= self.episode_steps
         return frame.copy(), self._reward(), False, truncated, self._info()
 
-    def render(self) -> np.ndarray:
-        """Return the current 64x64 frame."""
+    def render(self) -> np.ndarray | None:
+        """Return the current 64x64 frame (None when the env was made with ``render_mode=None``)."""
+        if self.render_mode is None:
+            return None
         if self._frame is None:
             self._frame = self._render_frame()
         return self._frame.copy()
@@ -433,6 +443,7 @@ class RobosuitePushEnv(gymnasium.Env):
         """
         self._set_state_unchecked(_validate_state(state, "state"))
         self._steps = 0
+        self._started = True
         self._frame = None
 
     def object_positions(self) -> np.ndarray:
