@@ -283,9 +283,10 @@ def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any]
 
 def skip_other_bundle(directory: Path, label: str, recorded: Any, wanted: str | None) -> bool:
     """True when a model finished in ``directory`` cannot be taken over because it ran another bundle than
-    ``wanted`` (None: the model is not run now); says so, since the model then runs again."""
+    ``wanted``; says so, since the model then runs again. ``wanted`` None: the model does not run now, so its rows
+    stand as they ran (callers keep such a model only from ``--out``, with the bundle recorded there)."""
     if wanted is None or recorded == wanted:
-        return wanted is None
+        return False
     print(
         f"[{label}] finished in {directory} with another bundle ({recorded}; now {wanted}): running it again"
     )

@@ -750,8 +750,10 @@ def main(args: Args) -> dict[str, Any]:
                 game: {name: f"{path} sha256:{bundle_digest(path)}" for name, path in paths[game].items()}
                 for game in games
             }
-            # Read once, before anything runs: earlier runs' finished episodes, the out directory's first.
-            finished = {d: finished_models(d, protocol, bundle_meta) for d in reuse_dirs}
+            # Read once, before anything runs: earlier runs' finished episodes, the out directory's first. A model
+            # not run now wants no bundle: what --out holds for it stays, whatever bundle flag is given.
+            wanted = {game: {n: b for n, b in bm.items() if n in models} for game, bm in bundle_meta.items()}
+            finished = {d: finished_models(d, protocol, wanted) for d in reuse_dirs}
             # Plug-ins are made for every game and checked before any work (those not run are closed at the
             # end, whatever happens). Those --out finished earlier are kept, game by game where their scenes are
             # this run's, until a plug-in given now replaces them (meta.reused says which rows are earlier ones).
@@ -781,6 +783,11 @@ def main(args: Args) -> dict[str, Any]:
                 take_over(
                     game, g, [scene.summary() for scene in scenes], finished, args.out, targets, plugins
                 )
+                recorded = earlier["meta"].get("bundles", {}).get(game, {}) if earlier else {}
+                for name in set(LEARNED) - set(models):  # kept rows keep the bundle they ran; none, none
+                    bundle_meta[game].pop(name, None)
+                    if g["rows"].get(name) is not None:
+                        bundle_meta[game][name] = recorded.get(name)
             for game in games:
                 g, scenes = per_game[game], per_game[game]["scenes"]
                 to_run = [n for n in MODELS if n not in skipped[game] and n not in g["rows"]]

@@ -463,6 +463,8 @@ def _run(
                         print(f"[{name}] skipped: {skipped[name]}")
                         continue
                     del skipped[name]
+                    if name in given:  # a learned model: its rows keep the bundle they ran
+                        bundle_meta[name] = earlier["meta"].get("bundles", {}).get(name)
                 if source is not None:
                     per_task[name], minutes[name], reused[name] = finished[source][name]
                     copy_gifs(source, args.out, f"{name}_task*.gif")

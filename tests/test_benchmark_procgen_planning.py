@@ -338,6 +338,26 @@ def test_a_run_on_other_models_keeps_what_the_out_directory_holds(tmp_path, monk
     assert kept["oracle"] is not None and kept["random"] is not None
 
 
+def test_a_run_on_other_models_keeps_a_learned_models_episodes_and_bundle(tmp_path, monkeypatch, capsys):
+    """Without its bundle flag, a learned model not selected lost its episodes; with another bundle given, the run
+    said it would run the model again and then did not."""
+    monkeypatch.setattr(procgen_planning, "find_scenes", _fake_scenes)
+    monkeypatch.setattr(procgen_planning, "evaluate_model", _fake_rows)
+    for name in ("mine", "other"):
+        tiny_procgen_bundle(seed=len(name)).save_pretrained(tmp_path / name / "procgen-maze")
+    out = tmp_path / "out"
+    first = main(
+        Args(preset="smoke", games="maze", models="adaworld", adaworld=str(tmp_path / "mine"), out=out)
+    )
+    recorded = first["meta"]["bundles"]["maze"]["adaworld"]
+    for adaworld in (None, str(tmp_path / "mine"), str(tmp_path / "other")):
+        capsys.readouterr()
+        again = main(Args(preset="smoke", games="maze", models="random", adaworld=adaworld, out=out))
+        assert again["maze"]["per_episode"]["adaworld"] == first["maze"]["per_episode"]["adaworld"], adaworld
+        assert again["meta"]["bundles"]["maze"].get("adaworld") == recorded
+        assert "running it again" not in capsys.readouterr().out
+
+
 def test_procgen_planning_refuses_negative_scene_and_seed_counts(tmp_path, monkeypatch):
     import benchmarks.procgen_planning as procgen_planning
 

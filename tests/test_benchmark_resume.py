@@ -53,6 +53,24 @@ def test_vp2_push_snapshots_keep_the_models_taken_over(tmp_path, monkeypatch, no
         }
 
 
+def test_vp2_push_run_on_other_models_keeps_a_learned_models_rows_and_bundle(tmp_path, monkeypatch):
+    """A learned model not selected (--models random) had its finished rows and bundle record erased."""
+    from adaworld_gym.models.bundle import tiny_random_bundle
+
+    monkeypatch.setattr(vp2_push, "evaluate_model", _fake_push_rows)
+    tiny_random_bundle("continuous", seed=0, action_size=4).save_pretrained(tmp_path / "aw")
+    out = tmp_path / "out"
+    first = vp2_push.main(
+        vp2_push.Args(preset="smoke", models="adaworld", adaworld=str(tmp_path / "aw"), out=out)
+    )
+    recorded = first["meta"]["bundles"]["adaworld"]
+    for adaworld in (str(tmp_path / "aw"), None):  # the flag repeated or left out
+        again = vp2_push.main(vp2_push.Args(preset="smoke", models="random", adaworld=adaworld, out=out))
+        assert again["per_task"]["adaworld"] == first["per_task"]["adaworld"]
+        assert again["meta"]["bundles"] == {"adaworld": recorded} and again["skipped"]["adaworld"] is None
+        assert again["per_task"]["random"] is not None
+
+
 def test_vp2_push_reuse_that_cannot_contribute_is_refused(tmp_path):
     protocol = {k: vp2_push.PRESETS["smoke"][k] for k in vp2_push.PROTOCOL_SETTINGS}
     earlier = tmp_path / "earlier"
