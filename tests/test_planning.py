@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from typing import Any
 
 import gymnasium
@@ -547,6 +548,9 @@ def test_simulator_dynamics_workers_match_in_process_and_report_errors():
         with pytest.raises(RuntimeError, match="simulator worker 0 failed"):
             pool.rollout(None, actions[:1], state="not a state")
         np.testing.assert_array_equal(pool.rollout(None, actions, state=state), expected)  # still usable
+        with pytest.raises(ValueError, match="state cannot be sent"):  # used to close the whole pool
+            pool.rollout(None, actions[:1], state=lambda: state)
+        np.testing.assert_array_equal(pool.rollout(None, actions, state=state), expected)
         processes = list(pool._procs)
     assert not any(p.is_alive() for p in processes)
 
@@ -578,6 +582,45 @@ def test_an_interrupted_simulator_rollout_closes_the_pool(monkeypatch):
         monkeypatch.setattr(pool, "_receive", receive)
         with pytest.raises(RuntimeError, match="closed"):  # never that stale reply as the next answer
             pool.rollout(None, actions[:1], state=state)
+
+
+class SlowEnv(ToyEnv):
+    def step(self, action: Any):
+        time.sleep(3)
+        return super().step(action)
+
+
+def test_an_interrupted_rollout_does_not_wait_for_busy_workers(monkeypatch):
+    """Ctrl-C mid-rollout waited up to 10 s per worker, one after another, for answers nobody would read."""
+    with SimulatorDynamics(SlowEnv, workers=2) as pool:
+
+        def interrupted(i):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(pool, "_receive", interrupted)
+        processes = list(pool._procs)
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            pool.rollout(None, np.zeros((2, 2, 2), np.float32), state=np.array([20.0, 30.0]))
+        assert time.monotonic() - start < 2.5  # each worker is 3-6 s from done
+        assert not any(p.is_alive() for p in processes)
+
+
+def test_simulator_dynamics_names_discrete_actions_out_of_range_and_odd_render_sizes():
+    class BigRender(ToyEnv):
+        def step(self, action: Any):
+            return render(self.pos), 0.0, True, False, {}  # every candidate ends at once
+
+        def render(self) -> np.ndarray:
+            return np.zeros((2 * SIZE, 2 * SIZE, 3), np.uint8)
+
+    with SimulatorDynamics(functools.partial(ToyEnv, DISCRETE), workers=0) as oracle:
+        for bad in (5, -1):
+            with pytest.raises(ValueError, match=r"discrete actions must lie in \[0, 5\)"):
+                oracle.rollout(None, np.array([[1, bad]]), state=np.array([20.0, 30.0]))
+    with SimulatorDynamics(functools.partial(BigRender, DISCRETE), workers=0) as oracle:
+        with pytest.raises(ValueError, match=r"render\(\) gives \(128, 128, 3\) frames .* \(64, 64, 3\)"):
+            oracle.rollout(None, np.array([[1, 2]]), state=np.array([20.0, 30.0]))
 
 
 class NoStateEnv(ToyEnv):

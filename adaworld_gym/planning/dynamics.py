@@ -25,7 +25,9 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import pickle
 import signal
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing import get_context
@@ -96,13 +98,18 @@ def not_a_dynamics(obj: Any) -> str:
 
 
 def check_actions(actions: Any, space: spaces.Space) -> np.ndarray:
-    """Validate a ``[B, T, *space.shape]`` batch of action sequences (shape only; the values are checked by
-    whoever consumes them) and return it as an array of the space's dtype."""
+    """Validate a ``[B, T, *space.shape]`` batch of action sequences (the shape, and a discrete action's range; Box
+    values are checked by whoever consumes them) and return it as an array of the space's dtype."""
     array = np.asarray(actions)
     if isinstance(space, spaces.Discrete):
         if array.ndim != 2 or array.dtype.kind not in "iu":
             raise ValueError(
                 f"discrete actions must be integers of shape [B, T], got {array.dtype} {array.shape}"
+            )
+        low, high = int(space.start), int(space.start + space.n)
+        if array.size and (array.min() < low or array.max() >= high):
+            raise ValueError(
+                f"discrete actions must lie in [{low}, {high}), got {array.min()}..{array.max()}"
             )
         return array.astype(np.int64)
     if isinstance(space, spaces.Box):
@@ -286,10 +293,18 @@ def _frame_of(env: gymnasium.Env, obs: Any) -> np.ndarray:
 def _start_frame(base: gymnasium.Env, state: Any, obs: Any) -> np.ndarray:
     """The frame of ``state`` itself (rendered after restoring it); the terminal ``obs`` if the env cannot
     render."""
+    terminal = _frame_of(base, obs)
     base.set_state(state)
     frame = base.render()
+    if frame is None:
+        return np.array(terminal)
+    if np.shape(frame) != terminal.shape:
+        raise ValueError(
+            f"{type(base).__name__}.render() gives {np.shape(frame)} frames but its observations are "
+            f"{terminal.shape}: the simulator oracle needs them the same size"
+        )
     # A copy: it is held for every candidate that ends at once, while the env may reuse its frame buffer.
-    return np.array(frame) if frame is not None else np.array(_frame_of(base, obs))
+    return np.array(frame)
 
 
 def _simulate(env: gymnasium.Env, state: Any, actions: np.ndarray) -> np.ndarray:
@@ -454,6 +469,12 @@ class SimulatorDynamics:
             return _simulate(self._env, state, actions)
         if not self._conns:
             raise RuntimeError("SimulatorDynamics is closed")
+        try:  # checked here: a send that fails to pickle would otherwise take the whole pool down
+            pickle.dumps(state)
+        except Exception as e:
+            raise ValueError(
+                f"state cannot be sent to the simulator workers ({type(e).__name__}: {e})"
+            ) from e
         blocks = [b for b in np.array_split(np.arange(batch), min(self.workers, batch)) if len(b)]
         try:
             for i, block in enumerate(blocks):
@@ -477,7 +498,7 @@ class SimulatorDynamics:
             self.close()
             raise RuntimeError(f"{e}; the simulator pool is closed, build a new SimulatorDynamics") from e
         except BaseException:  # interrupted mid-call (KeyboardInterrupt, ...): replies may be left unread
-            self.close()
+            self._stop(grace=0.0)  # the workers are busy with answers nobody reads: no point waiting for them
             raise
         if error is not None:
             raise error
@@ -485,6 +506,10 @@ class SimulatorDynamics:
 
     def close(self) -> None:
         """Stop the workers (or close the in-process env); idempotent."""
+        self._stop(grace=10.0)
+
+    def _stop(self, grace: float) -> None:
+        """Ask every worker to close, wait up to ``grace`` seconds for all of them together, terminate the rest."""
         if self._env is not None:
             self._env.close()
             self._env = None
@@ -493,8 +518,10 @@ class SimulatorDynamics:
                 conn.send(("close",))
             except (OSError, ValueError):
                 pass  # already gone
+        deadline = time.monotonic() + grace
         for proc in self._procs:
-            proc.join(timeout=10)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in self._procs:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
