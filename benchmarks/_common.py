@@ -72,6 +72,25 @@ GENERIC_HELP = {
 }
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)  # argparse turns a ValueError into "invalid ... value"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"  # what argparse names in its message
+    return parse
+
+
+# Integer fields every benchmark reads the same way, checked when parsed rather than deep inside torch or numpy.
+GENERIC_TYPES: dict[str, Callable[[str], int]] = {
+    "seed": _int_at_least(0),
+    "threads": _int_at_least(1),
+    "workers": _int_at_least(-1),  # -1: the preset's
+}
+
+
 def parse_dataclass_args(
     cls: type[T], doc: str | None, argv: list[str] | None = None, choices: dict[str, Any] | None = None
 ) -> T:
@@ -108,9 +127,8 @@ def parse_dataclass_args(
             )
         else:
             allowed = list((choices or {}).get(name, ())) or None
-            parser.add_argument(
-                flag, dest=name, type=type(value), default=value, choices=allowed, help=text or None
-            )
+            kind = GENERIC_TYPES.get(name, type(value)) if isinstance(value, int) else type(value)
+            parser.add_argument(flag, dest=name, type=kind, default=value, choices=allowed, help=text or None)
     return cls(**vars(parser.parse_args(argv)))
 
 

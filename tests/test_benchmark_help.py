@@ -56,6 +56,26 @@ def test_help_shows_the_description_comments_defaults_and_the_rest_of_the_doc(ca
     assert exit_info.value.code == 2 and "invalid choice: 'z'" in capsys.readouterr().err
 
 
+@dataclass
+class _Generic:
+    seed: int = 0
+    threads: int = 1
+    workers: int = -1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--seed", "-1"], "--seed: must be an integer >= 0"), (["--threads", "0"], "--threads: must be an integer >= 1"),
+     (["--workers", "-3"], "--workers: must be an integer >= -1"), (["--seed", "x"], "invalid integer >= 0 value")],
+)  # fmt: skip
+def test_seed_threads_and_workers_are_checked_by_the_parser(argv, message, capsys):
+    """--threads 0 or --seed -1 ended in a traceback from torch or numpy, after the benchmark had begun."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_dataclass_args(_Generic, "doc", argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert parse_dataclass_args(_Generic, "doc", ["--workers", "-1", "--seed", "0"]) == _Generic()
+
+
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_every_benchmark_flag_has_help(name, capsys):
     module = importlib.import_module(f"benchmarks.{name}")
