@@ -302,6 +302,22 @@ def test_saved_configs_with_wrong_types_bad_schedules_or_missing_fields_are_name
     with pytest.raises(OSError, match="cannot read the weights: Safetensor"):
         LatentActionModel.from_pretrained(tmp_path / "lam")
 
+    # A field out of range, or one the weights' shapes contradict: named with the config, without diffusers' advice
+    # to load random weights in place of the mismatched ones.
+    LatentActionModel(**bundle.lam.config).save_pretrained(tmp_path / "lam2")
+    lam_config = json.loads((tmp_path / "lam2" / "config.json").read_text())
+    for name, fields, message in [
+        ("lam_depth", {"decoder_depth": -1}, r"lam_depth/config.json: decoder_depth must be"),
+        ("lam_size", {"image_size": 32}, r"weights do not fit the LatentActionModel of .*config.json: .*expected shape"),
+    ]:  # fmt: skip
+        shutil.copytree(tmp_path / "lam2", tmp_path / name)
+        (tmp_path / name / "config.json").write_text(json.dumps({**lam_config, **fields}))
+        with pytest.raises(ValueError, match=message) as info:
+            LatentActionModel.from_pretrained(tmp_path / name)
+        assert "ignore_mismatched_sizes" not in str(info.value) and "Cannot load  because" not in str(
+            info.value
+        )
+
 
 def _bf16_model(seed: int) -> DiffusionWorldModel:
     torch.manual_seed(seed)

@@ -130,6 +130,21 @@ def test_checkpoint_keeps_two_and_cleans_temp(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing-here") is None
 
 
+def test_a_checkpoint_that_cannot_be_written_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    """A full disk raised safetensors' own error, which the CLI showed as a traceback."""
+    from safetensors import SafetensorError
+
+    from adaworld_gym.training import checkpoint
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(OSError, match=r"cannot write checkpoint .*step-000000001: .*No space left"):
+        save_checkpoint(tmp_path, 1, {"w": torch.zeros(2)})
+    assert not list(tmp_path.iterdir())  # nothing half-written is left
+
+
 def test_state_keys_that_would_share_a_tensor_name_are_refused():
     with pytest.raises(ValueError, match="map to the tensor name '/0'"):
         flatten_state({0: torch.zeros(1), "0": torch.ones(1)})
@@ -225,6 +240,10 @@ def test_train_lam_smoke_and_resume(tmp_path, monkeypatch):
     # The same run directory with another model config is refused.
     with pytest.raises(ValueError, match="different model config"):
         train_lam(clips, out, "tiny", max_steps=12, **{**kw, "model_overrides": {**TINY_32, "width": 64}})
+    # So is another seed or batch size: the run would go on with the old ones while train_config.json named the new.
+    with pytest.raises(ValueError, match=r"other batch_size and seed \(batch_size: 8, seed: 0\)"):
+        train_lam(clips, out, "tiny", max_steps=12, **{**kw, "batch_size": 4}, seed=3)
+    assert json.loads((out / "train_config.json").read_text())["batch_size"] == 8
 
 
 def test_train_lam_same_seed_same_weights(tmp_path):

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from adaworld_gym.data.episodes import swap_in_directory
 
@@ -118,6 +119,14 @@ class CheckedLoadingMixin:
             raise ValueError(
                 f"could not build a {cls.__name__} from {config_file} (a field of the wrong type?): {err}"
             ) from err
+        except ValueError as err:  # a field out of range, or weights of another shape than the config says
+            # diffusers' advice (random weights in place of the mismatched ones) does not apply; nor its empty name
+            text = str(err).split(" If you want to instead overwrite")[0].replace("Cannot load  because ", "")
+            if "expected shape" in text:
+                raise ValueError(
+                    f"{path}: the weights do not fit the {cls.__name__} of {config_file}: {text}"
+                ) from err
+            raise ValueError(f"{config_file}: {text}") from err
         except OSError as err:  # diffusers names the file but buries why (a truncated file, a bad header)
             raise OSError(f"{path}: cannot read the weights: {_innermost(err)}") from err
         problems = {key: info[key] for key in _LOADING_PROBLEMS if info.get(key)}
@@ -157,7 +166,12 @@ class CheckedLoadingMixin:
         side = target.with_name(f".{target.name}-tmp")
         shutil.rmtree(side, ignore_errors=True)
         try:
-            super().save_pretrained(side, *args, **kwargs)  # type: ignore[misc]
+            try:
+                super().save_pretrained(side, *args, **kwargs)  # type: ignore[misc]
+            except (
+                SafetensorError
+            ) as e:  # a full disk, say: an OSError naming the model, as other writes give
+                raise OSError(f"cannot save a model to {target}: {e}") from e
             replaced = _replaced_weights(kwargs.get("variant", args[3] if len(args) > 3 else None))
             for entry in target.iterdir() if target.is_dir() else ():
                 if not (side / entry.name).exists() and not replaced.fullmatch(entry.name):

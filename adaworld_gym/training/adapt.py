@@ -55,6 +55,7 @@ from adaworld_gym.training.checkpoint import save_checkpoint
 from adaworld_gym.training.common import (
     CheckpointClock,
     RunCounter,
+    course_settings,
     make_lr_scheduler,
     noise_generator,
     optimizer_step,
@@ -600,6 +601,7 @@ def adapt(
 
     evals = []
     provenance = training_provenance(data, pretrained=model_dir, lam=None if lam is None else lam_dir)
+    provenance["settings"] = course_settings(cfg)
     state = resume_state(
         ckpt_root, model_config, model, optimizer, scheduler, ema, provenance,
         announce=progress and accelerator.is_main_process,

@@ -150,7 +150,12 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         tensor_path = tmp / TENSORS_FILE
-        save_file(tensors, str(tensor_path))
+        try:
+            save_file(tensors, str(tensor_path))
+        except (
+            SafetensorError
+        ) as e:  # a full disk, say: an OSError naming the checkpoint, as other writes give
+            raise OSError(f"cannot write checkpoint {final}: {e}") from e
         fsync_path(tensor_path)
         manifest = {
             "format_version": FORMAT_VERSION,

@@ -273,6 +273,21 @@ def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[s
     return {"data": spec, "models": {k: None if v is None else fingerprint(v) for k, v in models.items()}}
 
 
+# Settings that steer a run's course (its batches, noise, schedule, clipping): a resume asked for other values would
+# silently continue the old ones (the checkpoint's RNG and data stream) while train_config.json recorded the new.
+# The budget, logging and checkpoint cadence may change; lr, weight decay, betas and EMA decay are checked apart.
+COURSE_SETTINGS = (
+    "seed", "batch_size", "grad_clip", "warmup_steps", "lr_schedule", "regularizer", "beta", "kl_warmup_steps",
+    "brightness", "action_agnostic", "event_fraction", "eval_fraction", "max_episodes", "samples_per_action",
+    "trajectories", "init", "mlp_fit_steps", "motion", "pretrained_lr_scale", "imagined_denoise_steps",
+)  # fmt: skip
+
+
+def course_settings(cfg: Any) -> dict[str, Any]:
+    """The :data:`COURSE_SETTINGS` a training config has, for a checkpoint's provenance (``settings``)."""
+    return {k: getattr(cfg, k) for k in COURSE_SETTINGS if hasattr(cfg, k)}
+
+
 def _changed_inputs(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any]:
     """The entries of a checkpoint's provenance ``saved`` that ``now`` contradicts (each frozen model under its own
     name, ``lam``, ``pretrained``): their saved values. Entries either lacks are not compared."""
@@ -281,11 +296,13 @@ def _changed_inputs(saved: dict[str, Any] | None, now: dict[str, Any] | None) ->
         return {k: was[k] for k, v in new.items() if v is not None and was.get(k) is not None and was[k] != v}
 
     saved, now = saved or {}, now or {}
+    nested = ("models", "settings")  # compared entry by entry; checkpoints written before lack "settings"
     changed = differs(
-        {k: v for k, v in saved.items() if k != "models"}, {k: v for k, v in now.items() if k != "models"}
+        {k: v for k, v in saved.items() if k not in nested}, {k: v for k, v in now.items() if k not in nested}
     )
-    if isinstance(saved.get("models"), dict) and isinstance(now.get("models"), dict):
-        changed.update(differs(saved["models"], now["models"]))
+    for key in nested:
+        if isinstance(saved.get(key), dict) and isinstance(now.get(key), dict):
+            changed.update(differs(saved[key], now[key]))
     return changed
 
 
@@ -334,20 +351,13 @@ def resume_state(
                 f"{e}; resuming from the checkpoint before it, {candidates[i + 1]} (the bad one moved to {aside})",
                 stacklevel=2,
             )
-    changed = _changed_inputs(state.get("provenance"), provenance)
-    if changed:
+    was, now = state["model_config"], model_config
+    if len(set(was) & set(now)) * 2 < min(len(was), len(now)):  # hardly a field in common
         raise ValueError(
-            f"{path} was trained with other {' and '.join(sorted(changed))} "
-            f"({', '.join(f'{k}: {v}' for k, v in sorted(changed.items()))}); "
-            "use a new out_dir or the same inputs"
+            f"{path} is a checkpoint of another kind of model (a run of another training command in this "
+            "out_dir?): use a new out_dir"
         )
-    if state["model_config"] != model_config:
-        was, now = state["model_config"], model_config
-        if len(set(was) & set(now)) * 2 < min(len(was), len(now)):  # hardly a field in common
-            raise ValueError(
-                f"{path} is a checkpoint of another kind of model (a run of another training command in this "
-                "out_dir?): use a new out_dir"
-            )
+    if was != now:
         keys = [k for k in sorted({*was, *now}) if was.get(k, ...) != now.get(k, ...)]
         differs = ", ".join(
             f"{k}: {was.get(k, 'unset')!r} then, {now.get(k, 'unset')!r} now" for k in keys[:8]
@@ -356,6 +366,13 @@ def resume_state(
         raise ValueError(
             f"{path} was written for a different model config ({differs}); use a new out_dir or the same "
             "preset/overrides"
+        )
+    changed = _changed_inputs(state.get("provenance"), provenance)
+    if changed:
+        raise ValueError(
+            f"{path} was trained with other {' and '.join(sorted(changed))} "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(changed.items()))}); "
+            "use a new out_dir or the same inputs and settings"
         )
     asked = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
     saved = list(state["scheduler"].get("base_lrs", asked))

@@ -44,6 +44,7 @@ from adaworld_gym.training.common import (
     check_finite_loss,
     config_from_preset,
     copy_weights,
+    course_settings,
     image_grid,
     make_lr_scheduler,
     plain_config,
@@ -236,6 +237,7 @@ def run_lam_training(
     scheduler = make_lr_scheduler(optimizer, cfg)
 
     provenance = training_provenance(data)
+    provenance["settings"] = course_settings(cfg)
     state = resume_state(
         ckpt_root, model_config, model, optimizer, scheduler, provenance=provenance,
         announce=progress and accelerator.is_main_process,

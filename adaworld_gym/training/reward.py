@@ -51,6 +51,7 @@ from adaworld_gym.training.common import (
     CheckpointClock,
     RunCounter,
     check_finite_loss,
+    course_settings,
     make_lr_scheduler,
     plain_config,
     resume_state,
@@ -379,6 +380,7 @@ def run_reward_training(
     scheduler = make_lr_scheduler(optimizer, cfg)
 
     provenance = training_provenance(data_dirs, lam=cfg.lam_dir, imagined_by=cfg.imagined_by)
+    provenance["settings"] = course_settings(cfg)
     # What decides the held-out split (and the imagined frames): resuming under others would evaluate on trained pairs.
     provenance["split"] = {
         "seed": cfg.seed,

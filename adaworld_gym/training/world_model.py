@@ -49,6 +49,7 @@ from adaworld_gym.training.common import (
     any_process,
     config_from_preset,
     copy_weights,
+    course_settings,
     image_grid,
     make_lr_scheduler,
     noise_generator,
@@ -288,6 +289,7 @@ def run_world_model_training(
     noise_gen = noise_generator(accelerator.device, cfg.seed)
 
     provenance = training_provenance(data, lam=cfg.lam_dir)  # the labels come from this LAM
+    provenance["settings"] = course_settings(cfg)
     notes = lam_note(cfg.lam_dir)  # now: the LAM directory may be moved or retrained before the run ends
     state = resume_state(
         ckpt_root, model_config, model, optimizer, scheduler, ema, provenance,
