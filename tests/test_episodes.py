@@ -242,3 +242,11 @@ def test_a_manifest_that_is_not_utf8_is_named(tmp_path):
     store.manifest_path.write_bytes(raw[:5] + b"\xff\xfe" + raw[7:])
     with pytest.raises(EpisodeError, match="corrupt manifest .*manifest.json"):  # before: UnicodeDecodeError
         EpisodeStore(tmp_path)
+
+
+def test_episode_meta_must_be_a_dict(tmp_path):
+    """meta=None was written, then training crashed on meta.get with an AttributeError."""
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    assert Episode(frames=frames, meta=None).meta == {}
+    with pytest.raises(ValueError, match="meta must be a dict, got list"):
+        Episode(frames=frames, meta=["push"])

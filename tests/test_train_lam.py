@@ -246,6 +246,27 @@ def test_train_lam_smoke_and_resume(tmp_path, monkeypatch):
     assert json.loads((out / "train_config.json").read_text())["batch_size"] == 8
 
 
+def test_a_second_run_of_one_out_dir_is_refused_while_the_first_goes(tmp_path):
+    """Rerun while the first still ran, each deleted the other's half-written checkpoints and one crashed."""
+    import fcntl
+
+    from adaworld_gym.training.common import RUN_LOCK
+
+    clips, out = square_clips(16), tmp_path / "run"
+    kw = dict(model_overrides=TINY_32, batch_size=4, max_steps=1, progress=False)
+    out.mkdir()
+    with open(out / RUN_LOCK, "ab") as held:  # what a running train_lam holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another run is using .*run"):
+            train_lam(clips, out, "tiny", **kw)
+    assert not (out / "checkpoints").exists()
+    train_lam(clips, out, "tiny", **kw)  # released: it runs
+    # A run refused before it wrote anything leaves no directory made for its lock behind.
+    with pytest.raises(ValueError):
+        train_lam(clips, tmp_path / "fresh", "tiny", **{**kw, "batch_size": 0})
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_train_lam_same_seed_same_weights(tmp_path):
     clips = square_clips(32)
     kw = dict(model_overrides=TINY_32, batch_size=8, max_steps=3, progress=False)

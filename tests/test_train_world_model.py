@@ -100,12 +100,14 @@ def test_same_seed_same_weights(tmp_path, data, lam_dir):
 
 
 def test_lam_mismatch_and_missing_lam_raise(tmp_path, data):
-    # The model takes the LAM's sizes; frames of another size than the LAM's are refused at the first labels.
+    # The model takes the LAM's sizes; frames of another size than the LAM's are refused before training, naming
+    # the data and the LAM (it failed at the first labels, inside the LAM, naming neither), and leave nothing.
     small_frames = save_lam(tmp_path / "lam32", image_size=32, patch_size=8)
     with pytest.raises(
-        ValueError, match=r"resolution \(64, 64\) does not match the model's image_size 32x32"
+        ValueError, match=r"frames of .*push are 64x64, but .* 32x32 \(the size its LAM .*lam32"
     ):
         train_world_model(data, tmp_path / "a", small_frames, "tiny", max_steps=1, **FAST)
+    assert not (tmp_path / "a").exists()
     narrow = save_lam(tmp_path / "lam16", latent_dim=16)
     with pytest.raises(ValueError, match="latent_dim 16 does not match the world model's action_dim 32"):
         overrides = {"action_dim": 32}  # sizes given explicitly must agree with the LAM
@@ -203,3 +205,13 @@ def test_a_world_model_remembers_its_lam_and_warns_of_another(tmp_path):
         warn_if_other_lam(tmp_path / "wm", tmp_path / "lam_a")  # the run directory works too
         warn_if_other_lam(model, tmp_path / "bundle_lam")
         warn_if_other_lam(defaults.DEFAULT_WORLD_MODEL, tmp_path / "lam_b")  # no record: not checked
+
+
+def test_a_warm_start_trained_on_another_lam_is_warned_about(tmp_path, data, lam_dir):
+    first = train_world_model(data, tmp_path / "a", lam_dir, "tiny", max_steps=1, **FAST)
+    torch.manual_seed(1)
+    LatentActionModel(**lam_preset("tiny")).save_pretrained(tmp_path / "other_lam")
+    with pytest.warns(UserWarning, match="trained on the latent actions of another LAM"):
+        train_world_model(
+            data, tmp_path / "b", str(tmp_path / "other_lam"), "tiny", max_steps=1, init_from=first, **FAST
+        )

@@ -58,6 +58,7 @@ from adaworld_gym.training.common import (
     course_settings,
     make_lr_scheduler,
     noise_generator,
+    one_run_per_out_dir,
     optimizer_step,
     plain_config,
     restore_noise_generator,
@@ -471,6 +472,7 @@ def init_adapter(
 
 
 # --------------------------------------------------------------------------------------------------- adapt
+@one_run_per_out_dir
 def adapt(
     model_dir: str | os.PathLike,
     lam_dir: str | os.PathLike | None,

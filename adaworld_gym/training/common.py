@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import math
 import os
@@ -18,6 +20,11 @@ import numpy as np
 import torch
 
 from adaworld_gym._checks import add_note
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs go unguarded
+    fcntl = None  # type: ignore[assignment]
 from adaworld_gym.data.episodes import EpisodeError, sha256_file, swap_in_directory
 
 
@@ -753,3 +760,52 @@ def copy_weights(
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise ValueError(f"cannot start from {path}: its model config differs in {', '.join(diff)}")
     model.load_state_dict(source.state_dict())
+
+
+RUN_LOCK = ".run.lock"
+
+
+@contextlib.contextmanager
+def exclusive_out_dir(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``out_dir/.run.lock`` for a run (by the main process of a multi-process one).
+
+    A second run of the same ``out_dir`` (the command rerun while the first still goes) is refused: each would
+    delete the other's half-written checkpoints and prune its saved ones. An ``out_dir`` made here for the lock
+    alone is removed again when the run fails before writing anything.
+    """
+    from accelerate import PartialState
+
+    if fcntl is None or not PartialState().is_main_process:
+        yield
+        return
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir / RUN_LOCK
+    try:
+        with open(lock_path, "ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(
+                    f"another run is using {out_dir} (it holds {lock_path}): wait for it to end, or use another "
+                    "out_dir"
+                ) from None
+            except OSError:  # a file system without locks (some network mounts): go on unguarded
+                pass
+            yield
+    finally:
+        if created and [p.name for p in out_dir.iterdir()] == [RUN_LOCK]:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def one_run_per_out_dir(run: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a training function taking ``out_dir``: it runs under :func:`exclusive_out_dir`."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        with exclusive_out_dir(signature.bind(*args, **kwargs).arguments["out_dir"]):
+            return run(*args, **kwargs)
+
+    return guarded

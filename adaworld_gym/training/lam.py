@@ -47,6 +47,7 @@ from adaworld_gym.training.common import (
     course_settings,
     image_grid,
     make_lr_scheduler,
+    one_run_per_out_dir,
     plain_config,
     process_states,
     restore_process_state,
@@ -195,6 +196,7 @@ def train_lam(
     return run_lam_training(cfg, data, out_dir, eval_data=eval_data, progress=progress)
 
 
+@one_run_per_out_dir
 def run_lam_training(
     cfg: LamTrainConfig,
     data: DataSpec,

@@ -53,6 +53,7 @@ from adaworld_gym.training.common import (
     check_finite_loss,
     course_settings,
     make_lr_scheduler,
+    one_run_per_out_dir,
     plain_config,
     resume_state,
     resume_stream,
@@ -326,6 +327,7 @@ def train_reward(
     return run_reward_training(cfg, data_dirs, out_dir, progress=progress)
 
 
+@one_run_per_out_dir
 def run_reward_training(
     cfg: RewardTrainConfig,
     data_dirs: Sequence[str | os.PathLike] | str | os.PathLike,

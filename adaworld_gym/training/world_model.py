@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaworld_gym.data.clips import DataSpec, PrefetchedBatches, WindowBatches
+from adaworld_gym.data.clips import DataSpec, PrefetchedBatches, WindowBatches, data_frame_size
 from adaworld_gym.metrics import psnr_pooled, ssim
 from adaworld_gym.models.latent_action import LatentActionModel
 from adaworld_gym.models.loading import model_fingerprint, saved_model_dir
@@ -53,6 +53,7 @@ from adaworld_gym.training.common import (
     image_grid,
     make_lr_scheduler,
     noise_generator,
+    one_run_per_out_dir,
     optimizer_step,
     plain_config,
     process_states,
@@ -240,6 +241,7 @@ def train_world_model(
     return run_world_model_training(cfg, data, out_dir, eval_data=eval_data, progress=progress)
 
 
+@one_run_per_out_dir
 def run_world_model_training(
     cfg: WorldModelTrainConfig,
     data: DataSpec,
@@ -278,9 +280,19 @@ def run_world_model_training(
     )
     if cfg.init_from is not None:
         warm_start(model, cfg.init_from)
+        if cfg.lam_dir is not None:  # a start trained on another LAM's latents would learn them over again
+            warn_if_other_lam(cfg.init_from, cfg.lam_dir)
     if lam is not None:
         check_lam_compatible(lam, model)
         lam.to(accelerator.device)
+    size = data_frame_size(data)
+    if size is not None and size != model.config.sample_size:  # else it fails at the first batch, in the LAM
+        raise ValueError(
+            f"the frames of {data} are {size}x{size}, but the world model works at {model.config.sample_size}x"
+            f"{model.config.sample_size}"
+            + (f" (the size its LAM {cfg.lam_dir} takes)" if lam is not None else "")
+            + ": train on data of that size, or with a LAM trained at this one"
+        )
     model_config = plain_config(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_lr_scheduler(optimizer, cfg)
