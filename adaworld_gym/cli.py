@@ -537,11 +537,11 @@ def _cmd_bundle(args: argparse.Namespace) -> None:
 def _check_adapt_inputs(args: argparse.Namespace) -> None:
     """The model, its LAM, --out and flags that would be ignored, checked before any data is collected."""
     from adaworld_gym.data.episodes import FRAME_SHAPE
-    from adaworld_gym.training.common import check_save_target
+    from adaworld_gym.training.common import BUNDLE, check_save_target
     from adaworld_gym.training.world_model import check_lam_compatible, load_lam, load_world_model
 
     _check_run_dir(args.out)
-    check_save_target(args.out / "bundle")  # where the bundle goes, after the finetune
+    check_save_target(args.out / "bundle", BUNDLE)  # where the bundle goes, after the finetune
     model = load_world_model(args.model)
     if model.config.action_agnostic:
         if args.lam is not None:

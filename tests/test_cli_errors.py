@@ -409,7 +409,7 @@ def test_training_refuses_an_out_that_holds_a_model_a_bundle_or_data(cli_main, t
     (tmp_path / "run" / "bundle" / "mine.txt").write_text("x")
     argv = ["adapt", "--model", str(tmp_path / "wm"), *lam, "--env", "AdaWorld/Procgen-coinrun-v0"]
     assert cli_main([*argv, "--out", str(tmp_path / "run")]) == 2
-    assert "run/bundle: it holds other files" in capsys.readouterr().err
+    assert "run/bundle: it holds something else (no bundle.json)" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["bundle"]
 
 

@@ -350,9 +350,23 @@ def test_save_pretrained_replaces_an_earlier_save_but_never_other_files(bundles,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no side directories left
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match="holds other files"):
+    with pytest.raises(FileExistsError, match="holds something else"):
         bundles["discrete"].save_pretrained(tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").read_text() == "keep"
+    # A saved model is another kind of save: a bundle over it would drop its weights and options (adaworld
+    # bundle --out LAM_DIR did), and a model of another class over it, or over a bundle, likewise.
+    lam = bundles["discrete"].lam
+    lam.save_pretrained(tmp_path / "lam")
+    with pytest.raises(FileExistsError, match=r"cannot save a bundle to .*lam: .*\(no bundle.json\)"):
+        bundles["discrete"].save_pretrained(tmp_path / "lam")
+    from adaworld_gym.training.common import save_model_atomic
+
+    with pytest.raises(FileExistsError, match=r"a DiffusionWorldModel to .*lam: .*\(LatentActionModel\)"):
+        save_model_atomic(bundles["discrete"].world_model, tmp_path / "lam")
+    with pytest.raises(FileExistsError, match=r"a LatentActionModel to .*b: .*\(a bundle\)"):
+        save_model_atomic(lam, tmp_path / "b")
+    save_model_atomic(lam, tmp_path / "lam")  # the same kind: replaced
+    assert (tmp_path / "lam" / "config.json").is_file() and (tmp_path / "b" / "bundle.json").is_file()
     (tmp_path / "empty").mkdir()
     bundles["discrete"].save_pretrained(tmp_path / "empty")  # an empty directory is fine
     assert (tmp_path / "empty" / "bundle.json").is_file()

@@ -51,7 +51,7 @@ from adaworld_gym.models.latent_action import LatentActionModel, lam_preset
 from adaworld_gym.models.loading import directory_digest
 from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
-from adaworld_gym.training.common import save_model_atomic
+from adaworld_gym.training.common import BUNDLE, save_model_atomic
 
 __all__ = ["BUNDLE_FORMAT", "AdaWorldBundle", "bundle_digest", "describe_space", "tiny_random_bundle"]
 
@@ -197,7 +197,7 @@ class AdaWorldBundle:
         digests = {name: directory_digest(path, weights_only=True) for name, path in shared.items()}
         # save_model_atomic writes into a side directory (a sibling, so relative refs hold) and swaps it in.
         writer = types.SimpleNamespace(save_pretrained=lambda d, **_: self._write(Path(d), refs, digests))
-        save_model_atomic(writer, directory)
+        save_model_atomic(writer, directory, kind=BUNDLE)
 
     def _components(self) -> dict[str, Any]:
         return {"world_model": self.world_model, "lam": self.lam, "reward": self.reward_head}

@@ -107,23 +107,28 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), json.dumps(obj, indent=2).encode("utf-8"))
 
 
-SAVED_MARKERS = ("config.json", "bundle.json")  # what a directory written by save_model_atomic holds
+BUNDLE = "bundle"  # the kind of save_model_atomic's bundle saves (a model's kind is its class name)
 
 
 def save_model_atomic(
-    model: Any, model_dir: Path, notes: Mapping[str, Any] | None = None, keep_added: bool = False
+    model: Any,
+    model_dir: Path,
+    notes: Mapping[str, Any] | None = None,
+    keep_added: bool = False,
+    kind: str | None = None,
 ) -> None:
     """``save_pretrained`` into a side directory, then swap it in, so a kill never leaves half a model.
 
-    An existing ``model_dir`` is replaced only if it is empty or an earlier save (it holds a ``config.json`` or
-    ``bundle.json``); any other directory, or a file, raises ``FileExistsError`` and is left alone. The old save
+    An existing ``model_dir`` is replaced only if it is empty or an earlier save of the same kind (see
+    :func:`check_save_target`); anything else raises ``FileExistsError`` and is left alone. The old save
     is moved aside before the new one is moved in and deleted after, so a kill leaves the old or the new one
     (or, between the two renames, the old one in ``.NAME-old``). ``notes``: ``{file name: JSON value}`` written
     beside the weights in the same swap. ``keep_added``: files added to the old save since (a LAM's control
-    options) stay when the weights are the same (see :func:`_keep_added_files`).
+    options) stay when the weights are the same (see :func:`_keep_added_files`). ``kind``: what is saved,
+    ``BUNDLE`` or a model class name (default: ``model``'s class).
     """
     model_dir = Path(model_dir).resolve()
-    check_save_target(model_dir)
+    check_save_target(model_dir, kind or type(model).__name__)
     tmp = model_dir.with_name(f".{model_dir.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -134,16 +139,40 @@ def save_model_atomic(
     swap_in_directory(tmp, model_dir)
 
 
-def check_save_target(model_dir: Path) -> None:
-    """``FileExistsError`` unless ``model_dir`` is absent, empty or an earlier save (see save_model_atomic)."""
-    if model_dir.exists():
-        if not model_dir.is_dir():
-            raise FileExistsError(f"cannot save to {model_dir}: it is a file")
-        if any(model_dir.iterdir()) and not any((model_dir / m).is_file() for m in SAVED_MARKERS):
-            raise FileExistsError(
-                f"cannot save to {model_dir}: it holds other files (no {' or '.join(SAVED_MARKERS)}); "
-                "choose an empty or new directory"
-            )
+def check_save_target(model_dir: Path, kind: str) -> None:
+    """``FileExistsError`` unless ``model_dir`` is absent, empty or an earlier save of the same ``kind``
+    (``BUNDLE``: it holds a ``bundle.json``; a model class name: a ``config.json`` of that class and no
+    ``bundle.json``), which a save replaces whole. Anything else would be lost: a LAM's folder given as a
+    bundle's ``--out`` went, options and all."""
+    if not model_dir.exists():
+        return
+    if not model_dir.is_dir():
+        raise FileExistsError(f"cannot save to {model_dir}: it is a file")
+    if not any(model_dir.iterdir()):
+        return
+    is_bundle = (model_dir / "bundle.json").is_file()
+    if kind == BUNDLE:
+        found = None if is_bundle else "no bundle.json"
+    else:
+        found = "a bundle" if is_bundle else _saved_class(model_dir / "config.json")
+        found = None if found == kind else found or "no config.json"
+    if found is not None:
+        what = "a bundle" if kind == BUNDLE else f"a {kind}"
+        raise FileExistsError(
+            f"cannot save {what} to {model_dir}: it holds something else ({found}), which the save would replace "
+            "whole; choose an empty or new directory"
+        )
+
+
+def _saved_class(config: Path) -> str | None:
+    """The ``_class_name`` a saved model's ``config.json`` names (``"unreadable config.json"`` if it cannot be
+    read), or None without one."""
+    if not config.is_file():
+        return None
+    try:
+        return str(json.loads(config.read_text(encoding="utf-8"))["_class_name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable config.json"
 
 
 def _keep_added_files(old_dir: Path, new_dir: Path) -> None:
@@ -773,9 +802,8 @@ def exclusive_out_dir(out_dir: str | os.PathLike) -> Iterator[None]:
     delete the other's half-written checkpoints and prune its saved ones. An ``out_dir`` made here for the lock
     alone is removed again when the run fails before writing anything.
     """
-    from accelerate import PartialState
-
-    if fcntl is None or not PartialState().is_main_process:
+    # RANK is what torchrun and accelerate launch give each process; read before any process group exists.
+    if fcntl is None or int(os.environ.get("RANK", "0")) != 0:
         yield
         return
     out_dir = Path(out_dir)
