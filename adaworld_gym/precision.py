@@ -20,12 +20,13 @@ def bf16_is_fast(device_type: str) -> bool:
     import torch
 
     if device_type == "cpu":
+        # oneDNN's own check says yes on any AVX-512 CPU, where bf16 is emulated; the instructions must be there.
         try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        except (AttributeError, RuntimeError):  # a build without these probes
             return False
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cuda":  # pre-Ampere GPUs emulate bf16, which the default answer counts as support
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return True  # other accelerators (mps, xpu): as configured
 
 

@@ -301,6 +301,9 @@ def test_saved_configs_with_wrong_types_bad_schedules_or_missing_fields_are_name
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(OSError, match="cannot read the weights: Safetensor"):
         LatentActionModel.from_pretrained(tmp_path / "lam")
+    with pytest.raises(ValueError, match="safe_serialization=False is refused"):  # a pickle it would not read
+        LatentActionModel(**bundle.lam.config).save_pretrained(tmp_path / "lam", safe_serialization=False)
+    assert (tmp_path / "lam" / "config.json").is_file()  # the earlier save is untouched
 
     # A field out of range, or one the weights' shapes contradict: named with the config, without diffusers' advice
     # to load random weights in place of the mismatched ones.

@@ -432,6 +432,21 @@ def test_in_place_resnet_blocks_give_the_frames_of_diffusers_blocks(monkeypatch,
     assert fused_kinds == expected
 
 
+def test_bf16_counts_as_fast_only_with_the_cpu_instructions_for_it(monkeypatch):
+    """oneDNN's check said yes on any AVX-512 CPU, where bf16 is emulated (slower than fp32)."""
+    from adaworld_gym import precision
+
+    try:
+        for avx512_bf16, amx, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+            monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+            monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+            precision.bf16_is_fast.cache_clear()
+            assert precision.bf16_is_fast("cpu") is expected
+    finally:
+        monkeypatch.undo()
+        precision.bf16_is_fast.cache_clear()
+
+
 def test_bf16_takes_effect_only_where_the_hardware_computes_it(monkeypatch):
     import adaworld_gym.models.world_model as world_model_module
     from adaworld_gym.precision import bf16_is_fast

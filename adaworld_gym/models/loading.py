@@ -156,6 +156,9 @@ class CheckedLoadingMixin:
         the old single file next to the new shards.
         """
         _plain_config(self)
+        if kwargs.get("safe_serialization", args[2] if len(args) > 2 else True) is False:
+            # a pickle (.bin) that from_pretrained refuses to read: the save would replace a loadable model
+            raise ValueError("safe_serialization=False is refused: weights are only written as safetensors")
         is_main = kwargs.get("is_main_process", args[0] if args else True)
         if not is_main or kwargs.get("push_to_hub"):  # nothing written here, or diffusers' hub upload
             super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
