@@ -261,7 +261,11 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import encode_frames
     from adaworld_gym.transfer import load_frames
 
-    _check_out_file(args.out)
+    _check_out_file(args.out, (".npy",))
+    if args.out.resolve() == Path(args.input).resolve():
+        raise ValueError(
+            f"--out {args.out} is the input itself: it would be overwritten by its latent actions"
+        )
     lam = _load_lam(args.lam)
     mu = encode_frames(lam, load_frames(args.input, size=lam.config.image_size))  # any LAM's frame size
     _save_npy(mu, args.out)
@@ -273,7 +277,7 @@ def _cmd_compose(args: argparse.Namespace) -> None:
 
     from adaworld_gym.latent import compose
 
-    _check_out_file(args.out)
+    _check_out_file(args.out, (".npy",))
     latents = []
     for path in args.latents:
         z = _load_npy(path)
@@ -598,9 +602,12 @@ def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:  # n
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from adaworld_gym import __version__
+
     parser = argparse.ArgumentParser(
         prog="adaworld", description="Latent-action diffusion world models as Gymnasium environments."
     )
+    parser.add_argument("--version", action="version", version=f"adaworld-gym {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     collect = _subcommand(sub, "collect", help="collect episode data from a simulator or videos")
@@ -643,7 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--beta", type=float, default=None)
     lam.add_argument("--max-steps", type=int, default=None)
     lam.add_argument("--max-minutes", type=float, default=None)
-    lam.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    lam.add_argument(
+        "--lr", type=positive_float, default=None, help="peak learning rate (default: the preset's)"
+    )
     lam.add_argument(
         "--batch-size", type=positive_int, default=None, help="windows per step (default: the preset's)"
     )
@@ -675,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wm.add_argument("--max-steps", type=int, default=None)
     wm.add_argument("--max-minutes", type=float, default=None)
-    wm.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    wm.add_argument(
+        "--lr", type=positive_float, default=None, help="peak learning rate (default: the preset's)"
+    )
     wm.add_argument(
         "--batch-size", type=positive_int, default=None, help="windows per step (default: the preset's)"
     )
@@ -699,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", type=Path, required=True, help="episode (.awe) or video whose actions to copy"
     )
     tr.add_argument("--target", type=Path, required=True, help="image, video or episode to start from")
-    tr.add_argument("--steps", type=int, default=20)
+    tr.add_argument("--steps", type=positive_int, default=20, help="frames to make")
     tr.add_argument("--lam", type=Path, default=None, help="default: the shipped LAM")
     tr.add_argument("--model", type=Path, default=None, help="default: the shipped world model")
     tr.add_argument("--denoise-steps", type=positive_int, default=3, help="Euler steps per frame")
@@ -719,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp = _subcommand(sub, "compose", help="average latent actions (.npy files of [d] or [N,d])")
     comp.add_argument("latents", type=Path, nargs="+")
     comp.add_argument("--weights", type=float, nargs="+", default=None)
-    comp.add_argument("--out", type=Path, required=True)
+    comp.add_argument("--out", type=Path, required=True, help=".npy file [d]")
     comp.set_defaults(func=_cmd_compose)
 
     clu = _subcommand(sub, "cluster", help="k-means control options over latent actions, stored with the LAM")

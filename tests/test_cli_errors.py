@@ -83,6 +83,9 @@ def test_out_paths_of_the_wrong_kind_are_named(cli_main, capsys, tmp_path, data_
         cli_main, capsys, ["encode", episode, "--out", afile / "z.npy"], "afile is a file, not a directory"
     )
     _fails(cli_main, capsys, ["demo", "--out", afile], "is a file, not a directory")
+    # .npy is what they write, whatever the name: a video named as --out was overwritten by an array.
+    _fails(cli_main, capsys, ["encode", episode, "--out", tmp_path / "video.gif"], "only .npy files")
+    _fails(cli_main, capsys, ["compose", episode, "--out", tmp_path / "z.txt"], "only .npy files")
     reward = ["train-reward", "--data", data_dir, "--max-steps", "1", "--out", afile]
     _fails(cli_main, capsys, reward, "is a file, not a directory")
     assert afile.read_text() == "x"

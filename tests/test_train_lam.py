@@ -339,6 +339,8 @@ def test_evaluate_lam_refuses_to_read_sampled_data_to_its_end(tmp_path):
         ({"grad_clip": 0.0}, "grad_clip must be finite and > 0"),
         ({"grad_clip": -1.0}, "grad_clip must be finite and > 0"),
         ({"checkpoint_minutes": 0.0}, "checkpoint_minutes must be > 0"),
+        ({"lr": 0.0}, "lr must be finite and > 0"),  # trained nothing, and saved the model as trained
+        ({"lr": float("nan")}, "lr must be finite and > 0"),
     ],
 )
 def test_bad_loop_settings_are_refused_before_training(tmp_path, setting, message):

@@ -253,6 +253,8 @@ def validate_run(cfg: Any, min_steps: int = 1) -> None:
         raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {cfg.mixed_precision!r}")
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):  # 0 trains nothing
+        raise ValueError(f"lr must be finite and > 0, got {cfg.lr!r}")
     for name in ("log_every", "image_every", "checkpoint_every", "eval_batches"):
         value = getattr(cfg, name, 1)
         if not isinstance(value, (int, np.integer)) or value < 1:
