@@ -57,7 +57,7 @@ def latent_bound(lam, roots: Sequence[str | os.PathLike], samples: int = 2000, s
 def build_latent_bundle(
     lam_dir: str | os.PathLike,
     model_dir: str | os.PathLike,
-    data: Sequence[str | os.PathLike],
+    data: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     actions: str = "options",
     bound: float | None = None,
@@ -69,7 +69,7 @@ def build_latent_bundle(
 
     Args:
         lam_dir, model_dir: the LAM and the world model trained on its latents (model or run directories).
-        data: episode directories (``adaworld collect videos`` output) for the start frames.
+        data: episode directories (``adaworld collect videos`` output) for the start frames, or one.
         out: the bundle directory (written atomically; refused if it holds anything but a bundle).
         actions: ``"options"`` (the k-means options of ``adaworld cluster``, ``Discrete(k)``) or ``"latent"``
             (``Box(-bound, bound, (latent_dim,))``).
@@ -81,6 +81,7 @@ def build_latent_bundle(
     from adaworld_gym.latent import load_options
     from adaworld_gym.models.adapters import LatentOptions, LatentPassthrough
     from adaworld_gym.models.bundle import AdaWorldBundle
+    from adaworld_gym.training.common import BUNDLE, check_save_target
     from adaworld_gym.training.reward import load_reward_head
     from adaworld_gym.training.world_model import (
         check_lam_compatible,
@@ -90,13 +91,17 @@ def build_latent_bundle(
         warn_if_other_lam,
     )
 
+    if isinstance(data, (str, os.PathLike)):  # one directory, not a sequence of its characters
+        data = [data]
+    data = list(data)
     if actions not in ACTION_KINDS:
         raise ValueError(f"actions must be one of {ACTION_KINDS}, got {actions!r}")
     if bound is not None and actions != "latent":
         raise ValueError("a bound applies to actions='latent' only")
-    if bound is not None and not (np.isfinite(bound) and bound > 0):
-        raise ValueError(f"bound must be a finite number > 0, got {bound}")
+    if bound is not None and (isinstance(bound, bool) or not (np.isfinite(bound) and bound > 0)):
+        raise ValueError(f"bound must be a finite number > 0, got {bound!r}")
     check_seed(seed)
+    check_save_target(Path(out).resolve(), BUNDLE)  # before the models load and the data is read
     lam, world_model = load_lam(lam_dir), load_world_model(model_dir)
     if world_model.config.action_agnostic:
         raise ValueError(f"{model_dir} is action-agnostic: its frames do not depend on any action")

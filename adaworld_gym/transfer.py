@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adaworld_gym._checks import check_seed
 from adaworld_gym.data.collect import VIDEO_SUFFIXES, read_video, square_resize
 from adaworld_gym.data.episodes import SHARD_SUFFIX, read_episode
 from adaworld_gym.models.latent_action import LatentActionModel
@@ -63,9 +64,11 @@ def transfer(
     size = wm.config.sample_size
     source = _check_frames(source_frames, "source_frames", size)
     target = _check_frames(target_history, "target_history", size)
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    for name, value in (("steps", steps), ("denoise_steps", denoise_steps)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     steps = int(steps)
+    seed = check_seed(seed)
     if len(source) < 2:
         raise ValueError(
             f"source_frames has {len(source)} frame: an action needs two, so give a video or an episode"

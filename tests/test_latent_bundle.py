@@ -106,3 +106,19 @@ def test_bad_requests_are_refused_clearly(models, tmp_path, capsys):
         build_latent_bundle(lam32, wm32, [models / "a"], tmp_path / "w")
     for name in "xyzw":
         assert not (tmp_path / name).exists()
+    # The LAM's own folder as --out: refused, not swapped out for the bundle (weights and options gone).
+    assert cli_main(["bundle", "--lam", str(models / "lam"), "--model", str(models / "wm"), "--data",
+                     str(models / "a"), "--out", str(models / "lam")]) == 2  # fmt: skip
+    assert "cannot save a bundle to" in capsys.readouterr().err
+    assert (models / "lam" / "config.json").is_file() and not (models / "lam" / "bundle.json").exists()
+    with pytest.raises(ValueError, match="bound must be a finite number > 0, got True"):
+        build_latent_bundle(
+            models / "lam", models / "wm", [models / "a"], tmp_path / "v", actions="latent", bound=True
+        )
+
+
+def test_one_data_directory_may_be_given_as_a_path(models, tmp_path):
+    """A str was read as a sequence of its characters, which the bundle's source note then listed."""
+    build_latent_bundle(models / "lam", models / "wm", str(models / "a"), tmp_path / "b")
+    source = AdaWorldBundle.from_pretrained(tmp_path / "b").meta["source"]
+    assert source.endswith(f"start frames from {models / 'a'}")

@@ -58,6 +58,11 @@ def test_transfer_rejects_bad_inputs(lam, wm):
         transfer(lam, wm, frames(6, size=32), frames(1), steps=2)
     with pytest.raises(ValueError, match="source_frames has 1 frame: an action needs two"):
         transfer(lam, wm, frames(1), frames(1), steps=1)
+    with pytest.raises(ValueError, match="denoise_steps must be an int >= 1, got 0"):  # was blamed on steps
+        transfer(lam, wm, frames(6), frames(1), steps=2, denoise_steps=0)
+    for seed in (-1, 1.5, None):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            transfer(lam, wm, frames(6), frames(1), steps=2, seed=seed)
     # numpy integers are integers (they used to be refused with "got 2")
     assert transfer(lam, wm, frames(3), frames(1), steps=np.int64(2), denoise_steps=1).shape[0] == 2
     narrow = LatentActionModel(**lam_preset("tiny"), latent_dim=16)
