@@ -244,5 +244,12 @@ def sample_latents(
             # Labels only where actions are discrete; continuous or missing actions get -1.
             action = item.get("action")
             actions.append(int(action) if action is not None and np.ndim(action) == 0 else -1)
+    sizes = {}
+    for frame, g in zip(f_t, groups, strict=True):
+        sizes.setdefault(frame.shape[:2], subsets[g])
+    want = (model.config.image_size, model.config.image_size)
+    if set(sizes) - {want}:  # else np.stack, or the LAM, fails without naming the data
+        found = ", ".join(f"{h}x{w} in {path}" for (h, w), path in sorted(sizes.items()))
+        raise ValueError(f"the LAM takes {want[0]}x{want[1]} frames; the data holds {found}")
     mu = model.encode(np.stack(f_t), np.stack(f_t1))
     return mu, np.array(actions), np.array(groups), [p.name for p in subsets]

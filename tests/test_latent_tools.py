@@ -78,6 +78,18 @@ def test_a_short_clip_gives_each_transition_once_and_its_share_goes_to_the_other
     assert len(np.unique(mu[groups == short].round(5), axis=0)) == 2
 
 
+def test_data_of_another_frame_size_than_the_lam_takes_is_named(lam_dir, tmp_path):
+    """Mixed sizes failed in np.stack ("all input arrays must have the same shape"), naming no data."""
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+
+    rng = np.random.default_rng(0)
+    for subset, size in (("big", 64), ("small", 32)):
+        store = EpisodeStore(tmp_path / subset, create=True)
+        store.write("ep_000000", Episode(frames=rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)))
+    with pytest.raises(ValueError, match=r"the LAM takes 64x64 frames; the data holds 32x32 in .*small"):
+        sample_latents(LatentActionModel.from_pretrained(lam_dir), [tmp_path], 6, seed=0)
+
+
 def test_sample_latents_labels_match_windows(lam_dir, data_dir):
     model = LatentActionModel.from_pretrained(lam_dir)
     mu, actions, groups, names = sample_latents(model, [data_dir], 20, seed=0)
