@@ -294,6 +294,8 @@ def test_saved_configs_with_wrong_types_bad_schedules_or_missing_fields_are_name
         load_with("groups", norm_num_groups=7)
     with pytest.warns(UserWarning, match="lacks predict_residual=False: the defaults are used"):
         load_with("missing", drop=["predict_residual"])
+    with pytest.warns(UserWarning, match="has fields DiffusionWorldModel does not take: num_histroy"):
+        load_with("typo", num_histroy=4)  # a typo left the real field at its default, silently
 
     # A truncated weights file: the reader's own reason, not only "Unable to load weights".
     LatentActionModel(**bundle.lam.config).save_pretrained(tmp_path / "lam")

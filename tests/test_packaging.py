@@ -33,7 +33,7 @@ def tracked_package_files() -> set[str]:
 def wheel(tmp_path_factory) -> Path:
     # Built from a copy of the tracked files: setuptools' build/ in the checkout would keep files since deleted.
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
-    for rel in [*tracked_package_files(), "pyproject.toml", "README.md"]:
+    for rel in [*tracked_package_files(), "pyproject.toml", "README.md", "LICENSE"]:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, src / rel)
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w"]
@@ -59,6 +59,7 @@ def test_the_wheel_holds_every_package_file_and_the_shipped_weights(wheel):
     ):
         assert asset in names
     assert any(n.endswith(".dist-info/entry_points.txt") for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # license = "MIT" ships its text
 
 
 def test_the_installed_wheel_serves_a_shipped_env_outside_the_checkout(wheel, tmp_path):

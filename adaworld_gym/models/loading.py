@@ -47,7 +47,15 @@ def _check_config_fields(
     import warnings
 
     missing = []
-    for name, param in inspect.signature(cls.__init__).parameters.items():
+    parameters = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [] if takes_any else sorted(k for k in config if not k.startswith("_") and k not in parameters)
+    if unknown:  # a typo ("regulariser") would leave the real field at its default, and be saved again
+        warnings.warn(
+            f"{config_file} has fields {cls.__name__} does not take: {', '.join(unknown)} (ignored; a typo?)",
+            stacklevel=3,
+        )
+    for name, param in parameters.items():
         default = param.default
         if name == "self" or name in overrides or default is inspect.Parameter.empty:
             continue
