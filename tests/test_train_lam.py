@@ -188,6 +188,11 @@ def test_a_corrupt_newer_checkpoint_is_set_aside_not_kept_in_place_of_good_ones(
     save_checkpoint(tmp_path, 130, {"step": 130})
     save_checkpoint(tmp_path, 160, {"step": 160}, keep=1)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000160"]
+    # The last one damaged too: nothing to fall back on, and the error says how to start over.
+    (tmp_path / "step-000000160" / "tensors.safetensors").write_bytes(b"damaged")
+    with pytest.raises(CheckpointError) as info:
+        resume_state(tmp_path, {}, model, optimizer, scheduler)
+    assert f"to start the run over, delete {tmp_path}" in info.value.__notes__[0]
 
 
 @pytest.mark.parametrize("damage", ["truncate-tensors", "flip-tensors", "truncate-json", "missing"])

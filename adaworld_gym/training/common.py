@@ -379,7 +379,8 @@ def resume_state(
             state = load_checkpoint(path)
             break
         except CheckpointError as e:
-            if i + 1 == len(candidates):
+            if i + 1 == len(candidates):  # no good checkpoint left to fall back on
+                add_note(e, f"to start the run over, delete {ckpt_root} (or use a new out_dir)")
                 raise
             # Set aside: kept in the listing, it would count as the newest and save_checkpoint would prune
             # good checkpoints in its place.
