@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from adaworld_gym.models.bundle import AdaWorldBundle
 from adaworld_gym.sims.games import PROCGEN_GAMES, check_game
 from adaworld_gym.sims.procgen import NUM_ACTIONS, ProcgenEnv
 from adaworld_gym.training.adapt import collect_adaptation_data, read_episodes
-from benchmarks._common import machine_info, read_json, write_results
+from benchmarks._common import machine_info, make_out_dir, read_json, write_results
 from benchmarks.env_speed import vector_speedup
 
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = dataclasses.replace(p, starts=args.starts, start_data=args.start_data)
     games = check_selection(args.games, args.seeds, args.start_data)
     check_bundles_folder(args.bundles)
-    args.out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(args.out)
 
     start = time.perf_counter()
     results: dict[str, Any] = {"preset": args.preset, "seeds": args.seeds, "ppo": {}, "skipped": {}}
@@ -340,6 +341,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if (args.bundles / f"procgen-{game}" / "bundle.json").is_file()
     }
     finished = {game: finished_game(records[game], prov) for game, prov in provenances.items()}
+    for game in provenances:  # checked before any game runs, not when its turn comes hours later
+        meta = read_json(args.bundles / f"procgen-{game}" / "bundle.json", "bundle file").get("meta", {})
+        if finished[game] is None and not int(meta.get("labelled_transitions", 0)) > 0:
+            raise SystemExit(
+                f"procgen-{game} bundle: meta['labelled_transitions'] is missing (adaworld adapt records it); "
+                "the real-env baseline is trained on that many frames"
+            )
     speed = None
     for game in games:
         bundle_dir = args.bundles / f"procgen-{game}"
@@ -362,6 +370,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"[{game}] finished earlier with the same bundle and settings: taken from {records[game]}")
             results["reused"].append(game)
         else:
+            # A killed run's partial curves would take the names this run's get (imagination_seed0_1, ...).
+            shutil.rmtree(args.out / "tb" / game, ignore_errors=True)
             game_start = time.perf_counter()
             row = run_game(game, bundle, p, args.seeds, args.out)
             record = {"provenance": provenances[game], "result": row}

@@ -83,12 +83,28 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-# Integer fields every benchmark reads the same way, checked when parsed rather than deep inside torch or numpy.
-GENERIC_TYPES: dict[str, Callable[[str], int]] = {
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+_finite_float.__name__ = "finite number"
+
+# Fields every benchmark reads the same way, checked when parsed rather than deep inside torch or numpy (or not at
+# all: a negative count sliced a sample short, or ran nothing and exited 0).
+GENERIC_TYPES: dict[str, Callable[[str], Any]] = {
     "seed": _int_at_least(0),
     "threads": _int_at_least(1),
     "workers": _int_at_least(-1),  # -1: the preset's
+    "guidance": _finite_float,
 }
+# Counts: at least 1, or at least 0 where the default is 0 ("0: the preset's").
+COUNT_FIELDS = frozenset(
+    {"seeds", "jobs", "denoise_steps", "episodes", "steps", "max_events", "samples", "tasks", "scenes",
+     "push_train", "procgen_train", "procgen_test"}
+)  # fmt: skip
 
 
 def parse_dataclass_args(
@@ -127,7 +143,9 @@ def parse_dataclass_args(
             )
         else:
             allowed = list((choices or {}).get(name, ())) or None
-            kind = GENERIC_TYPES.get(name, type(value)) if isinstance(value, int) else type(value)
+            kind = GENERIC_TYPES.get(name, type(value))
+            if name in COUNT_FIELDS and isinstance(value, int):
+                kind = _int_at_least(0 if value == 0 else 1)
             parser.add_argument(flag, dest=name, type=kind, default=value, choices=allowed, help=text or None)
     return cls(**vars(parser.parse_args(argv)))
 
@@ -279,11 +297,17 @@ def check_reuse_dirs(
         read_json(results, "results file")
         problem = reuse_problem(Path(out), protocol, notes)
         if problem is not None:  # nothing there is taken over; keep the file rather than overwrite it
-            kept = results.with_name(f"results.superseded-{time.strftime('%Y%m%d-%H%M%S')}.json")
-            results.replace(kept)
-            if results.with_suffix(".md").is_file():
-                results.with_suffix(".md").replace(kept.with_suffix(".md"))
-            print(f"--out {out}: {problem}. Nothing there is taken over; it is kept as {kept.name}")
+            supersede(out, f"{problem}. Nothing there is taken over")
+
+
+def supersede(out: Path, why: str) -> None:
+    """Move ``out``'s results (``results.json``, ``.md``) aside as ``results.superseded-<time>.*``, saying why."""
+    results = Path(out) / "results.json"
+    kept = results.with_name(f"results.superseded-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    results.replace(kept)
+    if results.with_suffix(".md").is_file():
+        results.with_suffix(".md").replace(kept.with_suffix(".md"))
+    print(f"--out {out}: {why}; it is kept as {kept.name}")
 
 
 def earlier_results(directory: Path, protocol: dict[str, Any]) -> dict[str, Any] | None:

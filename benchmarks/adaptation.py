@@ -550,7 +550,7 @@ def main(args: Args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     start = time.time()
     args.out = Path(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
+    _common.make_out_dir(args.out)
     data = args.out / "data" if args.preset == "smoke" else Path(args.data)
 
     with tempfile.TemporaryDirectory(prefix="adaptation_") as tmp:
@@ -577,8 +577,22 @@ def main(args: Args) -> dict[str, Any]:
         ]
         # Every run directory's record is checked before any run starts: a stale or unreadable one stops the
         # benchmark at once (in worker processes it would surface only after the other runs had finished).
-        for job in todo:
-            earlier_run(Path(job["run_dir"]), run_provenance(job))
+        try:
+            for job in todo:
+                earlier_run(Path(job["run_dir"]), run_provenance(job))
+        except ValueError as e:  # its message says what differs and what to do
+            raise SystemExit(str(e)) from None
+        # A results file of other envs, seeds or models would be replaced by this run's (the runs stay in runs/).
+        if (args.out / "results.json").is_file():
+            was = _common.read_json(args.out / "results.json", "results file").get("meta", {})
+            now = {"envs": envs, "seeds": seeds, "models": sorted(models)}
+            changed = [
+                k
+                for k, v in now.items()
+                if (sorted(was.get("pretrained", {})) if k == "models" else was.get(k)) != v
+            ]
+            if changed:
+                _common.supersede(args.out, f"its results cover other {' and '.join(changed)}")
         runs: dict[tuple[str, str, int], dict[str, Any]] = {}
 
         def snapshot(complete: bool) -> dict[str, Any]:

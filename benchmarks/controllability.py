@@ -287,7 +287,10 @@ def main(args: Args) -> dict[str, Any]:
     names = [g.strip() for g in args.games.split(",") if g.strip()]
     if not names or args.states < 1 or args.horizon < 1:
         raise SystemExit("need at least one game, --states >= 1 and --horizon >= 1")
-    specs = {name: env_spec(name) for name in names}
+    try:
+        specs = {name: env_spec(name) for name in names}
+    except ValueError as e:  # an unknown game: the message lists the known ones
+        raise SystemExit(f"--games: {e}") from None
     games = list(specs)
     _common.make_out_dir(Path(args.out))
     torch.set_num_threads(args.threads)

@@ -198,7 +198,10 @@ def main(args: Args) -> dict[str, Any]:
         if loaded:
             data = Path(args.out) / "data"
             seed = _common.derived_seed(args.seed, PROCGEN_GAMES.index(game))
-            collect_procgen([game], args.episodes, args.steps, data, levels="test", seed=seed)
+            try:
+                collect_procgen([game], args.episodes, args.steps, data, levels="test", seed=seed)
+            except ValueError as e:  # OUT/data holds the episodes of another --seed or --steps
+                raise SystemExit(f"{e}\n(another --seed or --steps needs another --out)") from None
             episodes = read_episodes(data / f"procgen-{game}")[: args.episodes]
             k = max(b.world_model.config.num_history for b in loaded.values())
             events, others = choose_transitions(episodes, k, args.max_events, np.random.default_rng(seed))

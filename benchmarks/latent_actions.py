@@ -314,7 +314,7 @@ def main(args: Args) -> dict:
         raise SystemExit(f"unknown regulariser(s) {bad}; choose from {REGULARIZERS}")
     args.data = _common.resolve_data(args)
     start = time.time()
-    args.out.mkdir(parents=True, exist_ok=True)
+    _common.make_out_dir(args.out)
     train_dirs, procgen_test, push_test = ensure_data(args, p)
 
     rng = np.random.default_rng(args.seed + 10_000)  # evaluation sample, independent of training seeds

@@ -480,6 +480,23 @@ def training_summary(model_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def check_given_models(args: Args) -> None:
+    """Load the models given on the command line before any data or training: a typo in one used to surface
+    only after the other model had trained (half an hour and more)."""
+    given = {
+        "--adaworld-model": (args.adaworld_model, False),
+        "--agnostic-model": (args.agnostic_model, True),
+    }
+    try:
+        if args.lam:
+            load_lam(args.lam)
+        for flag, (path, agnostic) in given.items():
+            if path and load_world_model(path).config.action_agnostic != agnostic:
+                raise SystemExit(f"{flag} {path}: it is {'not ' if agnostic else ''}action-agnostic")
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot load a given model: {e}") from None
+
+
 def main(args: Args) -> dict:
     if args.preset not in PRESETS:
         raise SystemExit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
@@ -489,7 +506,8 @@ def main(args: Args) -> dict:
         return remeasure_speed(args, p)
     args.data = _common.resolve_data(args)
     start = time.time()
-    args.out.mkdir(parents=True, exist_ok=True)
+    check_given_models(args)
+    _common.make_out_dir(args.out)
     get_data: Callable = smoke_data if args.preset == "smoke" else ensure_data
     train_dirs, procgen_test, push_test = get_data(args, p)
     procgen_subsets = pretrain_subsets(procgen_test)

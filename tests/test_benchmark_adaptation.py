@@ -74,6 +74,9 @@ def test_finished_runs_are_reused_and_models_not_given_are_skipped(smoke):
     # Same out dir: every selected run is read back from its result.json, nothing is trained again.
     again = main(Args(preset="smoke", seed=0, out=out, models="adaworld", envs="push"))
     assert again["push"]["adaworld"] == first["push"]["adaworld"]
+    # The complete file of every env and model is kept aside, not replaced by this narrower run's.
+    (kept,) = out.glob("results.superseded-*.json")
+    assert json.loads(kept.read_text())["meta"]["envs"] == first["meta"]["envs"] != ["push"]
     assert again["push"]["vq"] is None and again["skipped"]["vq"] == "not selected (--models)"
     assert again["average"]["psnr"]["adaworld"] is not None and again["average"]["psnr"]["vq"] is None
     assert "skipped: not selected" in (out / "results.md").read_text()
@@ -82,7 +85,7 @@ def test_finished_runs_are_reused_and_models_not_given_are_skipped(smoke):
     result = json.loads(done.read_text())
     result["provenance"]["model"] = "another model"
     done.write_text(json.dumps(result))
-    with pytest.raises(ValueError, match="another model, LAM, data or protocol"):
+    with pytest.raises(SystemExit, match="another model, LAM, data or protocol"):  # a message, no traceback
         main(Args(preset="smoke", seed=0, out=out, models="adaworld", envs="push"))
 
 

@@ -61,15 +61,21 @@ class _Generic:
     seed: int = 0
     threads: int = 1
     workers: int = -1
+    seeds: int = 0  # a count whose 0 means the preset's
+    jobs: int = 2  # a count without that meaning
+    guidance: float = 1.0
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [(["--seed", "-1"], "--seed: must be an integer >= 0"), (["--threads", "0"], "--threads: must be an integer >= 1"),
-     (["--workers", "-3"], "--workers: must be an integer >= -1"), (["--seed", "x"], "invalid integer >= 0 value")],
+     (["--workers", "-3"], "--workers: must be an integer >= -1"), (["--seed", "x"], "invalid integer >= 0 value"),
+     (["--seeds", "-2"], "--seeds: must be an integer >= 0"), (["--jobs", "0"], "--jobs: must be an integer >= 1"),
+     (["--guidance", "nan"], "--guidance: must be a finite number")],
 )  # fmt: skip
 def test_seed_threads_and_workers_are_checked_by_the_parser(argv, message, capsys):
-    """--threads 0 or --seed -1 ended in a traceback from torch or numpy, after the benchmark had begun."""
+    """--threads 0 or --seed -1 ended in a traceback from torch or numpy after the benchmark had begun; --seeds -2
+    ran nothing and exited 0."""
     with pytest.raises(SystemExit) as exit_info:
         parse_dataclass_args(_Generic, "doc", argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err

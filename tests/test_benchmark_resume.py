@@ -219,6 +219,8 @@ def test_ppo_imagination_resumes_finished_games(tmp_path, monkeypatch):
 
     def run_game(game, bundle, p, seeds, out):
         played.append(game)
+        (out / "tb" / game).mkdir(parents=True, exist_ok=True)
+        (out / "tb" / game / f"curve_{len(played)}").write_text("")  # what SB3 would have logged
         if game in kill:
             raise KeyboardInterrupt("killed")
         row = {k: 1.0 for k in ("imagination", "real", "random")}
@@ -239,6 +241,9 @@ def test_ppo_imagination_resumes_finished_games(tmp_path, monkeypatch):
     results = ppo_imagination.main(argv)
     assert played == ["chaser"] and results["reused"] == ["coinrun"] and results["complete"]
     assert "finished earlier" in (out / "results.md").read_text()
+    # The killed game's partial curves are gone, so its rerun's take their names; the finished game's stay.
+    assert [p.name for p in (out / "tb" / "chaser").iterdir()] == ["curve_1"]
+    assert [p.name for p in (out / "tb" / "coinrun").iterdir()] == ["curve_1"]
     assert results["ppo"]["coinrun"] == kept["ppo"]["coinrun"]
     assert set(results["game_minutes"]) == {"coinrun", "chaser"}
     # Other seeds into the same --out: refused before any game is played, never mixed in.
@@ -248,6 +253,21 @@ def test_ppo_imagination_resumes_finished_games(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"cannot read game record .*procgen-chaser.json"):
         ppo_imagination.main(argv)
     assert played == ["chaser"]
+
+
+def test_ppo_imagination_checks_every_bundle_before_the_first_game(tmp_path, monkeypatch):
+    """A bundle without labelled_transitions stopped the run only when its game's turn came, hours in."""
+    from adaworld_gym.models.bundle import AdaWorldBundle
+    from agents import ppo_imagination
+
+    bundles = _ppo_bundles(tmp_path)
+    chaser = AdaWorldBundle.from_pretrained(bundles / "procgen-chaser")
+    replace(chaser, meta={}).save_pretrained(bundles / "procgen-chaser")
+    monkeypatch.setattr(ppo_imagination, "run_game", lambda *a: pytest.fail("a game ran"))
+    monkeypatch.setattr(ppo_imagination, "vector_speedup", lambda *a: pytest.fail("the speed was measured"))
+    argv = ["--preset", "smoke", "--games", "coinrun", "chaser", "--seeds", "0", "--bundles", str(bundles)]
+    with pytest.raises(SystemExit, match=r"procgen-chaser bundle: meta\['labelled_transitions'\] is missing"):
+        ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
 
 
 # ---------------------------------------------------------------------------------------------- world_model

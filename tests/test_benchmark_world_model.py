@@ -283,3 +283,19 @@ def test_smoke_runs_keep_their_tiny_data_out_of_data_dir(tmp_path):
         assert resolve_data(module.parse_args([])) == Path("data")
         given = module.parse_args(["--preset", "smoke", "--data", str(tmp_path / "d")])
         assert resolve_data(given) == tmp_path / "d"
+
+
+def test_models_given_on_the_command_line_are_checked_before_any_training(tmp_path, tiny_models):
+    """A typo in --adaworld-model surfaced only after the twin had trained (half an hour on the cpu preset)."""
+    from benchmarks.world_model import Args, main
+
+    root, _ = tiny_models
+    cases = [
+        (dict(adaworld_model=str(tmp_path / "nope")), "cannot load a given model: no world model found"),
+        (dict(adaworld_model=str(root / "twin")), "--adaworld-model .*twin: it is action-agnostic"),
+        (dict(lam=str(tmp_path / "nope")), "cannot load a given model"),
+    ]
+    for given, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            main(Args(preset="smoke", out=tmp_path / "out", **given))
+        assert not (tmp_path / "out").exists()  # refused before the data step and the trainings
