@@ -223,8 +223,13 @@ def run_demo(out: str | Path = "out/demo", seed: int = 0) -> dict:
             f"[demo] {env['env']}: {env['steps']} steps beside the real game, {compared}; vector env, 16 rows: "
             f"{env['vector_env_frames_per_second']:.0f} frames/s"
         )
-    gifs = "real.gif, push_lam_reconstruction.gif" + (
-        ", transfer.gif, imagined_vs_real.gif" if (out / "transfer.gif").exists() else ""
+    real_panels = " | ".join([*DEMO_GAMES[:3], "push"])
+    gifs = f"real.gif ({real_panels}), push_lam_reconstruction.gif (real | LAM decoder)" + (
+        ", transfer.gif (source | transferred), imagined_vs_real.gif (real | imagined)"
+        if (out / "transfer.gif").exists()
+        else ""
     )
-    print(f"[demo] wrote {out}/{gifs}, latent_actions.png, summary.json")
+    print(
+        f"[demo] wrote {out}/: {gifs}, latent_actions.png, summary.json (and the episodes it played in data/)"
+    )
     return summary

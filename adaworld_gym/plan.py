@@ -36,6 +36,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from adaworld_gym._checks import add_note
 from adaworld_gym.planning import (
     PUSH_INIT_STD,
     VP2_COST,
@@ -134,7 +135,13 @@ def load_push_bundle(path: str | os.PathLike) -> AdaWorldBundle:
     """Load a bundle and check that it is adapted to the push action space (``ValueError`` if not)."""
     from adaworld_gym.models.bundle import AdaWorldBundle
 
-    return AdaWorldBundle.from_pretrained(Path(path), expected_action_space=push_action_space())
+    try:
+        return AdaWorldBundle.from_pretrained(Path(path), expected_action_space=push_action_space())
+    except ValueError as e:
+        if "has action space" in str(e):  # a Procgen or latent bundle: say what plan takes
+            add_note(e, "adaworld plan plans on AdaWorld/RobosuitePush-v0: give a bundle adapted to push "
+                     "(adaworld adapt --env AdaWorld/RobosuitePush-v0)")  # fmt: skip
+        raise
 
 
 def make_planner(

@@ -153,6 +153,9 @@ def linear_probe(**logistic: Any) -> Any:
 
 
 def probe_accuracy(mu: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    """A linear probe's test accuracy; NaN where the training half holds one action only (tiny data sets)."""
+    if len(np.unique(y[train])) < 2 or not test.any():
+        return float("nan")
     probe = linear_probe(max_iter=2000)
     probe.fit(mu[train], y[train])
     return float((probe.predict(mu[test]) == y[test]).mean())

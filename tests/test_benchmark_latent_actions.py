@@ -75,6 +75,16 @@ def test_within_group_probe_separates_informative_from_random_features():
     assert probe_accuracy_within(noise, y, groups, seed=0) < 0.55
 
 
+def test_a_probe_trained_on_one_action_is_nan_not_a_crash():
+    """The smoke preset's second seed drew a training half of one action: sklearn raised and the run died."""
+    from benchmarks.latent_actions import probe_accuracy
+
+    mu, y = np.random.default_rng(0).normal(size=(6, 2)), np.array([0, 0, 0, 1, 2, 1])
+    train = np.array([True, True, True, False, False, False])
+    assert np.isnan(probe_accuracy(mu, y, train, ~train))
+    assert 0 <= probe_accuracy(mu, y, ~train | (np.arange(6) == 0), train) <= 1
+
+
 def test_shuffled_z_never_keeps_a_transitions_own_latent():
     # shuffled_z_psnr decodes every transition with the z of *another* transition of its game: a fixed point
     # would hand it its own z (the old version left about one per group, and seed 5 kept a group of 3 as is).

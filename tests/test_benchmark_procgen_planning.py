@@ -367,8 +367,11 @@ def test_procgen_planning_refuses_negative_scene_and_seed_counts(tmp_path, monke
     monkeypatch.setattr(procgen_planning, "find_scenes", no_search)
     # --scenes -1 reached find_scenes(n=-1), which kept every reachable level of max_candidates tried.
     for flag in ("--scenes", "--seeds"):
-        args = procgen_planning.parse_args(
-            ["--preset", "smoke", flag, "-1", "--games", "maze", "--out", str(tmp_path / "out")]
-        )
+        argv = ["--preset", "smoke", flag, "-1", "--games", "maze", "--out", str(tmp_path / "out")]
+        with pytest.raises(SystemExit) as parsed:  # the parser refuses it
+            procgen_planning.parse_args(argv)
+        assert parsed.value.code == 2
+        args = procgen_planning.parse_args([*argv[:2], *argv[4:]])
+        setattr(args, flag[2:], -1)  # and main, called from Python
         with pytest.raises(SystemExit, match="must be >= 0"):
             procgen_planning.main(args)

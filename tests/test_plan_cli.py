@@ -48,7 +48,9 @@ def test_missing_bundles_and_bad_arguments_are_clear_errors(tmp_path, assets, ca
 
     tiny_random_bundle("continuous").save_pretrained(tmp_path / "box2")
     assert cli.main(["plan", "--model", str(tmp_path / "box2"), "--out", str(out)]) == 2
-    assert "action space" in capsys.readouterr().err
+    err = capsys.readouterr().err  # one line per space, not one float per dimension
+    assert "action space Box(-1..1, shape (2,)), expected Box(-1..1, shape (4,))" in err
+    assert "a bundle adapted to push" in err
     assert not out.exists()
 
 

@@ -53,7 +53,7 @@ def test_smoke_run_writes_results_and_records_skipped_games(tmp_path):
 def test_bundle_without_real_frame_count_is_rejected(tmp_path):
     bundles = _procgen_bundle(tmp_path, "coinrun", {})
     argv = ["--preset", "smoke", "--games", "coinrun", "--seeds", "0", "--bundles", str(bundles)]
-    with pytest.raises(ValueError, match="labelled_transitions"):
+    with pytest.raises(SystemExit, match="labelled_transitions"):  # before any game or speed measurement
         ppo_imagination.main([*argv, "--out", str(tmp_path / "out")])
 
 

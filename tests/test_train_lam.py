@@ -316,6 +316,12 @@ def test_train_lam_init_from_and_data_shares(tmp_path):
         train_lam(
             a, tmp_path / "c", "tiny", max_steps=1, init_from=first, model_overrides={"width": 64}, **kw
         )
+    # Started from a model of another preset (a tiny LAM finetuned under the default small preset): the error says
+    # which preset to pass.
+    with pytest.raises(
+        ValueError, match="it is of the 'tiny' preset, this run's is 'small': pass --preset tiny"
+    ):
+        train_lam(a, tmp_path / "f", "small", max_steps=1, init_from=first, **kw)
     # A loss-only setting may change: the weights still fit.
     stronger = train_lam(a, tmp_path / "e", "tiny", max_steps=0, init_from=first, beta=1e-3, **kw)
     assert LatentActionModel.from_pretrained(stronger).config.beta == 1e-3

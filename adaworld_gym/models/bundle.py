@@ -74,6 +74,20 @@ def describe_space(space: spaces.Space) -> dict[str, Any]:
     raise ValueError(f"unsupported action space {space}")
 
 
+def space_summary(description: Any) -> str:
+    """A :func:`describe_space` dict (or anything else) in one short line: a Box's bounds as their range, not
+    one float per dimension."""
+    try:
+        if description["type"] == "Box":
+            low, high = np.min(description["low"]), np.max(description["high"])
+            return f"Box({low:g}..{high:g}, shape {tuple(description['shape'])})"
+        if description["type"] == "Discrete":
+            return f"Discrete({description['n']})"
+    except (TypeError, KeyError, ValueError):
+        pass
+    return f"{description!r:.120}"
+
+
 @dataclass
 class AdaWorldBundle:
     """A world model, its action adapter, start contexts and (optionally) the LAM that labelled its data.
@@ -273,7 +287,9 @@ class AdaWorldBundle:
         if expected_action_space is not None:  # a cheap check before any weights are read; exact one below
             expected, found = describe_space(expected_action_space), header["action_space"]
             if expected != found:
-                raise ValueError(f"bundle {directory} has action space {found}, expected {expected}")
+                raise ValueError(
+                    f"bundle {directory} has action space {space_summary(found)}, expected {space_summary(expected)}"
+                )
 
         shared = header.get("shared", {})
         if (

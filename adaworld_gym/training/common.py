@@ -790,7 +790,11 @@ def copy_weights(
     mine, theirs = comparable(model), comparable(source)
     if mine != theirs:
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        raise ValueError(f"cannot start from {path}: its model config differs in {', '.join(diff)}")
+        was, now = plain_config(source).get("preset"), plain_config(model).get("preset")
+        hint = (
+            f"; it is of the {was!r} preset, this run's is {now!r}: pass --preset {was}" if was != now else ""
+        )
+        raise ValueError(f"cannot start from {path}: its model config differs in {', '.join(diff)}{hint}")
     model.load_state_dict(source.state_dict())
 
 
