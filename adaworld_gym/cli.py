@@ -596,9 +596,11 @@ class _DefaultsHelp(argparse.HelpFormatter):
 def _subcommand(sub: Any, name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 (argparse's name)
     """A subcommand whose own ``--help`` opens with what it does (the line ``adaworld --help`` lists for it)
     and gives each option's default."""
-    return sub.add_parser(
+    parser = sub.add_parser(
         name, help=help, description=help[:1].upper() + help[1:] + ".", formatter_class=_DefaultsHelp
     )
+    parser.set_defaults(subparser=parser)  # the innermost one wins: unknown flags are reported with its usage
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -934,7 +936,10 @@ def _stop_gracefully_on_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report them with the top-level usage, not the subcommand's
+        getattr(args, "subparser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     _stop_gracefully_on_signals()
     # Every command that runs a model takes --threads, default 1: on a busy 2-core machine two threads stepped
     # the world model ~50x slower, and a transfer took 16.5 s at two threads against 7.2 s at one.

@@ -366,6 +366,13 @@ def test_collect_videos_takes_no_seed(cli_main, capsys, tmp_path):
     _parser_refuses(cli_main, capsys, argv, "unrecognized arguments: --seed")
 
 
+def test_an_unknown_flag_is_reported_with_its_subcommands_usage(cli_main, capsys, tmp_path):
+    """It came with the top-level usage, which lists no flag of the subcommand."""
+    _parser_refuses(cli_main, capsys, ["train-reward", "--data", "d", "--out", "o", "--steps", "20"],
+                    "usage: adaworld train-reward")  # fmt: skip
+    _parser_refuses(cli_main, capsys, ["collect", "procgen", "--bogus"], "usage: adaworld collect procgen")
+
+
 def test_train_wm_refuses_a_negative_warmup(cli_main, capsys, tmp_path, data_dir):
     # Before: --warmup-steps -5 trained with a silently shifted learning-rate schedule.
     argv = ["train-wm", "--action-agnostic", "--data", str(data_dir), "--preset", "tiny", "--max-steps", "1"]
