@@ -82,9 +82,8 @@ class Episode:
     def __post_init__(self) -> None:
         if self.meta is None:
             self.meta = {}
-        if not isinstance(
-            self.meta, dict
-        ):  # readers look entries up in it (meta.get): refuse it at the write
+        # Readers look entries up in it (meta.get): anything else is refused at the write, not at the read.
+        if not isinstance(self.meta, dict):
             raise ValueError(f"meta must be a dict, got {type(self.meta).__name__}")
         self.frames = np.asarray(self.frames)
         if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:

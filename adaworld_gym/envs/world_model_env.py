@@ -390,9 +390,8 @@ class WorldModelEnv(gymnasium.Env):
                 self._window.close()  # closed by the user: stop drawing until close() / a new env
 
     def close(self) -> None:
-        self._closed = (
-            True  # the model holds nothing else to free: stepping on is allowed, a new window is not
-        )
+        # The model holds nothing else to free: stepping on is allowed, a new window is not.
+        self._closed = True
         if self._window is not None:
             self._window.close()
             self._window = None

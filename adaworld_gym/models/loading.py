@@ -179,9 +179,7 @@ class CheckedLoadingMixin:
         try:
             try:
                 super().save_pretrained(side, *args, **kwargs)  # type: ignore[misc]
-            except (
-                SafetensorError
-            ) as e:  # a full disk, say: an OSError naming the model, as other writes give
+            except SafetensorError as e:  # a full disk, say: an OSError, as other writes give
                 raise OSError(f"cannot save a model to {target}: {e}") from e
             replaced = _replaced_weights(kwargs.get("variant", args[3] if len(args) > 3 else None))
             for entry in target.iterdir() if target.is_dir() else ():

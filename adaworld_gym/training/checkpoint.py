@@ -152,9 +152,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, state: Mapping[str, Any]
         tensor_path = tmp / TENSORS_FILE
         try:
             save_file(tensors, str(tensor_path))
-        except (
-            SafetensorError
-        ) as e:  # a full disk, say: an OSError naming the checkpoint, as other writes give
+        except SafetensorError as e:  # a full disk, say: an OSError, as other writes give
             raise OSError(f"cannot write checkpoint {final}: {e}") from e
         fsync_path(tensor_path)
         manifest = {

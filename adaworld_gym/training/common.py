@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from adaworld_gym._checks import add_note
+from adaworld_gym.data.episodes import EpisodeError, sha256_file, swap_in_directory
 
 try:
     import fcntl
 except ImportError:  # Windows: runs go unguarded
     fcntl = None  # type: ignore[assignment]
-from adaworld_gym.data.episodes import EpisodeError, sha256_file, swap_in_directory
 
 
 def budget_spent(
@@ -830,8 +830,9 @@ def exclusive_out_dir(out_dir: str | os.PathLike) -> Iterator[None]:
                 pass
             yield
     finally:
-        if created and [p.name for p in out_dir.iterdir()] == [RUN_LOCK]:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the run may have moved or removed out_dir itself
+            if created and [p.name for p in out_dir.iterdir()] == [RUN_LOCK]:
+                shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def one_run_per_out_dir(run: Callable[..., Any]) -> Callable[..., Any]:
