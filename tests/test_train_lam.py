@@ -295,6 +295,20 @@ def test_train_lam_rejects_bad_arguments(tmp_path):
         train_lam(square_clips(4), tmp_path, "tiny", regularizer="gumbel", max_steps=1)
 
 
+def test_a_resume_on_data_that_changed_since_the_kill_is_refused(tmp_path):
+    """Episodes added to the data directory between a kill and the resume changed the batches, unnoticed."""
+    from adaworld_gym.data.episodes import Episode, EpisodeStore
+    from benchmarks.world_model import synthetic_push_like
+
+    data = synthetic_push_like(tmp_path / "a", episodes=2, steps=8, seed=0)
+    kw = dict(batch_size=4, progress=False)
+    train_lam(str(data), tmp_path / "run", "tiny", max_steps=2, **kw)
+    frames = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    EpisodeStore(data).write("ep_000099", Episode(frames=frames))
+    with pytest.raises(ValueError, match="was trained with other episodes"):
+        train_lam(str(data), tmp_path / "run", "tiny", max_steps=4, **kw)
+
+
 def test_train_lam_init_from_and_data_shares(tmp_path):
     from benchmarks.world_model import synthetic_push_like
 

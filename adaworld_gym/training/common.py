@@ -290,9 +290,11 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Any):
 
 def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[str, Any]:
     """What a run learns from, to refuse resuming it on something else: the data directories (resolved paths,
-    with their shares when fixed; None for in-memory windows) and the fingerprint of each frozen model it uses
+    with their shares when fixed; None for in-memory windows), a digest of their episodes (the manifests'
+    checksums: an episode added or rewritten counts) and the fingerprint of each frozen model it uses
     (:func:`~adaworld_gym.models.loading.model_fingerprint`, the one a world model's ``lam.json`` records, so
     clustering a LAM mid-run changes nothing; a bundle, which is no single model, by all its files)."""
+    from adaworld_gym.data.clips import episodes_digest
     from adaworld_gym.models.loading import directory_digest, model_fingerprint, saved_model_dir
 
     def fingerprint(path: str | os.PathLike) -> str:
@@ -307,8 +309,17 @@ def training_provenance(data: Any, **models: str | os.PathLike | None) -> dict[s
         spec = [str(Path(d).resolve()) for d in data]
     else:
         spec = None
+    # The episodes themselves too: data added to a directory between a kill and the resume changed the batches.
+    episodes = None
+    if spec is not None:
+        with contextlib.suppress(OSError, ValueError):  # unreadable data: the loader names the problem
+            episodes = episodes_digest(list(spec))
     # Under "models": checkpoints written before, with other digests at the top level, leave them uncompared.
-    return {"data": spec, "models": {k: None if v is None else fingerprint(v) for k, v in models.items()}}
+    return {
+        "data": spec,
+        "episodes": episodes,
+        "models": {k: None if v is None else fingerprint(v) for k, v in models.items()},
+    }
 
 
 # Settings that steer a run's course (its batches, noise, schedule, clipping): a resume asked for other values would
