@@ -199,7 +199,8 @@ def pretrain_subsets(procgen_test: Path) -> list[Path]:
 def sample_windows(
     subsets: list[Path], n: int, horizon: int, history: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """``n`` windows spread evenly over ``subsets``, each with ``horizon`` true future frames.
+    """``n`` windows spread over ``subsets`` as evenly as ``n`` allows (``ceil(n / len(subsets))`` drawn from each,
+    the surplus dropped at random, so a subset may give one fewer), each with ``horizon`` true future frames.
 
     Returns ``history`` uint8 [n,k,H,W,3] (zero-padded at an episode start), ``history_len`` [n] and ``frames``
     uint8 [n,horizon+1,H,W,3]: the last history frame followed by the true future.
