@@ -250,3 +250,14 @@ def test_episode_meta_must_be_a_dict(tmp_path):
     assert Episode(frames=frames, meta=None).meta == {}
     with pytest.raises(ValueError, match="meta must be a dict, got list"):
         Episode(frames=frames, meta=["push"])
+
+
+def test_the_same_episode_makes_the_same_bytes_whenever_it_is_written(monkeypatch):
+    """zip stamped each member with the clock: an episode collected again after damage got another checksum, and the
+    run it fed refused to resume on "other episodes"."""
+    import time
+
+    episode = Episode(frames=np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8))
+    first = encode_episode(episode)
+    monkeypatch.setattr(time, "localtime", lambda *a: time.struct_time((2031, 5, 6, 7, 8, 10, 0, 126, 0)))
+    assert encode_episode(episode) == first

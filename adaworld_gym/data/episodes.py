@@ -249,13 +249,22 @@ def encode_episode(episode: Episode) -> bytes:
         "meta": episode.meta,
     }
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("meta.json", json.dumps(meta))
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(_member("meta.json"), json.dumps(meta))
         frames_xz = lzma.compress(_npy_bytes(frames), preset=LZMA_PRESET)
-        zf.writestr(FRAMES_MEMBER, frames_xz, compress_type=zipfile.ZIP_STORED)
+        zf.writestr(_member(FRAMES_MEMBER, zipfile.ZIP_STORED), frames_xz)
         for name, array in arrays.items():
-            zf.writestr(f"{name}.npy", _npy_bytes(array))
+            zf.writestr(_member(f"{name}.npy"), _npy_bytes(array))
     return buf.getvalue()
+
+
+def _member(name: str, compress_type: int = zipfile.ZIP_DEFLATED) -> zipfile.ZipInfo:
+    """A zip member with a fixed time stamp: the same episode makes the same bytes (and checksum) whenever it is
+    written, so an episode collected again after damage leaves a run's data digest as it was."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = compress_type
+    info.external_attr = 0o600 << 16  # what writestr gives a member named by a string
+    return info
 
 
 def read_episode(path: str | os.PathLike) -> Episode:
