@@ -261,11 +261,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     from adaworld_gym.latent import encode_frames
     from adaworld_gym.transfer import load_frames
 
-    _check_out_file(args.out, (".npy",))
-    if args.out.resolve() == Path(args.input).resolve():
-        raise ValueError(
-            f"--out {args.out} is the input itself: it would be overwritten by its latent actions"
-        )
+    _check_out_file(args.out, (".npy",))  # never an input's suffix: the input cannot be overwritten
     lam = _load_lam(args.lam)
     mu = encode_frames(lam, load_frames(args.input, size=lam.config.image_size))  # any LAM's frame size
     _save_npy(mu, args.out)

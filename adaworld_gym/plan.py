@@ -133,14 +133,13 @@ def resolve_model(model: str | os.PathLike) -> str | Path:
 
 def load_push_bundle(path: str | os.PathLike) -> AdaWorldBundle:
     """Load a bundle and check that it is adapted to the push action space (``ValueError`` if not)."""
-    from adaworld_gym.models.bundle import AdaWorldBundle
+    from adaworld_gym.models.bundle import ActionSpaceMismatch, AdaWorldBundle
 
     try:
         return AdaWorldBundle.from_pretrained(Path(path), expected_action_space=push_action_space())
-    except ValueError as e:
-        if "has action space" in str(e):  # a Procgen or latent bundle: say what plan takes
-            add_note(e, "adaworld plan plans on AdaWorld/RobosuitePush-v0: give a bundle adapted to push "
-                     "(adaworld adapt --env AdaWorld/RobosuitePush-v0)")  # fmt: skip
+    except ActionSpaceMismatch as e:  # a Procgen or latent bundle: say what plan takes
+        add_note(e, "adaworld plan plans on AdaWorld/RobosuitePush-v0: give a bundle adapted to push "
+                 "(adaworld adapt --env AdaWorld/RobosuitePush-v0)")  # fmt: skip
         raise
 
 

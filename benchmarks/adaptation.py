@@ -585,12 +585,13 @@ def main(args: Args) -> dict[str, Any]:
         # A results file of other envs, seeds or models would be replaced by this run's (the runs stay in runs/).
         if (args.out / "results.json").is_file():
             was = _common.read_json(args.out / "results.json", "results file").get("meta", {})
+            then = {
+                "envs": was.get("envs"),
+                "seeds": was.get("seeds"),
+                "models": sorted(was.get("pretrained", {})),
+            }
             now = {"envs": envs, "seeds": seeds, "models": sorted(models)}
-            changed = [
-                k
-                for k, v in now.items()
-                if (sorted(was.get("pretrained", {})) if k == "models" else was.get(k)) != v
-            ]
+            changed = [k for k in now if then[k] != now[k]]
             if changed:
                 _common.supersede(args.out, f"its results cover other {' and '.join(changed)}")
         runs: dict[tuple[str, str, int], dict[str, Any]] = {}

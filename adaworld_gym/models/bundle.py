@@ -53,7 +53,14 @@ from adaworld_gym.models.reward import RewardHead
 from adaworld_gym.models.world_model import DiffusionWorldModel, world_model_preset
 from adaworld_gym.training.common import BUNDLE, save_model_atomic
 
-__all__ = ["BUNDLE_FORMAT", "AdaWorldBundle", "bundle_digest", "describe_space", "tiny_random_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "ActionSpaceMismatch",
+    "AdaWorldBundle",
+    "bundle_digest",
+    "describe_space",
+    "tiny_random_bundle",
+]
 
 BUNDLE_FORMAT = "adaworld-bundle/1"
 BUNDLE_JSON = "bundle.json"
@@ -72,6 +79,10 @@ def describe_space(space: spaces.Space) -> dict[str, Any]:
             "high": space.high.tolist(),
         }
     raise ValueError(f"unsupported action space {space}")
+
+
+class ActionSpaceMismatch(ValueError):
+    """A bundle adapted to another action space than the one asked for (``expected_action_space``)."""
 
 
 def space_summary(description: Any) -> str:
@@ -287,7 +298,7 @@ class AdaWorldBundle:
         if expected_action_space is not None:  # a cheap check before any weights are read; exact one below
             expected, found = describe_space(expected_action_space), header["action_space"]
             if expected != found:
-                raise ValueError(
+                raise ActionSpaceMismatch(
                     f"bundle {directory} has action space {space_summary(found)}, expected {space_summary(expected)}"
                 )
 
@@ -352,7 +363,7 @@ class AdaWorldBundle:
                 f"but the saved adapter serves {describe_space(bundle.action_space)}"
             )
         if expected_action_space is not None and bundle.action_space != expected_action_space:
-            raise ValueError(
+            raise ActionSpaceMismatch(
                 f"bundle {directory} has action space {bundle.action_space}, expected {expected_action_space}"
             )
         return bundle
